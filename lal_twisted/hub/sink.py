@@ -1,0 +1,168 @@
+"""Subscriber sinks: where a Stream's packets leave for one player.
+
+A :class:`Sink` is an ``IPushProducer`` registered on its player's transport.
+While the transport is paused (its write buffer passed the high-water mark) the
+sink keeps writing up to ``max_backlog_bytes`` of slack, so a momentary pause
+(a GOP burst to a new player) loses nothing.  Past that it drops packets and,
+once resumed, waits for the next video keyframe so the player never sees a
+broken GOP.  A sink paused longer than ``stall_timeout`` is disconnected.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from zope.interface import Attribute, Interface, implementer
+
+from lal_twisted.log import Logger
+from lal_twisted.media.packet import AUDIO, DATA, AVPacket
+
+if TYPE_CHECKING:
+    from lal_twisted.hub.stream import Stream
+
+log = Logger("lal_twisted.hub.sink")
+
+
+class IStreamSink(Interface):
+    """One subscriber of a Stream (RTMP player, HTTP-FLV player, recorder, relay)."""
+
+    stream = Attribute("The Stream this sink is attached to, or None.")
+
+    def start(stream: Stream) -> None:
+        """Attached to ``stream``; cached packets follow through ``send``."""
+
+    def send(packet: AVPacket) -> None:
+        """Deliver one packet (encoded once per format and shared)."""
+
+    def publish_started(stream: Stream) -> None:
+        """A publisher started feeding the stream."""
+
+    def publish_stopped(stream: Stream) -> None:
+        """The publisher left; the sink stays attached and waits for the next one."""
+
+    def close(reason: str) -> None:
+        """End this subscriber (server shutdown, stall)."""
+
+
+@implementer(IStreamSink, IPushProducer)
+class Sink:
+    """Packet-level flow control shared by every transport-backed sink.
+
+    Subclasses implement :meth:`encode` (packet -> shared bytes), :meth:`write`
+    and :meth:`disconnect`.
+    """
+
+    protocol_name = "sink"
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        stall_timeout: float = 10.0,
+        max_backlog_bytes: int = 2 * 1024 * 1024,
+    ) -> None:
+        self.reactor = reactor
+        self.stall_timeout = stall_timeout
+        self.max_backlog_bytes = max_backlog_bytes
+        self.stream: Stream | None = None
+        self.paused = False
+        self.waiting_keyframe = True
+        self.bytes_out = 0
+        self.packets_out = 0
+        self.packets_dropped = 0
+        self._backlog = 0
+        self._stall_call: IDelayedCall | None = None
+        self.closed = False
+
+    # -- format hooks -------------------------------------------------------
+    def encode(self, packet: AVPacket) -> bytes:
+        raise NotImplementedError
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def disconnect(self, reason: str) -> None:
+        raise NotImplementedError
+
+    # -- IStreamSink ----------------------------------------------------------
+    def start(self, stream: Stream) -> None:
+        self.stream = stream
+        self.waiting_keyframe = True
+
+    def publish_started(self, stream: Stream) -> None:
+        # A new publisher starts a new GOP sequence: wait for its keyframe.
+        self.waiting_keyframe = True
+
+    def publish_stopped(self, stream: Stream) -> None:
+        pass
+
+    def send(self, packet: AVPacket) -> None:
+        if self.closed:
+            return
+        if self.waiting_keyframe:
+            if packet.is_keyframe and packet.kind != AUDIO and not packet.is_sequence_header:
+                self.waiting_keyframe = False
+            elif packet.is_sequence_header or packet.kind == DATA:
+                pass  # headers and metadata always go through
+            elif packet.kind == AUDIO and self.stream is not None and not self.stream.has_video:
+                self.waiting_keyframe = False
+            else:
+                self.packets_dropped += 1
+                return
+        data = self.encode(packet)
+        if self.paused:
+            if self._backlog + len(data) > self.max_backlog_bytes and not packet.is_sequence_header:
+                self.packets_dropped += 1
+                self.waiting_keyframe = True
+                return
+            self._backlog += len(data)
+        self.bytes_out += len(data)
+        self.packets_out += 1
+        self.write(data)
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._cancel_stall()
+        self.disconnect(reason)
+
+    # -- IPushProducer ----------------------------------------------------------
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted interface
+        if self.paused or self.closed:
+            return
+        self.paused = True
+        self._backlog = 0
+        self._stall_call = self.reactor.callLater(self.stall_timeout, self._stalled)
+
+    def resumeProducing(self) -> None:  # noqa: N802 - Twisted interface
+        if not self.paused:
+            return
+        self.paused = False
+        self._cancel_stall()
+
+    def stopProducing(self) -> None:  # noqa: N802 - Twisted interface
+        self.closed = True
+        self._cancel_stall()
+
+    # -- internals -----------------------------------------------------------------
+    def _cancel_stall(self) -> None:
+        if self._stall_call is not None:
+            if self._stall_call.active():
+                self._stall_call.cancel()
+            self._stall_call = None
+
+    def _stalled(self) -> None:
+        self._stall_call = None
+        reason = (f"player stalled: not reading for {self.stall_timeout:g}s "
+                  f"({self.packets_dropped} packets dropped)")
+        self.close(reason)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol_name,
+            "bytes_out": self.bytes_out,
+            "packets_out": self.packets_out,
+            "packets_dropped": self.packets_dropped,
+            "paused": self.paused,
+        }

@@ -1,0 +1,77 @@
+"""Project logging on twisted.logger.
+
+All project loggers emit to one :data:`publisher`.  :func:`configure` points it
+at the process log (stdout under ``twistd -n``) and/or a file, filtered by level,
+so the config's ``log`` section works the same inside twistd and inside another
+Twisted application.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import IO
+
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    LogPublisher,
+    globalLogPublisher,
+    textFileLogObserver,
+)
+from twisted.logger import Logger as _Logger
+from twisted.python.logfile import DailyLogFile, LogFile
+from zope.interface import implementer
+
+from lal_twisted.config import LogConfig
+
+publisher = LogPublisher()
+_installed: list[ILogObserver] = []
+_open_files: list[IO[str]] = []
+
+
+def Logger(namespace: str) -> _Logger:  # noqa: N802 - mirrors twisted.logger.Logger
+    """A twisted.logger Logger bound to the project's publisher."""
+    return _Logger(namespace=namespace, observer=publisher)
+
+
+@implementer(ILogObserver)
+def _forward_to_global(event: dict) -> None:
+    globalLogPublisher(event)
+
+
+def configure(config: LogConfig) -> None:
+    """(Re)install the observers the ``log`` config section asks for."""
+    reset()
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(config.level))
+    if config.is_to_stdout:
+        _add(FilteringLogObserver(_forward_to_global, [predicate]))
+    if config.filename:
+        directory, name = os.path.split(os.path.abspath(config.filename))
+        os.makedirs(directory, exist_ok=True)
+        logfile: IO[str]
+        if config.is_rotate_daily:
+            logfile = DailyLogFile(name, directory)  # type: ignore[assignment]
+        else:
+            logfile = LogFile(name, directory, rotateLength=None)  # type: ignore[assignment]
+        _open_files.append(logfile)
+        _add(FilteringLogObserver(textFileLogObserver(logfile), [predicate]))
+
+
+def _add(observer: ILogObserver) -> None:
+    publisher.addObserver(observer)
+    _installed.append(observer)
+
+
+def reset() -> None:
+    """Remove installed observers and close log files."""
+    while _installed:
+        publisher.removeObserver(_installed.pop())
+    while _open_files:
+        _open_files.pop().close()
+
+
+# Until configured, project log lines at info and above reach the global log.
+_add(FilteringLogObserver(_forward_to_global,
+                          [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)]))

@@ -1,0 +1,416 @@
+"""RTMP chunk stream layer: reassemble incoming chunks, split outgoing messages.
+
+Pure and I/O free: :class:`ChunkReader` is fed raw bytes and returns complete
+:class:`~lal_twisted.rtmp.message.Message` objects; :class:`ChunkWriter` turns a
+message into the bytes to put on the wire.
+
+Timestamp rules applied by the reader (per chunk stream id):
+
+* type 0 carries the absolute timestamp; types 1 and 2 carry a delta that is
+  added to the timestamp of the previous message on that chunk stream;
+* a type-3 chunk that starts a new message adds the previous header's
+  timestamp field again.  After a type-1/2 header that field is the delta; after
+  a type-0 header it is the absolute timestamp, so a type-0 message at ``t``
+  followed by a type-3 message yields ``2 * t``.  This is what the RTMP
+  specification says ("the timestamp delta for this Type 3 chunk is the same as
+  the timestamp of the Type 0 chunk") and what FFmpeg and lal implement;
+* when the 3-byte field is 0xFFFFFF, the real value follows as a 4-byte
+  extended timestamp, and every later type-3 chunk on that chunk stream
+  (continuation or new message) carries the 4-byte field too.  For a type-3
+  chunk that starts a new message the value read there is the delta; on a
+  continuation chunk it is read and ignored;
+* all timestamps wrap modulo 2**32.
+
+A type-0/1/2 header that arrives while a message on the same chunk stream is
+still incomplete discards the partial message and starts the new one (lenient,
+as deployed servers are).  After a :class:`ChunkError` the reader state is
+undefined and the connection must be closed.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from lal_twisted.rtmp.message import ABORT, SET_CHUNK_SIZE, Message, RtmpProtocolError
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "MAX_CHUNK_SIZE",
+    "MAX_CSID",
+    "MAX_HEADER_SIZE",
+    "ChunkError",
+    "ChunkReader",
+    "ChunkWriter",
+    "encode_message",
+]
+
+DEFAULT_CHUNK_SIZE = 128
+MAX_CHUNK_SIZE = 0x7FFFFFFF
+MAX_CSID = 65599
+# 3-byte basic header + 11-byte type-0 message header + 4-byte extended timestamp.
+MAX_HEADER_SIZE = 18
+
+_EXTENDED = 0xFFFFFF
+_MAX_LENGTH = 0xFFFFFF
+_TS_MASK = 0xFFFFFFFF
+
+# ts(3) len(3) type(1), read as u16+u8 pairs because struct has no 24-bit code.
+_FMT01 = struct.Struct(">HBHBB")
+_FMT2 = struct.Struct(">HB")
+_U32 = struct.Struct(">I")
+_LE32 = struct.Struct("<I")
+# Type-0 message header on output: ts(3 BE) len(3 BE) type(1) stream id(4 LE).
+_FMT0_OUT = struct.Struct("<7BI")
+
+
+class ChunkError(RtmpProtocolError):
+    """Malformed or hostile chunk stream."""
+
+
+class _ChunkStream:
+    """Per-csid reader state: the last header's fields and the partial message."""
+
+    __slots__ = (
+        "timestamp",
+        "delta",
+        "extended",
+        "length",
+        "type_id",
+        "stream_id",
+        "left",
+        "parts",
+    )
+
+    def __init__(self) -> None:
+        self.timestamp = 0
+        # Timestamp field of the last type-0/1/2 header (absolute after type 0),
+        # reused by a type-3 chunk that starts a new message.
+        self.delta = 0
+        self.extended = False
+        self.length = 0
+        self.type_id = 0
+        self.stream_id = 0
+        # Payload bytes still missing from the message being assembled (0: none).
+        self.left = 0
+        self.parts: list[bytes | bytearray] = []
+
+
+class ChunkReader:
+    """Incremental chunk-stream parser: feed bytes, get complete messages.
+
+    Holds at most one partial message per chunk stream plus an unparsed tail
+    shorter than one chunk (header and body).  Set Chunk Size and Abort are
+    acted upon as soon as they complete and are also returned to the caller.
+    """
+
+    __slots__ = (
+        "chunk_size",
+        "bytes_received",
+        "max_message_size",
+        "max_chunk_streams",
+        "_streams",
+        "_buf",
+    )
+
+    def __init__(
+        self, max_message_size: int = 16 * 1024 * 1024, max_chunk_streams: int = 64
+    ) -> None:
+        self.chunk_size = DEFAULT_CHUNK_SIZE
+        self.bytes_received = 0
+        self.max_message_size = max_message_size
+        self.max_chunk_streams = max_chunk_streams
+        self._streams: dict[int, _ChunkStream] = {}
+        self._buf = bytearray()
+
+    @property
+    def unparsed_bytes(self) -> int:
+        """Length of the buffered tail that does not yet form a whole chunk."""
+        return len(self._buf)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Everything held: the unparsed tail plus partially assembled payloads."""
+        partial = sum(len(p) for cs in self._streams.values() for p in cs.parts)
+        return len(self._buf) + partial
+
+    def feed(self, data: bytes) -> list[Message]:
+        """Consume ``data`` and return every message it completes, in order.
+
+        Raises :class:`ChunkError` on a protocol violation.
+        """
+        self.bytes_received += len(data)
+        out: list[Message] = []
+        buf = self._buf
+        if not buf and type(data) is bytes:
+            # Nothing pending: parse the caller's bytes in place, keep only the tail.
+            pos = self._parse(data, out)
+            if pos < len(data):
+                buf += memoryview(data)[pos:]
+        else:
+            buf += data
+            pos = self._parse(buf, out)
+            if pos:
+                # Deleting a bytearray prefix is cheap; the tail is < one chunk.
+                del buf[:pos]
+        return out
+
+    def _new_stream(self, csid: int, fmt: int) -> _ChunkStream:
+        """Register a chunk stream seen for the first time, enforcing the limits."""
+        if fmt:
+            raise ChunkError(
+                f"chunk stream {csid} referenced with a type-{fmt} header "
+                f"before any type-0 header"
+            )
+        if len(self._streams) >= self.max_chunk_streams:
+            raise ChunkError(f"too many chunk streams (>{self.max_chunk_streams})")
+        cs = self._streams[csid] = _ChunkStream()
+        return cs
+
+    def _set_chunk_size(self, payload: bytes) -> int:
+        """Apply a Set Chunk Size message to the reader."""
+        if len(payload) < 4:
+            raise ChunkError(f"set chunk size payload too short ({len(payload)} bytes)")
+        size: int = _U32.unpack_from(payload)[0]
+        if not 0 < size <= MAX_CHUNK_SIZE:
+            raise ChunkError(f"invalid chunk size {size}")
+        self.chunk_size = size
+        return size
+
+    def _abort(self, payload: bytes) -> None:
+        """Apply an Abort message: drop the partial message of the named chunk stream."""
+        if len(payload) < 4:
+            raise ChunkError(f"abort payload too short ({len(payload)} bytes)")
+        cs = self._streams.get(_U32.unpack_from(payload)[0])
+        if cs is not None and cs.left:
+            cs.left = 0
+            cs.parts = []
+
+    def _parse(self, buf: bytes | bytearray, out: list[Message]) -> int:
+        """Parse whole chunks from ``buf``, append finished messages to ``out``
+        and return the offset of the first byte not consumed.
+
+        A chunk's effects are committed only once its body is fully available,
+        so an incomplete chunk is simply parsed again on the next feed.
+        """
+        pos = 0
+        end = len(buf)
+        streams = self._streams
+        chunk_size = self.chunk_size
+        max_size = self.max_message_size
+        while pos < end:
+            b0 = buf[pos]
+            fmt = b0 >> 6
+            csid = b0 & 0x3F
+            p = pos + 1
+            if csid == 0:
+                if p >= end:
+                    break
+                csid = 64 + buf[p]
+                p += 1
+            elif csid == 1:
+                if p + 2 > end:
+                    break
+                csid = 64 + buf[p] + (buf[p + 1] << 8)
+                p += 2
+            cs = streams.get(csid)
+            if cs is None:
+                cs = self._new_stream(csid, fmt)
+
+            if fmt == 3:
+                if cs.extended:
+                    if p + 4 > end:
+                        break
+                    field = _U32.unpack_from(buf, p)[0]
+                    p += 4
+                else:
+                    field = cs.delta
+                left = cs.left
+                if left:
+                    # Continuation chunk of the message being assembled.
+                    body = chunk_size if left > chunk_size else left
+                    stop = p + body
+                    if stop > end:
+                        break
+                    pos = stop
+                    cs.parts.append(buf[p:stop])
+                    left -= body
+                    cs.left = left
+                    if left:
+                        continue
+                    payload = b"".join(cs.parts)
+                    cs.parts = []
+                else:
+                    # New message with the previous length, type and stream id.
+                    length = cs.length
+                    body = chunk_size if length > chunk_size else length
+                    stop = p + body
+                    if stop > end:
+                        break
+                    pos = stop
+                    cs.timestamp = (cs.timestamp + field) & _TS_MASK
+                    cs.delta = field
+                    if body < length:
+                        cs.parts = [buf[p:stop]]
+                        cs.left = length - body
+                        continue
+                    payload = bytes(buf[p:stop])
+            else:
+                if fmt == 0:
+                    if p + 11 > end:
+                        break
+                    t_hi, t_lo, l_hi, l_lo, type_id = _FMT01.unpack_from(buf, p)
+                    stream_id = _LE32.unpack_from(buf, p + 7)[0]
+                    p += 11
+                    length = (l_hi << 8) | l_lo
+                    if length > max_size:
+                        raise ChunkError(
+                            f"message length {length} exceeds the limit of {max_size}"
+                        )
+                elif fmt == 1:
+                    if p + 7 > end:
+                        break
+                    t_hi, t_lo, l_hi, l_lo, type_id = _FMT01.unpack_from(buf, p)
+                    stream_id = cs.stream_id
+                    p += 7
+                    length = (l_hi << 8) | l_lo
+                    if length > max_size:
+                        raise ChunkError(
+                            f"message length {length} exceeds the limit of {max_size}"
+                        )
+                else:
+                    if p + 3 > end:
+                        break
+                    t_hi, t_lo = _FMT2.unpack_from(buf, p)
+                    type_id = cs.type_id
+                    stream_id = cs.stream_id
+                    length = cs.length
+                    p += 3
+                field = (t_hi << 8) | t_lo
+                extended = field == _EXTENDED
+                if extended:
+                    if p + 4 > end:
+                        break
+                    field = _U32.unpack_from(buf, p)[0]
+                    p += 4
+                body = chunk_size if length > chunk_size else length
+                stop = p + body
+                if stop > end:
+                    break
+                pos = stop
+                cs.timestamp = field if fmt == 0 else (cs.timestamp + field) & _TS_MASK
+                cs.delta = field
+                cs.extended = extended
+                cs.length = length
+                cs.type_id = type_id
+                cs.stream_id = stream_id
+                if body < length:
+                    # Any partial message on this csid is replaced (lenient restart).
+                    cs.parts = [buf[p:stop]]
+                    cs.left = length - body
+                    continue
+                if cs.left:
+                    cs.left = 0
+                    cs.parts = []
+                payload = bytes(buf[p:stop])
+
+            type_id = cs.type_id
+            out.append(Message(csid, type_id, cs.stream_id, cs.timestamp, payload))
+            if type_id == SET_CHUNK_SIZE:
+                chunk_size = self._set_chunk_size(payload)
+            elif type_id == ABORT:
+                self._abort(payload)
+        return pos
+
+
+def _basic_headers(csid: int) -> tuple[bytes, bytes]:
+    """Type-0 and type-3 basic headers for ``csid`` (1, 2 or 3 bytes each)."""
+    if 2 <= csid <= 63:
+        return bytes((csid,)), bytes((0xC0 | csid,))
+    if 64 <= csid <= 319:
+        return bytes((0, csid - 64)), bytes((0xC0, csid - 64))
+    if 320 <= csid <= MAX_CSID:
+        lo = (csid - 64) & 0xFF
+        hi = (csid - 64) >> 8
+        return bytes((1, lo, hi)), bytes((0xC1, lo, hi))
+    raise ValueError(f"invalid chunk stream id {csid}")
+
+
+# Precomputed for the csids that fit the 1- and 2-byte forms (all this server uses).
+_BASIC_HEADERS = {csid: _basic_headers(csid) for csid in range(2, 320)}
+
+
+def encode_message(
+    chunk_size: int, csid: int, type_id: int, stream_id: int, timestamp: int, payload: bytes
+) -> bytes:
+    """Encode one message as chunks: a type-0 chunk followed by type-3 chunks.
+
+    The output depends only on the arguments (no per-receiver header
+    compression), so one encoding can be shared by every receiver that uses
+    the same chunk size.  ``timestamp`` is taken modulo 2**32.
+    """
+    if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"invalid chunk size {chunk_size}")
+    length = len(payload)
+    if length > _MAX_LENGTH:
+        raise ValueError(f"message length {length} does not fit in 24 bits")
+    headers = _BASIC_HEADERS.get(csid)
+    if headers is None:
+        headers = _basic_headers(csid)
+    first, cont = headers
+    timestamp &= _TS_MASK
+    ts_field = _EXTENDED if timestamp >= _EXTENDED else timestamp
+    try:
+        head = first + _FMT0_OUT.pack(
+            ts_field >> 16,
+            (ts_field >> 8) & 0xFF,
+            ts_field & 0xFF,
+            length >> 16,
+            (length >> 8) & 0xFF,
+            length & 0xFF,
+            type_id,
+            stream_id,
+        )
+    except struct.error as exc:
+        raise ValueError(f"type id {type_id} or stream id {stream_id} out of range") from exc
+    if ts_field == _EXTENDED:
+        ext = _U32.pack(timestamp)
+        head += ext
+        cont += ext
+    if length <= chunk_size:
+        return head + payload
+    view = memoryview(payload)
+    count = (length + chunk_size - 1) // chunk_size
+    parts: list[bytes | memoryview] = [cont] * (2 * count)
+    parts[0] = head
+    parts[1::2] = [view[off : off + chunk_size] for off in range(0, length, chunk_size)]
+    return b"".join(parts)
+
+
+class ChunkWriter:
+    """Encodes outgoing messages with the current outgoing chunk size.
+
+    Set :attr:`chunk_size` right after sending the Set Chunk Size message.
+    """
+
+    __slots__ = ("_chunk_size",)
+
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        self._chunk_size = DEFAULT_CHUNK_SIZE
+        self.chunk_size = chunk_size
+
+    @property
+    def chunk_size(self) -> int:
+        """Maximum chunk body size used for outgoing messages."""
+        return self._chunk_size
+
+    @chunk_size.setter
+    def chunk_size(self, value: int) -> None:
+        if not 0 < value <= MAX_CHUNK_SIZE:
+            raise ValueError(f"invalid chunk size {value}")
+        self._chunk_size = value
+
+    def encode(
+        self, csid: int, type_id: int, stream_id: int, timestamp: int, payload: bytes
+    ) -> bytes:
+        """Encode one message; see :func:`encode_message`."""
+        return encode_message(self._chunk_size, csid, type_id, stream_id, timestamp, payload)

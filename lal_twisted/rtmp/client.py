@@ -1,0 +1,134 @@
+"""RTMP client protocol: the Twisted adapter around :class:`ClientSession`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IReactorTCP
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.python.failure import Failure
+
+from lal_twisted.media.amf0 import AMF0Error
+from lal_twisted.media.packet import AVPacket
+from lal_twisted.rtmp.client_session import ClientSession, Ready, RtmpUrl, Status
+from lal_twisted.rtmp.handshake import HandshakeError
+from lal_twisted.rtmp.message import RtmpProtocolError
+
+_PEER_ERRORS = (HandshakeError, RtmpProtocolError, AMF0Error)
+_CONNECTION_DONE = Failure(ConnectionDone())
+
+
+class RTMPClientProtocol(Protocol):
+    """Publishes or plays one stream.
+
+    ``ready`` fires once the server accepted the publish/play; ``done`` fires with
+    None on a clean close or errbacks with the cause.  ``on_packet`` receives
+    each media packet while playing; ``on_status`` each onStatus.
+    """
+
+    def __init__(
+        self,
+        session: ClientSession,
+        on_packet: Callable[[AVPacket], None] | None = None,
+        on_status: Callable[[Status], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.on_packet = on_packet
+        self.on_status = on_status
+        self.ready: defer.Deferred[RTMPClientProtocol] = defer.Deferred()
+        self.done: defer.Deferred[None] = defer.Deferred()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.error: str | None = None
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted interface
+        self.session.start()
+        self.flush()
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted interface
+        self.bytes_in += len(data)
+        try:
+            events = self.session.receive(data)
+        except _PEER_ERRORS as e:
+            self.fail(str(e))
+            return
+        self.flush()
+        on_packet = self.on_packet
+        for event in events:
+            if type(event) is AVPacket:
+                if on_packet is not None:
+                    on_packet(event)
+            elif isinstance(event, Ready):
+                if not self.ready.called:
+                    self.ready.callback(self)
+            elif isinstance(event, Status) and self.on_status is not None:
+                self.on_status(event)
+
+    def send_packet(self, packet: AVPacket) -> None:
+        data = self.session.encode_packet(packet)
+        self.bytes_out += len(data)
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def flush(self) -> None:
+        out = self.session.data_to_send()
+        if out:
+            self.bytes_out += len(out)
+            self.transport.write(out)  # type: ignore[union-attr]
+
+    def fail(self, cause: str) -> None:
+        self.error = cause
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        """End the stream politely and close the connection."""
+        self.session.close_stream()
+        self.flush()
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:  # noqa: N802
+        cause = self.error
+        if not self.ready.called:
+            self.ready.errback(Failure(ConnectionError(
+                cause or f"connection closed before the server accepted the "
+                         f"{self.session.mode}: {reason.getErrorMessage()}")))
+        if cause is not None:
+            self.done.errback(Failure(ConnectionError(cause)))
+        else:
+            self.done.callback(None)
+
+
+class RTMPClientFactory(ClientFactory):
+    """Creates one protocol for one connection; ``connected`` fires with it
+    or errbacks when the TCP connection fails."""
+
+    def __init__(self, make_protocol: Callable[[], RTMPClientProtocol]) -> None:
+        self.make_protocol = make_protocol
+        self.connected: defer.Deferred[RTMPClientProtocol] = defer.Deferred()
+
+    def buildProtocol(self, addr: Any) -> RTMPClientProtocol:  # noqa: N802
+        proto = self.make_protocol()
+        proto.factory = self  # type: ignore[attr-defined]
+        if not self.connected.called:
+            self.connected.callback(proto)
+        return proto
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:  # noqa: N802
+        if not self.connected.called:
+            self.connected.errback(reason)
+
+
+def connect(reactor: IReactorTCP, url: str | RtmpUrl, mode: str,
+            on_packet: Callable[[AVPacket], None] | None = None,
+            on_status: Callable[[Status], None] | None = None,
+            timeout: float = 10.0) -> defer.Deferred[RTMPClientProtocol]:
+    """Connect, handshake and publish/play; fires with the protocol once ready."""
+    parsed = url if isinstance(url, RtmpUrl) else RtmpUrl.parse(url)
+    factory = RTMPClientFactory(lambda: RTMPClientProtocol(
+        ClientSession(parsed, mode), on_packet=on_packet, on_status=on_status))
+    reactor.connectTCP(parsed.host, parsed.port, factory, timeout=timeout)
+    d = factory.connected
+    d.addCallback(lambda proto: proto.ready)
+    return d

@@ -1,0 +1,229 @@
+"""RTMP server: the Twisted Protocol/Factory adapter around :class:`ServerSession`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from lal_twisted.hub.registry import StreamBusy, StreamRegistry, stream_key
+from lal_twisted.hub.sink import Sink
+from lal_twisted.hub.stream import IPublisher, Stream
+from lal_twisted.log import Logger
+from lal_twisted.media.amf0 import AMF0Error
+from lal_twisted.media.packet import AVPacket
+from lal_twisted.rtmp.handshake import HandshakeError
+from lal_twisted.rtmp.message import RtmpProtocolError
+from lal_twisted.rtmp.session import (
+    ConnectRequest,
+    PlayRequest,
+    PublishRequest,
+    ServerSession,
+    StreamClosed,
+    encode_media,
+)
+
+log = Logger("lal_twisted.rtmp.server")
+
+_PEER_ERRORS = (HandshakeError, RtmpProtocolError, AMF0Error)
+_CONNECTION_DONE = Failure(ConnectionDone())
+
+
+def describe_peer(address: IAddress) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    return f"{host}:{port}" if host is not None else str(address)
+
+
+class RtmpSink(Sink):
+    """A player's side of a Stream: writes shared RTMP chunk bytes."""
+
+    protocol_name = "rtmp"
+
+    def __init__(self, protocol: RTMPServerProtocol, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.protocol = protocol
+        self.chunk_size = protocol.session.out_chunk_size
+
+    def encode(self, packet: AVPacket) -> bytes:
+        return encode_media(packet, self.chunk_size)
+
+    def write(self, data: bytes) -> None:
+        self.protocol.transport.write(data)  # type: ignore[union-attr]
+
+    def disconnect(self, reason: str) -> None:
+        self.protocol.close_reason = reason
+        self.protocol.transport.abortConnection()  # type: ignore[union-attr]
+
+    def publish_started(self, stream: Stream) -> None:
+        super().publish_started(stream)
+        self.protocol.session.play_publish_notify()
+        self.protocol.flush()
+
+    def publish_stopped(self, stream: Stream) -> None:
+        self.protocol.session.play_unpublish_notify()
+        self.protocol.flush()
+
+
+@implementer(IPublisher)
+class RTMPServerProtocol(Protocol):
+    """Feeds bytes to the session and hands its events to the registry."""
+
+    factory: RTMPServerFactory
+
+    def __init__(self) -> None:
+        self.stream: Stream | None = None
+        self.key: str | None = None
+        self.sink: RtmpSink | None = None
+        self.close_reason: str | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.started = 0.0
+        self.description = ""
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted interface
+        config = self.factory
+        self.session = ServerSession(chunk_size=config.chunk_size,
+                                     max_message_size=config.max_message_size)
+        self.description = describe_peer(self.transport.getPeer())  # type: ignore[union-attr]
+        self.started = time.monotonic()
+        log.debug("rtmp connection from {peer}", peer=self.description)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted interface
+        self.bytes_in += len(data)
+        try:
+            events = self.session.receive(data)
+        except _PEER_ERRORS as e:
+            self._protocol_error(str(e) or type(e).__name__)
+            return
+        self.flush()
+        stream = self.stream
+        for event in events:
+            if type(event) is AVPacket:
+                if stream is not None:
+                    stream.feed(event)
+            else:
+                self._handle(event)
+                stream = self.stream
+
+    def flush(self) -> None:
+        out = self.session.data_to_send()
+        if out:
+            self.bytes_out += len(out)
+            self.transport.write(out)  # type: ignore[union-attr]
+
+    def _handle(self, event: Any) -> None:
+        if isinstance(event, PublishRequest):
+            self._publish(event)
+        elif isinstance(event, PlayRequest):
+            self._play(event)
+        elif isinstance(event, StreamClosed):
+            self._leave(f"peer sent {event.command}")
+        elif isinstance(event, ConnectRequest):
+            log.debug("rtmp {peer} connect app={app} tcUrl={tc}", peer=self.description,
+                      app=event.app, tc=event.tc_url)
+
+    def _publish(self, event: PublishRequest) -> None:
+        if self.stream is not None:
+            self._protocol_error("publish on a connection that already publishes or plays")
+            return
+        key = stream_key(event.app, event.name)
+        try:
+            self.stream = self.factory.registry.publish(key, self)
+        except StreamBusy:
+            log.warn("rtmp {peer} publish {key} refused: the stream is already being published",
+                     peer=self.description, key=key)
+            self.session.reject_publish(f"stream {key} is already being published")
+            self.flush()
+            self.close_reason = "publish refused: stream already published"
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.key = key
+        self.session.accept_publish()
+        self.flush()
+        log.info("rtmp session {peer} publishing {key} started", peer=self.description, key=key)
+
+    def _play(self, event: PlayRequest) -> None:
+        if self.stream is not None:
+            self._protocol_error("play on a connection that already publishes or plays")
+            return
+        key = stream_key(event.app, event.name)
+        self.key = key
+        self.session.accept_play(event.reset)
+        self.flush()
+        factory = self.factory
+        sink = RtmpSink(self, reactor=factory.reactor, stall_timeout=factory.stall_timeout,
+                        max_backlog_bytes=factory.max_backlog_bytes)
+        self.sink = sink
+        self.transport.registerProducer(sink, True)  # type: ignore[union-attr]
+        self.stream = factory.registry.subscribe(key, sink, factory.gop_num)
+        log.info("rtmp session {peer} playing {key} started ({state})", peer=self.description,
+                 key=key, state="live" if self.stream.publisher else "waiting for publisher")
+
+    def _leave(self, why: str) -> None:
+        """Stop publishing/playing (the connection may stay open)."""
+        registry = self.factory.registry
+        if self.key is None:
+            return
+        if self.sink is not None:
+            registry.unsubscribe(self.key, self.sink)
+            self.sink.stopProducing()
+            self.bytes_out += self.sink.bytes_out
+            self.transport.unregisterProducer()  # type: ignore[union-attr]
+            self.sink = None
+        elif self.stream is not None:
+            registry.unpublish(self.key, self)
+        self.stream = None
+
+    def _protocol_error(self, cause: str) -> None:
+        log.warn("rtmp {peer}: closing connection: {cause}", peer=self.description, cause=cause)
+        self.close_reason = f"protocol error: {cause}"
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    # IPublisher
+    def close(self, reason: str) -> None:
+        self.close_reason = reason
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:  # noqa: N802
+        self._leave("connection lost")
+        why = self.close_reason or reason.getErrorMessage()
+        log.info("rtmp session {peer} ended: role={role} stream={key} bytes_in={bin} "
+                 "bytes_out={bout} duration={dur:.1f}s reason={why}", peer=self.description,
+                 role=self.session.role or "none", key=self.key or "-", bin=self.bytes_in,
+                 bout=self.bytes_out,
+                 dur=time.monotonic() - self.started, why=why)
+
+
+class RTMPServerFactory(Factory):
+    """Builds RTMP server protocols sharing one registry and one configuration."""
+
+    protocol = RTMPServerProtocol  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(
+        self,
+        registry: StreamRegistry,
+        reactor: IReactorTime | None = None,
+        chunk_size: int = 4096,
+        max_message_size: int = 16 * 1024 * 1024,
+        gop_num: int | None = None,
+        stall_timeout: float = 10.0,
+        max_backlog_bytes: int = 2 * 1024 * 1024,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor  # type: ignore[assignment]
+        self.registry = registry
+        self.reactor = reactor
+        self.chunk_size = chunk_size
+        self.max_message_size = max_message_size
+        self.gop_num = gop_num
+        self.stall_timeout = stall_timeout
+        self.max_backlog_bytes = max_backlog_bytes

@@ -1,0 +1,327 @@
+"""RTMP server session: handshake, chunk stream and NetConnection/NetStream
+commands as a sans-IO state machine.
+
+``receive(data)`` returns events for the logic layer (:class:`PublishRequest`,
+:class:`PlayRequest`, :class:`StreamClosed`, and media as :class:`AVPacket`
+objects); everything the protocol itself answers (acknowledgements, pings,
+``_result`` replies) is queued for ``data_to_send()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from lal_twisted.media import amf0
+from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
+from lal_twisted.rtmp import message as m
+from lal_twisted.rtmp.chunk import ChunkReader, ChunkWriter, encode_message
+from lal_twisted.rtmp.handshake import ServerHandshake
+from lal_twisted.rtmp.message import RtmpProtocolError
+
+# The message stream id handed out by createStream.  Always 1, so an encoded
+# media message is the same bytes for every player (encode once, share).
+MEDIA_STREAM_ID = 1
+
+_MEDIA_CSID = {AUDIO: m.CSID_AUDIO, VIDEO: m.CSID_VIDEO, DATA: m.CSID_DATA}
+_SET_DATA_FRAME = amf0.encode("@setDataFrame")
+
+
+class SessionError(RtmpProtocolError):
+    """A peer broke the command protocol (e.g. publish before connect)."""
+
+
+@dataclass
+class ConnectRequest:
+    app: str
+    tc_url: str
+    query: str
+
+
+@dataclass
+class PublishRequest:
+    app: str
+    name: str
+    query: str
+    publish_type: str
+
+
+@dataclass
+class PlayRequest:
+    app: str
+    name: str
+    query: str
+    start: float
+    duration: float
+    reset: bool
+
+
+@dataclass
+class StreamClosed:
+    """deleteStream / closeStream / FCUnpublish: the peer ends its publish or play."""
+
+    command: str
+
+
+def split_query(value: str) -> tuple[str, str]:
+    """``"test?token=x"`` -> ``("test", "token=x")``."""
+    name, _, query = value.partition("?")
+    return name, query
+
+
+def encode_media(packet: AVPacket, chunk_size: int) -> bytes:
+    """RTMP chunks for one media packet; cached on the packet, shared by all players."""
+    data = packet.rtmp_cache
+    if data is None:
+        data = packet.rtmp_cache = encode_message(
+            chunk_size, _MEDIA_CSID[packet.kind], packet.kind, MEDIA_STREAM_ID,
+            packet.timestamp, packet.payload)
+    return data
+
+
+class ServerSession:
+    """One RTMP connection seen from the server."""
+
+    def __init__(
+        self,
+        chunk_size: int = 4096,
+        max_message_size: int = 16 * 1024 * 1024,
+        window_ack_size: int = 2500000,
+    ) -> None:
+        self.handshake: ServerHandshake | None = ServerHandshake()
+        self.reader = ChunkReader(max_message_size=max_message_size)
+        self.writer = ChunkWriter(128)
+        self.out_chunk_size = chunk_size
+        self.window_ack_size = window_ack_size
+        self.app = ""
+        self.tc_url = ""
+        self.query = ""
+        self.stream_name = ""
+        self.role: str | None = None  # "publish" or "play"
+        self.connected = False
+        self._out: list[bytes] = []
+        self._peer_ack_window = 0
+        self._last_ack = 0
+
+    # -- input ------------------------------------------------------------------
+    def receive(self, data: bytes) -> list[Any]:
+        """Feed bytes from the peer; returns events (AVPacket for media)."""
+        if self.handshake is not None:
+            reply = self.handshake.receive(data)
+            if reply:
+                self._out.append(reply)
+            if not self.handshake.done:
+                return []
+            data = self.handshake.leftover()
+            self.handshake = None
+            if not data:
+                return []
+        events: list[Any] = []
+        for msg in self.reader.feed(data):
+            type_id = msg.type_id
+            if type_id == AUDIO or type_id == VIDEO:
+                if self.role == "publish":
+                    events.append(AVPacket(type_id, msg.timestamp, msg.payload))
+            elif type_id == m.COMMAND_AMF0 or type_id == m.COMMAND_AMF3:
+                payload = msg.payload
+                if type_id == m.COMMAND_AMF3 and payload[:1] == b"\x00":
+                    payload = payload[1:]
+                self._command(payload, events)
+            elif type_id == m.DATA_AMF0 or type_id == m.DATA_AMF3:
+                self._data(msg.payload, msg.timestamp, type_id, events)
+            elif type_id == m.AGGREGATE:
+                if self.role == "publish":
+                    self._aggregate(msg.payload, msg.timestamp, events)
+            else:
+                self._control(type_id, msg.payload)
+        self._maybe_ack()
+        return events
+
+    def data_to_send(self) -> bytes:
+        """Bytes queued for the peer (control replies, command results)."""
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    # -- protocol control ------------------------------------------------------------
+    def _control(self, type_id: int, payload: bytes) -> None:
+        if type_id == m.WINDOW_ACK_SIZE:
+            self._peer_ack_window = m.parse_u32(payload)
+        elif type_id == m.USER_CONTROL:
+            event, value, _ = m.parse_user_control(payload)
+            if event == m.PING_REQUEST:
+                self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0,
+                           m.user_control_payload(m.PING_RESPONSE, value))
+        # SET_CHUNK_SIZE and ABORT are applied by the reader; ACK and
+        # SET_PEER_BANDWIDTH need no action from a server.
+
+    def _maybe_ack(self) -> None:
+        window = self._peer_ack_window
+        if window and self.reader.bytes_received - self._last_ack >= window:
+            self._last_ack = self.reader.bytes_received
+            self._send(m.CSID_PROTOCOL, m.ACK, 0,
+                       m.ack_payload(self.reader.bytes_received & 0xFFFFFFFF))
+
+    # -- commands --------------------------------------------------------------------
+    def _command(self, payload: bytes, events: list[Any]) -> None:
+        values = amf0.decode(payload)
+        if len(values) < 2 or not isinstance(values[0], str):
+            raise SessionError("command message without a command name")
+        name, txn = values[0], values[1]
+        if not isinstance(txn, float):
+            txn = 0.0
+        args = values[3:]
+        if name == "connect":
+            self._connect(txn, values[2] if len(values) > 2 else None, events)
+            return
+        if not self.connected:
+            raise SessionError(f"command {name!r} before connect")
+        if name == "createStream":
+            self._result(txn, None, float(MEDIA_STREAM_ID))
+        elif name == "publish":
+            stream = args[0] if args and isinstance(args[0], str) else ""
+            kind = args[1] if len(args) > 1 and isinstance(args[1], str) else "live"
+            if not stream:
+                self._status("error", "NetStream.Publish.BadName", "publish without a stream name")
+                return
+            self.stream_name, query = split_query(stream)
+            self.query = query or self.query
+            events.append(PublishRequest(self.app, self.stream_name, self.query, kind))
+        elif name == "play":
+            stream = args[0] if args and isinstance(args[0], str) else ""
+            if not stream:
+                self._status("error", "NetStream.Play.StreamNotFound", "play without a stream name")
+                return
+            start = args[1] if len(args) > 1 and isinstance(args[1], float) else -2.0
+            duration = args[2] if len(args) > 2 and isinstance(args[2], float) else -1.0
+            reset = args[3] if len(args) > 3 and isinstance(args[3], bool) else True
+            self.stream_name, query = split_query(stream)
+            self.query = query or self.query
+            events.append(PlayRequest(self.app, self.stream_name, self.query, start, duration,
+                                      reset))
+        elif name in ("deleteStream", "closeStream", "FCUnpublish"):
+            if name == "FCUnpublish" and txn:
+                self._result(txn, None, None)
+            events.append(StreamClosed(name))
+        elif name in ("releaseStream", "FCPublish", "FCSubscribe", "_checkbw"):
+            if txn:
+                self._result(txn, None, amf0.UNDEFINED)
+        elif name == "getStreamLength":
+            self._result(txn, None, 0.0)
+        elif name in ("receiveAudio", "receiveVideo", "pause", "seek", "_result", "_error",
+                      "onBWDone", "onStatus"):
+            pass  # nothing to do for a live stream
+        elif txn:
+            self._send_command("_error", txn, None, {
+                "level": "error", "code": "NetConnection.Call.Failed",
+                "description": f"unknown command {name!r}"})
+
+    def _connect(self, txn: float, props: Any, events: list[Any]) -> None:
+        if self.connected:
+            raise SessionError("connect sent twice")
+        if not isinstance(props, dict):
+            raise SessionError("connect without a command object")
+        app = props.get("app")
+        tc_url = props.get("tcUrl")
+        self.tc_url = tc_url if isinstance(tc_url, str) else ""
+        if not isinstance(app, str) or not app:
+            app = urlsplit(self.tc_url).path if self.tc_url else ""
+        self.app, self.query = split_query(app.strip("/"))
+        if not self.query and "?" in self.tc_url:
+            self.query = self.tc_url.split("?", 1)[1]
+        encoding = props.get("objectEncoding", 0.0)
+        self.connected = True
+        self._send(m.CSID_PROTOCOL, m.WINDOW_ACK_SIZE, 0,
+                   m.window_ack_size_payload(self.window_ack_size))
+        self._send(m.CSID_PROTOCOL, m.SET_PEER_BANDWIDTH, 0,
+                   m.set_peer_bandwidth_payload(self.window_ack_size, 2))
+        self._send(m.CSID_PROTOCOL, m.SET_CHUNK_SIZE, 0,
+                   m.set_chunk_size_payload(self.out_chunk_size))
+        self.writer.chunk_size = self.out_chunk_size
+        self._result(txn, {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0}, {
+            "level": "status", "code": "NetConnection.Connect.Success",
+            "description": "Connection succeeded.",
+            "objectEncoding": encoding if isinstance(encoding, float) else 0.0})
+        events.append(ConnectRequest(self.app, self.tc_url, self.query))
+
+    def _data(self, payload: bytes, timestamp: int, type_id: int, events: list[Any]) -> None:
+        if self.role != "publish":
+            return
+        if type_id == m.DATA_AMF3:
+            if payload[:1] != b"\x00":
+                return
+            payload = payload[1:]
+        if payload.startswith(_SET_DATA_FRAME):
+            payload = payload[len(_SET_DATA_FRAME):]
+        events.append(AVPacket(DATA, timestamp, payload))
+
+    def _aggregate(self, payload: bytes, timestamp: int, events: list[Any]) -> None:
+        """Split an aggregate message (a run of FLV tags) into packets."""
+        view = memoryview(payload)
+        offset, end = 0, len(payload)
+        first_ts: int | None = None
+        while offset + 11 <= end:
+            tag_type = view[offset]
+            size = int.from_bytes(view[offset + 1:offset + 4], "big")
+            ts = int.from_bytes(view[offset + 4:offset + 7], "big") | (view[offset + 7] << 24)
+            body_end = offset + 11 + size
+            if body_end > end:
+                raise SessionError("aggregate message with a truncated sub-message")
+            if first_ts is None:
+                first_ts = ts
+            if tag_type in (AUDIO, VIDEO, DATA):
+                events.append(AVPacket(tag_type, (timestamp + ts - first_ts) & 0xFFFFFFFF,
+                                       bytes(view[offset + 11:body_end])))
+            offset = body_end + 4
+
+    # -- replies --------------------------------------------------------------------
+    def accept_publish(self) -> None:
+        self.role = "publish"
+        self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0,
+                   m.user_control_payload(m.STREAM_BEGIN, MEDIA_STREAM_ID))
+        self._status("status", "NetStream.Publish.Start", f"{self.stream_name} is now published.")
+
+    def reject_publish(self, description: str) -> None:
+        self._status("error", "NetStream.Publish.BadName", description)
+
+    def accept_play(self, reset: bool = True) -> None:
+        self.role = "play"
+        self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0,
+                   m.user_control_payload(m.STREAM_BEGIN, MEDIA_STREAM_ID))
+        if reset:
+            self._status("status", "NetStream.Play.Reset", f"Playing and resetting "
+                         f"{self.stream_name}.")
+        self._status("status", "NetStream.Play.Start", f"Started playing {self.stream_name}.")
+        self._send(m.CSID_DATA, DATA, MEDIA_STREAM_ID,
+                   amf0.encode("|RtmpSampleAccess", True, True))
+
+    def play_publish_notify(self) -> None:
+        """Tell a waiting player that a publisher started."""
+        self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0,
+                   m.user_control_payload(m.STREAM_BEGIN, MEDIA_STREAM_ID))
+        self._status("status", "NetStream.Play.PublishNotify",
+                     f"{self.stream_name} is now published.")
+
+    def play_unpublish_notify(self) -> None:
+        """Tell a player that the publisher left (it stays connected and waits)."""
+        self._status("status", "NetStream.Play.UnpublishNotify",
+                     f"{self.stream_name} is now unpublished.")
+        self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0,
+                   m.user_control_payload(m.STREAM_EOF, MEDIA_STREAM_ID))
+
+    def _result(self, txn: float, *values: Any) -> None:
+        self._send_command("_result", txn, *values)
+
+    def _status(self, level: str, code: str, description: str) -> None:
+        info = {"level": level, "code": code, "description": description}
+        self._out.append(self.writer.encode(m.CSID_COMMAND, m.COMMAND_AMF0, MEDIA_STREAM_ID, 0,
+                                            amf0.encode("onStatus", 0.0, None, info)))
+
+    def _send_command(self, name: str, txn: float, *values: Any) -> None:
+        self._send(m.CSID_COMMAND, m.COMMAND_AMF0, 0, amf0.encode(name, txn, *values))
+
+    def _send(self, csid: int, type_id: int, stream_id: int, payload: bytes) -> None:
+        self._out.append(self.writer.encode(csid, type_id, stream_id, 0, payload))

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install everything the tests need (ffmpeg from Debian, a venv with the project
+# and its test extras), then run ruff, mypy and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y ffmpeg
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+
+.venv/bin/ruff check lal_twisted tests twisted
+.venv/bin/mypy lal_twisted
+# pytest exits 5 when it collects nothing: that is a failure here too.
+.venv/bin/python -m pytest "$@"

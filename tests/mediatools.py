@@ -1,0 +1,118 @@
+"""Helpers for end-to-end tests: run ffmpeg/ffprobe and inspect what they produced."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from lal_twisted.media.flv import FlvReader, FlvTag
+
+
+def push(src: Path, url: str, realtime: bool = True, loop: bool = False,
+         extra: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """Publish ``src`` to ``url`` with ffmpeg (-c copy)."""
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin"]
+    if realtime:
+        cmd.append("-re")
+    if loop:
+        cmd += ["-stream_loop", "-1"]
+    cmd += ["-i", str(src), "-c", "copy", *(extra or []), "-f", "flv", url]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def pull(url: str, out: Path, seconds: float, timeout: float = 30.0,
+         input_opts: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """Record ``seconds`` of ``url`` into ``out`` with ffmpeg (-c copy)."""
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-rw_timeout",
+           str(int(timeout * 1e6)), *(input_opts or []), "-i", url, "-map", "0",
+           "-c", "copy", "-t", str(seconds), "-f", "flv", "-y", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> tuple[int, str]:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        return -9, err.decode(errors="replace") + "\n[killed after timeout]"
+    return proc.returncode, err.decode(errors="replace")
+
+
+@dataclass
+class Probe:
+    codecs: dict[str, str]
+    width: int
+    height: int
+    video_frames: int
+    audio_frames: int
+    decode_errors: str
+    first_video_key: bool
+
+
+def probe(path: Path) -> Probe:
+    """Decode ``path`` fully: codecs, size, decoded frame counts, errors."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-of", "json", str(path)],
+        capture_output=True, check=True, timeout=120)
+    streams = json.loads(out.stdout)["streams"]
+    codecs = {s["codec_type"]: s["codec_name"] for s in streams}
+    video = next((s for s in streams if s["codec_type"] == "video"), {})
+    audio = next((s for s in streams if s["codec_type"] == "audio"), {})
+    errors = subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"],
+        capture_output=True, timeout=120).stderr.decode(errors="replace")
+    first = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-read_intervals", "%+#1",
+         "-show_entries", "frame=key_frame,pict_type", "-of", "json", str(path)],
+        capture_output=True, timeout=60)
+    frames = json.loads(first.stdout or b"{}").get("frames", [])
+    return Probe(
+        codecs=codecs,
+        width=int(video.get("width", 0)),
+        height=int(video.get("height", 0)),
+        video_frames=int(video.get("nb_read_frames", 0)),
+        audio_frames=int(audio.get("nb_read_frames", 0)),
+        decode_errors=errors.strip(),
+        first_video_key=bool(frames) and frames[0].get("key_frame") == 1,
+    )
+
+
+def read_tags(path: Path) -> list[FlvTag]:
+    reader = FlvReader()
+    return reader.feed(path.read_bytes())
+
+
+def http_flv_bytes(url: str, seconds: float, max_bytes: int = 64 * 1024 * 1024,
+                   idle: float = 2.0) -> tuple[dict[str, str], bytes]:
+    """Read an HTTP-FLV response for ``seconds`` (or until ``idle`` seconds pass
+    with no data); returns headers and raw body."""
+    req = urllib.request.Request(url)
+    chunks: list[bytes] = []
+    with urllib.request.urlopen(req, timeout=idle) as resp:
+        headers = {k.lower(): v for k, v in resp.headers.items()}
+        deadline = time.monotonic() + seconds
+        total = 0
+        while time.monotonic() < deadline and total < max_bytes:
+            try:
+                data = resp.read1(65536)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+            total += len(data)
+    return headers, b"".join(chunks)
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
