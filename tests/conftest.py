@@ -35,8 +35,10 @@ def free_port() -> int:
 
 
 def generate(out: Path, seconds: float, video: bool = True, audio: bool = True,
-             gop: int = FPS, size: str = "320x240", bframes: int = 2) -> Path:
-    """An FLV made by ffmpeg: H.264 (with B-frames) and/or AAC."""
+             gop: int = FPS, size: str = "320x240", bframes: int = 2,
+             noisy: bool = False) -> Path:
+    """An FLV made by ffmpeg: H.264 (with B-frames) and/or AAC.  ``noisy`` makes
+    the video about 10 Mbit/s (random noise does not compress)."""
     cmd = [require("ffmpeg"), "-hide_banner", "-loglevel", "error", "-y"]
     if video:
         cmd += ["-f", "lavfi", "-i", f"testsrc=size={size}:rate={FPS}"]
@@ -44,9 +46,11 @@ def generate(out: Path, seconds: float, video: bool = True, audio: bool = True,
         cmd += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]
     cmd += ["-t", str(seconds)]
     if video:
+        rate = ["-vf", "noise=alls=100:allf=t", "-b:v", "12M", "-maxrate", "12M",
+                "-bufsize", "2M"] if noisy else ["-b:v", "200k"]
         cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "film", "-bf", str(bframes),
                 "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-                "-pix_fmt", "yuv420p", "-b:v", "200k"]
+                "-pix_fmt", "yuv420p", *rate]
     if audio:
         cmd += ["-c:a", "aac", "-b:a", "64k", "-ac", "2"]
     cmd += ["-f", "flv", str(out)]
@@ -60,6 +64,7 @@ class Media:
     audio_only: Path
     video_only: Path
     long_av: Path
+    noisy: Path
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +75,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
         audio_only=generate(d / "audio.flv", 6, video=False),
         video_only=generate(d / "video.flv", 6, audio=False),
         long_av=generate(d / "long.flv", 30),
+        noisy=generate(d / "noisy.flv", 14, noisy=True),
     )
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from zope.interface import Attribute, Interface
 
 from lal_twisted.log import Logger
+from lal_twisted.media import codecs
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ class Stream:
         self.audio_header: AVPacket | None = None
         self.has_video = False
         self.has_audio = False
+        self.video_info: dict[str, Any] = {}
+        self.audio_info: dict[str, Any] = {}
         self.packets_in = 0
         self.bytes_in = 0
         self._offset = 0
@@ -121,6 +124,10 @@ class Stream:
         if kind == VIDEO:
             self.has_video = True
             if packet.is_sequence_header:
+                if self.video_header is None or self.video_header.payload != packet.payload:
+                    self.video_info = codecs.video_info(packet.payload)
+                    log.info("stream {key} video: {desc}", key=self.key,
+                             desc=codecs.describe(self.video_info))
                 self.video_header = packet
                 self.gop_cache.clear()
             else:
@@ -128,6 +135,10 @@ class Stream:
         elif kind == AUDIO:
             self.has_audio = True
             if packet.is_sequence_header:
+                if self.audio_header is None or self.audio_header.payload != packet.payload:
+                    self.audio_info = codecs.audio_info(packet.payload)
+                    log.info("stream {key} audio: {desc}", key=self.key,
+                             desc=codecs.describe(self.audio_info))
                 self.audio_header = packet
             else:
                 self.gop_cache.add(packet)
@@ -164,6 +175,8 @@ class Stream:
             "subscribers": len(self.sinks),
             "packets_in": self.packets_in,
             "bytes_in": self.bytes_in,
+            "video": self.video_info,
+            "audio": self.audio_info,
         }
 
 

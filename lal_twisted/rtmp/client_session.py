@@ -22,6 +22,7 @@ from lal_twisted.rtmp.message import RtmpProtocolError
 
 _MEDIA_CSID = {AUDIO: m.CSID_AUDIO, VIDEO: m.CSID_VIDEO, DATA: m.CSID_DATA}
 _SET_DATA_FRAME = amf0.encode("@setDataFrame")
+_SAMPLE_ACCESS = amf0.encode("|RtmpSampleAccess")
 _FAILURE_CODES = ("NetStream.Publish.BadName", "NetStream.Play.StreamNotFound",
                   "NetStream.Play.Failed", "NetStream.Publish.Denied",
                   "NetConnection.Connect.Rejected")
@@ -131,7 +132,8 @@ class ClientSession:
         for msg in self.reader.feed(data):
             type_id = msg.type_id
             if type_id == AUDIO or type_id == VIDEO or type_id == m.DATA_AMF0:
-                if self.ready and self.mode == "play":
+                if self.ready and self.mode == "play" and not (
+                        type_id == m.DATA_AMF0 and msg.payload.startswith(_SAMPLE_ACCESS)):
                     events.append(AVPacket(type_id, msg.timestamp, msg.payload))
             elif type_id == m.COMMAND_AMF0 or type_id == m.COMMAND_AMF3:
                 payload = msg.payload

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -85,6 +85,7 @@ class RTMPServerProtocol(Protocol):
         self.bytes_out = 0
         self.started = 0.0
         self.description = ""
+        self._handshake_timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted interface
         config = self.factory
@@ -92,7 +93,14 @@ class RTMPServerProtocol(Protocol):
                                      max_message_size=config.max_message_size)
         self.description = describe_peer(self.transport.getPeer())  # type: ignore[union-attr]
         self.started = time.monotonic()
+        self._handshake_timer = config.reactor.callLater(
+            config.handshake_timeout, self._handshake_timed_out)
         log.debug("rtmp connection from {peer}", peer=self.description)
+
+    def _handshake_timed_out(self) -> None:
+        self._handshake_timer = None
+        if not self.session.connected:
+            self._protocol_error(f"no RTMP connect within {self.factory.handshake_timeout:g}s")
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted interface
         self.bytes_in += len(data)
@@ -191,6 +199,8 @@ class RTMPServerProtocol(Protocol):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:  # noqa: N802
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
         self._leave("connection lost")
         why = self.close_reason or reason.getErrorMessage()
         log.info("rtmp session {peer} ended: role={role} stream={key} bytes_in={bin} "
@@ -215,6 +225,7 @@ class RTMPServerFactory(Factory):
         gop_num: int | None = None,
         stall_timeout: float = 10.0,
         max_backlog_bytes: int = 2 * 1024 * 1024,
+        handshake_timeout: float = 10.0,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -227,3 +238,4 @@ class RTMPServerFactory(Factory):
         self.gop_num = gop_num
         self.stall_timeout = stall_timeout
         self.max_backlog_bytes = max_backlog_bytes
+        self.handshake_timeout = handshake_timeout

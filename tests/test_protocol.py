@@ -1,0 +1,257 @@
+"""RTMP server and client protocols connected in memory (twisted.test.iosim)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock
+from twisted.test.iosim import FakeTransport, IOPump, connect, makeFakeClient, makeFakeServer
+
+from lal_twisted.hub.registry import StreamRegistry
+from lal_twisted.media import amf0
+from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
+from lal_twisted.rtmp.client import RTMPClientProtocol
+from lal_twisted.rtmp.client_session import ClientSession, RtmpUrl, Status
+from lal_twisted.rtmp.server import RTMPServerFactory, RTMPServerProtocol
+
+URL = "rtmp://127.0.0.1:1935/live/test"
+
+
+def metadata() -> AVPacket:
+    return AVPacket(DATA, 0, amf0.encode("onMetaData", {"width": 320.0, "height": 180.0,
+                                                        "videocodecid": 7.0,
+                                                        "audiocodecid": 10.0}))
+
+
+def video_header() -> AVPacket:
+    # AVCDecoderConfigurationRecord around a real 320x180 High-profile SPS.
+    sps = bytes.fromhex("6764000dacd941419f9e10000003001000000303c0f1429960")
+    pps = bytes.fromhex("68ebe3cb22c0")
+    record = (bytes([1, sps[1], sps[2], sps[3], 0xFF, 0xE1]) + len(sps).to_bytes(2, "big")
+              + sps + b"\x01" + len(pps).to_bytes(2, "big") + pps)
+    return AVPacket(VIDEO, 0, b"\x17\x00\x00\x00\x00" + record)
+
+
+def audio_header() -> AVPacket:
+    return AVPacket(AUDIO, 0, b"\xaf\x00\x12\x10")
+
+
+def frame(ts: int, key: bool, size: int = 6000) -> AVPacket:
+    return AVPacket(VIDEO, ts, (b"\x17" if key else b"\x27") + b"\x01\x00\x00\x00" +
+                    os.urandom(size))
+
+
+def audio(ts: int) -> AVPacket:
+    return AVPacket(AUDIO, ts, b"\xaf\x01" + os.urandom(200))
+
+
+@dataclass
+class Peer:
+    hub: Hub
+    server: RTMPServerProtocol
+    client: RTMPClientProtocol
+    pump: IOPump
+    packets: list[AVPacket] = field(default_factory=list)
+    statuses: list[Status] = field(default_factory=list)
+
+    def send(self, *packets: AVPacket) -> None:
+        for p in packets:
+            self.client.send_packet(p)
+        self.hub.flush()
+
+    @property
+    def codes(self) -> list[str]:
+        return [s.code for s in self.statuses]
+
+
+class Hub:
+    def __init__(self, **kwargs: object) -> None:
+        self.clock = MemoryReactorClock()
+        self.registry = StreamRegistry(gop_num=1)
+        self.factory = RTMPServerFactory(self.registry, reactor=self.clock,  # type: ignore[arg-type]
+                                         **kwargs)
+        self.port = 40000
+        self.pumps: list[IOPump] = []
+
+    def flush(self) -> None:
+        """Deliver everything in flight on every connection."""
+        for _ in range(3):
+            for pump in self.pumps:
+                pump.flush()
+
+    def connect(self, mode: str, url: str = URL) -> Peer:
+        self.port += 1
+        server = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1935))
+        assert isinstance(server, RTMPServerProtocol)
+        peer = Peer(self, server, None, None)  # type: ignore[arg-type]
+        client = RTMPClientProtocol(ClientSession(RtmpUrl.parse(url), mode),
+                                    on_packet=peer.packets.append,
+                                    on_status=peer.statuses.append)
+        client_transport = makeFakeClient(client)
+        client_transport.hostAddress = IPv4Address("TCP", "127.0.0.1", self.port)
+        server_transport = makeFakeServer(server)
+        server_transport.peerAddress = client_transport.hostAddress
+        peer.client = client
+        peer.pump = connect(server, server_transport, client, client_transport)
+        self.pumps.append(peer.pump)
+        self.flush()
+        return peer
+
+
+def headers() -> list[AVPacket]:
+    return [metadata(), video_header(), audio_header()]
+
+
+def media_payloads(packets: list[AVPacket]) -> list[tuple[int, int, bytes]]:
+    return [(p.kind, p.timestamp, p.payload) for p in packets]
+
+
+def test_publish_and_play_round_trip() -> None:
+    hub = Hub()
+    early = hub.connect("play")
+    assert early.client.ready.called and "NetStream.Play.Start" in early.codes
+    pub = hub.connect("publish")
+    assert pub.client.ready.called
+    sent = headers() + [frame(0, True), audio(10), frame(40, False), frame(0x1000000, False)]
+    pub.send(*[AVPacket(p.kind, p.timestamp, p.payload) for p in sent])
+    assert media_payloads(early.packets) == media_payloads(sent)
+    stream = hub.registry.get("live/test")
+    assert stream is not None
+    assert (stream.video_info["width"], stream.video_info["height"]) == (320, 180)
+    assert stream.audio_info["sample_rate"] == 44100 and stream.audio_info["channels"] == 2
+
+
+def test_late_joiner_gets_headers_and_gop_from_keyframe() -> None:
+    hub = Hub()
+    pub = hub.connect("publish")
+    pub.send(*headers(), frame(0, True), frame(40, False), frame(80, True), audio(90),
+             frame(120, False))
+    late = hub.connect("play")
+    kinds = [(p.kind, p.timestamp, p.is_sequence_header, p.is_keyframe) for p in late.packets]
+    assert kinds == [
+        (DATA, 0, False, False),
+        (VIDEO, 0, True, True),
+        (AUDIO, 0, True, False),
+        (VIDEO, 80, False, True),   # the GOP starts at the latest keyframe
+        (AUDIO, 90, False, False),
+        (VIDEO, 120, False, False),
+    ]
+
+
+def test_duplicate_publisher_refused_first_untouched() -> None:
+    hub = Hub()
+    player = hub.connect("play")
+    first = hub.connect("publish")
+    first.send(*headers(), frame(0, True))
+    second = hub.connect("publish")
+    failures: list[object] = []
+    second.client.ready.addErrback(failures.append)
+    second.pump.flush()
+    assert failures and "BadName" in str(failures[0])
+    assert second.client.transport.disconnected  # type: ignore[union-attr]
+    first.send(frame(40, False))
+    assert player.packets[-1].timestamp == 40
+    stream = hub.registry.get("live/test")
+    assert stream is not None and stream.publisher is first.server
+
+
+def test_publisher_leaves_mid_message_and_another_takes_over() -> None:
+    hub = Hub()
+    player = hub.connect("play")
+    pub = hub.connect("publish")
+    pub.send(*headers(), frame(1000, True), frame(1040, False))
+    # Half a large video message, then the connection drops.
+    data = pub.client.session.encode_packet(frame(1080, False, size=20000))
+    pub.client.transport.write(data[: len(data) // 2])  # type: ignore[union-attr]
+    hub.flush()
+    pub.client.transport.loseConnection()  # type: ignore[union-attr]
+    hub.flush()
+    assert "NetStream.Play.UnpublishNotify" in player.codes
+    assert not player.client.transport.disconnected  # type: ignore[union-attr]
+    assert [p.timestamp for p in player.packets][-1] == 1040
+
+    pub2 = hub.connect("publish")
+    pub2.send(*headers(), frame(0, True), frame(40, False))
+    assert player.codes[-1] == "NetStream.Play.PublishNotify"
+    after = player.packets[-5:]
+    assert after[0].kind == DATA and after[1].is_sequence_header and after[2].is_sequence_header
+    # the new publisher's timeline continues after the old one's for the player
+    stamps = [p.timestamp for p in after[3:]]
+    assert stamps[0] > 1040 and stamps[1] - stamps[0] == 40
+
+
+def test_slow_player_drops_to_keyframe_and_is_disconnected_after_stall() -> None:
+    hub = Hub(stall_timeout=5.0, max_backlog_bytes=20000)
+    fast = hub.connect("play")
+    slow = hub.connect("play")
+    pub = hub.connect("publish")
+    pub.send(*headers(), frame(0, True))
+    slow_sink = slow.server.sink
+    assert slow_sink is not None
+    # What a TCP transport does when its buffer passes the high-water mark:
+    slow_transport = slow.server.transport
+    assert isinstance(slow_transport, FakeTransport)
+    slow_transport.producer.pauseProducing()
+    pub.send(frame(40, False), frame(80, False), frame(120, False), frame(160, False))
+    assert slow_sink.packets_dropped >= 1  # past the backlog allowance
+    # The publisher and the other player are not held back.
+    assert [p.timestamp for p in fast.packets[-4:]] == [40, 80, 120, 160]
+    slow_transport.producer.resumeProducing()
+    before = len(slow.packets)
+    pub.send(frame(200, False), frame(240, True), frame(280, False))
+    got = [p.timestamp for p in slow.packets[before:]]
+    assert got[0] == 240, "after a drop the player resumes at a keyframe"
+    # Paused for longer than the stall timeout: disconnected, publisher unaffected.
+    slow_transport.producer.pauseProducing()
+    hub.clock.advance(5.1)
+    slow.pump.flush()
+    assert slow.server.close_reason is not None and "stalled" in slow.server.close_reason
+    pub.send(frame(320, False))
+    assert fast.packets[-1].timestamp == 320
+    stream = hub.registry.get("live/test")
+    assert stream is not None and len(stream.sinks) == 1
+
+
+@pytest.mark.parametrize("garbage", [
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\x05" + b"\x00" * 1536,
+])
+def test_garbage_handshake_closes_only_that_connection(garbage: bytes) -> None:
+    hub = Hub()
+    player = hub.connect("play")
+    pub = hub.connect("publish")
+    pub.send(*headers(), frame(0, True))
+    server = hub.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1935))
+    transport = makeFakeServer(server)
+    server.makeConnection(transport)
+    server.dataReceived(garbage)
+    assert transport.disconnecting or transport.disconnected
+    pub.send(frame(40, False))
+    assert player.packets[-1].timestamp == 40
+
+
+def test_absurd_message_length_closes_publisher() -> None:
+    hub = Hub(max_message_size=1 << 20)
+    pub = hub.connect("publish")
+    # A type-0 chunk header on csid 6 announcing a 16 MiB video message.
+    header = bytes([6]) + b"\x00\x00\x00" + (0xFFFFFF).to_bytes(3, "big") + b"\x09" + \
+        (1).to_bytes(4, "little")
+    pub.client.transport.write(header)  # type: ignore[union-attr]
+    pub.pump.flush()
+    assert pub.server.close_reason is not None and "exceeds" in pub.server.close_reason
+    assert hub.registry.get("live/test") is None
+
+
+def test_silent_connection_is_closed_after_handshake_timeout() -> None:
+    hub = Hub(handshake_timeout=10.0)
+    server = hub.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1935))
+    transport = makeFakeServer(server)
+    server.makeConnection(transport)
+    hub.clock.advance(9.9)
+    assert not (transport.disconnecting or transport.disconnected)
+    hub.clock.advance(0.2)
+    assert transport.disconnecting or transport.disconnected
+    assert "no RTMP connect" in (server.close_reason or "")
