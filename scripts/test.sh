@@ -4,11 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+# Real clients the end-to-end tests drive: ffmpeg/ffprobe, rtmpdump (librtmp), VLC.
+missing=()
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
+command -v rtmpdump >/dev/null || missing+=(rtmpdump)
+command -v cvlc >/dev/null || missing+=(vlc-bin vlc-plugin-base)
+if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y ffmpeg
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
 PY=${PYTHON:-python3}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
-from conftest import FPS, Media, Server
+from conftest import FPS, Media, Server, require
 from mediatools import finish, http_flv_bytes, probe, pull, push, read_tags, wait_for
 
 from lal_twisted.media.flv import FlvReader
@@ -156,3 +159,82 @@ def test_duplicate_publisher_refused(server: Server, media: Media, tmp_path: Pat
     info = probe(out)
     assert abs(info.video_frames - 2 * FPS) <= 0.1 * 2 * FPS
     assert info.decode_errors == ""
+
+
+def test_librtmp_player_rtmpdump(server: Server, media: Media, tmp_path: Path) -> None:
+    """rtmpdump speaks librtmp, the RTMP code behind OBS's and many players' clients."""
+    out = tmp_path / "rtmpdump.flv"
+    publisher = push(media.long_av, server.rtmp_url("lib"))
+    try:
+        time.sleep(1.0)
+        done = subprocess.run(
+            [require("rtmpdump"), "-q", "-r", server.rtmp_url("lib"), "--live", "-B", "4",
+             "-o", str(out)], capture_output=True, timeout=30)
+    finally:
+        publisher.kill()
+        finish(publisher)
+    info = probe(out)
+    assert info.codecs == {"video": "h264", "audio": "aac"}, done.stderr
+    assert info.video_frames >= 4 * FPS * 0.9 and info.decode_errors == ""
+    assert info.first_video_key
+
+
+def test_publisher_timestamps_starting_late_pass_through(server: Server, media: Media,
+                                                          tmp_path: Path) -> None:
+    """A publisher whose clock starts at one hour: passed through, players decode."""
+    out = tmp_path / "offset.flv"
+    publisher = push(media.long_av, server.rtmp_url("offset"),
+                     extra=["-output_ts_offset", "3600"])
+    try:
+        time.sleep(1.0)
+        code, err = finish(pull(server.rtmp_url("offset"), out, 3.0))
+        _, body = http_flv_bytes(server.flv_url("offset"), 1.0)
+    finally:
+        publisher.kill()
+        finish(publisher)
+    assert code == 0, err
+    media_tags = [t for t in FlvReader().feed(body) if t.tag_type == 9 and t.payload[1] == 1]
+    assert media_tags and media_tags[0].timestamp >= 3_600_000
+    info = probe(out)
+    assert abs(info.video_frames - 3 * FPS) <= 0.1 * 3 * FPS and info.decode_errors == ""
+
+
+def test_vlc_plays_rtmp_and_httpflv(server: Server, media: Media, tmp_path: Path) -> None:
+    """VLC (cvlc, headless) plays both and remuxes what it got to MPEG-TS."""
+    try:
+        _vlc_plays(server, media, tmp_path)
+    finally:
+        for leftover in Path(tempfile.gettempdir()).glob("lals-vlc-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _vlc_plays(server: Server, media: Media, tmp_path: Path) -> None:
+    cvlc = require("cvlc")
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # VLC refuses to run as root: run it as nobody
+        as_user = ["runuser", "-u", "nobody", "--"]
+        tmp_path = Path(tempfile.mkdtemp(prefix="lals-vlc-"))
+        tmp_path.chmod(0o777)
+    publisher = push(media.long_av, server.rtmp_url("vlc"))
+    outs = {url: tmp_path / f"vlc{i}.ts"
+            for i, url in enumerate((server.rtmp_url("vlc"), server.flv_url("vlc")))}
+    try:
+        time.sleep(1.0)
+        for url, out in outs.items():
+            subprocess.run(
+                [*as_user, cvlc, "-q", "-I", "dummy", url, "--sout",
+                 f"#std{{access=file,mux=ts,dst={out}}}", "--run-time", "4", "vlc://quit"],
+                capture_output=True, timeout=30)
+    finally:
+        publisher.kill()
+        finish(publisher)
+    for out in outs.values():
+        info = probe(out)
+        assert info.codecs == {"video": "h264", "audio": "aac"}
+        assert (info.width, info.height) == (320, 240)
+        # --run-time counts VLC's own start-up: at least 2.5 of the 4 s is media
+        assert info.video_frames >= 2.5 * FPS, info
+        video_errors = subprocess.run(
+            ["ffmpeg", "-v", "error", "-nostdin", "-i", str(out), "-map", "0:v", "-f", "null",
+             "-"], capture_output=True, timeout=60).stderr
+        assert video_errors == b""
