@@ -1,0 +1,114 @@
+"""make_service composed into another Twisted application, in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from twisted.application import service
+from twisted.internet import defer, reactor, task
+from twisted.web.client import Agent
+
+from lal_twisted import log as lal_log
+from lal_twisted.config import from_dict
+from lal_twisted.media import amf0
+from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
+from lal_twisted.rtmp.client import connect
+from lal_twisted.service import LalService, make_service
+
+
+def config(log_file: Path, level: str = "info") -> Any:
+    return from_dict({
+        "rtmp": {"addr": "127.0.0.1:0"},
+        "default_http": {"http_listen_addr": "127.0.0.1:0"},
+        "log": {"level": level, "filename": str(log_file), "is_to_stdout": False},
+    })
+
+
+def packets() -> list[AVPacket]:
+    return [
+        AVPacket(DATA, 0, amf0.encode("onMetaData", {"videocodecid": 7.0, "audiocodecid": 10.0})),
+        AVPacket(VIDEO, 0, b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f\xff\xe1\x00\x00\x00"),
+        AVPacket(AUDIO, 0, b"\xaf\x00\x12\x10"),
+        AVPacket(VIDEO, 0, b"\x17\x01\x00\x00\x00" + b"K" * 3000),
+        AVPacket(AUDIO, 20, b"\xaf\x01" + b"A" * 100),
+        AVPacket(VIDEO, 40, b"\x27\x01\x00\x00\x00" + b"P" * 500),
+    ]
+
+
+def sleep(seconds: float) -> defer.Deferred[None]:
+    return task.deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]
+
+
+@pytest_twisted.inlineCallbacks
+def test_make_service_inside_another_application(tmp_path: Path) -> Any:
+    log_file = tmp_path / "logs" / "lals.log"
+    application = service.MultiService()  # stands in for an existing app
+    lals = make_service(config(log_file))
+    assert isinstance(lals, LalService)
+    lals.setServiceParent(application)
+    application.startService()
+    try:
+        assert lals.rtmp is not None and lals.rtmp.port is not None
+        assert lals.http is not None and lals.http.port is not None
+        rtmp_port = lals.rtmp.port.getHost().port  # type: ignore[attr-defined]
+        http_port = lals.http.port.getHost().port  # type: ignore[attr-defined]
+        url = f"rtmp://127.0.0.1:{rtmp_port}/live/embedded?token=abc"
+        got: list[AVPacket] = []
+        player = yield connect(reactor, url, "play", on_packet=got.append)
+        publisher = yield connect(reactor, url, "publish")
+        sent = packets()
+        for p in sent:
+            publisher.send_packet(AVPacket(p.kind, p.timestamp, p.payload))
+        for _ in range(50):
+            if len(got) >= len(sent):
+                break
+            yield sleep(0.02)
+        assert [(p.kind, p.timestamp, p.payload) for p in got] == [
+            (p.kind, p.timestamp, p.payload) for p in sent]
+
+        # the registry is reachable from the service, and the stream is in it
+        stream = lals.registry.get("live/embedded")
+        assert stream is not None and stream.publisher is not None
+        assert len(stream.sinks) == 1
+
+        # HTTP-FLV from the same service
+        response = yield Agent(reactor).request(
+            b"GET", f"http://127.0.0.1:{http_port}/live/embedded.flv".encode())
+        assert response.code == 200
+        assert response.headers.getRawHeaders(b"content-type") == [b"video/x-flv"]
+        assert response.headers.getRawHeaders(b"access-control-allow-origin") == [b"*"]
+        response._transport.loseConnection()
+        player.stop()
+        publisher.stop()
+        yield sleep(0.1)
+    finally:
+        yield application.stopService()
+        lal_log.reset()
+    text = log_file.read_text()
+    assert "rtmp listening on 127.0.0.1" in text
+    assert "publishing live/embedded started" in text
+    assert "rtmp session" in text and "ended" in text
+
+
+@pytest_twisted.inlineCallbacks
+def test_log_level_filters_the_file(tmp_path: Path) -> Any:
+    log_file = tmp_path / "warn.log"
+    lals = make_service(config(log_file, level="warn"))
+    lals.startService()
+    try:
+        rtmp_port = lals.rtmp.port.getHost().port  # type: ignore[union-attr]
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+        from twisted.internet.protocol import Protocol
+
+        proto = Protocol()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", rtmp_port), proto)
+        proto.transport.write(b"GET / HTTP/1.1\r\n\r\n")  # type: ignore[union-attr]
+        yield sleep(0.2)
+    finally:
+        yield lals.stopService()
+        lal_log.reset()
+    text = log_file.read_text()
+    assert "looks like an HTTP request" in text  # a warning: kept
+    assert "listening on" not in text            # info: filtered out
