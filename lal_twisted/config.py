@@ -223,4 +223,6 @@ def load(path: str) -> Config:
     except json.JSONDecodeError as e:
         raise ConfigError(f"config file {path!r} is not valid JSON: {e.msg} at line {e.lineno} "
                           f"column {e.colno}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path!r}: the top level must be a JSON object ({{...}})")
     return from_dict(data)

@@ -41,9 +41,30 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:  # noqa: N802 - Twisted interface
         try:
-            self["parsed"] = load(self["config"])
+            config = load(self["config"])
+            check_endpoints(config)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        self["parsed"] = config
+
+
+def _endpoint(reactor: Any, key: str, description: str) -> Any:
+    try:
+        return endpoints.serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise ConfigError(f"{key}: cannot listen on {description!r}: {e}") from None
+
+
+def check_endpoints(config: Config, reactor: Any = None) -> None:
+    """Raise ConfigError, naming the key, for an address Twisted cannot use."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    if config.rtmp.enable:
+        _endpoint(reactor, "rtmp.addr", config.rtmp.addr)
+    if config.httpflv.enable:
+        _endpoint(reactor, "default_http.http_listen_addr", config.default_http.http_listen_addr)
 
 
 class Listener(service.Service):
@@ -53,11 +74,17 @@ class Listener(service.Service):
     twistd stops with a clear message before the server half-starts.
     """
 
-    def __init__(self, description: str, factory: Factory | server.Site, reactor: Any) -> None:
+    # Set by the twistd entry point: a listening error then ends the process
+    # with one line instead of a traceback (inside another application it raises).
+    exit_on_error = False
+
+    def __init__(self, key: str, description: str, factory: Factory | server.Site,
+                 reactor: Any) -> None:
+        self.key = key
         self.description = description
         self.factory = factory
         self.reactor = reactor
-        self.endpoint = endpoints.serverFromString(reactor, description)
+        self.endpoint = _endpoint(reactor, key, description)
         self.port: IListeningPort | None = None
         self._listening: defer.Deferred[IListeningPort] | None = None
 
@@ -68,6 +95,8 @@ class Listener(service.Service):
         d.addCallbacks(self._listened, failures.append)
         if failures:
             super().stopService()
+            if self.exit_on_error:
+                raise SystemExit(f"lals: {self.key}: {failures[0].getErrorMessage()}")
             failures[0].raiseException()
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
@@ -106,29 +135,27 @@ class LalService(service.MultiService):
         stall = sub.stall_timeout_ms / 1000.0
         self.rtmp: Listener | None = None
         self.http: Listener | None = None
-        try:
-            if config.rtmp.enable:
-                factory = RTMPServerFactory(
-                    self.registry, reactor, chunk_size=config.rtmp.chunk_size,
-                    max_message_size=config.rtmp.max_message_size,
-                    gop_num=config.rtmp.gop_num, stall_timeout=stall,
-                    max_backlog_bytes=sub.max_backlog_bytes)
-                self.rtmp = Listener(config.rtmp.addr, factory, reactor)
-                self.rtmp.setName("rtmp")
-                self.rtmp.setServiceParent(self)
-            if config.httpflv.enable:
-                flv = HttpFlvResource(
-                    self.registry, reactor, url_pattern=config.httpflv.url_pattern,
-                    gop_num=config.httpflv.gop_num, stall_timeout=stall,
-                    max_backlog_bytes=sub.max_backlog_bytes)
-                site = server.Site(flv)
-                site.noisy = False
-                site.displayTracebacks = False
-                self.http = Listener(config.default_http.http_listen_addr, site, reactor)
-                self.http.setName("http")
-                self.http.setServiceParent(self)
-        except ValueError as e:  # endpoint descriptions Twisted cannot parse
-            raise ConfigError(f"bad listen address: {e}") from None
+        if config.rtmp.enable:
+            factory = RTMPServerFactory(
+                self.registry, reactor, chunk_size=config.rtmp.chunk_size,
+                max_message_size=config.rtmp.max_message_size,
+                gop_num=config.rtmp.gop_num, stall_timeout=stall,
+                max_backlog_bytes=sub.max_backlog_bytes)
+            self.rtmp = Listener("rtmp.addr", config.rtmp.addr, factory, reactor)
+            self.rtmp.setName("rtmp")
+            self.rtmp.setServiceParent(self)
+        if config.httpflv.enable:
+            flv = HttpFlvResource(
+                self.registry, reactor, url_pattern=config.httpflv.url_pattern,
+                gop_num=config.httpflv.gop_num, stall_timeout=stall,
+                max_backlog_bytes=sub.max_backlog_bytes)
+            site = server.Site(flv)
+            site.noisy = False
+            site.displayTracebacks = False
+            self.http = Listener("default_http.http_listen_addr",
+                                 config.default_http.http_listen_addr, site, reactor)
+            self.http.setName("http")
+            self.http.setServiceParent(self)
 
     def startService(self) -> None:  # noqa: N802 - Twisted interface
         lal_log.configure(self.config.log)
@@ -147,4 +174,8 @@ def makeService(options: Options) -> LalService:  # noqa: N802 - twistd plugin e
     config = options.get("parsed")
     if config is None:
         config = load(options["config"])
-    return make_service(config)
+    lals = make_service(config)
+    for listener in (lals.rtmp, lals.http):
+        if listener is not None:
+            listener.exit_on_error = True
+    return lals

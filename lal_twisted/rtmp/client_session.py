@@ -48,7 +48,10 @@ class RtmpUrl:
     def parse(cls, url: str) -> RtmpUrl:
         """``rtmp://host[:port]/app[/more]/stream[?query]``; the last path
         element (with the query) is the stream name, the rest is the app."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as e:
+            raise RtmpUrlError(f"bad URL {url!r}: {e}") from None
         if parts.scheme != "rtmp":
             raise RtmpUrlError(f"not an rtmp:// URL: {url!r}")
         if not parts.hostname:

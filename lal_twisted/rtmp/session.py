@@ -217,7 +217,7 @@ class ServerSession:
         elif txn:
             self._send_command("_error", txn, None, {
                 "level": "error", "code": "NetConnection.Call.Failed",
-                "description": f"unknown command {name!r}"})
+                "description": f"unknown command {name[:100]!r}"})
 
     def _connect(self, txn: float, props: Any, events: list[Any]) -> None:
         if self.connected:
@@ -228,8 +228,12 @@ class ServerSession:
         tc_url = props.get("tcUrl")
         self.tc_url = tc_url if isinstance(tc_url, str) else ""
         if not isinstance(app, str) or not app:
-            app = urlsplit(self.tc_url).path if self.tc_url else ""
-        self.app, self.query = split_query(app.strip("/"))
+            try:
+                app = urlsplit(self.tc_url).path if self.tc_url else ""
+            except ValueError as e:
+                raise SessionError(f"connect with a malformed tcUrl: {e}") from None
+        app, self.query = split_query(app)
+        self.app = app.strip("/")
         if not self.query and "?" in self.tc_url:
             self.query = self.tc_url.split("?", 1)[1]
         encoding = props.get("objectEncoding", 0.0)
@@ -316,7 +320,8 @@ class ServerSession:
         self._send_command("_result", txn, *values)
 
     def _status(self, level: str, code: str, description: str) -> None:
-        info = {"level": level, "code": code, "description": description}
+        # A stream name may be almost as long as a message; the text must not be.
+        info = {"level": level, "code": code, "description": description[:1024]}
         self._out.append(self.writer.encode(m.CSID_COMMAND, m.COMMAND_AMF0, MEDIA_STREAM_ID, 0,
                                             amf0.encode("onStatus", 0.0, None, info)))
 
