@@ -1,0 +1,338 @@
+"""lal bench: the original lal's three load scenarios against a server.
+
+1. N publishers, no players;  2. one publisher, N players;  3. N publishers
+and N players, one to one.  The bench starts the project's own server (or uses
+one given by URL), runs ``lal push`` / ``lal pull`` as separate load processes,
+and over a steady window measures the server's CPU (% of one core, from
+/proc) and RSS, the load processes' own CPU (to tell when the load generator
+was the bottleneck), and each player's health from ``lal pull --json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lal_twisted.media.flv import FlvError, iter_file
+from lal_twisted.tools.cli import ToolError
+
+# The stream the bench publishes when no --file is given: H.264 about 200 kbit/s
+# plus AAC 64 kbit/s, 25 fps, a keyframe every 2 s, 60 s long.
+MEDIA_COMMAND = [
+    "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+    "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "60",
+    "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high", "-b:v", "200k",
+    "-maxrate", "200k", "-bufsize", "400k", "-g", "50", "-keyint_min", "50",
+    "-sc_threshold", "0", "-bf", "2", "-pix_fmt", "yuv420p",
+    "-c:a", "aac", "-b:a", "64k", "-ac", "2", "-f", "flv",
+]
+SATURATED = 90.0  # % of one core: above this a load process limits the result
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench", help="run lal's load scenarios against a server and measure it",
+        description="Scenarios: 1 = N publishers; 2 = one publisher, N players; 3 = N "
+                    "publishers each with one player. Starts the project's server on free "
+                    "loopback ports unless --rtmp is given.")
+    p.add_argument("-s", "--scenario", default="1,2,3",
+                   help="comma-separated scenarios to run (default 1,2,3)")
+    p.add_argument("-n", type=int, default=200, metavar="N",
+                   help="publishers or players per scenario (default 200)")
+    p.add_argument("--window", type=float, default=20.0, metavar="S",
+                   help="steady measuring window in seconds (default 20)")
+    p.add_argument("--warmup", type=float, default=5.0, metavar="S",
+                   help="seconds after all connections are open before measuring (default 5)")
+    p.add_argument("--file", help="FLV to publish (default: generate a 200+64 kbit/s stream "
+                                  "with ffmpeg)")
+    p.add_argument("--protocol", choices=("rtmp", "httpflv"), default="rtmp",
+                   help="what players use (default rtmp)")
+    p.add_argument("--rtmp", metavar="URL", help="use this server: rtmp://host:port/app")
+    p.add_argument("--http", metavar="URL", help="with --rtmp: http://host:port/app for "
+                                                 "HTTP-FLV players")
+    p.add_argument("--server-pid", type=int, help="with --rtmp: measure this process")
+    p.add_argument("--json", metavar="PATH", help="write all figures as JSON")
+    p.add_argument("--keep", metavar="DIR", help="keep logs and player figures in DIR")
+    p.set_defaults(func=run)
+
+
+@dataclass
+class ProcStat:
+    """CPU and memory of one process over a window, from /proc."""
+
+    pid: int
+    start_ticks: int = 0
+    start_time: float = 0.0
+    cpu_percent: float = 0.0
+    rss_max_mb: float = 0.0
+    samples: list[float] = field(default_factory=list)
+
+    @staticmethod
+    def ticks(pid: int) -> int:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    @staticmethod
+    def rss_mb(pid: int) -> float:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def begin(self) -> None:
+        self.start_ticks = self.ticks(self.pid)
+        self.start_time = time.monotonic()
+
+    def sample(self) -> None:
+        self.rss_max_mb = max(self.rss_max_mb, self.rss_mb(self.pid))
+
+    def end(self) -> None:
+        elapsed = time.monotonic() - self.start_time
+        used = (self.ticks(self.pid) - self.start_ticks) / TICK
+        self.cpu_percent = 100.0 * used / elapsed if elapsed > 0 else 0.0
+        self.sample()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ToolError(f"the server exited with status {proc.returncode} on start-up")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise ToolError(f"the server did not listen on port {port} within {timeout:g}s")
+
+
+class OwnServer:
+    """The project's server under twistd on free loopback ports."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.rtmp_port, self.http_port = free_port(), free_port()
+        conf = {
+            "rtmp": {"addr": f"127.0.0.1:{self.rtmp_port}", "gop_num": 1},
+            "default_http": {"http_listen_addr": f"127.0.0.1:{self.http_port}"},
+            "httpflv": {"gop_num": 1},
+            "log": {"level": "warn", "filename": ""},
+        }
+        path = workdir / "lals.json"
+        path.write_text(json.dumps(conf))
+        twistd = Path(sys.executable).with_name("twistd")
+        command = [str(twistd) if twistd.exists() else "twistd", "-n", "--pidfile=", "lals",
+                   "--config", str(path)]
+        self.log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.rtmp_port, self.proc)
+        wait_port(self.http_port, self.proc)
+        self.pid = self.proc.pid
+        self.rtmp = f"rtmp://127.0.0.1:{self.rtmp_port}/bench"
+        self.http = f"http://127.0.0.1:{self.http_port}/bench"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def stream_kbit(path: str) -> float:
+    """The file's audio+video bitrate as a player receives it (tag bodies + headers)."""
+    total, first, last = 0, None, 0
+    for tag in iter_file(path):
+        if tag.tag_type in (8, 9):
+            total += len(tag.payload) + 11
+            first = tag.timestamp if first is None else first
+            last = tag.timestamp
+    seconds = (last - (first or 0)) / 1000
+    return total * 8 / 1000 / seconds if seconds > 0 else 0.0
+
+
+def lal_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lal_twisted.tools.cli", *args]
+
+
+def run_scenario(number: int, args: argparse.Namespace, media: str, rtmp: str, http: str,
+                 server_pid: int | None, workdir: Path, kbit: float) -> dict[str, Any]:
+    n = args.n
+    publishers = n if number in (1, 3) else 1
+    players = 0 if number == 1 else n
+    name = f"s{number}_{{i}}" if publishers > 1 else f"s{number}"
+    ramp = max(publishers, players) / 200 + 1.0  # connections open at 200 per second
+    total = ramp + args.warmup + args.window + 2.0
+    push = subprocess.Popen(
+        lal_command("push", "-q", "--loop", "-n", str(publishers), "--duration",
+                    f"{total + 3:.1f}", media, f"{rtmp}/{name}"),
+        stdout=subprocess.DEVNULL, stderr=open(workdir / f"push{number}.log", "wb"))
+    time.sleep(min(2.0, 0.5 + publishers / 200))
+    pull: subprocess.Popen[bytes] | None = None
+    figures_path = workdir / f"players{number}.json"
+    if players:
+        base = http if args.protocol == "httpflv" else rtmp
+        url = f"{base}/{name}.flv" if args.protocol == "httpflv" else f"{base}/{name}"
+        pull = subprocess.Popen(
+            lal_command("pull", "-q", url, "-n", str(players), "--duration", f"{total:.1f}",
+                        "--json", str(figures_path)),
+            stdout=subprocess.DEVNULL, stderr=open(workdir / f"pull{number}.log", "wb"))
+    time.sleep(ramp + args.warmup)
+    push_stat = ProcStat(push.pid)
+    server_stat = ProcStat(server_pid) if server_pid else None
+    pull_stat = ProcStat(pull.pid) if pull else None
+    live = [s for s in (server_stat, push_stat, pull_stat) if s is not None]
+    for s in live:
+        s.begin()
+    deadline = time.monotonic() + args.window
+    while time.monotonic() < deadline:
+        for s in live:
+            s.sample()
+        time.sleep(0.5)
+    for s in live:
+        s.end()
+    for proc in (push, pull):
+        if proc is not None:
+            try:
+                proc.wait(total + 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    result: dict[str, Any] = {
+        "scenario": number, "publishers": publishers, "players": players,
+        "protocol": args.protocol if players else None, "window_s": args.window,
+        "stream_kbit": round(kbit, 1),
+        "server_cpu_percent": round(server_stat.cpu_percent, 1) if server_stat else None,
+        "server_rss_mb": round(server_stat.rss_max_mb, 1) if server_stat else None,
+        "push_cpu_percent": round(push_stat.cpu_percent, 1),
+        "pull_cpu_percent": round(pull_stat.cpu_percent, 1) if pull_stat else None,
+    }
+    result.update(player_health(figures_path if players else None, kbit, players))
+    generators = [result["push_cpu_percent"], result["pull_cpu_percent"] or 0.0]
+    result["load_generator_saturated"] = max(generators) > SATURATED
+    return result
+
+
+def player_health(path: Path | None, kbit: float, expected: int) -> dict[str, Any]:
+    if path is None:
+        return {"players_ok": None}
+    try:
+        conns = json.loads(path.read_text())["connections"]
+    except (OSError, ValueError, KeyError):
+        return {"players_ok": 0, "players_failed": expected,
+                "error": "the pull process wrote no figures"}
+    received = [c for c in conns if c["bytes"] > 0]
+    # the steady rate leaves out the cached GOP burst a player gets on joining
+    rates = [c["steady_kbit_per_s"] or c["kbit_per_s"] for c in received] or [0.0]
+    firsts = [c["first_video_ms"] for c in received if c["first_video_ms"] is not None]
+    healthy = [c for c in received
+               if abs((c["steady_kbit_per_s"] or c["kbit_per_s"]) - kbit) <= 0.1 * kbit
+               and c["max_gap_ms"] <= 1000]
+    return {
+        "players_ok": len(healthy),
+        "players_failed": expected - len(received),
+        "player_kbit_min": min(rates),
+        "player_kbit_median": statistics.median(rates),
+        "player_fps_median": statistics.median([c["fps"] for c in received] or [0.0]),
+        "players_with_gap_over_1s": sum(1 for c in received if c["max_gap_ms"] > 1000),
+        "first_video_ms_median": statistics.median(firsts) if firsts else None,
+        "first_video_ms_max": max(firsts) if firsts else None,
+    }
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    head = ("scen", "pubs", "players", "server CPU%", "RSS MB", "push CPU%", "pull CPU%",
+            "healthy", "kbit/s med", "gaps>1s", "1st frame ms")
+    rows = [head]
+    for r in results:
+        rows.append((
+            str(r["scenario"]), str(r["publishers"]), str(r["players"]),
+            _fmt(r["server_cpu_percent"]), _fmt(r["server_rss_mb"]),
+            _fmt(r["push_cpu_percent"]), _fmt(r["pull_cpu_percent"]),
+            "-" if r["players_ok"] is None else f"{r['players_ok']}/{r['players']}",
+            _fmt(r.get("player_kbit_median")), _fmt(r.get("players_with_gap_over_1s")),
+            _fmt(r.get("first_video_ms_median"))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    for row in rows:
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
+    for r in results:
+        if r["load_generator_saturated"]:
+            print(f"scenario {r['scenario']}: a load process used more than {SATURATED:g}% of "
+                  "a core: it may have been the bottleneck, not the server")
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else (f"{value:.1f}" if isinstance(value, float) else str(value))
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        scenarios = sorted({int(s) for s in args.scenario.split(",") if s.strip()})
+    except ValueError:
+        raise ToolError(f"--scenario takes numbers 1, 2, 3 separated by commas, "
+                        f"got {args.scenario!r}") from None
+    if not scenarios or any(s not in (1, 2, 3) for s in scenarios):
+        raise ToolError(f"--scenario takes 1, 2 and/or 3, got {args.scenario!r}")
+    if args.n < 1:
+        raise ToolError(f"-n must be at least 1, got {args.n}")
+    if args.http and not args.rtmp:
+        raise ToolError("--http goes with --rtmp (a server given by URL)")
+    workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="lal-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    media = args.file or str(workdir / "bench.flv")
+    if not args.file:
+        if shutil.which("ffmpeg") is None:
+            raise ToolError("ffmpeg is needed to make the bench stream; install it or pass "
+                            "--file")
+        subprocess.run([*MEDIA_COMMAND, media], check=True)
+    try:
+        kbit = stream_kbit(media)
+    except (OSError, FlvError) as e:
+        raise ToolError(f"{media}: {e}") from None
+    server: OwnServer | None = None
+    try:
+        if args.rtmp:
+            rtmp, http, pid = args.rtmp.rstrip("/"), (args.http or "").rstrip("/"), args.server_pid
+            if args.protocol == "httpflv" and not http:
+                raise ToolError("--protocol httpflv with --rtmp needs --http")
+        else:
+            server = OwnServer(workdir)
+            rtmp, http, pid = server.rtmp, server.http, server.pid
+        results = []
+        for number in scenarios:
+            print(f"scenario {number}: running ({args.n} connections, "
+                  f"{args.window:g}s window)...", file=sys.stderr, flush=True)
+            results.append(run_scenario(number, args, media, rtmp, http, pid, workdir, kbit))
+    finally:
+        if server is not None:
+            server.stop()
+    print_table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"stream": media, "results": results}, indent=1))
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0

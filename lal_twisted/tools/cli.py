@@ -1,0 +1,50 @@
+"""The ``lal`` command: push, pull, flv2es, modflv and bench as subcommands.
+
+Each tool module has ``add_parser(subparsers)`` (which sets ``func``) and does
+its work in ``run(args) -> int``.  A :class:`ToolError` is printed as one line
+``lal <tool>: <message>`` with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lal_twisted import __version__
+
+
+class ToolError(Exception):
+    """A user-facing failure: bad file, bad URL, refused stream..."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lal", description="Clients and tools for live streaming (RTMP, HTTP-FLV, FLV).")
+    parser.add_argument("--version", action="version", version=f"lal {__version__}")
+    sub = parser.add_subparsers(dest="tool", metavar="TOOL")
+    sub.required = True
+    from lal_twisted.tools import bench, flv2es, modflv, pull, push
+
+    for module in (push, pull, flv2es, modflv, bench):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ToolError as e:
+        print(f"lal {args.tool}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    # Run through the imported module so ToolError is the class the tools raise.
+    from lal_twisted.tools import cli
+
+    sys.exit(cli.main())

@@ -1,0 +1,96 @@
+"""What the network tools share: running the reactor, URLs, status lines."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from twisted.internet import defer, task
+from twisted.python.failure import Failure
+
+from lal_twisted.tools.cli import ToolError
+
+
+def expand_urls(url: str, count: int) -> list[str]:
+    """``count`` URLs, ``{i}`` replaced by 0..count-1 (or the same URL repeated)."""
+    if count < 1:
+        raise ToolError(f"-n must be at least 1, got {count}")
+    if "{i}" in url:
+        return [url.replace("{i}", str(i)) for i in range(count)]
+    return [url] * count
+
+
+def run_reactor(main: Callable[[Any], defer.Deferred[int]]) -> int:
+    """Run ``main(reactor)`` to completion; Ctrl-C / SIGTERM stop it gracefully."""
+    from twisted.internet import reactor
+
+    result: list[int] = []
+    errors: list[Failure] = []
+
+    def go() -> None:
+        d = defer.maybeDeferred(main, reactor)
+        d.addCallbacks(result.append, errors.append)
+        d.addBoth(lambda _: reactor.stop() if reactor.running else None)  # type: ignore[attr-defined]
+
+    reactor.callWhenRunning(go)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    if errors:
+        failure = errors[0]
+        if isinstance(failure.value, ToolError):
+            raise failure.value
+        raise ToolError(failure.getErrorMessage())
+    return result[0] if result else 130
+
+
+def install_stop_handler(reactor: Any, stop: Callable[[], None]) -> None:
+    """Call ``stop`` (once) on SIGINT/SIGTERM instead of killing the reactor at once."""
+    def handler(signum: int, frame: Any) -> None:
+        reactor.callFromThread(stop)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+class StatusLine:
+    """A progress line on stderr at most every ``interval`` seconds; rewritten in
+    place on a terminal, one line per update otherwise."""
+
+    def __init__(self, reactor: Any, render: Callable[[], str], interval: float = 2.0,
+                 stream: TextIO | None = None, quiet: bool = False) -> None:
+        self.render = render
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.quiet = quiet
+        self._loop = task.LoopingCall(self.show)
+        self._loop.clock = reactor
+        self.interval = interval
+
+    def start(self) -> None:
+        if not self.quiet:
+            self._loop.start(self.interval, now=False)
+
+    def show(self) -> None:
+        text = self.render()
+        if self.tty:
+            self.stream.write("\r\x1b[K" + text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+        if self.tty and not self.quiet:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def mbit(nbytes: float, seconds: float) -> float:
+    return nbytes * 8 / 1e6 / seconds if seconds > 0 else 0.0
+
+
+def now() -> float:
+    return time.monotonic()

@@ -1,0 +1,47 @@
+"""lal bench: a tiny run of all three scenarios against the project's own server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import Media
+
+FIGURES = {"scenario", "publishers", "players", "protocol", "window_s", "stream_kbit",
+           "server_cpu_percent", "server_rss_mb", "push_cpu_percent", "pull_cpu_percent",
+           "players_ok", "load_generator_saturated"}
+PLAYER_FIGURES = {"players_failed", "player_kbit_min", "player_kbit_median",
+                  "player_fps_median", "players_with_gap_over_1s", "first_video_ms_median",
+                  "first_video_ms_max"}
+
+
+def test_bench_tiny_run_has_every_figure(media: Media, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "lal_twisted.tools.cli", "bench", "-n", "3", "--window", "5",
+         "--warmup", "3", "--file", str(media.long_av), "--json", str(out),
+         "--protocol", "httpflv"], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "server CPU%" in done.stdout  # the table
+    results = json.loads(out.read_text())["results"]
+    assert [r["scenario"] for r in results] == [1, 2, 3]
+    for r in results:
+        assert FIGURES <= set(r), set(FIGURES) - set(r)
+        assert r["server_cpu_percent"] >= 0 and r["server_rss_mb"] > 10
+        assert 150 < r["stream_kbit"] < 600
+        if r["players"]:
+            assert PLAYER_FIGURES <= set(r), set(PLAYER_FIGURES) - set(r)
+            assert r["players_ok"] == 3 and r["players_failed"] == 0
+            assert r["players_with_gap_over_1s"] == 0
+            assert r["first_video_ms_median"] < 1000
+
+
+def test_bench_bad_arguments() -> None:
+    for args, message in ((["--scenario", "4"], "--scenario"), (["-n", "0"], "-n must be"),
+                          (["--file", "/nonexistent.flv", "-s", "1"], "nonexistent")):
+        done = subprocess.run([sys.executable, "-m", "lal_twisted.tools.cli", "bench", *args],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
