@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--http", metavar="URL", help="with --rtmp: http://host:port/app for "
                                                  "HTTP-FLV players")
     p.add_argument("--server-pid", type=int, help="with --rtmp: measure this process")
+    p.add_argument("--compare", choices=("nginx",),
+                   help="also run every scenario against nginx with the RTMP module "
+                        "(Debian's nginx + libnginx-mod-rtmp), started by the bench with "
+                        "lal_twisted/tools/nginx-rtmp.conf, and print ours/nginx ratios")
     p.add_argument("--json", metavar="PATH", help="write all figures as JSON")
     p.add_argument("--keep", metavar="DIR", help="keep logs and player figures in DIR")
     p.set_defaults(func=run)
@@ -131,6 +136,8 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -
 class OwnServer:
     """The project's server under twistd on free loopback ports."""
 
+    name = "lals"
+
     def __init__(self, workdir: Path) -> None:
         self.rtmp_port, self.http_port = free_port(), free_port()
         conf = {
@@ -155,6 +162,47 @@ class OwnServer:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+NGINX_CONF = Path(__file__).resolve().with_name("nginx-rtmp.conf")
+NGINX_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+
+
+class NginxServer:
+    """nginx + the RTMP module in one process on a free loopback port."""
+
+    name = "nginx-rtmp"
+
+    def __init__(self, workdir: Path) -> None:
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
+                                          else None)
+        if nginx is None or not os.path.exists(NGINX_MODULE):
+            raise ToolError("--compare nginx needs nginx and its RTMP module: "
+                            "apt-get install nginx libnginx-mod-rtmp")
+        if not NGINX_CONF.exists():
+            raise ToolError(f"{NGINX_CONF} is missing (it ships with the project's sources)")
+        self.rtmp_port = free_port()
+        conf = string.Template(NGINX_CONF.read_text()).safe_substitute(
+            workdir=workdir, port=self.rtmp_port, module=NGINX_MODULE)
+        path = workdir / "nginx.conf"
+        path.write_text(conf)
+        self.log = open(workdir / "nginx.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([nginx, "-p", str(workdir), "-c", str(path)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.rtmp_port, self.proc)
+        self.pid = self.proc.pid
+        self.rtmp = f"rtmp://127.0.0.1:{self.rtmp_port}/bench"
+        self.http = ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -265,12 +313,12 @@ def player_health(path: Path | None, kbit: float, expected: int) -> dict[str, An
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    head = ("scen", "pubs", "players", "server CPU%", "RSS MB", "push CPU%", "pull CPU%",
+    head = ("scen", "server", "pubs", "players", "server CPU%", "RSS MB", "push CPU%", "pull CPU%",
             "healthy", "kbit/s med", "gaps>1s", "1st frame ms")
     rows = [head]
     for r in results:
         rows.append((
-            str(r["scenario"]), str(r["publishers"]), str(r["players"]),
+            str(r["scenario"]), r["server"], str(r["publishers"]), str(r["players"]),
             _fmt(r["server_cpu_percent"]), _fmt(r["server_rss_mb"]),
             _fmt(r["push_cpu_percent"]), _fmt(r["pull_cpu_percent"]),
             "-" if r["players_ok"] is None else f"{r['players_ok']}/{r['players']}",
@@ -281,8 +329,33 @@ def print_table(results: list[dict[str, Any]]) -> None:
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
     for r in results:
         if r["load_generator_saturated"]:
-            print(f"scenario {r['scenario']}: a load process used more than {SATURATED:g}% of "
-                  "a core: it may have been the bottleneck, not the server")
+            print(f"scenario {r['scenario']} on {r['server']}: a load process used more than "
+                  f"{SATURATED:g}% of a core: it may have been the bottleneck, not the server")
+    for ratio in ratios(results):
+        print(f"scenario {ratio['scenario']}: lals/nginx-rtmp CPU {_fmt(ratio['cpu_ratio'])}x, "
+              f"RSS {_fmt(ratio['rss_ratio'])}x")
+
+
+def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ours/nginx per scenario, where both ran."""
+    out = []
+    for number in sorted({r["scenario"] for r in results}):
+        ours = next((r for r in results if r["scenario"] == number and r["server"] == "lals"),
+                    None)
+        peer = next((r for r in results
+                     if r["scenario"] == number and r["server"] == "nginx-rtmp"), None)
+        if ours is None or peer is None:
+            continue
+        out.append({
+            "scenario": number,
+            "cpu_ratio": _ratio(ours["server_cpu_percent"], peer["server_cpu_percent"]),
+            "rss_ratio": _ratio(ours["server_rss_mb"], peer["server_rss_mb"]),
+        })
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
 
 
 def _fmt(value: Any) -> str:
@@ -313,26 +386,39 @@ def run(args: argparse.Namespace) -> int:
         kbit = stream_kbit(media)
     except (OSError, FlvError) as e:
         raise ToolError(f"{media}: {e}") from None
-    server: OwnServer | None = None
-    try:
-        if args.rtmp:
-            rtmp, http, pid = args.rtmp.rstrip("/"), (args.http or "").rstrip("/"), args.server_pid
-            if args.protocol == "httpflv" and not http:
-                raise ToolError("--protocol httpflv with --rtmp needs --http")
-        else:
-            server = OwnServer(workdir)
-            rtmp, http, pid = server.rtmp, server.http, server.pid
-        results = []
-        for number in scenarios:
-            print(f"scenario {number}: running ({args.n} connections, "
-                  f"{args.window:g}s window)...", file=sys.stderr, flush=True)
-            results.append(run_scenario(number, args, media, rtmp, http, pid, workdir, kbit))
-    finally:
-        if server is not None:
-            server.stop()
+    if args.compare and args.protocol == "httpflv":
+        raise ToolError("nginx-rtmp has no HTTP-FLV: --compare nginx needs --protocol rtmp")
+    targets: list[tuple[str, Any]] = []
+    if args.rtmp:
+        if args.protocol == "httpflv" and not args.http:
+            raise ToolError("--protocol httpflv with --rtmp needs --http")
+        targets.append(("given", None))
+    else:
+        targets.append(("lals", OwnServer))
+    if args.compare == "nginx":
+        targets.append(("nginx-rtmp", NginxServer))
+    results = []
+    for number in scenarios:
+        for name, make in targets:
+            server = make(workdir) if make is not None else None
+            try:
+                if server is None:
+                    rtmp, http, pid = (args.rtmp.rstrip("/"), (args.http or "").rstrip("/"),
+                                       args.server_pid)
+                else:
+                    rtmp, http, pid = server.rtmp, server.http, server.pid
+                print(f"scenario {number} on {name}: running ({args.n} connections, "
+                      f"{args.window:g}s window)...", file=sys.stderr, flush=True)
+                result = run_scenario(number, args, media, rtmp, http, pid, workdir, kbit)
+                result["server"] = name
+                results.append(result)
+            finally:
+                if server is not None:
+                    server.stop()
     print_table(results)
     if args.json:
-        Path(args.json).write_text(json.dumps({"stream": media, "results": results}, indent=1))
+        Path(args.json).write_text(json.dumps(
+            {"stream": media, "results": results, "ratios": ratios(results)}, indent=1))
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
