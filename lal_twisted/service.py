@@ -26,6 +26,7 @@ from lal_twisted import log as lal_log
 from lal_twisted.config import Config, ConfigError, load
 from lal_twisted.httpflv.server import HttpFlvResource
 from lal_twisted.hub.registry import StreamRegistry
+from lal_twisted.net import use_eager_writes
 from lal_twisted.rtmp.server import RTMPServerFactory
 
 logger = lal_log.Logger("lal_twisted.service")
@@ -101,6 +102,7 @@ class Listener(service.Service):
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
         self.port = port
+        use_eager_writes(port)
         address = port.getHost()
         logger.info("{name} listening on {host}:{port}", name=self.name,
                     host=getattr(address, "host", address), port=getattr(address, "port", ""))

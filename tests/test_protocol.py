@@ -255,3 +255,36 @@ def test_silent_connection_is_closed_after_handshake_timeout() -> None:
     hub.clock.advance(0.2)
     assert transport.disconnecting or transport.disconnected
     assert "no RTMP connect" in (server.close_reason or "")
+
+
+def test_eager_transport_sends_at_once_and_buffers_the_rest() -> None:
+    """EagerServer writes through when idle and keeps order when the kernel is full."""
+    import socket
+
+    from twisted.internet.protocol import Protocol
+
+    from lal_twisted.net import EagerServer
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    proto = Protocol()
+    reactor = MemoryReactorClock()
+    transport = EagerServer(a, proto, ("127.0.0.1", 1), None, 1, reactor)
+    proto.makeConnection(transport)
+    transport.write(b"hello")
+    assert b.recv(100) == b"hello"          # sent at once, nothing queued
+    assert not transport._tempDataBuffer
+    big = bytes(range(256)) * 4096           # 1 MiB: more than the socket takes
+    transport.write(big)
+    transport.write(b"tail")
+    queued = transport._tempDataLen + len(transport.dataBuffer) - transport.offset
+    assert 0 < queued <= len(big) + 4       # the rest waits for Twisted's normal path
+    assert transport in reactor.getWriters()
+    got = b""
+    b.settimeout(2)
+    while len(got) < len(big) + 4 - queued:
+        got += b.recv(1 << 20)
+    assert got == (big + b"tail")[: len(got)]  # in order, no byte lost or repeated
+    a.close()
+    b.close()

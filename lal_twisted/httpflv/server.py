@@ -69,7 +69,10 @@ class FlvSink(Sink):
             self.header_sent = True
             header = _FLV_HEADERS[stream_flags(self.stream)]
             self.bytes_out += len(header)
-            self.request.write(header)
+            if self._burst is not None:
+                self._burst.append(header)
+            else:
+                self.request.write(header)
         super().send(packet)
 
     def write(self, data: bytes) -> None:
@@ -140,7 +143,9 @@ class HttpFlvResource(resource.Resource):
                        max_backlog_bytes=self.max_backlog_bytes)
         request.registerProducer(sink, True)
         started = time.monotonic()
+        sink.begin_burst()  # FLV header and cached GOP in one write
         stream = self.registry.subscribe(key, sink, self.gop_num)
+        sink.end_burst()
         log.info("httpflv session {peer} playing {key} started ({state})", peer=who, key=key,
                  state="live" if stream.publisher else "waiting for publisher")
 

@@ -44,6 +44,12 @@ class IStreamSink(Interface):
     def close(reason: str) -> None:
         """End this subscriber (server shutdown, stall)."""
 
+    def begin_burst(prefix: bytes) -> None:
+        """Collect what is sent until ``end_burst`` (after ``prefix``)."""
+
+    def end_burst() -> None:
+        """Write everything collected since ``begin_burst`` in one write."""
+
 
 @implementer(IStreamSink, IPushProducer)
 class Sink:
@@ -72,6 +78,7 @@ class Sink:
         self.packets_dropped = 0
         self._backlog = 0
         self._stall_call: IDelayedCall | None = None
+        self._burst: list[bytes] | None = None
         self.closed = False
 
     # -- format hooks -------------------------------------------------------
@@ -110,6 +117,12 @@ class Sink:
                 self.packets_dropped += 1
                 return
         data = self.encode(packet)
+        burst = self._burst
+        if burst is not None:
+            burst.append(data)
+            self.bytes_out += len(data)
+            self.packets_out += 1
+            return
         if self.paused:
             if self._backlog + len(data) > self.max_backlog_bytes and not packet.is_sequence_header:
                 self.packets_dropped += 1
@@ -119,6 +132,14 @@ class Sink:
         self.bytes_out += len(data)
         self.packets_out += 1
         self.write(data)
+
+    def begin_burst(self, prefix: bytes = b"") -> None:
+        self._burst = [prefix] if prefix else []
+
+    def end_burst(self) -> None:
+        burst, self._burst = self._burst, None
+        if burst and not self.closed:
+            self.write(b"".join(burst))
 
     def close(self, reason: str) -> None:
         if self.closed:

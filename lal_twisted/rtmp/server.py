@@ -163,13 +163,18 @@ class RTMPServerProtocol(Protocol):
         key = stream_key(event.app, event.name)
         self.key = key
         self.session.accept_play(event.reset)
-        self.flush()
         factory = self.factory
         sink = RtmpSink(self, reactor=factory.reactor, stall_timeout=factory.stall_timeout,
                         max_backlog_bytes=factory.max_backlog_bytes)
         self.sink = sink
         self.transport.registerProducer(sink, True)  # type: ignore[union-attr]
+        # The play replies and the cached GOP leave in one write, so the first
+        # picture is not held back by Nagle's algorithm behind the replies.
+        replies = self.session.data_to_send()
+        self.bytes_out += len(replies)
+        sink.begin_burst(replies)
         self.stream = factory.registry.subscribe(key, sink, factory.gop_num)
+        sink.end_burst()
         log.info("rtmp session {peer} playing {key} started ({state})", peer=self.description,
                  key=key, state="live" if self.stream.publisher else "waiting for publisher")
 

@@ -1,0 +1,59 @@
+"""Transport tuning for many players: send at once instead of on the next turn.
+
+Twisted's TCP transport buffers every ``write`` and sends on the next reactor
+turn, registering the socket for writability (epoll_ctl) on each write and
+unregistering it after the send.  For a live server that writes every media
+packet to every player, that is two extra system calls and a trip through the
+reactor's event dispatch per packet per player.  :class:`EagerServer` sends
+immediately when nothing is queued and falls back to Twisted's buffering (and
+its producer pausing) for whatever the kernel does not take.
+
+Measured with one 275 kbit/s publisher and 1000 players on a 2-core machine
+(py-spy had shown 15% in epoll add/remove and 10% in event dispatch): RTMP
+went from 86% to 41% of a core, HTTP-FLV from 94% to 73%; what remains is
+mostly the kernel's work inside send().
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import tcp
+
+
+class EagerServer(tcp.Server):
+    """A TCP server connection whose ``write`` sends at once when it can.
+
+    Nagle's algorithm stays on: it merges a player's small live packets while an
+    ACK is outstanding (fewer segments, much less kernel time: TCP_NODELAY cost
+    60% more CPU in the bench).  Bursts that must arrive together (a new
+    player's replies and GOP cache) are written as one ``write``.
+    """
+
+    def write(self, data: bytes) -> None:
+        if (data and not self._tempDataLen and self.offset == len(self.dataBuffer)
+                and self.connected and not self.disconnecting
+                and not self._writeDisconnected and type(data) is bytes):
+            try:
+                sent = self.socket.send(data)
+            except OSError:
+                sent = 0  # EAGAIN, or an error the normal write path will report
+            if sent == len(data):
+                return
+            if sent:
+                data = data[sent:]
+        super().write(data)
+
+    def writeSequence(self, iovec: Any) -> None:  # noqa: N802 - Twisted interface
+        # twisted.web writes each chunk of a chunked body as [size, data, CRLF].
+        self.write(b"".join(iovec))
+
+
+def use_eager_writes(port: Any) -> None:
+    """Make a listening TCP port build :class:`EagerServer` connections.
+
+    Ports of other kinds (UNIX sockets, or TCP ports with a custom transport)
+    are left as they are.
+    """
+    if isinstance(port, tcp.Port) and port.transport is tcp.Server:
+        port.transport = EagerServer
