@@ -91,7 +91,7 @@ def test_many_streams_push_and_pull(server: Server, media: Media, tmp_path: Path
     time.sleep(1.0)
     stats = tmp_path / "stats.json"
     done = lal("pull", "-q", server.rtmp_url("multi{i}"), str(tmp_path / "out{i}.flv"),
-               "-n", "3", "--duration", "4", "--json", str(stats))
+               "-n", "3", "--duration", "4", "--json", str(stats), "--low-water", "2048")
     assert done.returncode == 0, done.stdout + done.stderr
     fan = lal("pull", "-q", server.flv_url("multi1"), "-n", "4", "--duration", "3")
     assert fan.returncode == 0, fan.stdout + fan.stderr

@@ -245,9 +245,10 @@ def run_scenario(number: int, args: argparse.Namespace, media: str, rtmp: str, h
     if players:
         base = http if args.protocol == "httpflv" else rtmp
         url = f"{base}/{name}.flv" if args.protocol == "httpflv" else f"{base}/{name}"
+        # --low-water: fewer, larger reads, so one pull process keeps up with N players
         pull = subprocess.Popen(
             lal_command("pull", "-q", url, "-n", str(players), "--duration", f"{total:.1f}",
-                        "--json", str(figures_path)),
+                        "--json", str(figures_path), "--low-water", "4096"),
             stdout=subprocess.DEVNULL, stderr=open(workdir / f"pull{number}.log", "wb"))
     time.sleep(ramp + args.warmup)
     push_stat = ProcStat(push.pid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import statistics
 import sys
 from typing import IO, Any
@@ -55,6 +56,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", metavar="PATH", help="write per-connection figures as JSON")
     p.add_argument("--connect-rate", type=float, default=200, metavar="R",
                    help="open at most R connections per second (200)")
+    p.add_argument("--low-water", type=int, default=0, metavar="BYTES",
+                   help="RTMP: once playing, wake up only when BYTES are waiting "
+                        "(SO_RCVLOWAT); fewer, larger reads for load tests (default 0: off)")
     p.add_argument("--quiet", "-q", action="store_true", help="no status line")
     p.set_defaults(func=run)
 
@@ -103,8 +107,9 @@ class Puller:
     settle = 3.0
 
     def __init__(self, index: int, url: str, writer: FlvFileWriter | None, stall: float,
-                 pool: HTTPConnectionPool | None) -> None:
+                 pool: HTTPConnectionPool | None, low_water: int = 0) -> None:
         self.index = index
+        self.low_water = low_water
         self.url = url
         self.writer = writer
         self.stall = stall
@@ -140,6 +145,9 @@ class Puller:
     def _rtmp_ready(self, proto: RTMPClientProtocol) -> None:
         self.rtmp = proto
         proto.done.addBoth(self._ended)
+        sock = getattr(proto.transport, "socket", None)
+        if self.low_water and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self.low_water)
 
     def _http_ready(self, pull: HttpFlvPull) -> None:
         pull.done.addBoth(self._ended)
@@ -252,7 +260,8 @@ def run(args: argparse.Namespace) -> int:
 def _pull(reactor: Any, args: argparse.Namespace, urls: list[str],
           writers: list[FlvFileWriter | None]) -> defer.Deferred[int]:
     pool = HTTPConnectionPool(reactor, persistent=False)
-    pullers = [Puller(i, url, writers[i], args.stall, pool) for i, url in enumerate(urls)]
+    pullers = [Puller(i, url, writers[i], args.stall, pool, args.low_water)
+               for i, url in enumerate(urls)]
     started = now()
     result: defer.Deferred[int] = defer.Deferred()
 

@@ -1,0 +1,180 @@
+"""Micro-benchmarks of the hot paths: chunk parsing, chunk writing, FLV parsing
+and the fan-out from one Stream to many sinks.
+
+A regression guard, not a test: it prints figures and asserts nothing about
+time.  CI runs it after the tests (``python bench/micro.py``); compare the
+figures across commits.  ``--quick`` shrinks every case for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.testing import MemoryReactorClock
+
+from lal_twisted.hub.sink import Sink
+from lal_twisted.hub.stream import Stream
+from lal_twisted.media import amf0, flv
+from lal_twisted.media.packet import AUDIO, VIDEO, AVPacket
+from lal_twisted.rtmp.chunk import ChunkReader, encode_message
+from lal_twisted.rtmp.session import encode_media
+
+
+def timed(fn: Callable[[], int], repeat: int = 3) -> tuple[float, int]:
+    """Best wall time of ``repeat`` runs of ``fn`` (which returns a unit count)."""
+    best, units = float("inf"), 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        units = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, units
+
+
+def media_messages(count: int) -> list[tuple[int, int, bytes]]:
+    """A 275 kbit/s-like mix: one 500-byte video frame, then ~2 audio frames of 200 bytes,
+    with a 6 kB keyframe every 50 video frames."""
+    out = []
+    ts = 0
+    for i in range(count):
+        if i % 3 == 0:
+            size = 6000 if (i // 3) % 50 == 0 else 500
+            out.append((VIDEO, ts, b"\x27\x01\x00\x00\x00" + os.urandom(size)))
+            ts += 40
+        else:
+            out.append((AUDIO, ts, b"\xaf\x01" + os.urandom(200)))
+    return out
+
+
+def bench_chunk_reader(n: int, chunk_size: int) -> dict[str, Any]:
+    msgs = media_messages(n)
+    data = b"".join(encode_message(chunk_size, 6 if k == VIDEO else 4, k, 1, ts, p)
+                    for k, ts, p in msgs)
+    if chunk_size != 128:  # the reader starts at 128: announce the size first
+        data = encode_message(128, 2, 1, 0, 0, chunk_size.to_bytes(4, "big")) + data
+    pieces = [data[i:i + 16384] for i in range(0, len(data), 16384)]  # socket-sized reads
+
+    def run() -> int:
+        reader = ChunkReader()
+        count = 0
+        for piece in pieces:
+            for message in reader.feed(piece):
+                count += message.type_id in (AUDIO, VIDEO)
+        return count
+
+    seconds, count = timed(run)
+    return {"case": f"chunk reader, chunk size {chunk_size}", "messages": count,
+            "MB_per_s": round(len(data) / seconds / 1e6, 1),
+            "us_per_message": round(seconds / count * 1e6, 2)}
+
+
+def bench_chunk_writer(n: int) -> dict[str, Any]:
+    msgs = media_messages(n)
+
+    def run() -> int:
+        for k, ts, p in msgs:
+            encode_message(4096, 6, k, 1, ts, p)
+        return len(msgs)
+
+    seconds, count = timed(run)
+    return {"case": "chunk writer, chunk size 4096", "messages": count,
+            "us_per_message": round(seconds / count * 1e6, 2)}
+
+
+def bench_flv_reader(n: int) -> dict[str, Any]:
+    data = flv.file_header() + b"".join(flv.encode_tag(k, ts, p) for k, ts, p in media_messages(n))
+    pieces = [data[i:i + 16384] for i in range(0, len(data), 16384)]
+
+    def run() -> int:
+        reader = flv.FlvReader()
+        return sum(len(reader.feed(p)) for p in pieces)
+
+    seconds, count = timed(run)
+    return {"case": "FLV reader", "tags": count, "MB_per_s": round(len(data) / seconds / 1e6, 1)}
+
+
+def bench_amf0(n: int) -> dict[str, Any]:
+    connect = amf0.encode("connect", 1.0, {
+        "app": "live", "type": "nonprivate", "flashVer": "FMLE/3.0", "tcUrl":
+        "rtmp://127.0.0.1:1935/live", "fpad": False, "capabilities": 15.0,
+        "audioCodecs": 4071.0, "videoCodecs": 252.0, "videoFunction": 1.0})
+
+    def run() -> int:
+        for _ in range(n):
+            amf0.decode(connect)
+        return n
+
+    seconds, count = timed(run)
+    return {"case": "AMF0 decode of a connect command", "commands": count,
+            "us_per_command": round(seconds / count * 1e6, 2)}
+
+
+class NullSink(Sink):
+    """A sink whose transport takes every write at once (measures our code only)."""
+
+    def __init__(self, reactor: Any) -> None:
+        super().__init__(reactor)
+        self.written = 0
+
+    def encode(self, packet: AVPacket) -> bytes:
+        return encode_media(packet, 4096)
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def disconnect(self, reason: str) -> None:
+        pass
+
+
+def bench_fan_out(players: int, packets: int) -> dict[str, Any]:
+    reactor = MemoryReactorClock()
+    msgs = media_messages(packets)
+    key = AVPacket(VIDEO, 0, b"\x17\x01\x00\x00\x00" + os.urandom(6000))
+
+    def run() -> int:
+        stream = Stream("live/bench", gop_num=1)
+        stream.start_publish(object())
+        sinks = [NullSink(reactor) for _ in range(players)]
+        for s in sinks:
+            stream.add_sink(s)
+        stream.feed(AVPacket(VIDEO, 0, key.payload))
+        for k, ts, p in msgs:
+            stream.feed(AVPacket(k, ts, p))
+        return len(msgs) * players
+
+    seconds, deliveries = timed(run)
+    return {"case": f"fan-out to {players} RTMP sinks", "deliveries": deliveries,
+            "ns_per_delivery": round(seconds / deliveries * 1e9, 1),
+            "packets_per_s_per_core": round(len(msgs) / seconds, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    scale = 1 if args.quick else 20
+    results = [
+        bench_chunk_reader(300 * scale, 128),
+        bench_chunk_reader(300 * scale, 4096),
+        bench_chunk_writer(300 * scale),
+        bench_flv_reader(300 * scale),
+        bench_amf0(200 * scale),
+        bench_fan_out(100 if args.quick else 1000, 30 if args.quick else 300),
+    ]
+    for r in results:
+        figures = ", ".join(f"{k} {v}" for k, v in r.items() if k != "case")
+        print(f"{r['case']:40s} {figures}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
