@@ -133,6 +133,17 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -
     raise ToolError(f"the server did not listen on port {port} within {timeout:g}s")
 
 
+def stop_process(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Ask a server process to stop with ``sig``; kill it after 15 s."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class OwnServer:
     """The project's server under twistd on free loopback ports."""
 
@@ -160,13 +171,7 @@ class OwnServer:
         self.http = f"http://127.0.0.1:{self.http_port}/bench"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGTERM)
         self.log.close()
 
 
@@ -201,13 +206,7 @@ class NginxServer:
         self.http = ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGQUIT)  # nginx: graceful shutdown
         self.log.close()
 
 

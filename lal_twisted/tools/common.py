@@ -88,6 +88,21 @@ class StatusLine:
             self.stream.flush()
 
 
+def open_in_batches(reactor: Any, starters: list[Callable[[], None]], rate: float,
+                    stopped: Callable[[], bool]) -> None:
+    """Call ``starters`` at about ``rate`` per second (batches every 10 ms) until
+    all are called or ``stopped()`` says the run is over."""
+    per_batch = max(1, int(rate / 100))
+
+    def batch(start: int) -> None:
+        for starter in starters[start:start + per_batch]:
+            starter()
+        if start + per_batch < len(starters) and not stopped():
+            reactor.callLater(0.01, batch, start + per_batch)
+
+    batch(0)
+
+
 def mbit(nbytes: float, seconds: float) -> float:
     return nbytes * 8 / 1e6 / seconds if seconds > 0 else 0.0
 

@@ -9,6 +9,7 @@ than ``--stall`` seconds); ``--json`` writes them for the bench.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import socket
 import statistics
@@ -30,6 +31,7 @@ from lal_twisted.tools.common import (
     install_stop_handler,
     mbit,
     now,
+    open_in_batches,
     run_reactor,
 )
 
@@ -290,16 +292,8 @@ def _pull(reactor: Any, args: argparse.Namespace, urls: list[str],
         reactor.callLater(args.duration, finish)
     defer.DeferredList([p.done for p in pullers]).addCallback(lambda _: finish())
 
-    # Open connections at --connect-rate per second, in batches every 10 ms.
-    per_batch = max(1, int(args.connect_rate / 100))
-
-    def open_batch(start: int) -> None:
-        for p in pullers[start:start + per_batch]:
-            p.start(reactor)
-        if start + per_batch < len(pullers) and not finishing:
-            reactor.callLater(0.01, open_batch, start + per_batch)
-
-    open_batch(0)
+    open_in_batches(reactor, [functools.partial(p.start, reactor) for p in pullers],
+                    args.connect_rate, lambda: bool(finishing))
     line.start()
     return result
 

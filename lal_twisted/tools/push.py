@@ -27,6 +27,7 @@ from lal_twisted.tools.common import (
     install_stop_handler,
     mbit,
     now,
+    open_in_batches,
     run_reactor,
 )
 
@@ -278,15 +279,8 @@ def _push(reactor: Any, args: argparse.Namespace, tags: list[FlvTag],
     install_stop_handler(reactor, finish)
     if args.duration:
         reactor.callLater(args.duration, finish)
-    per_batch = max(1, int(args.connect_rate / 100))
-
-    def open_batch(start: int) -> None:
-        for p in publishers[start:start + per_batch]:
-            p.start()
-        if start + per_batch < len(publishers) and not finishing:
-            reactor.callLater(0.01, open_batch, start + per_batch)
-
-    open_batch(0)
+    open_in_batches(reactor, [p.start for p in publishers], args.connect_rate,
+                    lambda: bool(finishing))
     ticker.start(TICK)
     line.start()
     return all_done
