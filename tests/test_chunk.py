@@ -525,3 +525,41 @@ def test_user_control_payloads() -> None:
         m.parse_user_control(b"\x00\x06\x00")
     with pytest.raises(RtmpProtocolError):
         m.parse_user_control(struct.pack(">HI", m.SET_BUFFER_LENGTH, 1))
+
+
+def _first_chunks(csid: int, length: int, chunks: int) -> bytes:
+    """The first ``chunks`` chunks (4096-byte bodies) of a ``length``-byte message."""
+    data = encode_message(4096, csid, 9, 1, 0, bytes(length))
+    return data[: 12 + 4096 + (chunks - 1) * 4097]
+
+
+_SIZE_4096 = encode_message(128, 2, m.SET_CHUNK_SIZE, 0, 0, (4096).to_bytes(4, "big"))
+
+
+def test_unfinished_messages_across_streams_are_capped() -> None:
+    """Many chunk streams each holding part of a big message: bounded in total."""
+    reader = ChunkReader(max_message_size=1 << 20, max_partial_bytes=3 << 20)
+    reader.feed(_SIZE_4096)
+    # Each stream holds 250 of the 256 chunks of a 1 MiB message: three fit...
+    for csid in (4, 5, 6):
+        assert reader.feed(_first_chunks(csid, 1 << 20, 250)) == []
+    assert reader.buffered_bytes >= 3 * 250 * 4096
+    # ...a fourth does not, although each message is under max_message_size.
+    with pytest.raises(ChunkError, match="unfinished messages hold"):
+        reader.feed(_first_chunks(7, 1 << 20, 250))
+
+
+def test_finished_and_aborted_messages_release_the_cap() -> None:
+    reader = ChunkReader(max_message_size=1 << 20, max_partial_bytes=(1 << 20) + 8192)
+    reader.feed(_SIZE_4096)
+    payload = bytes(range(256)) * 3000  # 768000 bytes, 188 chunks
+    for i in range(5):  # far more than the cap in total, one message at a time
+        messages = reader.feed(encode_message(4096, 6, 9, 1, i * 40, payload))
+        assert [msg.payload for msg in messages] == [payload]
+    # A partial message that is aborted frees its share for the next one.
+    reader.feed(_first_chunks(7, len(payload), 150))
+    reader.feed(encode_message(4096, 2, m.ABORT, 0, 0, (7).to_bytes(4, "big")))
+    assert reader.feed(_first_chunks(8, len(payload), 150)) == []
+    # and a new type-0 header on a stream drops its unfinished message too
+    reader.feed(_first_chunks(8, len(payload), 150))
+    assert reader.feed(_first_chunks(9, 4096 * 10, 5)) == []

@@ -108,19 +108,30 @@ class ChunkReader:
         "bytes_received",
         "max_message_size",
         "max_chunk_streams",
+        "max_partial_bytes",
         "_streams",
         "_buf",
+        "_held",
     )
 
     def __init__(
-        self, max_message_size: int = 16 * 1024 * 1024, max_chunk_streams: int = 64
+        self,
+        max_message_size: int = 16 * 1024 * 1024,
+        max_chunk_streams: int = 64,
+        max_partial_bytes: int | None = None,
     ) -> None:
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self.bytes_received = 0
         self.max_message_size = max_message_size
         self.max_chunk_streams = max_chunk_streams
+        # Bytes of unfinished messages held across all chunk streams; without a
+        # total cap a peer could park max_chunk_streams x max_message_size.
+        self.max_partial_bytes = (
+            2 * max_message_size if max_partial_bytes is None else max_partial_bytes
+        )
         self._streams: dict[int, _ChunkStream] = {}
         self._buf = bytearray()
+        self._held = 0
 
     @property
     def unparsed_bytes(self) -> int:
@@ -182,8 +193,18 @@ class ChunkReader:
             raise ChunkError(f"abort payload too short ({len(payload)} bytes)")
         cs = self._streams.get(_U32.unpack_from(payload)[0])
         if cs is not None and cs.left:
+            self._held -= cs.length - cs.left
             cs.left = 0
             cs.parts = []
+
+    def _hold(self, nbytes: int) -> None:
+        """Count bytes of an unfinished message; too many in all is an error."""
+        self._held += nbytes
+        if self._held > self.max_partial_bytes:
+            raise ChunkError(
+                f"unfinished messages hold {self._held} bytes, over the limit of "
+                f"{self.max_partial_bytes}"
+            )
 
     def _parse(self, buf: bytes | bytearray, out: list[Message]) -> int:
         """Parse whole chunks from ``buf``, append finished messages to ``out``
@@ -236,7 +257,12 @@ class ChunkReader:
                     left -= body
                     cs.left = left
                     if left:
+                        held = self._held + body  # _hold() inlined: the hot path
+                        self._held = held
+                        if held > self.max_partial_bytes:
+                            self._hold(0)
                         continue
+                    self._held -= cs.length - body
                     payload = b"".join(cs.parts)
                     cs.parts = []
                 else:
@@ -252,6 +278,7 @@ class ChunkReader:
                     if body < length:
                         cs.parts = [buf[p:stop]]
                         cs.left = length - body
+                        self._hold(body)
                         continue
                     payload = bytes(buf[p:stop])
             else:
@@ -297,6 +324,8 @@ class ChunkReader:
                 if stop > end:
                     break
                 pos = stop
+                if cs.left:  # a new header drops the unfinished message
+                    self._held -= cs.length - cs.left
                 cs.timestamp = field if fmt == 0 else (cs.timestamp + field) & _TS_MASK
                 cs.delta = field
                 cs.extended = extended
@@ -307,6 +336,7 @@ class ChunkReader:
                     # Any partial message on this csid is replaced (lenient restart).
                     cs.parts = [buf[p:stop]]
                     cs.left = length - body
+                    self._hold(body)
                     continue
                 if cs.left:
                     cs.left = 0
