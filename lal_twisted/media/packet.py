@@ -70,18 +70,6 @@ class AVPacket:
                 # Enhanced RTMP audio: packet type in the low nibble, 0 = start.
                 self.is_sequence_header = first & 0x0F == 0
 
-    @property
-    def is_video(self) -> bool:
-        return self.kind == VIDEO
-
-    @property
-    def is_audio(self) -> bool:
-        return self.kind == AUDIO
-
-    def with_timestamp(self, timestamp: int) -> AVPacket:
-        """A copy of this packet at another timestamp (caches not carried)."""
-        return AVPacket(self.kind, timestamp, self.payload)
-
     def __repr__(self) -> str:
         return (
             f"AVPacket(kind={self.kind}, ts={self.timestamp}, "

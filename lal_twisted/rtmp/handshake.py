@@ -176,35 +176,31 @@ class _Feeder:
         return packet
 
 
-_WAIT_C0C1 = 0
-_WAIT_C2 = 1
-_WAIT_S0S1 = 0
-_WAIT_S2 = 1
+_WAIT_PACKET = 0  # C0+C1 (server) or S0+S1 (client)
+_WAIT_ECHO = 1  # C2 (server) or S2 (client)
 _DONE = 2
 
 
-class ServerHandshake:
-    """Server side of the handshake: answers C0+C1 with S0+S1+S2, then awaits C2.
+class _Handshake:
+    """The machine both sides run: take the peer's version byte and 1536-byte
+    packet, answer it, take the peer's 1536-byte echo, then pass bytes through.
 
-    ``done`` turns True once C2 has arrived; ``complex`` tells whether the client
-    used the digest handshake. Bytes that follow C2 are kept for ``leftover()``.
+    Subclasses check the version byte (``_check_version``) and build the answer
+    (``_answer``).
     """
 
-    def __init__(self, random_bytes: RandomBytes = os.urandom, epoch: int = 0) -> None:
-        """random_bytes fills S1/S2 (injectable for tests); epoch is S1's time field."""
+    def __init__(self, random_bytes: RandomBytes) -> None:
         self._random_bytes = random_bytes
-        self._epoch = epoch
-        self._state = _WAIT_C0C1
+        self._state = _WAIT_PACKET
         self._feeder = _Feeder()
         self._leftover = bytearray()
         self._error: HandshakeError | None = None
         self.done = False
-        self.complex = False
 
     def receive(self, data: bytes) -> bytes:
-        """Feed bytes from the client; returns bytes to send now (may be b"").
+        """Feed bytes from the peer; returns bytes to send now (may be b"").
 
-        Raises HandshakeError if the client is not speaking plain RTMP; the
+        Raises HandshakeError if the peer is not speaking plain RTMP; the
         connection should then be dropped. Once failed, every later call raises.
         """
         if self._error is not None:
@@ -216,12 +212,18 @@ class ServerHandshake:
             raise
 
     def leftover(self) -> bytes:
-        """Bytes received after C2, i.e. the start of the chunk stream.
+        """Bytes received after the handshake (the start of the chunk stream).
 
         Empty until ``done``. Bytes passed to ``receive()`` after completion are
         appended here too, though callers normally route them elsewhere by then.
         """
         return bytes(self._leftover)
+
+    def _check_version(self, version: int) -> None:
+        raise NotImplementedError
+
+    def _answer(self, packet: bytes) -> bytes:
+        raise NotImplementedError
 
     def _receive(self, data: bytes) -> bytes:
         if self._state == _DONE:
@@ -229,17 +231,17 @@ class ServerHandshake:
             return b""
         out = b""
         pos = 0
-        if self._state == _WAIT_C0C1:
+        if self._state == _WAIT_PACKET:
             pos = self._feeder.fill(data, pos, 1 + HANDSHAKE_SIZE)
             if self._feeder.buf:
-                # Check C0 at once: an HTTP client would never send 1537 bytes.
-                _check_client_version(self._feeder.buf[0])
+                # Check the version byte at once: an HTTP client never sends 1537 bytes.
+                self._check_version(self._feeder.buf[0])
             if len(self._feeder.buf) < 1 + HANDSHAKE_SIZE:
                 return b""
             out = self._answer(self._feeder.take()[1:])
-            self._state = _WAIT_C2
-        if self._state == _WAIT_C2:
-            # C2 is not validated: real clients disagree about what it holds.
+            self._state = _WAIT_ECHO
+        if self._state == _WAIT_ECHO:
+            # The echo (C2/S2) is not validated: real peers disagree about what it holds.
             pos = self._feeder.fill(data, pos, HANDSHAKE_SIZE)
             if len(self._feeder.buf) == HANDSHAKE_SIZE:
                 self._feeder.take()
@@ -247,6 +249,23 @@ class ServerHandshake:
                 self.done = True
                 self._leftover += data[pos:]
         return out
+
+
+class ServerHandshake(_Handshake):
+    """Server side of the handshake: answers C0+C1 with S0+S1+S2, then awaits C2.
+
+    ``done`` turns True once C2 has arrived; ``complex`` tells whether the client
+    used the digest handshake. Bytes that follow C2 are kept for ``leftover()``.
+    """
+
+    def __init__(self, random_bytes: RandomBytes = os.urandom, epoch: int = 0) -> None:
+        """random_bytes fills S1/S2 (injectable for tests); epoch is S1's time field."""
+        super().__init__(random_bytes)
+        self._epoch = epoch
+        self.complex = False
+
+    def _check_version(self, version: int) -> None:
+        _check_client_version(version)
 
     def _answer(self, c1: bytes) -> bytes:
         """Build S0+S1+S2 for the given C1, in the flavour the client used."""
@@ -264,7 +283,7 @@ class ServerHandshake:
         return bytes((RTMP_VERSION,)) + s1 + s2
 
 
-class ClientHandshake:
+class ClientHandshake(_Handshake):
     """Client side of the handshake: sends C0+C1, answers S0+S1 with C2, awaits S2.
 
     With ``complex=True`` C1 carries a digest, and C2 is signed if the server's
@@ -273,14 +292,9 @@ class ClientHandshake:
 
     def __init__(self, complex: bool = True, random_bytes: RandomBytes = os.urandom) -> None:
         """complex selects the digest handshake; random_bytes fills C1/C2."""
+        super().__init__(random_bytes)
         self.complex = complex
-        self._random_bytes = random_bytes
         self._started = False
-        self._state = _WAIT_S0S1
-        self._feeder = _Feeder()
-        self._leftover = bytearray()
-        self._error: HandshakeError | None = None
-        self.done = False
         self.server_complex = False
 
     def start(self) -> bytes:
@@ -303,44 +317,14 @@ class ClientHandshake:
         """
         if not self._started:
             raise RuntimeError("call ClientHandshake.start() before receive()")
-        if self._error is not None:
-            raise HandshakeError(f"handshake already failed: {self._error}")
-        try:
-            return self._receive(data)
-        except HandshakeError as exc:
-            self._error = exc
-            raise
+        return super().receive(data)
 
-    def leftover(self) -> bytes:
-        """Bytes received after S2 (a server may pipeline chunk data); empty until done."""
-        return bytes(self._leftover)
-
-    def _receive(self, data: bytes) -> bytes:
-        if self._state == _DONE:
-            self._leftover += data
-            return b""
-        out = b""
-        pos = 0
-        if self._state == _WAIT_S0S1:
-            pos = self._feeder.fill(data, pos, 1 + HANDSHAKE_SIZE)
-            if self._feeder.buf and self._feeder.buf[0] != RTMP_VERSION:
-                raise HandshakeError(
-                    f"server answered with RTMP version 0x{self._feeder.buf[0]:02x}, "
-                    f"expected 0x{RTMP_VERSION:02x}"
-                )
-            if len(self._feeder.buf) < 1 + HANDSHAKE_SIZE:
-                return b""
-            out = self._answer(self._feeder.take()[1:])
-            self._state = _WAIT_S2
-        if self._state == _WAIT_S2:
-            # S2 is not validated: servers disagree about what it holds.
-            pos = self._feeder.fill(data, pos, HANDSHAKE_SIZE)
-            if len(self._feeder.buf) == HANDSHAKE_SIZE:
-                self._feeder.take()
-                self._state = _DONE
-                self.done = True
-                self._leftover += data[pos:]
-        return out
+    def _check_version(self, version: int) -> None:
+        if version != RTMP_VERSION:
+            raise HandshakeError(
+                f"server answered with RTMP version 0x{version:02x}, "
+                f"expected 0x{RTMP_VERSION:02x}"
+            )
 
     def _answer(self, s1: bytes) -> bytes:
         """Build C2: signed if both sides speak the digest handshake, else an echo."""

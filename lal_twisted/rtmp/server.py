@@ -131,7 +131,7 @@ class RTMPServerProtocol(Protocol):
         elif isinstance(event, PlayRequest):
             self._play(event)
         elif isinstance(event, StreamClosed):
-            self._leave(f"peer sent {event.command}")
+            self._leave()
         elif isinstance(event, ConnectRequest):
             log.debug("rtmp {peer} connect app={app} tcUrl={tc}", peer=self.description,
                       app=event.app, tc=event.tc_url)
@@ -178,7 +178,7 @@ class RTMPServerProtocol(Protocol):
         log.info("rtmp session {peer} playing {key} started ({state})", peer=self.description,
                  key=key, state="live" if self.stream.publisher else "waiting for publisher")
 
-    def _leave(self, why: str) -> None:
+    def _leave(self) -> None:
         """Stop publishing/playing (the connection may stay open)."""
         registry = self.factory.registry
         if self.key is None:
@@ -206,7 +206,7 @@ class RTMPServerProtocol(Protocol):
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:  # noqa: N802
         if self._handshake_timer is not None and self._handshake_timer.active():
             self._handshake_timer.cancel()
-        self._leave("connection lost")
+        self._leave()
         why = self.close_reason or reason.getErrorMessage()
         log.info("rtmp session {peer} ended: role={role} stream={key} bytes_in={bin} "
                  "bytes_out={bout} duration={dur:.1f}s reason={why}", peer=self.description,
