@@ -30,6 +30,7 @@ class RtmpConfig:
     single_gop_max_frame_num: int = 0
     chunk_size: int = 4096
     max_message_size: int = 16 * 1024 * 1024
+    read_batch_ms: int = 20
 
 
 @dataclass
@@ -194,6 +195,9 @@ def _validate(config: Config) -> None:
     if not 128 <= config.rtmp.chunk_size <= 0xFFFFFF:
         raise ConfigError(f"rtmp.chunk_size: must be between 128 and 16777215, "
                           f"got {config.rtmp.chunk_size}")
+    if config.rtmp.read_batch_ms > 1000:
+        raise ConfigError(f"rtmp.read_batch_ms: at most 1000 (ms), got "
+                          f"{config.rtmp.read_batch_ms}; 0 turns read batching off")
     if config.rtmp.max_message_size < 1024:
         raise ConfigError("rtmp.max_message_size: must be at least 1024 bytes")
     pattern = config.httpflv.url_pattern

@@ -142,7 +142,8 @@ class LalService(service.MultiService):
                 self.registry, reactor, chunk_size=config.rtmp.chunk_size,
                 max_message_size=config.rtmp.max_message_size,
                 gop_num=config.rtmp.gop_num, stall_timeout=stall,
-                max_backlog_bytes=sub.max_backlog_bytes)
+                max_backlog_bytes=sub.max_backlog_bytes,
+                read_batch_ms=config.rtmp.read_batch_ms)
             self.rtmp = Listener("rtmp.addr", config.rtmp.addr, factory, reactor)
             self.rtmp.setName("rtmp")
             self.rtmp.setServiceParent(self)

@@ -112,3 +112,43 @@ def test_log_level_filters_the_file(tmp_path: Path) -> Any:
     text = log_file.read_text()
     assert "looks like an HTTP request" in text  # a warning: kept
     assert "listening on" not in text            # info: filtered out
+
+
+@pytest_twisted.inlineCallbacks
+def test_publisher_reads_are_batched_after_two_seconds(tmp_path: Path) -> Any:
+    """rtmp.read_batch_ms: the server sets SO_RCVLOWAT to 20 ms of the publisher's
+    measured bitrate, and players still get every packet."""
+    import socket
+
+    lals = make_service(config(tmp_path / "batch.log"))
+    lals.startService()
+    try:
+        port = lals.rtmp.port.getHost().port  # type: ignore[union-attr]
+        url = f"rtmp://127.0.0.1:{port}/live/batched"
+        got: list[AVPacket] = []
+        player = yield connect(reactor, url, "play", on_packet=got.append)
+        publisher = yield connect(reactor, url, "publish")
+        for p in packets()[:4]:
+            publisher.send_packet(p)
+        sent = 0
+        for i in range(30):  # 5 kB every 0.1 s: 50 kB/s for 3 s
+            publisher.send_packet(AVPacket(VIDEO, 40 + i * 100, b"\x27\x01\x00\x00\x00" +
+                                           bytes([i]) * 5000))
+            sent += 1
+            yield sleep(0.1)
+        stream = lals.registry.get("live/batched")
+        assert stream is not None
+        sock = stream.publisher.transport.socket
+        low_water = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+        assert 800 <= low_water <= 1200  # 20 ms of ~50 kB/s
+        for _ in range(50):
+            if len([p for p in got if p.payload[:1] == b"\x27"]) >= sent:
+                break
+            yield sleep(0.05)
+        assert len([p for p in got if p.payload[:1] == b"\x27"]) == sent
+        player.stop()
+        publisher.stop()
+        yield sleep(0.1)
+    finally:
+        yield lals.stopService()
+        lal_log.reset()
