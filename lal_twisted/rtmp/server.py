@@ -37,8 +37,8 @@ _PEER_ERRORS = (HandshakeError, RtmpProtocolError, AMF0Error)
 # server only once read_batch_ms worth of its bitrate is waiting (SO_RCVLOWAT).
 # Each message otherwise costs an epoll wakeup and a recv of its own: with 200
 # publishers + 200 players this cut the server from ~40% to ~27% of a core.
-_BATCH_AFTER = 2.0
-_BATCH_MIN, _BATCH_MAX = 512, 16384
+_BATCH_AFTER = 5.0
+_BATCH_MIN, _BATCH_MAX = 512, 4096
 _CONNECTION_DONE = Failure(ConnectionDone())
 
 
