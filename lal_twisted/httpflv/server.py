@@ -67,12 +67,7 @@ class FlvSink(Sink):
         # The FLV header waits for the first packet, when the stream's tracks are known.
         if not self.header_sent and self.stream is not None and self.stream.publisher is not None:
             self.header_sent = True
-            header = _FLV_HEADERS[stream_flags(self.stream)]
-            self.bytes_out += len(header)
-            if self._burst is not None:
-                self._burst.append(header)
-            else:
-                self.request.write(header)
+            self.emit(_FLV_HEADERS[stream_flags(self.stream)])
         super().send(packet)
 
     def write(self, data: bytes) -> None:

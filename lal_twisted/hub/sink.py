@@ -133,6 +133,15 @@ class Sink:
         self.packets_out += 1
         self.write(data)
 
+    def emit(self, data: bytes) -> None:
+        """Write bytes that are not a packet (a container header): into the burst
+        being collected, if any, else straight out."""
+        self.bytes_out += len(data)
+        if self._burst is not None:
+            self._burst.append(data)
+        else:
+            self.write(data)
+
     def begin_burst(self, prefix: bytes = b"") -> None:
         self._burst = [prefix] if prefix else []
 

@@ -88,6 +88,33 @@ class StatusLine:
             self.stream.flush()
 
 
+class Ending:
+    """Ends a tool's run exactly once: on Ctrl-C/SIGTERM, after ``duration``
+    seconds (0: never), or when ``finish()`` is called because the work is done.
+    It calls ``stop()``, lets the last bytes drain, then fires ``done`` with
+    ``result()``."""
+
+    DRAIN = 0.2  # seconds for closing messages (deleteStream...) to leave
+
+    def __init__(self, reactor: Any, stop: Callable[[], None], result: Callable[[], int],
+                 duration: float = 0) -> None:
+        self.reactor = reactor
+        self.stop = stop
+        self.result = result
+        self.over = False
+        self.done: defer.Deferred[int] = defer.Deferred()
+        install_stop_handler(reactor, self.finish)
+        if duration:
+            reactor.callLater(duration, self.finish)
+
+    def finish(self) -> None:
+        if self.over:
+            return
+        self.over = True
+        self.stop()
+        self.reactor.callLater(self.DRAIN, lambda: self.done.callback(self.result()))
+
+
 def open_in_batches(reactor: Any, starters: list[Callable[[], None]], rate: float,
                     stopped: Callable[[], bool]) -> None:
     """Call ``starters`` at about ``rate`` per second (batches every 10 ms) until

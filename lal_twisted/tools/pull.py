@@ -26,9 +26,9 @@ from lal_twisted.rtmp.client import RTMPClientProtocol, connect
 from lal_twisted.rtmp.client_session import RtmpUrl, RtmpUrlError
 from lal_twisted.tools.cli import ToolError
 from lal_twisted.tools.common import (
+    Ending,
     StatusLine,
     expand_urls,
-    install_stop_handler,
     mbit,
     now,
     open_in_batches,
@@ -265,7 +265,6 @@ def _pull(reactor: Any, args: argparse.Namespace, urls: list[str],
     pullers = [Puller(i, url, writers[i], args.stall, pool, args.low_water)
                for i, url in enumerate(urls)]
     started = now()
-    result: defer.Deferred[int] = defer.Deferred()
 
     def status() -> str:
         elapsed = now() - started
@@ -276,26 +275,19 @@ def _pull(reactor: Any, args: argparse.Namespace, urls: list[str],
                 f"{mbit(total, elapsed):7.2f} Mbit/s  stalls {stalls}")
 
     line = StatusLine(reactor, status, quiet=args.quiet)
-    finishing: list[bool] = []
 
-    def finish() -> None:
-        if finishing:
-            return
-        finishing.append(True)
+    def stop() -> None:
         for p in pullers:
             p.stop()
         line.stop()
-        reactor.callLater(0.2, lambda: result.callback(report(pullers, writers, args)))
 
-    install_stop_handler(reactor, finish)
-    if args.duration:
-        reactor.callLater(args.duration, finish)
-    defer.DeferredList([p.done for p in pullers]).addCallback(lambda _: finish())
+    ending = Ending(reactor, stop, lambda: report(pullers, writers, args), args.duration)
+    defer.DeferredList([p.done for p in pullers]).addCallback(lambda _: ending.finish())
 
     open_in_batches(reactor, [functools.partial(p.start, reactor) for p in pullers],
-                    args.connect_rate, lambda: bool(finishing))
+                    args.connect_rate, lambda: ending.over)
     line.start()
-    return result
+    return ending.done
 
 
 def report(pullers: list[Puller], writers: list[FlvFileWriter | None],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, task
@@ -22,9 +23,9 @@ from lal_twisted.rtmp.client import RTMPClientProtocol, connect
 from lal_twisted.rtmp.client_session import RtmpUrl, RtmpUrlError
 from lal_twisted.tools.cli import ToolError
 from lal_twisted.tools.common import (
+    Ending,
     StatusLine,
     expand_urls,
-    install_stop_handler,
     mbit,
     now,
     open_in_batches,
@@ -101,23 +102,37 @@ def is_header(tag: FlvTag) -> bool:
     return packet.is_sequence_header
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What every stream sends, prepared once: the tags, which of them go on the
+    first pass only, and the length of one pass."""
+
+    tags: list[FlvTag]
+    first_pass_only: list[bool]
+    length: int
+
+    @classmethod
+    def make(cls, tags: list[FlvTag], loop: bool) -> Plan:
+        if loop:  # an end of sequence in mid-stream would reset players' decoders
+            tags = [t for t in tags if not is_end_of_sequence(t)]
+        return cls(tags, [is_header(t) for t in tags], loop_length(tags))
+
+
 @implementer(IPushProducer)
 class FilePublisher:
     """One stream: connects, publishes, sends due tags, reconnects if asked."""
 
-    def __init__(self, index: int, url: str, tags: list[FlvTag], options: argparse.Namespace,
+    def __init__(self, index: int, url: str, plan: Plan, options: argparse.Namespace,
                  reactor: Any, on_done: Any) -> None:
         self.index = index
         self.url = url
-        self.tags = tags
+        self.tags = plan.tags
+        self.first_pass_only = plan.first_pass_only
+        self.length = plan.length
         self.loop = options.loop
         self.reconnect = options.reconnect
         self.reactor = reactor
         self.on_done = on_done
-        if self.loop:  # an end of sequence in mid-stream would reset players' decoders
-            tags = [t for t in tags if not is_end_of_sequence(t)]
-            self.tags = tags
-        self.length = loop_length(tags)
         self.proto: RTMPClientProtocol | None = None
         self.paused = False
         self.finished = False
@@ -194,8 +209,9 @@ class FilePublisher:
             ts = tag.timestamp + self.offset
             if ts > due:
                 return
+            skip = self.passes and self.first_pass_only[self.pos]
             self.pos += 1
-            if self.passes and is_header(tag):
+            if skip:
                 continue
             before = proto.bytes_out
             proto.send_packet(AVPacket(tag.tag_type, ts & 0xFFFFFFFF, tag.payload))
@@ -233,27 +249,29 @@ def run(args: argparse.Namespace) -> int:
 
 def _push(reactor: Any, args: argparse.Namespace, tags: list[FlvTag],
           urls: list[str]) -> defer.Deferred[int]:
-    all_done: defer.Deferred[int] = defer.Deferred()
     started = now()
     remaining = len(urls)
+    elapsed: list[float] = []
 
     def on_done(publisher: FilePublisher) -> None:
         nonlocal remaining
         remaining -= 1
         if remaining == 0:
-            finish()
+            ending.finish()
 
-    publishers = [FilePublisher(i, url, tags, args, reactor, on_done)
+    plan = Plan.make(tags, args.loop)
+    publishers = [FilePublisher(i, url, plan, args, reactor, on_done)
                   for i, url in enumerate(urls)]
 
     def status() -> str:
-        elapsed = now() - started
+        seconds = now() - started
         live = sum(1 for p in publishers if p.proto is not None and not p.finished)
         sent = sum(p.bytes_sent for p in publishers)
-        return (f"push {elapsed:6.1f}s  live {live}/{len(publishers)}  "
-                f"{mbit(sent, elapsed):7.2f} Mbit/s  {sent / 1e6:8.1f} MB sent")
+        return (f"push {seconds:6.1f}s  live {live}/{len(publishers)}  "
+                f"{mbit(sent, seconds):7.2f} Mbit/s  {sent / 1e6:8.1f} MB sent")
 
     line = StatusLine(reactor, status, quiet=args.quiet)
+
     def tick_all() -> None:
         t = now()
         for p in publishers:
@@ -262,28 +280,20 @@ def _push(reactor: Any, args: argparse.Namespace, tags: list[FlvTag],
     ticker = task.LoopingCall(tick_all)
     ticker.clock = reactor
 
-    finishing: list[bool] = []
-
-    def finish() -> None:
-        if finishing:
-            return
-        finishing.append(True)
+    def stop() -> None:
+        elapsed.append(now() - started)
         for p in publishers:
             p.stop()
         if ticker.running:
             ticker.stop()
         line.stop()
-        # let the last bytes and the deleteStream reach the server
-        reactor.callLater(0.2, all_done.callback, report(publishers, now() - started))
 
-    install_stop_handler(reactor, finish)
-    if args.duration:
-        reactor.callLater(args.duration, finish)
+    ending = Ending(reactor, stop, lambda: report(publishers, elapsed[0]), args.duration)
     open_in_batches(reactor, [p.start for p in publishers], args.connect_rate,
-                    lambda: bool(finishing))
+                    lambda: ending.over)
     ticker.start(TICK)
     line.start()
-    return all_done
+    return ending.done
 
 
 def report(publishers: list[FilePublisher], elapsed: float) -> int:
