@@ -23,7 +23,7 @@ from lal_twisted.hub.stream import Stream
 from lal_twisted.media import amf0, flv
 from lal_twisted.media.packet import AUDIO, VIDEO, AVPacket
 from lal_twisted.rtmp.chunk import ChunkReader, encode_message
-from lal_twisted.rtmp.session import encode_media
+from lal_twisted.rtmp.session import media_encoder
 
 
 def timed(fn: Callable[[], int], repeat: int = 3) -> tuple[float, int]:
@@ -119,10 +119,8 @@ class NullSink(Sink):
 
     def __init__(self, reactor: Any) -> None:
         super().__init__(reactor)
+        self.encoder = media_encoder(4096)
         self.written = 0
-
-    def encode(self, packet: AVPacket) -> bytes:
-        return encode_media(packet, 4096)
 
     def write(self, data: bytes) -> None:
         self.written += len(data)

@@ -47,6 +47,19 @@ class HttpFlvConfig:
 
 
 @dataclass
+class HttpApiConfig:
+    enable: bool = False
+    addr: str = ":8083"
+
+
+@dataclass
+class AccessCheckConfig:
+    """Bound on the access chain (ours; lal has no such section)."""
+
+    timeout_ms: int = 5000
+
+
+@dataclass
 class SubscriberConfig:
     """Flow control for players (an extension; lal has no such section)."""
 
@@ -67,6 +80,8 @@ class Config:
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
     default_http: HttpConfig = field(default_factory=HttpConfig)
     httpflv: HttpFlvConfig = field(default_factory=HttpFlvConfig)
+    http_api: HttpApiConfig = field(default_factory=HttpApiConfig)
+    access_check: AccessCheckConfig = field(default_factory=AccessCheckConfig)
     subscriber: SubscriberConfig = field(default_factory=SubscriberConfig)
     log: LogConfig = field(default_factory=LogConfig)
     warnings: list[str] = field(default_factory=list)
@@ -75,7 +90,7 @@ class Config:
 # Keys lal knows that this server does not implement yet: accepted silently so a
 # lal config loads, but listed by ``unimplemented_sections`` for one log line.
 _LAL_SECTIONS_NOT_IMPLEMENTED = {
-    "hls", "httpts", "rtsp", "record", "relay_push", "static_relay_pull", "http_api",
+    "hls", "httpts", "rtsp", "record", "relay_push", "static_relay_pull",
     "server_id", "http_notify", "simple_auth", "pprof", "in_session", "debug",
 }
 _IGNORED_TOP_KEYS = {"# doc of config", "conf_version"}
@@ -92,6 +107,8 @@ _SECTIONS: dict[str, type] = {
     "rtmp": RtmpConfig,
     "default_http": HttpConfig,
     "httpflv": HttpFlvConfig,
+    "http_api": HttpApiConfig,
+    "access_check": AccessCheckConfig,
     "subscriber": SubscriberConfig,
     "log": LogConfig,
 }
@@ -192,6 +209,9 @@ def _validate(config: Config) -> None:
     config.rtmp.addr = parse_listen_addr(config.rtmp.addr, "rtmp.addr")
     config.default_http.http_listen_addr = parse_listen_addr(
         config.default_http.http_listen_addr, "default_http.http_listen_addr")
+    config.http_api.addr = parse_listen_addr(config.http_api.addr, "http_api.addr")
+    if config.access_check.timeout_ms == 0:
+        raise ConfigError("access_check.timeout_ms: must be greater than 0")
     if not 128 <= config.rtmp.chunk_size <= 0xFFFFFF:
         raise ConfigError(f"rtmp.chunk_size: must be between 128 and 16777215, "
                           f"got {config.rtmp.chunk_size}")

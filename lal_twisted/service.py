@@ -13,14 +13,16 @@ another Twisted application::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import defer, endpoints
+from twisted.internet import endpoints
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
 from twisted.python import usage
-from twisted.web import server
+from twisted.web import resource, server
 
 from lal_twisted import log as lal_log
 from lal_twisted.config import Config, ConfigError, load
@@ -28,6 +30,7 @@ from lal_twisted.httpflv.server import HttpFlvResource
 from lal_twisted.hub.registry import StreamRegistry
 from lal_twisted.net import use_eager_writes
 from lal_twisted.rtmp.server import RTMPServerFactory
+from lal_twisted.web.router import Router
 
 logger = lal_log.Logger("lal_twisted.service")
 
@@ -41,12 +44,13 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:  # noqa: N802 - Twisted interface
+        # Build the service here so every configuration mistake (bad key, an
+        # address Twisted cannot use, two features on one path) is a usage error.
         try:
-            config = load(self["config"])
-            check_endpoints(config)
+            self["parsed"] = load(self["config"])
+            self["service"] = make_service(self["parsed"])
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
-        self["parsed"] = config
 
 
 def _endpoint(reactor: Any, key: str, description: str) -> Any:
@@ -56,22 +60,12 @@ def _endpoint(reactor: Any, key: str, description: str) -> Any:
         raise ConfigError(f"{key}: cannot listen on {description!r}: {e}") from None
 
 
-def check_endpoints(config: Config, reactor: Any = None) -> None:
-    """Raise ConfigError, naming the key, for an address Twisted cannot use."""
-    if reactor is None:
-        from twisted.internet import reactor as default_reactor
-
-        reactor = default_reactor
-    if config.rtmp.enable:
-        _endpoint(reactor, "rtmp.addr", config.rtmp.addr)
-    if config.httpflv.enable:
-        _endpoint(reactor, "default_http.http_listen_addr", config.default_http.http_listen_addr)
-
-
 class Listener(service.Service):
-    """Listens on one endpoint description; ``port`` is the IListeningPort once started.
+    """Listens on one endpoint description; ``port`` is the IListeningPort once bound.
 
-    Listening errors (port in use, bad interface) raise from ``startService`` so
+    It binds in ``privilegedStartService``, so ``twistd --uid`` can bind port
+    1935 or 80 as root and then drop privileges (``startService`` binds if that
+    was skipped).  Listening errors (port in use, bad interface) raise there, so
     twistd stops with a clear message before the server half-starts.
     """
 
@@ -87,15 +81,21 @@ class Listener(service.Service):
         self.reactor = reactor
         self.endpoint = _endpoint(reactor, key, description)
         self.port: IListeningPort | None = None
-        self._listening: defer.Deferred[IListeningPort] | None = None
+
+    def privilegedStartService(self) -> None:  # noqa: N802 - Twisted interface
+        super().privilegedStartService()
+        self._listen()
 
     def startService(self) -> None:  # noqa: N802 - Twisted interface
         super().startService()
+        if self.port is None:
+            self._listen()
+
+    def _listen(self) -> None:
         d = self.endpoint.listen(self.factory)
         failures: list[Any] = []
         d.addCallbacks(self._listened, failures.append)
         if failures:
-            super().stopService()
             if self.exit_on_error:
                 raise SystemExit(f"lals: {self.key}: {failures[0].getErrorMessage()}")
             failures[0].raiseException()
@@ -116,8 +116,84 @@ class Listener(service.Service):
         return None
 
 
+# -- what listens where: one table of listeners, one of HTTP routes ------------------
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    """A listener: its name (``LalService.listeners`` key), the config key of its
+    address, whether the config enables it, and how to build its factory."""
+
+    name: str
+    addr_key: str
+    addr: Callable[[Config], str]
+    enabled: Callable[[LalService], bool]
+    build: Callable[[LalService], Factory | server.Site]
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """A feature served over HTTP: the listener it is on, the config key of its
+    ``url_pattern``, the suffix it serves, and how to build its resource."""
+
+    listener: str
+    pattern_key: str
+    pattern: Callable[[Config], str]
+    suffix: str
+    enabled: Callable[[Config], bool]
+    build: Callable[[LalService], resource.IResource]
+
+
+def _rtmp_factory(lals: LalService) -> Factory:
+    c = lals.config
+    return RTMPServerFactory(
+        lals.registry, lals.reactor, chunk_size=c.rtmp.chunk_size,
+        max_message_size=c.rtmp.max_message_size, gop_num=c.rtmp.gop_num,
+        stall_timeout=c.subscriber.stall_timeout_ms / 1000.0,
+        max_backlog_bytes=c.subscriber.max_backlog_bytes, read_batch_ms=c.rtmp.read_batch_ms)
+
+
+def _httpflv_resource(lals: LalService) -> resource.IResource:
+    c = lals.config
+    return HttpFlvResource(lals.registry, lals.reactor, gop_num=c.httpflv.gop_num,
+                           stall_timeout=c.subscriber.stall_timeout_ms / 1000.0,
+                           max_backlog_bytes=c.subscriber.max_backlog_bytes)
+
+
+def _site(name: str) -> Callable[[LalService], server.Site]:
+    def build(lals: LalService) -> server.Site:
+        site = server.Site(lals.routers[name])
+        site.noisy = False
+        site.displayTracebacks = False
+        return site
+    return build
+
+
+HTTP_LISTENERS = ("http", "http_api")
+
+ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec("http", "httpflv.url_pattern", lambda c: c.httpflv.url_pattern, ".flv",
+              lambda c: c.httpflv.enable, _httpflv_resource),
+)
+
+LISTENERS: tuple[ListenerSpec, ...] = (
+    ListenerSpec("rtmp", "rtmp.addr", lambda c: c.rtmp.addr,
+                 lambda lals: lals.config.rtmp.enable, _rtmp_factory),
+    ListenerSpec("http", "default_http.http_listen_addr",
+                 lambda c: c.default_http.http_listen_addr,
+                 lambda lals: bool(lals.routers["http"].routes), _site("http")),
+    ListenerSpec("http_api", "http_api.addr", lambda c: c.http_api.addr,
+                 lambda lals: lals.config.http_api.enable, _site("http_api")),
+)
+
+
 class LalService(service.MultiService):
-    """The whole server: ``registry`` plus the ``rtmp`` and ``http`` listeners."""
+    """The whole server: ``registry``, one ``Router`` per HTTP listener
+    (``routers["http"]``, ``routers["http_api"]``) and the ``listeners`` built
+    from :data:`LISTENERS` (``rtmp``, ``http`` and ``api`` name the usual ones)."""
+
+    config: Config
+    routers: dict[str, Router]
 
     def __init__(self, config: Config, reactor: Any = None) -> None:
         super().__init__()
@@ -131,40 +207,40 @@ class LalService(service.MultiService):
             gop_num=max(config.rtmp.gop_num, config.httpflv.gop_num),
             single_gop_max_frame_num=max(config.rtmp.single_gop_max_frame_num,
                                          config.httpflv.single_gop_max_frame_num),
+            reactor=reactor, access_timeout=config.access_check.timeout_ms / 1000.0,
         )
         self.registry.setServiceParent(self)
-        sub = config.subscriber
-        stall = sub.stall_timeout_ms / 1000.0
-        self.rtmp: Listener | None = None
-        self.http: Listener | None = None
-        if config.rtmp.enable:
-            factory = RTMPServerFactory(
-                self.registry, reactor, chunk_size=config.rtmp.chunk_size,
-                max_message_size=config.rtmp.max_message_size,
-                gop_num=config.rtmp.gop_num, stall_timeout=stall,
-                max_backlog_bytes=sub.max_backlog_bytes,
-                read_batch_ms=config.rtmp.read_batch_ms)
-            self.rtmp = Listener("rtmp.addr", config.rtmp.addr, factory, reactor)
-            self.rtmp.setName("rtmp")
-            self.rtmp.setServiceParent(self)
-        if config.httpflv.enable:
-            flv = HttpFlvResource(
-                self.registry, reactor, url_pattern=config.httpflv.url_pattern,
-                gop_num=config.httpflv.gop_num, stall_timeout=stall,
-                max_backlog_bytes=sub.max_backlog_bytes)
-            site = server.Site(flv)
-            site.noisy = False
-            site.displayTracebacks = False
-            self.http = Listener("default_http.http_listen_addr",
-                                 config.default_http.http_listen_addr, site, reactor)
-            self.http.setName("http")
-            self.http.setServiceParent(self)
+        self.routers = {name: Router(name) for name in HTTP_LISTENERS}
+        for route in ROUTES:
+            if route.enabled(config):
+                self.routers[route.listener].mount(route.pattern_key, route.pattern(config),
+                                                   route.build(self), suffix=route.suffix)
+        self.listeners: dict[str, Listener] = {}
+        for spec in LISTENERS:
+            if spec.enabled(self):
+                listener = Listener(spec.addr_key, spec.addr(config), spec.build(self), reactor)
+                listener.setName(spec.name)
+                listener.setServiceParent(self)
+                self.listeners[spec.name] = listener
+
+    @property
+    def rtmp(self) -> Listener | None:
+        return self.listeners.get("rtmp")
+
+    @property
+    def http(self) -> Listener | None:
+        return self.listeners.get("http")
+
+    @property
+    def api(self) -> Listener | None:
+        return self.listeners.get("http_api")
 
     def startService(self) -> None:  # noqa: N802 - Twisted interface
         lal_log.configure(self.config.log)
         for warning in self.config.warnings:
             logger.warn("{warning}", warning=warning)
         super().startService()
+        self.registry.server_started(self)
 
 
 def make_service(config: Config, reactor: Any = None) -> LalService:
@@ -173,12 +249,10 @@ def make_service(config: Config, reactor: Any = None) -> LalService:
 
 
 def makeService(options: Options) -> LalService:  # noqa: N802 - twistd plugin entry point
-    """twistd entry point: ``options["parsed"]`` is the validated Config."""
-    config = options.get("parsed")
-    if config is None:
-        config = load(options["config"])
-    lals = make_service(config)
-    for listener in (lals.rtmp, lals.http):
-        if listener is not None:
-            listener.exit_on_error = True
+    """twistd entry point: ``options["service"]`` was built from the validated config."""
+    lals = options.get("service")
+    if lals is None:
+        lals = make_service(options.get("parsed") or load(options["config"]))
+    for listener in lals.listeners.values():
+        listener.exit_on_error = True
     return lals

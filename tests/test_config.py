@@ -184,9 +184,10 @@ def test_lal_config_loads_with_warnings() -> None:
     assert config.httpflv.gop_num == 0
     assert config.log.level == "debug"  # lal's numeric level 1
     assert config.log.filename == "./logs/lalserver.log"
+    assert config.http_api.enable and config.http_api.addr == "tcp:8083"
     text = "\n".join(config.warnings)
     for section in ("hls", "httpts", "rtsp", "record", "relay_push", "static_relay_pull",
-                    "http_api", "server_id", "http_notify", "simple_auth", "pprof",
+                    "server_id", "http_notify", "simple_auth", "pprof",
                     "in_session", "debug"):
         assert f"section {section!r} is not supported yet" in text
     for key in ("rtmp.rtmps_enable", "rtmp.merge_write_size", "default_http.https_listen_addr",

@@ -106,7 +106,7 @@ def headers() -> list[AVPacket]:
 
 
 def media_payloads(packets: list[AVPacket]) -> list[tuple[int, int, bytes]]:
-    return [(p.kind, p.timestamp, p.payload) for p in packets]
+    return [(p.kind, p.dts, p.payload) for p in packets]
 
 
 def test_publish_and_play_round_trip() -> None:
@@ -116,12 +116,13 @@ def test_publish_and_play_round_trip() -> None:
     pub = hub.connect("publish")
     assert pub.client.ready.called
     sent = headers() + [frame(0, True), audio(10), frame(40, False), frame(0x1000000, False)]
-    pub.send(*[AVPacket(p.kind, p.timestamp, p.payload) for p in sent])
+    pub.send(*[AVPacket(p.kind, p.dts, p.payload) for p in sent])
     assert media_payloads(early.packets) == media_payloads(sent)
     stream = hub.registry.get("live/test")
     assert stream is not None
-    assert (stream.video_info["width"], stream.video_info["height"]) == (320, 180)
-    assert stream.audio_info["sample_rate"] == 44100 and stream.audio_info["channels"] == 2
+    video, sound = stream.tracks.video, stream.tracks.audio
+    assert video is not None and (video.codec, video.width, video.height) == ("h264", 320, 180)
+    assert sound is not None and (sound.codec, sound.sample_rate, sound.channels) == ("aac", 44100, 2)
 
 
 def test_late_joiner_gets_headers_and_gop_from_keyframe() -> None:
@@ -130,7 +131,7 @@ def test_late_joiner_gets_headers_and_gop_from_keyframe() -> None:
     pub.send(*headers(), frame(0, True), frame(40, False), frame(80, True), audio(90),
              frame(120, False))
     late = hub.connect("play")
-    kinds = [(p.kind, p.timestamp, p.is_sequence_header, p.is_keyframe) for p in late.packets]
+    kinds = [(p.kind, p.dts, p.is_sequence_header, p.is_keyframe) for p in late.packets]
     assert kinds == [
         (DATA, 0, False, False),
         (VIDEO, 0, True, True),
@@ -153,7 +154,7 @@ def test_duplicate_publisher_refused_first_untouched() -> None:
     assert failures and "BadName" in str(failures[0])
     assert second.client.transport.disconnected  # type: ignore[union-attr]
     first.send(frame(40, False))
-    assert player.packets[-1].timestamp == 40
+    assert player.packets[-1].dts == 40
     stream = hub.registry.get("live/test")
     assert stream is not None and stream.publisher is first.server
 
@@ -171,7 +172,7 @@ def test_publisher_leaves_mid_message_and_another_takes_over() -> None:
     hub.flush()
     assert "NetStream.Play.UnpublishNotify" in player.codes
     assert not player.client.transport.disconnected  # type: ignore[union-attr]
-    assert [p.timestamp for p in player.packets][-1] == 1040
+    assert [p.dts for p in player.packets][-1] == 1040
 
     pub2 = hub.connect("publish")
     pub2.send(*headers(), frame(0, True), frame(40, False))
@@ -179,7 +180,7 @@ def test_publisher_leaves_mid_message_and_another_takes_over() -> None:
     after = player.packets[-5:]
     assert after[0].kind == DATA and after[1].is_sequence_header and after[2].is_sequence_header
     # the new publisher's timeline continues after the old one's for the player
-    stamps = [p.timestamp for p in after[3:]]
+    stamps = [p.dts for p in after[3:]]
     assert stamps[0] > 1040 and stamps[1] - stamps[0] == 40
 
 
@@ -198,11 +199,11 @@ def test_slow_player_drops_to_keyframe_and_is_disconnected_after_stall() -> None
     pub.send(frame(40, False), frame(80, False), frame(120, False), frame(160, False))
     assert slow_sink.packets_dropped >= 1  # past the backlog allowance
     # The publisher and the other player are not held back.
-    assert [p.timestamp for p in fast.packets[-4:]] == [40, 80, 120, 160]
+    assert [p.dts for p in fast.packets[-4:]] == [40, 80, 120, 160]
     slow_transport.producer.resumeProducing()
     before = len(slow.packets)
     pub.send(frame(200, False), frame(240, True), frame(280, False))
-    got = [p.timestamp for p in slow.packets[before:]]
+    got = [p.dts for p in slow.packets[before:]]
     assert got[0] == 240, "after a drop the player resumes at a keyframe"
     # Paused for longer than the stall timeout: disconnected, publisher unaffected.
     slow_transport.producer.pauseProducing()
@@ -210,7 +211,7 @@ def test_slow_player_drops_to_keyframe_and_is_disconnected_after_stall() -> None
     slow.pump.flush()
     assert slow.server.close_reason is not None and "stalled" in slow.server.close_reason
     pub.send(frame(320, False))
-    assert fast.packets[-1].timestamp == 320
+    assert fast.packets[-1].dts == 320
     stream = hub.registry.get("live/test")
     assert stream is not None and len(stream.sinks) == 1
 
@@ -230,7 +231,7 @@ def test_garbage_handshake_closes_only_that_connection(garbage: bytes) -> None:
     server.dataReceived(garbage)
     assert transport.disconnecting or transport.disconnected
     pub.send(frame(40, False))
-    assert player.packets[-1].timestamp == 40
+    assert player.packets[-1].dts == 40
 
 
 def test_absurd_message_length_closes_publisher() -> None:

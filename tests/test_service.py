@@ -60,13 +60,13 @@ def test_make_service_inside_another_application(tmp_path: Path) -> Any:
         publisher = yield connect(reactor, url, "publish")
         sent = packets()
         for p in sent:
-            publisher.send_packet(AVPacket(p.kind, p.timestamp, p.payload))
+            publisher.send_packet(AVPacket(p.kind, p.dts, p.payload))
         for _ in range(50):
             if len(got) >= len(sent):
                 break
             yield sleep(0.02)
-        assert [(p.kind, p.timestamp, p.payload) for p in got] == [
-            (p.kind, p.timestamp, p.payload) for p in sent]
+        assert [(p.kind, p.dts, p.payload) for p in got] == [
+            (p.kind, p.dts, p.payload) for p in sent]
 
         # the registry is reachable from the service, and the stream is in it
         stream = lals.registry.get("live/embedded")

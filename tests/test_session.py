@@ -59,7 +59,7 @@ def media() -> list[AVPacket]:
 
 
 def triples(packets: list[Any]) -> list[tuple[int, int, bytes]]:
-    return [(p.kind, p.timestamp, p.payload) for p in packets if isinstance(p, AVPacket)]
+    return [(p.kind, p.dts, p.payload) for p in packets if isinstance(p, AVPacket)]
 
 
 class Link:

@@ -1,4 +1,11 @@
-"""HTTP-FLV: serve a live stream as an endless FLV body (``GET /live/test.flv``)."""
+"""HTTP-FLV: serve a live stream as an endless FLV body (``GET /live/test.flv``).
+
+:class:`HttpFlvResource` is mounted on the HTTP router under
+``httpflv.url_pattern`` with the suffix ``.flv``; each request becomes an
+``FLVSUB`` session that goes through the registry's access chain (403 when
+refused, 404 when the stream is refused as not found) before its sink is
+attached.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +13,18 @@ import time
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from twisted.web import resource, server
-from twisted.web.http import NOT_FOUND
+from twisted.web.http import FORBIDDEN, INTERNAL_SERVER_ERROR, NOT_FOUND
 from twisted.web.iweb import IRequest
 
-from lal_twisted.hub.registry import StreamRegistry, stream_key
+from lal_twisted.hub.registry import Refused, SessionGone, StreamRegistry
+from lal_twisted.hub.session import FLV_PLAYER, Session
 from lal_twisted.hub.sink import Sink
 from lal_twisted.hub.stream import Stream
 from lal_twisted.log import Logger
-from lal_twisted.media import amf0, flv
-from lal_twisted.media.packet import AVPacket
+from lal_twisted.media import flv
+from lal_twisted.web.router import plain_error, route_path
 
 log = Logger("lal_twisted.httpflv.server")
 
@@ -24,46 +33,28 @@ _FLV_HEADERS = {(a, v): flv.file_header(has_audio=a, has_video=v)
 
 
 def stream_flags(stream: Stream) -> tuple[bool, bool]:
-    """(has_audio, has_video) for the FLV header: from onMetaData's codec ids when
-    present, else from the sequence headers seen.  Players such as ffmpeg wait
-    for every stream the header announces, so it must not over-promise."""
-    if stream.metadata is not None:
-        try:
-            values = amf0.decode(stream.metadata.payload)
-        except amf0.AMF0Error:
-            values = []
-        meta = values[1] if len(values) > 1 and isinstance(values[1], dict) else {}
-        has_audio = "audiocodecid" in meta
-        has_video = "videocodecid" in meta
-        if has_audio or has_video:
-            return has_audio, has_video
-    if stream.audio_header is not None or stream.video_header is not None:
-        return stream.audio_header is not None, stream.video_header is not None
-    return stream.has_audio or not stream.has_video, stream.has_video or not stream.has_audio
-
-
-def encode_flv(packet: AVPacket) -> bytes:
-    """The FLV tag for one packet; cached on the packet, shared by all players."""
-    data = packet.flv_cache
-    if data is None:
-        data = packet.flv_cache = flv.encode_tag(packet.kind, packet.timestamp, packet.payload)
-    return data
+    """(has_audio, has_video) for the FLV header, from the stream's tracks
+    (announced by onMetaData, or seen); both when nothing is known yet.
+    Players such as ffmpeg wait for every track the header announces, so it
+    must not over-promise."""
+    tracks = stream.tracks
+    if tracks.audio is None and tracks.video is None:
+        return True, True
+    return tracks.audio is not None, tracks.video is not None
 
 
 class FlvSink(Sink):
     """A player's side of a Stream: writes shared FLV tag bytes to an HTTP response."""
 
     protocol_name = "httpflv"
+    encoder = flv.TAG_ENCODER
 
     def __init__(self, request: server.Request, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.request = request
         self.header_sent = False
 
-    def encode(self, packet: AVPacket) -> bytes:
-        return encode_flv(packet)
-
-    def send(self, packet: AVPacket) -> None:
+    def send(self, packet: Any) -> None:
         # The FLV header waits for the first packet, when the stream's tracks are known.
         if not self.header_sent and self.stream is not None and self.stream.publisher is not None:
             self.header_sent = True
@@ -74,25 +65,21 @@ class FlvSink(Sink):
         self.request.write(data)
 
     def disconnect(self, reason: str) -> None:
-        self.request.close_reason = reason  # type: ignore[attr-defined]
-        transport = self.request.channel.transport
-        if transport is not None:
-            transport.abortConnection()  # type: ignore[attr-defined]
+        _abort(self.request, reason)
 
 
-def parse_flv_path(path: str, url_pattern: str) -> tuple[str, str] | None:
+def parse_flv_path(path: str) -> tuple[str, str] | None:
     """``/live/test.flv`` -> ``("live", "test")``; None when the path is not a stream."""
-    if not path.startswith(url_pattern) or not path.endswith(".flv"):
+    if not path.endswith(".flv"):
         return None
-    rest = path[1:-4]
-    app, _, name = rest.rpartition("/")
+    app, _, name = path[1:-4].rpartition("/")
     if not name:
         return None
     return app, name
 
 
 class HttpFlvResource(resource.Resource):
-    """Serves every ``{url_pattern}{app}/{stream}.flv`` path as a live FLV stream."""
+    """Serves every routed ``.../APP/STREAM.flv`` path as a live FLV stream."""
 
     isLeaf = True
 
@@ -100,7 +87,6 @@ class HttpFlvResource(resource.Resource):
         self,
         registry: StreamRegistry,
         reactor: IReactorTime,
-        url_pattern: str = "/",
         gop_num: int | None = None,
         stall_timeout: float = 10.0,
         max_backlog_bytes: int = 2 * 1024 * 1024,
@@ -108,7 +94,6 @@ class HttpFlvResource(resource.Resource):
         super().__init__()
         self.registry = registry
         self.reactor = reactor
-        self.url_pattern = url_pattern
         self.gop_num = gop_num
         self.stall_timeout = stall_timeout
         self.max_backlog_bytes = max_backlog_bytes
@@ -121,41 +106,77 @@ class HttpFlvResource(resource.Resource):
         return b""
 
     def render_GET(self, request: server.Request) -> Any:  # noqa: N802 - twisted.web
-        path = request.path.decode("utf-8", "replace")
-        parsed = parse_flv_path(path, self.url_pattern)
-        _cors(request)
+        path = route_path(request) or request.path.decode("utf-8", "replace")
+        parsed = parse_flv_path(path)
         if parsed is None:
-            request.setResponseCode(NOT_FOUND)
-            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-            return (f"not found: {path} (streams are served as "
-                    f"{self.url_pattern}APP/STREAM.flv)\n").encode()
-        key = stream_key(*parsed)
+            return plain_error(request, NOT_FOUND,
+                               f"not found: {path} (streams are served as APP/STREAM.flv)")
         peer = request.getClientAddress()
         who = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
-        request.setHeader(b"Content-Type", b"video/x-flv")
-        request.setHeader(b"Cache-Control", b"no-cache")
+        session = self.registry.new_session(FLV_PLAYER, "httpflv", who,
+                                            closer=lambda reason: _abort(request, reason))
+        session.app, session.stream = parsed
+        session.query = request.uri.decode("utf-8", "replace").partition("?")[2]
+        host = (request.getHeader(b"host") or b"").decode("utf-8", "replace")
+        session.url = f"http://{host}{request.uri.decode('utf-8', 'replace')}"
         sink = FlvSink(request, reactor=self.reactor, stall_timeout=self.stall_timeout,
                        max_backlog_bytes=self.max_backlog_bytes)
-        request.registerProducer(sink, True)
-        started = time.monotonic()
         sink.begin_burst()  # FLV header and cached GOP in one write
-        stream = self.registry.subscribe(key, sink, self.gop_num)
+        started = time.monotonic()
+        request.notifyFinish().addBoth(self._finished, session, sink, started)
+        d = self.registry.play(session, sink, self.gop_num)
+        d.addCallbacks(self._accepted, self._refused, callbackArgs=(request, session, sink),
+                       errbackArgs=(request, session))
+        return server.NOT_DONE_YET
+
+    def _accepted(self, stream: Stream, request: server.Request, session: Session,
+                  sink: FlvSink) -> None:
+        _cors(request)
+        request.setHeader(b"Content-Type", b"video/x-flv")
+        request.setHeader(b"Cache-Control", b"no-cache")
+        request.registerProducer(sink, True)
         sink.end_burst()
-        log.info("httpflv session {peer} playing {key} started ({state})", peer=who, key=key,
+        log.info("httpflv session {id} {peer} playing {key} started ({state})", id=session.id,
+                 peer=session.remote_addr, key=session.key,
                  state="live" if stream.publisher else "waiting for publisher")
 
-        def finished(result: Any) -> None:
-            self.registry.unsubscribe(key, sink)
-            sink.stopProducing()
-            reason = getattr(request, "close_reason", None)
-            if reason is None:
-                reason = "player closed" if result is not None else "done"
-            log.info("httpflv session {peer} ended: stream={key} bytes_out={bout} "
-                     "duration={dur:.1f}s reason={why}", peer=who, key=key,
-                     bout=sink.bytes_out, dur=time.monotonic() - started, why=reason)
+    def _refused(self, failure: Failure, request: server.Request, session: Session) -> None:
+        session.sink = None
+        if failure.check(SessionGone):
+            return
+        if failure.check(Refused):
+            refusal: Refused = failure.value  # type: ignore[assignment]
+            log.warn("httpflv session {id} {peer} play {key} refused: {why}", id=session.id,
+                     peer=session.remote_addr, key=session.key, why=refusal.reason)
+            code, text = ((NOT_FOUND, "not found") if refusal.not_found
+                          else (FORBIDDEN, "forbidden"))
+            request.close_reason = f"play refused: {refusal.reason}"  # type: ignore[attr-defined]
+            body = plain_error(request, code, f"{text}: {refusal.reason}")
+        else:
+            log.failure("httpflv session {id}: play failed", failure, id=session.id)
+            body = plain_error(request, INTERNAL_SERVER_ERROR, "internal error")
+        request.write(body)
+        request.finish()
 
-        request.notifyFinish().addBoth(finished)
-        return server.NOT_DONE_YET
+    def _finished(self, result: Any, session: Session, sink: FlvSink, started: float) -> None:
+        session.ended = True
+        self.registry.stop_play(session, sink)
+        sink.stopProducing()
+        request = sink.request
+        reason = getattr(request, "close_reason", None)
+        if reason is None:
+            reason = "player closed" if result is not None else "done"
+        log.info("httpflv session {id} {peer} ended: stream={key} bytes_out={bout} "
+                 "duration={dur:.1f}s reason={why}", id=session.id, peer=session.remote_addr,
+                 key=session.key, bout=sink.bytes_out, dur=time.monotonic() - started,
+                 why=reason)
+
+
+def _abort(request: server.Request, reason: str) -> None:
+    request.close_reason = reason  # type: ignore[attr-defined]
+    transport = request.channel.transport if request.channel is not None else None
+    if transport is not None:
+        transport.abortConnection()  # type: ignore[attr-defined]
 
 
 def _cors(request: IRequest) -> None:

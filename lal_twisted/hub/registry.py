@@ -1,43 +1,104 @@
-"""StreamRegistry: the service that mediates publisher-to-subscriber flow."""
+"""StreamRegistry: the service that mediates publisher-to-subscriber flow.
+
+Every publish and play, whatever its protocol, comes here as a
+:class:`~lal_twisted.hub.session.Session`: the access chain decides, the
+session joins the session table, its Stream gets the publisher or the sink,
+and the observers are told.  Protocol adapters only translate.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from twisted.application import service
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 
+from lal_twisted.hub.access import Refused, check_access
+from lal_twisted.hub.events import Observers
+from lal_twisted.hub.session import Role, Session, SessionIds, stream_key
 from lal_twisted.hub.sink import IStreamSink
-from lal_twisted.hub.stream import Stream
+from lal_twisted.hub.stream import IPublisher, Stream
 from lal_twisted.log import Logger
+
+__all__ = ["Refused", "StreamBusy", "StreamRegistry", "stream_key"]
 
 log = Logger("lal_twisted.hub.registry")
 
 
-class StreamBusy(Exception):
+class StreamBusy(Refused):
     """A publisher tried to publish a stream key that is already live."""
 
+    def __init__(self, key: str) -> None:
+        super().__init__(f"stream {key} is already being published")
+        self.key = key
 
-def stream_key(app: str, name: str) -> str:
-    """The registry key for an app and stream name ("live", "test" -> "live/test")."""
-    app = app.strip("/")
-    return f"{app}/{name}" if app else name
+
+class SessionGone(Exception):
+    """The session ended while its access checks were running."""
 
 
 class StreamRegistry(service.Service):
-    """All live streams, by key.  Protocols publish into it and subscribe from it.
+    """All live streams by key, all sessions by id, the access chain and the observers.
 
-    ``gop_num`` and ``single_gop_max_frame_num`` size each stream's GOP cache.
+    ``gop_num`` and ``single_gop_max_frame_num`` size each stream's GOP cache;
+    ``access_timeout`` bounds how long an access check may take (seconds);
+    ``update_interval`` is the period of the observers' ``periodic_update``.
     """
 
     name = "registry"
 
-    def __init__(self, gop_num: int = 1, single_gop_max_frame_num: int = 0) -> None:
+    def __init__(self, gop_num: int = 1, single_gop_max_frame_num: int = 0,
+                 reactor: IReactorTime | None = None, access_timeout: float = 5.0,
+                 update_interval: float = 5.0) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor  # type: ignore[assignment]
+        self.reactor = reactor
         self.gop_num = gop_num
         self.single_gop_max_frame_num = single_gop_max_frame_num
+        self.access_timeout = access_timeout
+        self.update_interval = update_interval
         self.streams: dict[str, Stream] = {}
+        self.sessions: dict[str, Session] = {}
+        self.session_ids = SessionIds()
+        self.access_checks: list[Any] = []
+        self.observers = Observers()
+        self._updates: task.LoopingCall | None = None
 
+    # -- extension points ------------------------------------------------------------
+    def add_access_check(self, check: Any) -> None:
+        """Append an :class:`~lal_twisted.hub.access.IAccessCheck` to the chain."""
+        self.access_checks.append(check)
+
+    def add_observer(self, observer: Any) -> None:
+        """Add an :class:`~lal_twisted.hub.events.IObserver`."""
+        self.observers.add(observer)
+
+    def new_session(self, prefix: str, protocol: str, remote_addr: str,
+                    closer: Any = None) -> Session:
+        """A Session with a fresh id (``prefix`` as lal names the session type)."""
+        return Session(self.session_ids.new(prefix), protocol, remote_addr, closer)
+
+    # -- lookups ------------------------------------------------------------------------
     def get(self, key: str) -> Stream | None:
         return self.streams.get(key)
+
+    def find_session(self, session_id: str) -> Session | None:
+        return self.sessions.get(session_id)
+
+    def list_sessions(self) -> list[Session]:
+        return list(self.sessions.values())
+
+    def kick(self, session_id: str, reason: str = "kicked") -> bool:
+        """End the session with this id; False when there is none."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return False
+        log.info("session {id} kicked: {reason}", id=session.id, reason=reason)
+        session.close(reason)
+        return True
 
     def _stream(self, key: str) -> Stream:
         stream = self.streams.get(key)
@@ -46,27 +107,86 @@ class StreamRegistry(service.Service):
             self.streams[key] = stream
         return stream
 
-    def publish(self, key: str, publisher: Any) -> Stream:
-        """Make ``publisher`` the source of ``key``; raises StreamBusy if it is live."""
+    # -- publish -------------------------------------------------------------------------
+    def publish(self, session: Session, publisher: IPublisher,
+                role: Role = Role.PUBLISH) -> defer.Deferred[Stream]:
+        """Run the access chain, then make ``publisher`` the source of the
+        session's stream.  Fires with the Stream, or fails with
+        :class:`Refused` (:class:`StreamBusy` when the stream is live)."""
+        session.role = role
+        d = check_access(self.access_checks, session, self.access_timeout, self.reactor)
+        return d.addCallback(lambda _: self._start_publish(session, publisher))
+
+    def _start_publish(self, session: Session, publisher: IPublisher) -> Stream:
+        if session.ended:
+            raise SessionGone(session.id)
+        key = session.key
         stream = self._stream(key)
         if stream.publisher is not None and stream.publisher is not publisher:
+            self._discard_if_idle(stream)
             raise StreamBusy(key)
         stream.start_publish(publisher)
+        stream.publish_session = session
+        self.sessions[session.id] = session
         log.info("stream {key} publishing from {who} ({subs} players waiting)", key=key,
-                 who=getattr(publisher, "description", publisher), subs=len(stream.sinks))
+                 who=session.remote_addr, subs=len(stream.sinks))
+        self.observers.emit("relay_pull_started" if session.role == Role.RELAY_PULL
+                            else "publish_started", session)
         return stream
 
-    def unpublish(self, key: str, publisher: Any) -> None:
-        stream = self.streams.get(key)
+    def unpublish(self, session: Session, publisher: IPublisher) -> None:
+        """The publisher stopped (or its connection closed)."""
+        stream = self.streams.get(session.key)
         if stream is None or stream.publisher is not publisher:
             return
         stream.stop_publish()
-        log.info("stream {key} unpublished ({n} packets in)", key=key, n=stream.packets_in)
+        stream.publish_session = None
+        self.sessions.pop(session.id, None)
+        log.info("stream {key} unpublished ({n} packets in)", key=stream.key, n=stream.packets_in)
+        self.observers.emit("relay_pull_stopped" if session.role == Role.RELAY_PULL
+                            else "publish_stopped", session)
+        self._discard_if_idle(stream)
+
+    # -- play ------------------------------------------------------------------------------
+    def play(self, session: Session, sink: IStreamSink, gop_num: int | None = None,
+             role: Role = Role.PLAY) -> defer.Deferred[Stream]:
+        """Run the access chain, then attach ``sink`` (it waits if nobody
+        publishes yet).  ``gop_num`` limits how many cached GOPs it is sent
+        first (None: all the cache holds).  Fires with the Stream or fails with
+        :class:`Refused`."""
+        session.role = role
+        session.sink = sink
+        d = check_access(self.access_checks, session, self.access_timeout, self.reactor)
+        return d.addCallback(lambda _: self._start_play(session, sink, gop_num))
+
+    def _start_play(self, session: Session, sink: IStreamSink, gop_num: int | None) -> Stream:
+        if session.ended:
+            raise SessionGone(session.id)
+        stream = self._stream(session.key)
+        first_waiting = not stream.sinks and stream.publisher is None
+        stream.add_sink(sink, gop_num)
+        self.sessions[session.id] = session
+        self.observers.emit("play_started", session)
+        if first_waiting:
+            self.observers.emit("stream_wanted", stream.key, session)
+        return stream
+
+    def stop_play(self, session: Session, sink: IStreamSink) -> None:
+        """The player left."""
+        if self.sessions.pop(session.id, None) is None:
+            return
+        stream = self.streams.get(session.key)
+        if stream is None or sink not in stream.sinks:
+            return
+        stream.remove_sink(sink)
+        self.observers.emit("play_stopped", session)
+        if not stream.sinks:
+            self.observers.emit("stream_unwatched", stream.key)
         self._discard_if_idle(stream)
 
     def subscribe(self, key: str, sink: IStreamSink, gop_num: int | None = None) -> Stream:
-        """Attach ``sink``; it waits if nobody publishes ``key`` yet.  ``gop_num``
-        limits how many cached GOPs it is sent first (None: all the cache holds)."""
+        """Attach ``sink`` to ``key`` directly, without a session, access checks or
+        events (an in-process consumer such as a test or an analysis tool)."""
         stream = self._stream(key)
         stream.add_sink(sink, gop_num)
         return stream
@@ -82,10 +202,29 @@ class StreamRegistry(service.Service):
         if stream.idle and self.streams.get(stream.key) is stream:
             del self.streams[stream.key]
 
+    # -- periodic update and lifecycle ---------------------------------------------------
+    def _update(self) -> None:
+        for session in self.sessions.values():
+            session.update_bitrate()
+        self.observers.emit("periodic_update", self)
+
+    def server_started(self, server: Any) -> None:
+        """Tell the observers that every listener is bound."""
+        self.observers.emit("server_started", server)
+
     def stats(self) -> list[dict[str, Any]]:
         return [s.stats() for s in self.streams.values()]
 
+    def startService(self) -> None:  # noqa: N802 - Twisted interface
+        super().startService()
+        if self.update_interval > 0:
+            self._updates = task.LoopingCall(self._update)
+            self._updates.clock = self.reactor
+            self._updates.start(self.update_interval, now=False)
+
     def stopService(self) -> Any:  # noqa: N802 - Twisted interface
+        if self._updates is not None and self._updates.running:
+            self._updates.stop()
         for stream in list(self.streams.values()):
             for sink in list(stream.sinks):
                 sink.close("server shutting down")

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from zope.interface import Attribute, Interface, implementer
 
 from lal_twisted.log import Logger
-from lal_twisted.media.packet import AUDIO, DATA, AVPacket
+from lal_twisted.media.packet import AUDIO, DATA, AVPacket, Encoder
 
 if TYPE_CHECKING:
     from lal_twisted.hub.stream import Stream
@@ -44,22 +44,23 @@ class IStreamSink(Interface):
     def close(reason: str) -> None:
         """End this subscriber (server shutdown, stall)."""
 
-    def begin_burst(prefix: bytes) -> None:
-        """Collect what is sent until ``end_burst`` (after ``prefix``)."""
+    def begin_burst() -> None:
+        """Collect what is sent until ``end_burst``."""
 
-    def end_burst() -> None:
-        """Write everything collected since ``begin_burst`` in one write."""
+    def end_burst(prefix: bytes = b"") -> None:
+        """Write ``prefix`` and everything collected since ``begin_burst`` in one write."""
 
 
 @implementer(IStreamSink, IPushProducer)
 class Sink:
     """Packet-level flow control shared by every transport-backed sink.
 
-    Subclasses implement :meth:`encode` (packet -> shared bytes), :meth:`write`
-    and :meth:`disconnect`.
+    Subclasses set ``encoder`` (the shared :class:`~lal_twisted.media.packet.Encoder`
+    of their format) and implement :meth:`write` and :meth:`disconnect`.
     """
 
     protocol_name = "sink"
+    encoder: Encoder
 
     def __init__(
         self,
@@ -82,9 +83,6 @@ class Sink:
         self.closed = False
 
     # -- format hooks -------------------------------------------------------
-    def encode(self, packet: AVPacket) -> bytes:
-        raise NotImplementedError
-
     def write(self, data: bytes) -> None:
         raise NotImplementedError
 
@@ -111,12 +109,13 @@ class Sink:
                 self.waiting_keyframe = False
             elif packet.is_sequence_header or packet.kind == DATA:
                 pass  # headers and metadata always go through
-            elif packet.kind == AUDIO and self.stream is not None and not self.stream.has_video:
+            elif (packet.kind == AUDIO and self.stream is not None
+                  and self.stream.tracks.video is None):
                 self.waiting_keyframe = False
             else:
                 self.packets_dropped += 1
                 return
-        data = self.encode(packet)
+        data = packet.encoded(self.encoder)
         burst = self._burst
         if burst is not None:
             burst.append(data)
@@ -142,13 +141,13 @@ class Sink:
         else:
             self.write(data)
 
-    def begin_burst(self, prefix: bytes = b"") -> None:
-        self._burst = [prefix] if prefix else []
+    def begin_burst(self) -> None:
+        self._burst = []
 
-    def end_burst(self) -> None:
-        burst, self._burst = self._burst, None
-        if burst and not self.closed:
-            self.write(b"".join(burst))
+    def end_burst(self, prefix: bytes = b"") -> None:
+        burst, self._burst = self._burst or [], None
+        if (burst or prefix) and not self.closed:
+            self.write(b"".join([prefix, *burst]))
 
     def close(self, reason: str) -> None:
         if self.closed:

@@ -7,10 +7,19 @@ from typing import TYPE_CHECKING, Any
 from zope.interface import Attribute, Interface
 
 from lal_twisted.log import Logger
-from lal_twisted.media import codecs
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
+from lal_twisted.media.track import (
+    AudioTrack,
+    Tracks,
+    VideoTrack,
+    announced_tracks,
+    audio_track,
+    describe,
+    video_track,
+)
 
 if TYPE_CHECKING:
+    from lal_twisted.hub.session import Session
     from lal_twisted.hub.sink import IStreamSink
 
 log = Logger("lal_twisted.hub.stream")
@@ -78,15 +87,13 @@ class Stream:
     def __init__(self, key: str, gop_num: int = 1, single_gop_max_frame_num: int = 0) -> None:
         self.key = key
         self.publisher: Any = None
+        self.publish_session: Session | None = None
         self.sinks: dict[IStreamSink, None] = {}
         self.gop_cache = GopCache(gop_num, single_gop_max_frame_num)
         self.metadata: AVPacket | None = None
         self.video_header: AVPacket | None = None
         self.audio_header: AVPacket | None = None
-        self.has_video = False
-        self.has_audio = False
-        self.video_info: dict[str, Any] = {}
-        self.audio_info: dict[str, Any] = {}
+        self.tracks = Tracks()
         self.packets_in = 0
         self.bytes_in = 0
         self._offset = 0
@@ -98,7 +105,7 @@ class Stream:
         self.publisher = publisher
         self.gop_cache.clear()
         self.metadata = self.video_header = self.audio_header = None
-        self.has_video = self.has_audio = False
+        self.tracks = Tracks()
         # A publisher taking over continues the timeline the players already saw.
         self._rebase_pending = self._last_ts is not None
         for sink in list(self.sinks):
@@ -114,38 +121,57 @@ class Stream:
         if self._rebase_pending:
             self._rebase_pending = False
             assert self._last_ts is not None
-            self._offset = (self._last_ts + _REBASE_GAP_MS - packet.timestamp) & 0xFFFFFFFF
+            self._offset = (self._last_ts + _REBASE_GAP_MS - packet.dts) & 0xFFFFFFFF
         if self._offset:
-            packet.timestamp = (packet.timestamp + self._offset) & 0xFFFFFFFF
-        self._last_ts = packet.timestamp
+            packet.dts = (packet.dts + self._offset) & 0xFFFFFFFF
+        self._last_ts = packet.dts
         self.packets_in += 1
         self.bytes_in += len(packet.payload)
         kind = packet.kind
+        tracks = self.tracks
         if kind == VIDEO:
-            self.has_video = True
             if packet.is_sequence_header:
                 if self.video_header is None or self.video_header.payload != packet.payload:
-                    self.video_info = codecs.video_info(packet.payload)
-                    log.info("stream {key} video: {desc}", key=self.key,
-                             desc=codecs.describe(self.video_info))
+                    self._set_video(video_track(packet.payload))
                 self.video_header = packet
                 self.gop_cache.clear()
             else:
+                if tracks.video is None:
+                    tracks.video = VideoTrack(packet.codec)  # type: ignore[arg-type]
                 self.gop_cache.add(packet)
         elif kind == AUDIO:
-            self.has_audio = True
             if packet.is_sequence_header:
                 if self.audio_header is None or self.audio_header.payload != packet.payload:
-                    self.audio_info = codecs.audio_info(packet.payload)
-                    log.info("stream {key} audio: {desc}", key=self.key,
-                             desc=codecs.describe(self.audio_info))
+                    self._set_audio(audio_track(packet.payload))
                 self.audio_header = packet
             else:
+                if tracks.audio is None:
+                    tracks.audio = audio_track(packet.payload)
                 self.gop_cache.add(packet)
         elif kind == DATA and is_metadata(packet.payload):
+            if self.metadata is None or self.metadata.payload != packet.payload:
+                self._announce(announced_tracks(packet.payload))
             self.metadata = packet
         for sink in self.sinks:
             sink.send(packet)
+
+    def _set_video(self, track: VideoTrack) -> None:
+        old = self.tracks.video
+        if old is not None and not track.width:
+            track.width, track.height = old.width, old.height  # announced by metadata
+        self.tracks.video = track
+        log.info("stream {key} video: {desc}", key=self.key, desc=describe(track))
+
+    def _set_audio(self, track: AudioTrack) -> None:
+        self.tracks.audio = track
+        log.info("stream {key} audio: {desc}", key=self.key, desc=describe(track))
+
+    def _announce(self, announced: Tracks) -> None:
+        """Tracks named by onMetaData, kept until their sequence headers arrive."""
+        if announced.video is not None and self.video_header is None:
+            self.tracks.video = announced.video
+        if announced.audio is not None and self.audio_header is None:
+            self.tracks.audio = announced.audio
 
     # -- subscriber side -------------------------------------------------------
     def add_sink(self, sink: IStreamSink, gop_num: int | None = None) -> None:
@@ -175,8 +201,7 @@ class Stream:
             "subscribers": len(self.sinks),
             "packets_in": self.packets_in,
             "bytes_in": self.bytes_in,
-            "video": self.video_info,
-            "audio": self.audio_info,
+            **self.tracks.as_dict(),
         }
 
 

@@ -10,6 +10,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from lal_twisted.media.tags import TagType
+
+if TYPE_CHECKING:
+    from lal_twisted.media.packet import AVPacket
 
 __all__ = [
     "FLV_HEADER_SIZE",
@@ -20,15 +26,17 @@ __all__ = [
     "FlvError",
     "FlvReader",
     "FlvTag",
+    "FlvTagEncoder",
+    "TAG_ENCODER",
     "encode_tag",
     "file_header",
     "iter_file",
     "write_file",
 ]
 
-TAG_AUDIO = 8
-TAG_VIDEO = 9
-TAG_SCRIPT = 18
+TAG_AUDIO: Final[int] = TagType.AUDIO
+TAG_VIDEO: Final[int] = TagType.VIDEO
+TAG_SCRIPT: Final[int] = TagType.SCRIPT
 
 FLV_HEADER_SIZE = 9
 TAG_HEADER_SIZE = 11
@@ -80,6 +88,16 @@ def encode_tag(tag_type: int, timestamp: int, payload: bytes) -> bytes:
     ts = timestamp & 0xFFFFFFFF
     header = _TAG_HEADER.pack((tag_type << 24) | size, ((ts & 0xFFFFFF) << 8) | (ts >> 24), 0, 0)
     return b"".join((header, payload, _U32.pack(TAG_HEADER_SIZE + size)))
+
+
+class FlvTagEncoder:
+    """Encodes AVPackets as FLV tags (HTTP-FLV, recording); use :data:`TAG_ENCODER`."""
+
+    def encode(self, packet: AVPacket) -> bytes:
+        return encode_tag(packet.kind, packet.dts, packet.payload)
+
+
+TAG_ENCODER = FlvTagEncoder()
 
 
 class FlvReader:

@@ -1,78 +1,117 @@
 """AVPacket: the one in-memory media unit every protocol speaks.
 
 A packet is an FLV tag body (equally, an RTMP audio/video/data message payload)
-with its timestamp.  Output formats encode a packet at most once and cache the
-bytes on the packet itself, so every subscriber of a format writes the same
-``bytes`` object.
+with its decode timestamp, its composition offset (so ``pts``), the codec its
+header names and the keyframe / sequence-header flags.
+
+Output formats turn a packet into bytes through an :class:`Encoder`; the result
+is cached on the packet per encoder, so every subscriber of a format writes the
+same ``bytes`` object and the work is done at most once per packet and format.
 """
 
 from __future__ import annotations
 
-AUDIO = 8
-VIDEO = 9
-DATA = 18
+from typing import Protocol
 
-# FLV video codec ids (legacy header) that carry an AVCPacketType byte.
-_VIDEO_CODEC_AVC = 7
-_VIDEO_CODEC_HEVC = 12
-# FLV sound format ids.
-_SOUND_AAC = 10
-_SOUND_EX_HEADER = 9
+from lal_twisted.media.tags import (
+    AUDIO,
+    DATA,
+    VIDEO,
+    AudioPacketType,
+    Codec,
+    FrameType,
+    SoundFormat,
+    VideoCodecId,
+    VideoPacketType,
+    audio_codec_of,
+    video_codec_of,
+)
+
+__all__ = ["AUDIO", "DATA", "VIDEO", "AVPacket", "Encoder"]
+
+_AVC_STYLE = (VideoCodecId.AVC, VideoCodecId.HEVC)  # legacy ids with AVCPacketType + CTS
+_CTS_FOURCC = (b"avc1", b"hvc1")  # enhanced codecs whose CodedFrames carry a CTS
+
+
+class Encoder(Protocol):
+    """Turns a packet into the bytes of one output format (RTMP chunks at one
+    chunk size, an FLV tag, TS packets...).  Encoders are compared by identity:
+    use one shared instance per format and parameters."""
+
+    def encode(self, packet: AVPacket) -> bytes: ...
+
+
+def _si24(payload: bytes, at: int) -> int:
+    value = int.from_bytes(payload[at:at + 3], "big")
+    return value - 0x1000000 if value & 0x800000 else value
 
 
 class AVPacket:
     """One audio, video or script-data message.
 
-    ``kind`` is the FLV tag type / RTMP message type id (8, 9 or 18),
-    ``timestamp`` is in milliseconds (32-bit), ``payload`` the tag body.
-    ``rtmp_cache`` and ``flv_cache`` hold the encoded forms once computed.
+    ``kind`` is the FLV tag type / RTMP message type id (:data:`AUDIO`,
+    :data:`VIDEO`, :data:`DATA`), ``dts`` the decode time in milliseconds (32-bit),
+    ``cts`` the composition offset of H.264/H.265 frames (``pts = dts + cts``),
+    ``codec`` the :class:`Codec` the header names (None for data), ``payload``
+    the tag body, unchanged from the wire.
     """
 
-    __slots__ = (
-        "kind",
-        "timestamp",
-        "payload",
-        "is_keyframe",
-        "is_sequence_header",
-        "rtmp_cache",
-        "flv_cache",
-    )
+    __slots__ = ("kind", "dts", "cts", "payload", "codec", "is_keyframe",
+                 "is_sequence_header", "_encoded")
 
-    def __init__(self, kind: int, timestamp: int, payload: bytes) -> None:
+    def __init__(self, kind: int, dts: int, payload: bytes) -> None:
         self.kind = kind
-        self.timestamp = timestamp
+        self.dts = dts
         self.payload = payload
-        self.rtmp_cache: bytes | None = None
-        self.flv_cache: bytes | None = None
+        self.cts = 0
+        self.codec: Codec | None = None
         self.is_keyframe = False
         self.is_sequence_header = False
+        self._encoded: dict[Encoder, bytes] | None = None
         if not payload:
             return
         first = payload[0]
         if kind == VIDEO:
-            if first & 0x80:
-                # Enhanced RTMP: [IsExHeader:1][FrameType:3][PacketType:4]
-                self.is_keyframe = (first >> 4) & 0x07 == 1
-                self.is_sequence_header = first & 0x0F == 0
-            else:
-                self.is_keyframe = first >> 4 == 1
-                codec = first & 0x0F
-                self.is_sequence_header = (
-                    codec in (_VIDEO_CODEC_AVC, _VIDEO_CODEC_HEVC)
-                    and len(payload) > 1
-                    and payload[1] == 0
-                )
+            self.codec = video_codec_of(payload)
+            self.is_keyframe = (first >> 4) & 0x07 == FrameType.KEY
+            if first & 0x80:  # enhanced RTMP: [IsExHeader:1][FrameType:3][PacketType:4]
+                packet_type = first & 0x0F
+                self.is_sequence_header = packet_type == VideoPacketType.SEQUENCE_START
+                if packet_type == VideoPacketType.CODED_FRAMES and payload[1:5] in _CTS_FOURCC:
+                    self.cts = _si24(payload, 5)
+            elif first & 0x0F in _AVC_STYLE and len(payload) > 1:
+                # [FrameType:4][CodecId:4][AVCPacketType:8][CompositionTime:SI24]
+                self.is_sequence_header = payload[1] == 0
+                if payload[1] == 1:
+                    self.cts = _si24(payload, 2)
         elif kind == AUDIO:
+            self.codec = audio_codec_of(payload)
             fmt = first >> 4
-            if fmt == _SOUND_AAC:
+            if fmt == SoundFormat.AAC:
                 self.is_sequence_header = len(payload) > 1 and payload[1] == 0
-            elif fmt == _SOUND_EX_HEADER:
-                # Enhanced RTMP audio: packet type in the low nibble, 0 = start.
-                self.is_sequence_header = first & 0x0F == 0
+            elif fmt == SoundFormat.EX_HEADER:
+                self.is_sequence_header = first & 0x0F == AudioPacketType.SEQUENCE_START
+
+    @property
+    def pts(self) -> int:
+        """Presentation time in milliseconds: ``dts`` plus the composition offset."""
+        return self.dts + self.cts
+
+    def encoded(self, encoder: Encoder) -> bytes:
+        """This packet as ``encoder`` writes it: encoded on first use, then shared."""
+        cache = self._encoded
+        if cache is None:
+            data = encoder.encode(self)
+            self._encoded = {encoder: data}
+            return data
+        data = cache.get(encoder)  # type: ignore[assignment]
+        if data is None:
+            data = cache[encoder] = encoder.encode(self)
+        return data
 
     def __repr__(self) -> str:
         return (
-            f"AVPacket(kind={self.kind}, ts={self.timestamp}, "
+            f"AVPacket(kind={self.kind}, dts={self.dts}, cts={self.cts}, codec={self.codec}, "
             f"len={len(self.payload)}, key={self.is_keyframe}, "
             f"seq={self.is_sequence_header})"
         )

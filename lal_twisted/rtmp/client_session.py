@@ -165,7 +165,7 @@ class ClientSession:
             payload = _SET_DATA_FRAME + payload
         self._out.append(self.writer.encode(_MEDIA_CSID.get(packet.kind, m.CSID_DATA),
                                             packet.kind, self.stream_id,
-                                            packet.timestamp, payload))
+                                            packet.dts, payload))
 
     def encode_packet(self, packet: AVPacket) -> bytes:
         """The bytes of one media packet, without queueing them."""

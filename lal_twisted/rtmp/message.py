@@ -7,6 +7,9 @@ Everything here is pure and does no I/O; the chunk layer (``chunk.py``) turns
 from __future__ import annotations
 
 import struct
+from typing import Final
+
+from lal_twisted.media.tags import TagType
 
 __all__ = [
     "ABORT",
@@ -54,12 +57,12 @@ ACK = 3
 USER_CONTROL = 4
 WINDOW_ACK_SIZE = 5
 SET_PEER_BANDWIDTH = 6
-AUDIO = 8
-VIDEO = 9
+AUDIO: Final[int] = TagType.AUDIO
+VIDEO: Final[int] = TagType.VIDEO
 DATA_AMF3 = 15
 SHARED_OBJECT_AMF3 = 16
 COMMAND_AMF3 = 17
-DATA_AMF0 = 18
+DATA_AMF0: Final[int] = TagType.SCRIPT
 SHARED_OBJECT_AMF0 = 19
 COMMAND_AMF0 = 20
 AGGREGATE = 22

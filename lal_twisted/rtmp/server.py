@@ -12,7 +12,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lal_twisted.hub.registry import StreamBusy, StreamRegistry, stream_key
+from lal_twisted.hub.registry import Refused, SessionGone, StreamBusy, StreamRegistry
+from lal_twisted.hub.session import RTMP_SERVER
 from lal_twisted.hub.sink import Sink
 from lal_twisted.hub.stream import IPublisher, Stream
 from lal_twisted.log import Logger
@@ -26,7 +27,7 @@ from lal_twisted.rtmp.session import (
     PublishRequest,
     ServerSession,
     StreamClosed,
-    encode_media,
+    media_encoder,
 )
 
 log = Logger("lal_twisted.rtmp.server")
@@ -56,10 +57,7 @@ class RtmpSink(Sink):
     def __init__(self, protocol: RTMPServerProtocol, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.protocol = protocol
-        self.chunk_size = protocol.session.out_chunk_size
-
-    def encode(self, packet: AVPacket) -> bytes:
-        return encode_media(packet, self.chunk_size)
+        self.encoder = media_encoder(protocol.session.out_chunk_size)
 
     def write(self, data: bytes) -> None:
         self.protocol.transport.write(data)  # type: ignore[union-attr]
@@ -80,7 +78,12 @@ class RtmpSink(Sink):
 
 @implementer(IPublisher)
 class RTMPServerProtocol(Protocol):
-    """Feeds bytes to the session and hands its events to the registry."""
+    """Feeds bytes to the session and hands its events to the registry.
+
+    ``session`` is the sans-IO RTMP engine; ``info`` the hub
+    :class:`~lal_twisted.hub.session.Session` (id, stream, byte counters) that
+    the registry, access checks and observers see.
+    """
 
     factory: RTMPServerFactory
 
@@ -89,10 +92,9 @@ class RTMPServerProtocol(Protocol):
         self.key: str | None = None
         self.sink: RtmpSink | None = None
         self.close_reason: str | None = None
-        self.bytes_in = 0
-        self.bytes_out = 0
         self.started = 0.0
         self.description = ""
+        self._request: object | None = None  # the publish/play in flight or active
         self._handshake_timer: IDelayedCall | None = None
         self._batch_timer: IDelayedCall | None = None
 
@@ -101,10 +103,12 @@ class RTMPServerProtocol(Protocol):
         self.session = ServerSession(chunk_size=config.chunk_size,
                                      max_message_size=config.max_message_size)
         self.description = describe_peer(self.transport.getPeer())  # type: ignore[union-attr]
+        self.info = config.registry.new_session(RTMP_SERVER, "rtmp", self.description,
+                                                closer=self.close)
         self.started = time.monotonic()
         self._handshake_timer = config.reactor.callLater(
             config.handshake_timeout, self._handshake_timed_out)
-        log.debug("rtmp connection from {peer}", peer=self.description)
+        log.debug("rtmp {id} connection from {peer}", id=self.info.id, peer=self.description)
 
     def _handshake_timed_out(self) -> None:
         self._handshake_timer = None
@@ -112,7 +116,7 @@ class RTMPServerProtocol(Protocol):
             self._protocol_error(f"no RTMP connect within {self.factory.handshake_timeout:g}s")
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted interface
-        self.bytes_in += len(data)
+        self.info.bytes_in += len(data)
         try:
             events = self.session.receive(data)
         except _PEER_ERRORS as e:
@@ -131,7 +135,7 @@ class RTMPServerProtocol(Protocol):
     def flush(self) -> None:
         out = self.session.data_to_send()
         if out:
-            self.bytes_out += len(out)
+            self.info.bytes_out += len(out)
             self.transport.write(out)  # type: ignore[union-attr]
 
     def _handle(self, event: Any) -> None:
@@ -142,36 +146,49 @@ class RTMPServerProtocol(Protocol):
         elif isinstance(event, StreamClosed):
             self._leave()
         elif isinstance(event, ConnectRequest):
-            log.debug("rtmp {peer} connect app={app} tcUrl={tc}", peer=self.description,
-                      app=event.app, tc=event.tc_url)
+            log.debug("rtmp {id} {peer} connect app={app} tcUrl={tc}", id=self.info.id,
+                      peer=self.description, app=event.app, tc=event.tc_url)
 
+    def _begin(self, event: PublishRequest | PlayRequest) -> object | None:
+        """Fill the hub session from a publish/play request; None if one is active."""
+        if self._request is not None:
+            self._protocol_error(f"{self.session.role or 'a second publish/play'} on a "
+                                 "connection that already publishes or plays")
+            return None
+        info = self.info
+        info.app, info.stream, info.query = event.app, event.name, event.query
+        tc_url = self.session.tc_url.split("?", 1)[0].rstrip("/")
+        info.url = f"{tc_url}/{event.name}" + (f"?{event.query}" if event.query else "")
+        self.key = info.key
+        self._request = request = object()
+        return request
+
+    # -- publish ------------------------------------------------------------------------
     def _publish(self, event: PublishRequest) -> None:
-        if self.stream is not None:
-            self._protocol_error("publish on a connection that already publishes or plays")
+        request = self._begin(event)
+        if request is None:
             return
-        key = stream_key(event.app, event.name)
-        try:
-            self.stream = self.factory.registry.publish(key, self)
-        except StreamBusy:
-            log.warn("rtmp {peer} publish {key} refused: the stream is already being published",
-                     peer=self.description, key=key)
-            self.session.reject_publish(f"stream {key} is already being published")
-            self.flush()
-            self.close_reason = "publish refused: stream already published"
-            self.transport.loseConnection()  # type: ignore[union-attr]
+        d = self.factory.registry.publish(self.info, self)
+        d.addCallbacks(self._publish_accepted, self._refused,
+                       callbackArgs=(request,), errbackArgs=(request, "publish"))
+
+    def _publish_accepted(self, stream: Stream, request: object) -> None:
+        if request is not self._request:  # deleteStream arrived during the checks
+            self.factory.registry.unpublish(self.info, self)
             return
-        self.key = key
+        self.stream = stream
         self.session.accept_publish()
         self.flush()
-        log.info("rtmp session {peer} publishing {key} started", peer=self.description, key=key)
+        log.info("rtmp session {id} {peer} publishing {key} started", id=self.info.id,
+                 peer=self.description, key=self.key)
         if self.factory.read_batch_ms and hasattr(socket, "SO_RCVLOWAT"):
             self._batch_timer = self.factory.reactor.callLater(
-                _BATCH_AFTER, self._batch_reads, self.bytes_in)
+                _BATCH_AFTER, self._batch_reads, self.info.bytes_in)
 
     def _batch_reads(self, bytes_at_start: int) -> None:
         """Let the kernel gather read_batch_ms of this publisher's data per wakeup."""
         self._batch_timer = None
-        rate = (self.bytes_in - bytes_at_start) / _BATCH_AFTER
+        rate = (self.info.bytes_in - bytes_at_start) / _BATCH_AFTER
         low_water = min(_BATCH_MAX, int(rate * self.factory.read_batch_ms / 1000))
         sock = getattr(self.transport, "socket", None)
         if low_water < _BATCH_MIN or sock is None:
@@ -181,41 +198,72 @@ class RTMPServerProtocol(Protocol):
         except OSError as e:
             log.debug("rtmp {peer}: SO_RCVLOWAT not set: {e}", peer=self.description, e=e)
 
+    # -- play ---------------------------------------------------------------------------
     def _play(self, event: PlayRequest) -> None:
-        if self.stream is not None:
-            self._protocol_error("play on a connection that already publishes or plays")
+        request = self._begin(event)
+        if request is None:
             return
-        key = stream_key(event.app, event.name)
-        self.key = key
-        self.session.accept_play(event.reset)
         factory = self.factory
         sink = RtmpSink(self, reactor=factory.reactor, stall_timeout=factory.stall_timeout,
                         max_backlog_bytes=factory.max_backlog_bytes)
-        self.sink = sink
-        self.transport.registerProducer(sink, True)  # type: ignore[union-attr]
         # The play replies and the cached GOP leave in one write, so the first
         # picture is not held back by Nagle's algorithm behind the replies.
+        sink.begin_burst()
+        d = factory.registry.play(self.info, sink, factory.gop_num)
+        d.addCallbacks(self._play_accepted, self._refused,
+                       callbackArgs=(request, sink, event.reset), errbackArgs=(request, "play"))
+
+    def _play_accepted(self, stream: Stream, request: object, sink: RtmpSink,
+                       reset: bool) -> None:
+        if request is not self._request:
+            self.factory.registry.stop_play(self.info, sink)
+            return
+        self.stream = stream
+        self.sink = sink
+        self.transport.registerProducer(sink, True)  # type: ignore[union-attr]
+        self.session.accept_play(reset)
         replies = self.session.data_to_send()
-        self.bytes_out += len(replies)
-        sink.begin_burst(replies)
-        self.stream = factory.registry.subscribe(key, sink, factory.gop_num)
-        sink.end_burst()
-        log.info("rtmp session {peer} playing {key} started ({state})", peer=self.description,
-                 key=key, state="live" if self.stream.publisher else "waiting for publisher")
+        self.info.bytes_out += len(replies)
+        sink.end_burst(replies)
+        log.info("rtmp session {id} {peer} playing {key} started ({state})", id=self.info.id,
+                 peer=self.description, key=self.key,
+                 state="live" if stream.publisher else "waiting for publisher")
+
+    def _refused(self, failure: Failure, request: object, what: str) -> None:
+        if failure.check(SessionGone) or request is not self._request:
+            return
+        self._request = None
+        self.info.sink = None
+        if not failure.check(Refused):
+            log.failure("rtmp {id}: {what} failed", failure, id=self.info.id, what=what)
+            self._protocol_error(f"{what} failed: {failure.getErrorMessage()}")
+            return
+        refusal: Refused = failure.value  # type: ignore[assignment]
+        log.warn("rtmp session {id} {peer} {what} {key} refused: {why}", id=self.info.id,
+                 peer=self.description, what=what, key=self.key, why=refusal.reason)
+        if what == "play":
+            self.session.reject_play(refusal.reason, refusal.not_found)
+        elif isinstance(refusal, StreamBusy):
+            self.session.reject_publish(refusal.reason)
+        else:
+            self.session.reject_publish(refusal.reason, "NetStream.Publish.Unauthorized")
+        self.flush()
+        self.close_reason = f"{what} refused: {refusal.reason}"
+        self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _leave(self) -> None:
         """Stop publishing/playing (the connection may stay open)."""
+        self._request = None
         registry = self.factory.registry
-        if self.key is None:
-            return
         if self.sink is not None:
-            registry.unsubscribe(self.key, self.sink)
-            self.sink.stopProducing()
-            self.bytes_out += self.sink.bytes_out
+            sink, self.sink = self.sink, None
+            registry.stop_play(self.info, sink)
+            sink.stopProducing()
+            self.info.bytes_out += sink.bytes_out
+            self.info.sink = None
             self.transport.unregisterProducer()  # type: ignore[union-attr]
-            self.sink = None
         elif self.stream is not None:
-            registry.unpublish(self.key, self)
+            registry.unpublish(self.info, self)
         self.stream = None
 
     def _protocol_error(self, cause: str) -> None:
@@ -232,12 +280,13 @@ class RTMPServerProtocol(Protocol):
         for timer in (self._handshake_timer, self._batch_timer):
             if timer is not None and timer.active():
                 timer.cancel()
+        self.info.ended = True
         self._leave()
         why = self.close_reason or reason.getErrorMessage()
-        log.info("rtmp session {peer} ended: role={role} stream={key} bytes_in={bin} "
-                 "bytes_out={bout} duration={dur:.1f}s reason={why}", peer=self.description,
-                 role=self.session.role or "none", key=self.key or "-", bin=self.bytes_in,
-                 bout=self.bytes_out,
+        log.info("rtmp session {id} {peer} ended: role={role} stream={key} bytes_in={bin} "
+                 "bytes_out={bout} duration={dur:.1f}s reason={why}", id=self.info.id,
+                 peer=self.description, role=self.session.role or "none", key=self.key or "-",
+                 bin=self.info.bytes_in, bout=self.info.bytes_out,
                  dur=time.monotonic() - self.started, why=why)
 
 

@@ -70,14 +70,35 @@ def split_query(value: str) -> tuple[str, str]:
     return name, query
 
 
+class MediaEncoder:
+    """RTMP chunks of a media packet at one outbound chunk size, on message
+    stream 1, so the bytes are the same for every player: one instance per
+    chunk size (:func:`media_encoder`)."""
+
+    __slots__ = ("chunk_size",)
+
+    def __init__(self, chunk_size: int) -> None:
+        self.chunk_size = chunk_size
+
+    def encode(self, packet: AVPacket) -> bytes:
+        return encode_message(self.chunk_size, _MEDIA_CSID[packet.kind], packet.kind,
+                              MEDIA_STREAM_ID, packet.dts, packet.payload)
+
+
+_ENCODERS: dict[int, MediaEncoder] = {}
+
+
+def media_encoder(chunk_size: int) -> MediaEncoder:
+    """The shared encoder for ``chunk_size`` (the packet cache is keyed by it)."""
+    encoder = _ENCODERS.get(chunk_size)
+    if encoder is None:
+        encoder = _ENCODERS[chunk_size] = MediaEncoder(chunk_size)
+    return encoder
+
+
 def encode_media(packet: AVPacket, chunk_size: int) -> bytes:
     """RTMP chunks for one media packet; cached on the packet, shared by all players."""
-    data = packet.rtmp_cache
-    if data is None:
-        data = packet.rtmp_cache = encode_message(
-            chunk_size, _MEDIA_CSID[packet.kind], packet.kind, MEDIA_STREAM_ID,
-            packet.timestamp, packet.payload)
-    return data
+    return packet.encoded(media_encoder(chunk_size))
 
 
 class ServerSession:
@@ -288,8 +309,14 @@ class ServerSession:
                    m.user_control_payload(m.STREAM_BEGIN, MEDIA_STREAM_ID))
         self._status("status", "NetStream.Publish.Start", f"{self.stream_name} is now published.")
 
-    def reject_publish(self, description: str) -> None:
-        self._status("error", "NetStream.Publish.BadName", description)
+    def reject_publish(self, description: str, code: str = "NetStream.Publish.BadName") -> None:
+        """Refuse a publish: ``BadName`` (stream already live) or ``Unauthorized``."""
+        self._status("error", code, description)
+
+    def reject_play(self, description: str, not_found: bool = False) -> None:
+        """Refuse a play: ``NetStream.Play.StreamNotFound`` or ``NetStream.Play.Failed``."""
+        code = "NetStream.Play.StreamNotFound" if not_found else "NetStream.Play.Failed"
+        self._status("error", code, description)
 
     def accept_play(self, reset: bool = True) -> None:
         self.role = "play"

@@ -17,8 +17,9 @@ import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from lal_twisted.media import aac, avc, codecs, hevc
+from lal_twisted.media import aac, avc, hevc
 from lal_twisted.media.flv import TAG_AUDIO, TAG_VIDEO, FlvError, FlvReader, FlvTag
+from lal_twisted.media.tags import audio_codec_of, video_codec_of
 from lal_twisted.tools.cli import ToolError
 
 _CHUNK = 1 << 20
@@ -337,7 +338,7 @@ class Splitter:
             fourcc = payload[1:5]
             codec = _VIDEO_FOURCCS.get(fourcc)
             if codec is None:
-                self._skip_codec("video", codecs.video_info(payload)["codec"])
+                self._skip_codec("video", video_codec_of(payload))
                 return
             if packet_type == _EX_SEQUENCE_START:
                 self._configure_video(codec, payload[5:])
@@ -355,7 +356,7 @@ class Splitter:
             return
         codec = _VIDEO_CODEC_IDS.get(first & 0x0F)
         if codec is None:
-            self._skip_codec("video", codecs.video_info(payload)["codec"])
+            self._skip_codec("video", video_codec_of(payload))
             return
         if len(payload) < 5:
             self._warn_once(f"short {codec}", f"skipping {codec} video tags shorter than 5 bytes")
@@ -389,7 +390,7 @@ class Splitter:
                                 f"skipping enhanced-RTMP audio packets of type {packet_type}")
                 return
         else:
-            self._skip_codec("audio", codecs.audio_info(payload)["codec"])
+            self._skip_codec("audio", audio_codec_of(payload))
             return
         if self.audio_track is None:
             self.audio_track = _AudioTrack(self.prefix)

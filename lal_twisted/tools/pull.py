@@ -84,7 +84,7 @@ class FlvFileWriter:
             if len(pending) >= _HEADER_WAIT_PACKETS:
                 self._flush_pending()
             return
-        self.file.write(flv.encode_tag(packet.kind, packet.timestamp, packet.payload))
+        self.file.write(flv.encode_tag(packet.kind, packet.dts, packet.payload))
         self.tags += 1
 
     def _flush_pending(self) -> None:
@@ -197,8 +197,8 @@ class Puller:
             self.audio_frames += 1
         if kind != 18:
             if self.first_ts is None:
-                self.first_ts = packet.timestamp
-            self.last_ts = packet.timestamp
+                self.first_ts = packet.dts
+            self.last_ts = packet.dts
         if self.writer is not None:
             self.writer.write(packet)
 
