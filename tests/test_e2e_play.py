@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from conftest import FPS, Media, Server, require
+from conftest import BIN, FPS, Media, Server, require
 from mediatools import finish, http_flv_bytes, probe, pull, push, read_tags, wait_for
 
 from lal_twisted.media.flv import FlvReader
@@ -238,3 +238,23 @@ def _vlc_plays(server: Server, media: Media, tmp_path: Path) -> None:
             ["ffmpeg", "-v", "error", "-nostdin", "-i", str(out), "-map", "0:v", "-f", "null",
              "-"], capture_output=True, timeout=60).stderr
         assert video_errors == b""
+
+
+def test_percent_encoded_http_path_is_the_rtmp_stream_name(server: Server, media: Media,
+                                                           tmp_path: Path) -> None:
+    """rtmp://h/live/a b and http://h/live/a%20b.flv are the same stream.  (ffmpeg
+    cuts an RTMP URL at a space, so the project's own client publishes.)"""
+    publisher = subprocess.Popen(
+        [str(BIN / "lal"), "push", "-q", "--loop", str(media.av), server.rtmp_url("a b")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.0)
+        out = tmp_path / "space.flv"
+        code, err = finish(pull(server.flv_url("a%20b"), out, 2.0))
+        assert code == 0, err
+    finally:
+        publisher.kill()
+        finish(publisher)
+    info = probe(out)
+    assert info.codecs == {"video": "h264", "audio": "aac"} and info.decode_errors == ""
+    assert "publishing live/a b started" in server.log()

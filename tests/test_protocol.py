@@ -70,7 +70,7 @@ class Peer:
 class Hub:
     def __init__(self, **kwargs: object) -> None:
         self.clock = MemoryReactorClock()
-        self.registry = StreamRegistry(gop_num=1)
+        self.registry = StreamRegistry(gop_num=1, reactor=self.clock)
         self.factory = RTMPServerFactory(self.registry, reactor=self.clock,  # type: ignore[arg-type]
                                          **kwargs)
         self.port = 40000
@@ -122,7 +122,8 @@ def test_publish_and_play_round_trip() -> None:
     assert stream is not None
     video, sound = stream.tracks.video, stream.tracks.audio
     assert video is not None and (video.codec, video.width, video.height) == ("h264", 320, 180)
-    assert sound is not None and (sound.codec, sound.sample_rate, sound.channels) == ("aac", 44100, 2)
+    assert sound is not None
+    assert (sound.codec, sound.sample_rate, sound.channels) == ("aac", 44100, 2)
 
 
 def test_late_joiner_gets_headers_and_gop_from_keyframe() -> None:

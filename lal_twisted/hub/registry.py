@@ -79,7 +79,8 @@ class StreamRegistry(service.Service):
     def new_session(self, prefix: str, protocol: str, remote_addr: str,
                     closer: Any = None) -> Session:
         """A Session with a fresh id (``prefix`` as lal names the session type)."""
-        return Session(self.session_ids.new(prefix), protocol, remote_addr, closer)
+        return Session(self.session_ids.new(prefix), protocol, remote_addr, closer,
+                       clock=self.reactor.seconds)
 
     # -- lookups ------------------------------------------------------------------------
     def get(self, key: str) -> Stream | None:

@@ -63,7 +63,7 @@ class Session:
         protocol: str,
         remote_addr: str,
         closer: Callable[[str], None] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.id = session_id
         self.protocol = protocol
@@ -73,7 +73,7 @@ class Session:
         self.stream = ""
         self.query = ""
         self.url = ""
-        self.start_time = clock()
+        self.start_time = time.time()  # wall clock, for people and the API
         self.bytes_in = 0
         self.bytes_out = 0
         self.bitrate_in_kbits = 0
@@ -81,7 +81,7 @@ class Session:
         self.ended = False
         self._closer = closer
         self._clock = clock
-        self._last_stat: tuple[float, int, int] = (self.start_time, 0, 0)
+        self._last_stat: tuple[float, int, int] = (clock(), 0, 0)
         # Bytes a sink counts on the session's behalf (a player's media).
         self.sink: Any = None
 
