@@ -29,8 +29,16 @@ from lal_twisted.media.tags import (
 
 __all__ = ["AUDIO", "DATA", "VIDEO", "AVPacket", "Encoder"]
 
-_AVC_STYLE = (VideoCodecId.AVC, VideoCodecId.HEVC)  # legacy ids with AVCPacketType + CTS
+# Plain ints and direct tables: a packet is built for every message a publisher sends.
+_AVC_STYLE = (int(VideoCodecId.AVC), int(VideoCodecId.HEVC))  # AVCPacketType + CTS follow
 _CTS_FOURCC = (b"avc1", b"hvc1")  # enhanced codecs whose CodedFrames carry a CTS
+_KEY = int(FrameType.KEY)
+_EX_SEQUENCE_START = int(VideoPacketType.SEQUENCE_START)
+_EX_CODED_FRAMES = int(VideoPacketType.CODED_FRAMES)
+_AUDIO_EX_SEQUENCE_START = int(AudioPacketType.SEQUENCE_START)
+_SOUND_AAC = int(SoundFormat.AAC)
+_SOUND_EX_HEADER = int(SoundFormat.EX_HEADER)
+_H264, _AAC = Codec.H264, Codec.AAC
 
 
 class Encoder(Protocol):
@@ -72,25 +80,30 @@ class AVPacket:
             return
         first = payload[0]
         if kind == VIDEO:
-            self.codec = video_codec_of(payload)
-            self.is_keyframe = (first >> 4) & 0x07 == FrameType.KEY
+            self.is_keyframe = (first >> 4) & 0x07 == _KEY
             if first & 0x80:  # enhanced RTMP: [IsExHeader:1][FrameType:3][PacketType:4]
+                self.codec = video_codec_of(payload)
                 packet_type = first & 0x0F
-                self.is_sequence_header = packet_type == VideoPacketType.SEQUENCE_START
-                if packet_type == VideoPacketType.CODED_FRAMES and payload[1:5] in _CTS_FOURCC:
+                self.is_sequence_header = packet_type == _EX_SEQUENCE_START
+                if packet_type == _EX_CODED_FRAMES and payload[1:5] in _CTS_FOURCC:
                     self.cts = _si24(payload, 5)
             elif first & 0x0F in _AVC_STYLE and len(payload) > 1:
                 # [FrameType:4][CodecId:4][AVCPacketType:8][CompositionTime:SI24]
+                self.codec = _H264 if first & 0x0F == 7 else Codec.H265
                 self.is_sequence_header = payload[1] == 0
-                if payload[1] == 1:
+                if payload[1] == 1 and (payload[2] or payload[3] or payload[4]):
                     self.cts = _si24(payload, 2)
+            else:
+                self.codec = video_codec_of(payload)
         elif kind == AUDIO:
-            self.codec = audio_codec_of(payload)
             fmt = first >> 4
-            if fmt == SoundFormat.AAC:
+            if fmt == _SOUND_AAC:
+                self.codec = _AAC
                 self.is_sequence_header = len(payload) > 1 and payload[1] == 0
-            elif fmt == SoundFormat.EX_HEADER:
-                self.is_sequence_header = first & 0x0F == AudioPacketType.SEQUENCE_START
+            else:
+                self.codec = audio_codec_of(payload)
+                if fmt == _SOUND_EX_HEADER:
+                    self.is_sequence_header = first & 0x0F == _AUDIO_EX_SEQUENCE_START
 
     @property
     def pts(self) -> int:

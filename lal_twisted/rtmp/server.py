@@ -152,8 +152,8 @@ class RTMPServerProtocol(Protocol):
     def _begin(self, event: PublishRequest | PlayRequest) -> object | None:
         """Fill the hub session from a publish/play request; None if one is active."""
         if self._request is not None:
-            self._protocol_error(f"{self.session.role or 'a second publish/play'} on a "
-                                 "connection that already publishes or plays")
+            self._protocol_error("publish or play on a connection that already publishes "
+                                 "or plays")
             return None
         info = self.info
         info.app, info.stream, info.query = event.app, event.name, event.query
