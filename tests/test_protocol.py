@@ -122,7 +122,8 @@ def test_publish_and_play_round_trip() -> None:
     assert stream is not None
     video, sound = stream.tracks.video, stream.tracks.audio
     assert video is not None and (video.codec, video.width, video.height) == ("h264", 320, 180)
-    assert sound is not None and (sound.codec, sound.sample_rate, sound.channels) == ("aac", 44100, 2)
+    assert sound is not None
+    assert (sound.codec, sound.sample_rate, sound.channels) == ("aac", 44100, 2)
 
 
 def test_late_joiner_gets_headers_and_gop_from_keyframe() -> None:
