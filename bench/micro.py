@@ -1,5 +1,6 @@
-"""Micro-benchmarks of the hot paths: chunk parsing, chunk writing, FLV parsing
-and the fan-out from one Stream to many sinks.
+"""Micro-benchmarks of the hot paths: chunk parsing, media through the RTMP
+sessions' receive(), chunk writing, FLV parsing and the fan-out from one Stream
+to many sinks.
 
 A regression guard, not a test: it prints figures and asserts nothing about
 time.  CI runs it after the tests (``python bench/micro.py``); compare the
@@ -23,7 +24,8 @@ from lal_twisted.hub.stream import Stream
 from lal_twisted.media import amf0, flv
 from lal_twisted.media.packet import AUDIO, VIDEO, AVPacket
 from lal_twisted.rtmp.chunk import ChunkReader, encode_message
-from lal_twisted.rtmp.session import media_encoder
+from lal_twisted.rtmp.client_session import ClientSession, RtmpUrl
+from lal_twisted.rtmp.session import ServerSession, encode_media, media_encoder
 
 
 def timed(fn: Callable[[], int], repeat: int = 3) -> tuple[float, int]:
@@ -69,6 +71,54 @@ def bench_chunk_reader(n: int, chunk_size: int) -> dict[str, Any]:
 
     seconds, count = timed(run)
     return {"case": f"chunk reader, chunk size {chunk_size}", "messages": count,
+            "MB_per_s": round(len(data) / seconds / 1e6, 1),
+            "us_per_message": round(seconds / count * 1e6, 2)}
+
+
+def linked_sessions(mode: str) -> tuple[ClientSession, ServerSession]:
+    """A client and a server session, handshaken and publishing or playing."""
+    client = ClientSession(RtmpUrl.parse("rtmp://127.0.0.1/live/bench"), mode)
+    server = ServerSession()
+    client.start()
+
+    def pump() -> None:
+        while True:
+            c2s = client.data_to_send()
+            if c2s:
+                server.receive(c2s)
+            s2c = server.data_to_send()
+            if s2c:
+                client.receive(s2c)
+            if not c2s and not s2c:
+                return
+
+    pump()
+    if mode == "publish":
+        server.accept_publish()
+    else:
+        server.accept_play()
+    pump()
+    return client, server
+
+
+def bench_session_receive(n: int, side: str) -> dict[str, Any]:
+    """Media through a session's receive(): the chunk reader plus the dispatch of
+    each message to an AVPacket event (a publisher on the server, a player client)."""
+    msgs = [AVPacket(k, ts, p) for k, ts, p in media_messages(n)]
+    client, server = linked_sessions("publish" if side == "server" else "play")
+    if side == "server":
+        session: ClientSession | ServerSession = server
+        data = b"".join(client.encode_packet(packet) for packet in msgs)
+    else:
+        session = client
+        data = b"".join(encode_media(packet, server.out_chunk_size) for packet in msgs)
+    pieces = [data[i:i + 16384] for i in range(0, len(data), 16384)]
+
+    def run() -> int:
+        return sum(len(session.receive(piece)) for piece in pieces)
+
+    seconds, count = timed(run)
+    return {"case": f"{side} session receive, chunk size 4096", "messages": count,
             "MB_per_s": round(len(data) / seconds / 1e6, 1),
             "us_per_message": round(seconds / count * 1e6, 2)}
 
@@ -160,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     results = [
         bench_chunk_reader(300 * scale, 128),
         bench_chunk_reader(300 * scale, 4096),
+        bench_session_receive(300 * scale, "server"),
+        bench_session_receive(300 * scale, "client"),
         bench_chunk_writer(300 * scale),
         bench_flv_reader(300 * scale),
         bench_amf0(200 * scale),

@@ -1,4 +1,5 @@
-"""RTMP client session (push or pull) as a sans-IO state machine.
+"""RTMP client session (push or pull) as a sans-IO state machine, on the shared
+connection core (:mod:`.connection`).
 
 The same engine drives the push/pull tools and, later, relays.  ``start()``
 queues the handshake; ``receive(data)`` returns events (:class:`Ready` once
@@ -14,14 +15,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lal_twisted.media import amf0
-from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
+from lal_twisted.media.packet import DATA, AVPacket
 from lal_twisted.rtmp import message as m
-from lal_twisted.rtmp.chunk import ChunkReader, ChunkWriter
+from lal_twisted.rtmp.connection import RtmpConnection, command_payload
 from lal_twisted.rtmp.handshake import ClientHandshake
-from lal_twisted.rtmp.message import RtmpProtocolError
+from lal_twisted.rtmp.message import MEDIA_CSID, SET_DATA_FRAME, Message, RtmpProtocolError
 
-_MEDIA_CSID = {AUDIO: m.CSID_AUDIO, VIDEO: m.CSID_VIDEO, DATA: m.CSID_DATA}
-_SET_DATA_FRAME = amf0.encode("@setDataFrame")
+_ON_METADATA = amf0.encode("onMetaData")
 _SAMPLE_ACCESS = amf0.encode("|RtmpSampleAccess")
 _FAILURE_CODES = ("NetStream.Publish.BadName", "NetStream.Play.StreamNotFound",
                   "NetStream.Play.Failed", "NetStream.Publish.Denied",
@@ -86,84 +86,46 @@ class Status:
     description: str
 
 
-class ClientSession:
+class ClientSession(RtmpConnection):
     """One RTMP client connection that publishes or plays one stream."""
+
+    handshake: ClientHandshake | None
 
     def __init__(self, url: RtmpUrl, mode: str, chunk_size: int = 4096,
                  complex_handshake: bool = True,
                  max_message_size: int = 16 * 1024 * 1024) -> None:
         if mode not in ("publish", "play"):
             raise ValueError(f"mode must be 'publish' or 'play', not {mode!r}")
+        super().__init__(ClientHandshake(complex=complex_handshake), chunk_size,
+                         max_message_size)
         self.url = url
         self.mode = mode
-        self.handshake: ClientHandshake | None = ClientHandshake(complex=complex_handshake)
-        self.reader = ChunkReader(max_message_size=max_message_size)
-        self.writer = ChunkWriter(128)
-        self.out_chunk_size = chunk_size
         self.stream_id = 0
         self.ready = False
         self._txn = 0.0
         self._pending: dict[float, str] = {}
-        self._out: list[bytes] = []
-        self._peer_ack_window = 0
-        self._last_ack = 0
 
     def start(self) -> None:
+        """Queue C0+C1; ``connect`` follows once the handshake completes."""
         assert self.handshake is not None
         self._out.append(self.handshake.start())
 
-    def data_to_send(self) -> bytes:
-        if not self._out:
-            return b""
-        out = b"".join(self._out)
-        self._out.clear()
-        return out
-
-    def receive(self, data: bytes) -> list[Any]:
-        events: list[Any] = []
-        if self.handshake is not None:
-            reply = self.handshake.receive(data)
-            if reply:
-                self._out.append(reply)
-            if not self.handshake.done:
-                return events
-            data = self.handshake.leftover()
-            self.handshake = None
-            self._connect()
-            if not data:
-                return events
-        for msg in self.reader.feed(data):
-            type_id = msg.type_id
-            if type_id == AUDIO or type_id == VIDEO or type_id == m.DATA_AMF0:
-                if self.ready and self.mode == "play" and not (
-                        type_id == m.DATA_AMF0 and msg.payload.startswith(_SAMPLE_ACCESS)):
-                    events.append(AVPacket(type_id, msg.timestamp, msg.payload))
-            elif type_id == m.COMMAND_AMF0 or type_id == m.COMMAND_AMF3:
-                payload = msg.payload
-                if type_id == m.COMMAND_AMF3 and payload[:1] == b"\x00":
-                    payload = payload[1:]
-                self._command(payload, events)
-            elif type_id == m.WINDOW_ACK_SIZE:
-                self._peer_ack_window = m.parse_u32(msg.payload)
-            elif type_id == m.USER_CONTROL:
-                event, value, _ = m.parse_user_control(msg.payload)
-                if event == m.PING_REQUEST:
-                    self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0,
-                               m.user_control_payload(m.PING_RESPONSE, value))
-        window = self._peer_ack_window
-        if window and self.reader.bytes_received - self._last_ack >= window:
-            self._last_ack = self.reader.bytes_received
-            self._send(m.CSID_PROTOCOL, m.ACK, 0,
-                       m.ack_payload(self.reader.bytes_received & 0xFFFFFFFF))
-        return events
+    def _on_message(self, msg: Message, events: list[Any]) -> None:
+        type_id = msg.type_id
+        if type_id == m.COMMAND_AMF0 or type_id == m.COMMAND_AMF3:
+            self._command(command_payload(msg), events)
+        elif type_id == m.DATA_AMF0:
+            # Audio and video are reported by the connection once _media_in is set.
+            if self._media_in and not msg.payload.startswith(_SAMPLE_ACCESS):
+                events.append(AVPacket(type_id, msg.timestamp, msg.payload))
 
     # -- publishing -----------------------------------------------------------------
     def send_packet(self, packet: AVPacket) -> None:
         """Queue one media packet (publish mode, once ready)."""
         payload = packet.payload
-        if packet.kind == DATA and payload.startswith(b"\x02\x00\x0aonMetaData"):
-            payload = _SET_DATA_FRAME + payload
-        self._out.append(self.writer.encode(_MEDIA_CSID.get(packet.kind, m.CSID_DATA),
+        if packet.kind == DATA and payload.startswith(_ON_METADATA):
+            payload = SET_DATA_FRAME + payload
+        self._out.append(self.writer.encode(MEDIA_CSID.get(packet.kind, m.CSID_DATA),
                                             packet.kind, self.stream_id,
                                             packet.dts, payload))
 
@@ -180,10 +142,9 @@ class ClientSession:
             self._call("deleteStream", None, float(self.stream_id), expect_reply=False)
 
     # -- command flow -----------------------------------------------------------------
-    def _connect(self) -> None:
-        self._send(m.CSID_PROTOCOL, m.SET_CHUNK_SIZE, 0,
-                   m.set_chunk_size_payload(self.out_chunk_size))
-        self.writer.chunk_size = self.out_chunk_size
+    def _on_handshake_done(self) -> None:
+        """Announce the chunk size and send connect."""
+        self._send_chunk_size()
         props: dict[str, Any] = {
             "app": self.url.app, "type": "nonprivate", "flashVer": "FMLE/3.0 (compatible; lal)",
             "tcUrl": self.url.tc_url,
@@ -200,7 +161,7 @@ class ClientSession:
             txn = self._txn
             self._pending[txn] = name
         stream_id = self.stream_id if name in ("publish", "play", "deleteStream") else 0
-        self._send(m.CSID_COMMAND, m.COMMAND_AMF0, stream_id, amf0.encode(name, txn, *args))
+        self._send_command(name, txn, *args, stream_id=stream_id)
 
     def _command(self, payload: bytes, events: list[Any]) -> None:
         values = amf0.decode(payload)
@@ -226,8 +187,7 @@ class ClientSession:
                     self._call("publish", None, self.url.stream, "live", expect_reply=False)
                 else:
                     self._call("play", None, self.url.stream, -2.0, -1.0, expect_reply=False)
-                    self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0,
-                               m.user_control_payload(m.SET_BUFFER_LENGTH, self.stream_id, 3000))
+                    self._send_user_control(m.SET_BUFFER_LENGTH, self.stream_id, 3000)
         elif name == "onStatus":
             info = values[3] if len(values) > 3 and isinstance(values[3], dict) else {}
             status = Status(str(info.get("level", "")), str(info.get("code", "")),
@@ -239,7 +199,5 @@ class ClientSession:
             if not self.ready and status.code in ("NetStream.Publish.Start",
                                                   "NetStream.Play.Start"):
                 self.ready = True
+                self._media_in = self.mode == "play"
                 events.append(Ready(status.code))
-
-    def _send(self, csid: int, type_id: int, stream_id: int, payload: bytes) -> None:
-        self._out.append(self.writer.encode(csid, type_id, stream_id, 0, payload))

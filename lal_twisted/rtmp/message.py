@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from lal_twisted.media import amf0
 from lal_twisted.media.tags import TagType
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "AUDIO",
     "COMMAND_AMF0",
     "COMMAND_AMF3",
+    "CONTROL_TYPES",
     "CSID_AUDIO",
     "CSID_COMMAND",
     "CSID_DATA",
@@ -25,10 +27,15 @@ __all__ = [
     "CSID_VIDEO",
     "DATA_AMF0",
     "DATA_AMF3",
+    "LIMIT_DYNAMIC",
+    "LIMIT_HARD",
+    "LIMIT_SOFT",
+    "MEDIA_CSID",
     "PING_REQUEST",
     "PING_RESPONSE",
     "SET_BUFFER_LENGTH",
     "SET_CHUNK_SIZE",
+    "SET_DATA_FRAME",
     "SET_PEER_BANDWIDTH",
     "SHARED_OBJECT_AMF0",
     "SHARED_OBJECT_AMF3",
@@ -67,6 +74,11 @@ SHARED_OBJECT_AMF0 = 19
 COMMAND_AMF0 = 20
 AGGREGATE = 22
 
+# The protocol-control messages, handled by the connection layer, never by commands.
+CONTROL_TYPES: Final = frozenset(
+    (SET_CHUNK_SIZE, ABORT, ACK, USER_CONTROL, WINDOW_ACK_SIZE, SET_PEER_BANDWIDTH)
+)
+
 # User control event types.
 STREAM_BEGIN = 0
 STREAM_EOF = 1
@@ -76,12 +88,23 @@ STREAM_IS_RECORDED = 4
 PING_REQUEST = 6
 PING_RESPONSE = 7
 
+# Set Peer Bandwidth limit types.
+LIMIT_HARD = 0
+LIMIT_SOFT = 1
+LIMIT_DYNAMIC = 2
+
 # Chunk stream ids this server uses for the messages it sends.
 CSID_PROTOCOL = 2
 CSID_COMMAND = 3
 CSID_AUDIO = 4
 CSID_DATA = 5
 CSID_VIDEO = 6
+
+# The chunk stream each kind of media message is sent on.
+MEDIA_CSID: Final = {AUDIO: CSID_AUDIO, VIDEO: CSID_VIDEO, DATA_AMF0: CSID_DATA}
+
+# Publishers wrap onMetaData in "@setDataFrame"; players get it without.
+SET_DATA_FRAME: Final = amf0.encode("@setDataFrame")
 
 _U32 = struct.Struct(">I")
 _U32_U8 = struct.Struct(">IB")
@@ -153,8 +176,8 @@ def ack_payload(sequence_number: int) -> bytes:
     return _U32.pack(sequence_number & _U32_MASK)
 
 
-def set_peer_bandwidth_payload(n: int, limit_type: int = 2) -> bytes:
-    """Payload of a Set Peer Bandwidth message (limit type 0 hard, 1 soft, 2 dynamic)."""
+def set_peer_bandwidth_payload(n: int, limit_type: int = LIMIT_DYNAMIC) -> bytes:
+    """Payload of a Set Peer Bandwidth message (limit type hard, soft or dynamic)."""
     return _U32_U8.pack(n, limit_type)
 
 

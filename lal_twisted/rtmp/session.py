@@ -1,5 +1,5 @@
-"""RTMP server session: handshake, chunk stream and NetConnection/NetStream
-commands as a sans-IO state machine.
+"""RTMP server session: the NetConnection/NetStream commands of a server as a
+sans-IO state machine, on the shared connection core (:mod:`.connection`).
 
 ``receive(data)`` returns events for the logic layer (:class:`PublishRequest`,
 :class:`PlayRequest`, :class:`StreamClosed`, and media as :class:`AVPacket`
@@ -16,16 +16,14 @@ from urllib.parse import urlsplit
 from lal_twisted.media import amf0
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
 from lal_twisted.rtmp import message as m
-from lal_twisted.rtmp.chunk import ChunkReader, ChunkWriter, encode_message
+from lal_twisted.rtmp.chunk import encode_message
+from lal_twisted.rtmp.connection import RtmpConnection, command_payload
 from lal_twisted.rtmp.handshake import ServerHandshake
-from lal_twisted.rtmp.message import RtmpProtocolError
+from lal_twisted.rtmp.message import MEDIA_CSID, SET_DATA_FRAME, Message, RtmpProtocolError
 
 # The message stream id handed out by createStream.  Always 1, so an encoded
 # media message is the same bytes for every player (encode once, share).
 MEDIA_STREAM_ID = 1
-
-_MEDIA_CSID = {AUDIO: m.CSID_AUDIO, VIDEO: m.CSID_VIDEO, DATA: m.CSID_DATA}
-_SET_DATA_FRAME = amf0.encode("@setDataFrame")
 
 
 class SessionError(RtmpProtocolError):
@@ -81,7 +79,7 @@ class MediaEncoder:
         self.chunk_size = chunk_size
 
     def encode(self, packet: AVPacket) -> bytes:
-        return encode_message(self.chunk_size, _MEDIA_CSID[packet.kind], packet.kind,
+        return encode_message(self.chunk_size, MEDIA_CSID[packet.kind], packet.kind,
                               MEDIA_STREAM_ID, packet.dts, packet.payload)
 
 
@@ -101,8 +99,10 @@ def encode_media(packet: AVPacket, chunk_size: int) -> bytes:
     return packet.encoded(media_encoder(chunk_size))
 
 
-class ServerSession:
+class ServerSession(RtmpConnection):
     """One RTMP connection seen from the server."""
+
+    handshake: ServerHandshake | None
 
     def __init__(
         self,
@@ -110,81 +110,35 @@ class ServerSession:
         max_message_size: int = 16 * 1024 * 1024,
         window_ack_size: int = 2500000,
     ) -> None:
-        self.handshake: ServerHandshake | None = ServerHandshake()
-        self.reader = ChunkReader(max_message_size=max_message_size)
-        self.writer = ChunkWriter(128)
-        self.out_chunk_size = chunk_size
+        super().__init__(ServerHandshake(), chunk_size, max_message_size)
         self.window_ack_size = window_ack_size
         self.app = ""
         self.tc_url = ""
         self.query = ""
         self.stream_name = ""
-        self.role: str | None = None  # "publish" or "play"
+        self._role: str | None = None
         self.connected = False
-        self._out: list[bytes] = []
-        self._peer_ack_window = 0
-        self._last_ack = 0
 
-    # -- input ------------------------------------------------------------------
-    def receive(self, data: bytes) -> list[Any]:
-        """Feed bytes from the peer; returns events (AVPacket for media)."""
-        if self.handshake is not None:
-            reply = self.handshake.receive(data)
-            if reply:
-                self._out.append(reply)
-            if not self.handshake.done:
-                return []
-            data = self.handshake.leftover()
-            self.handshake = None
-            if not data:
-                return []
-        events: list[Any] = []
-        for msg in self.reader.feed(data):
-            type_id = msg.type_id
-            if type_id == AUDIO or type_id == VIDEO:
-                if self.role == "publish":
-                    events.append(AVPacket(type_id, msg.timestamp, msg.payload))
-            elif type_id == m.COMMAND_AMF0 or type_id == m.COMMAND_AMF3:
-                payload = msg.payload
-                if type_id == m.COMMAND_AMF3 and payload[:1] == b"\x00":
-                    payload = payload[1:]
-                self._command(payload, events)
-            elif type_id == m.DATA_AMF0 or type_id == m.DATA_AMF3:
-                self._data(msg.payload, msg.timestamp, type_id, events)
-            elif type_id == m.AGGREGATE:
-                if self.role == "publish":
-                    self._aggregate(msg.payload, msg.timestamp, events)
-            else:
-                self._control(type_id, msg.payload)
-        self._maybe_ack()
-        return events
+    @property
+    def role(self) -> str | None:
+        """``"publish"`` or ``"play"`` once accepted; media becomes events while publishing."""
+        return self._role
 
-    def data_to_send(self) -> bytes:
-        """Bytes queued for the peer (control replies, command results)."""
-        if not self._out:
-            return b""
-        out = b"".join(self._out)
-        self._out.clear()
-        return out
+    @role.setter
+    def role(self, role: str | None) -> None:
+        self._role = role
+        self._media_in = role == "publish"
 
-    # -- protocol control ------------------------------------------------------------
-    def _control(self, type_id: int, payload: bytes) -> None:
-        if type_id == m.WINDOW_ACK_SIZE:
-            self._peer_ack_window = m.parse_u32(payload)
-        elif type_id == m.USER_CONTROL:
-            event, value, _ = m.parse_user_control(payload)
-            if event == m.PING_REQUEST:
-                self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0,
-                           m.user_control_payload(m.PING_RESPONSE, value))
-        # SET_CHUNK_SIZE and ABORT are applied by the reader; ACK and
-        # SET_PEER_BANDWIDTH need no action from a server.
-
-    def _maybe_ack(self) -> None:
-        window = self._peer_ack_window
-        if window and self.reader.bytes_received - self._last_ack >= window:
-            self._last_ack = self.reader.bytes_received
-            self._send(m.CSID_PROTOCOL, m.ACK, 0,
-                       m.ack_payload(self.reader.bytes_received & 0xFFFFFFFF))
+    # -- input ------------------------------------------------------------------------
+    def _on_message(self, msg: Message, events: list[Any]) -> None:
+        type_id = msg.type_id
+        if type_id == m.COMMAND_AMF0 or type_id == m.COMMAND_AMF3:
+            self._command(command_payload(msg), events)
+        elif type_id == m.DATA_AMF0 or type_id == m.DATA_AMF3:
+            self._data(msg.payload, msg.timestamp, type_id, events)
+        elif type_id == m.AGGREGATE:
+            if self._role == "publish":
+                self._aggregate(msg.payload, msg.timestamp, events)
 
     # -- commands --------------------------------------------------------------------
     def _command(self, payload: bytes, events: list[Any]) -> None:
@@ -259,13 +213,9 @@ class ServerSession:
             self.query = self.tc_url.split("?", 1)[1]
         encoding = props.get("objectEncoding", 0.0)
         self.connected = True
-        self._send(m.CSID_PROTOCOL, m.WINDOW_ACK_SIZE, 0,
-                   m.window_ack_size_payload(self.window_ack_size))
-        self._send(m.CSID_PROTOCOL, m.SET_PEER_BANDWIDTH, 0,
-                   m.set_peer_bandwidth_payload(self.window_ack_size, 2))
-        self._send(m.CSID_PROTOCOL, m.SET_CHUNK_SIZE, 0,
-                   m.set_chunk_size_payload(self.out_chunk_size))
-        self.writer.chunk_size = self.out_chunk_size
+        self._send_window_ack_size(self.window_ack_size)
+        self._send_peer_bandwidth(self.window_ack_size, m.LIMIT_DYNAMIC)
+        self._send_chunk_size()
         self._result(txn, {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0}, {
             "level": "status", "code": "NetConnection.Connect.Success",
             "description": "Connection succeeded.",
@@ -273,14 +223,14 @@ class ServerSession:
         events.append(ConnectRequest(self.app, self.tc_url, self.query))
 
     def _data(self, payload: bytes, timestamp: int, type_id: int, events: list[Any]) -> None:
-        if self.role != "publish":
+        if self._role != "publish":
             return
         if type_id == m.DATA_AMF3:
             if payload[:1] != b"\x00":
                 return
             payload = payload[1:]
-        if payload.startswith(_SET_DATA_FRAME):
-            payload = payload[len(_SET_DATA_FRAME):]
+        if payload.startswith(SET_DATA_FRAME):
+            payload = payload[len(SET_DATA_FRAME):]
         events.append(AVPacket(DATA, timestamp, payload))
 
     def _aggregate(self, payload: bytes, timestamp: int, events: list[Any]) -> None:
@@ -305,8 +255,7 @@ class ServerSession:
     # -- replies --------------------------------------------------------------------
     def accept_publish(self) -> None:
         self.role = "publish"
-        self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0,
-                   m.user_control_payload(m.STREAM_BEGIN, MEDIA_STREAM_ID))
+        self._send_user_control(m.STREAM_BEGIN, MEDIA_STREAM_ID)
         self._status("status", "NetStream.Publish.Start", f"{self.stream_name} is now published.")
 
     def reject_publish(self, description: str, code: str = "NetStream.Publish.BadName") -> None:
@@ -320,19 +269,17 @@ class ServerSession:
 
     def accept_play(self, reset: bool = True) -> None:
         self.role = "play"
-        self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0,
-                   m.user_control_payload(m.STREAM_BEGIN, MEDIA_STREAM_ID))
+        self._send_user_control(m.STREAM_BEGIN, MEDIA_STREAM_ID)
         if reset:
             self._status("status", "NetStream.Play.Reset", f"Playing and resetting "
                          f"{self.stream_name}.")
         self._status("status", "NetStream.Play.Start", f"Started playing {self.stream_name}.")
-        self._send(m.CSID_DATA, DATA, MEDIA_STREAM_ID,
+        self._send(m.CSID_DATA, m.DATA_AMF0, MEDIA_STREAM_ID,
                    amf0.encode("|RtmpSampleAccess", True, True))
 
     def play_publish_notify(self) -> None:
         """Tell a waiting player that a publisher started."""
-        self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0,
-                   m.user_control_payload(m.STREAM_BEGIN, MEDIA_STREAM_ID))
+        self._send_user_control(m.STREAM_BEGIN, MEDIA_STREAM_ID)
         self._status("status", "NetStream.Play.PublishNotify",
                      f"{self.stream_name} is now published.")
 
@@ -340,8 +287,7 @@ class ServerSession:
         """Tell a player that the publisher left (it stays connected and waits)."""
         self._status("status", "NetStream.Play.UnpublishNotify",
                      f"{self.stream_name} is now unpublished.")
-        self._send(m.CSID_PROTOCOL, m.USER_CONTROL, 0,
-                   m.user_control_payload(m.STREAM_EOF, MEDIA_STREAM_ID))
+        self._send_user_control(m.STREAM_EOF, MEDIA_STREAM_ID)
 
     def _result(self, txn: float, *values: Any) -> None:
         self._send_command("_result", txn, *values)
@@ -349,11 +295,4 @@ class ServerSession:
     def _status(self, level: str, code: str, description: str) -> None:
         # A stream name may be almost as long as a message; the text must not be.
         info = {"level": level, "code": code, "description": description[:1024]}
-        self._out.append(self.writer.encode(m.CSID_COMMAND, m.COMMAND_AMF0, MEDIA_STREAM_ID, 0,
-                                            amf0.encode("onStatus", 0.0, None, info)))
-
-    def _send_command(self, name: str, txn: float, *values: Any) -> None:
-        self._send(m.CSID_COMMAND, m.COMMAND_AMF0, 0, amf0.encode(name, txn, *values))
-
-    def _send(self, csid: int, type_id: int, stream_id: int, payload: bytes) -> None:
-        self._out.append(self.writer.encode(csid, type_id, stream_id, 0, payload))
+        self._send_command("onStatus", 0.0, None, info, stream_id=MEDIA_STREAM_ID)
