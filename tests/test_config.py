@@ -4,9 +4,11 @@ error per mistake, and the real ``twistd lals`` plugin refusing bad configs."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -423,4 +425,48 @@ def test_twistd_endpoint_twisted_cannot_parse(tmp_path: Path) -> None:
     assert result.returncode != 0
     out = result.stdout + result.stderr
     assert "rtmp.addr: cannot listen on 'tcp:notaport'" in out
+    assert "Traceback" not in out
+
+
+def _free_privileged_port() -> int:
+    for port in range(990, 900, -1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below 1024")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="binding a port below 1024 and dropping privileges needs root")
+def test_twistd_binds_privileged_ports_then_drops_privileges(tmp_path: Path) -> None:
+    """Listeners bind in privilegedStartService, before twistd --uid switches user."""
+    port = _free_privileged_port()
+    path = write(tmp_path, {"rtmp": {"addr": f"127.0.0.1:{port}"},
+                            "default_http": {"http_listen_addr": "127.0.0.1:0"}})
+    os.chmod(tmp_path, 0o755)
+    os.chmod(path, 0o644)
+    proc = subprocess.Popen(
+        [str(TWISTD), "-n", "--pidfile=", "--uid=65534", "--gid=65534", "lals",
+         "--config", str(path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+                    conn.sendall(b"\x03" + bytes(1536))  # C0 + C1: the server answers S0
+                    assert conn.recv(1)[:1] == b"\x03"
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not listen"
+                time.sleep(0.1)
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        assert uid_line.split()[1:] == ["65534"] * 4  # real, effective, saved, fs
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0].decode(errors="replace")
     assert "Traceback" not in out
