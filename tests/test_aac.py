@@ -189,6 +189,7 @@ def test_adts_errors() -> None:
 @pytest.mark.skipif(FFMPEG is None, reason="ffmpeg not available")
 def test_adts_matches_ffmpeg(tmp_path: Path) -> None:
     from lal_twisted.media import flv
+    from lal_twisted.tools import flvfile
 
     assert FFMPEG is not None
     flv_path = tmp_path / "a.flv"
@@ -233,7 +234,7 @@ def test_adts_matches_ffmpeg(tmp_path: Path) -> None:
         check=True,
         timeout=60,
     )
-    audio = [t.payload for t in flv.iter_file(str(flv_path)) if t.tag_type == flv.TAG_AUDIO]
+    audio = [t.payload for t in flvfile.iter_file(str(flv_path)) if t.tag_type == flv.TAG_AUDIO]
     assert audio[0][:2] == b"\xaf\x00"
     info = aac.parse_audio_specific_config(audio[0][2:])
     assert (info.object_type, info.sample_rate, info.channels) == (2, 32000, 2)

@@ -366,6 +366,7 @@ def test_random_decoder_config_only_raises_avc_error(data: bytes) -> None:
 @pytest.mark.skipif(FFMPEG is None, reason="ffmpeg not available")
 def test_ffmpeg_flv_sequence_header(tmp_path: Path) -> None:
     from lal_twisted.media import flv
+    from lal_twisted.tools import flvfile
 
     assert FFMPEG is not None
     path = tmp_path / "v.flv"
@@ -392,7 +393,7 @@ def test_ffmpeg_flv_sequence_header(tmp_path: Path) -> None:
         check=True,
         timeout=60,
     )
-    video = [t.payload for t in flv.iter_file(str(path)) if t.tag_type == flv.TAG_VIDEO]
+    video = [t.payload for t in flvfile.iter_file(str(path)) if t.tag_type == flv.TAG_VIDEO]
     assert video[0][:2] == b"\x17\x00"
     config = avc.parse_decoder_config(video[0][5:])
     assert config.nal_length_size == 4

@@ -1,4 +1,4 @@
-"""Tests for lal_twisted.media.flv."""
+"""Tests for lal_twisted.media.flv and the file helpers of lal_twisted.tools.flvfile."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lal_twisted.media import flv
 from lal_twisted.media.flv import (
     TAG_AUDIO,
     TAG_SCRIPT,
@@ -22,6 +21,7 @@ from lal_twisted.media.flv import (
     encode_tag,
     file_header,
 )
+from lal_twisted.tools import flvfile
 
 FFMPEG = shutil.which("ffmpeg") or ("/usr/bin/ffmpeg" if Path("/usr/bin/ffmpeg").exists() else None)
 
@@ -209,58 +209,58 @@ def test_random_bytes_only_raise_flv_error(garbage: bytes) -> None:
         pass
 
 
-# --- files -----------------------------------------------------------------
+# --- files (tools.flvfile) -----------------------------------------------------------------
 
 
 def test_write_and_iter_file(tmp_path: Path) -> None:
     tags = [FlvTag(TAG_SCRIPT, 0, b"m"), FlvTag(TAG_VIDEO, 0, b"v" * 100_000)]
     tags += [FlvTag(TAG_AUDIO, ts, bytes([ts % 256]) * 50) for ts in range(0, 2000, 23)]
     path = tmp_path / "out.flv"
-    flv.write_file(str(path), tags, has_audio=True, has_video=True)
+    flvfile.write_file(str(path), tags, has_audio=True, has_video=True)
     assert path.read_bytes()[:13] == file_header()
-    assert list(flv.iter_file(str(path))) == tags
-    assert list(flv.iter_file(str(path), chunk_size=7)) == tags
+    assert list(flvfile.iter_file(str(path))) == tags
+    assert list(flvfile.iter_file(str(path), chunk_size=7)) == tags
 
 
 def test_iter_file_truncated(tmp_path: Path) -> None:
     tags = [FlvTag(TAG_AUDIO, 0, b"a" * 20), FlvTag(TAG_AUDIO, 10, b"b" * 20)]
     path = tmp_path / "t.flv"
-    flv.write_file(str(path), tags)
+    flvfile.write_file(str(path), tags)
     full = path.read_bytes()
 
     # Cut inside the second tag's body.
     path.write_bytes(full[:-10])
     with pytest.raises(FlvError, match="truncated FLV"):
-        list(flv.iter_file(str(path)))
-    assert list(flv.iter_file(str(path), allow_truncated=True)) == tags[:1]
+        list(flvfile.iter_file(str(path)))
+    assert list(flvfile.iter_file(str(path), allow_truncated=True)) == tags[:1]
 
     # Cut inside the second tag's header.
     path.write_bytes(full[: 13 + 35 + 5])
     with pytest.raises(FlvError, match="truncated FLV"):
-        list(flv.iter_file(str(path)))
-    assert list(flv.iter_file(str(path), allow_truncated=True)) == tags[:1]
+        list(flvfile.iter_file(str(path)))
+    assert list(flvfile.iter_file(str(path), allow_truncated=True)) == tags[:1]
 
     # Only the final PreviousTagSize missing (or partial): tolerated.
     for cut in (1, 2, 4):
         path.write_bytes(full[:-cut])
-        assert list(flv.iter_file(str(path))) == tags
+        assert list(flvfile.iter_file(str(path))) == tags
 
     # Incomplete file header.
     path.write_bytes(full[:5])
     with pytest.raises(FlvError, match="truncated FLV"):
-        list(flv.iter_file(str(path)))
-    assert list(flv.iter_file(str(path), allow_truncated=True)) == []
+        list(flvfile.iter_file(str(path)))
+    assert list(flvfile.iter_file(str(path), allow_truncated=True)) == []
 
     path.write_bytes(b"")
     with pytest.raises(FlvError, match="truncated FLV"):
-        list(flv.iter_file(str(path)))
+        list(flvfile.iter_file(str(path)))
 
 
 def test_iter_file_not_flv(tmp_path: Path) -> None:
     path = tmp_path / "x.flv"
     path.write_bytes(b"\x00" * 100)
     with pytest.raises(FlvError, match="not an FLV"):
-        list(flv.iter_file(str(path)))
+        list(flvfile.iter_file(str(path)))
 
 
 @pytest.mark.skipif(FFMPEG is None, reason="ffmpeg not available")
@@ -296,7 +296,7 @@ def test_iter_ffmpeg_file(tmp_path: Path) -> None:
         check=True,
         timeout=60,
     )
-    tags = list(flv.iter_file(str(path)))
+    tags = list(flvfile.iter_file(str(path)))
     assert tags[0].tag_type == TAG_SCRIPT
     assert tags[0].payload.startswith(b"\x02\x00\x0aonMetaData")
     video = [t for t in tags if t.tag_type == TAG_VIDEO]

@@ -12,7 +12,15 @@ import pytest
 from conftest import BIN, FPS, ROOT, generate, require
 
 from lal_twisted.media import avc
-from lal_twisted.media.flv import FlvTag, encode_tag, file_header, iter_file
+from lal_twisted.media.flv import (
+    TAG_AUDIO,
+    TAG_SCRIPT,
+    TAG_VIDEO,
+    FlvTag,
+    encode_tag,
+    file_header,
+)
+from lal_twisted.tools.flvfile import iter_file
 
 SECONDS = 3
 
@@ -30,8 +38,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Sources:
                    video=generate(d / "video.flv", 2, audio=False))
 
 
-# The installed console script; ``python -m lal_twisted.tools.cli`` would load cli
-# twice (as __main__ and as a module), so its ToolError handler would not apply.
+# The installed console script, or ``cli.main`` when it is not installed.
 LAL = ([str(BIN / "lal")] if (BIN / "lal").exists() else
        [sys.executable, "-c", "import sys; from lal_twisted.tools.cli import main; "
                               "sys.exit(main())"])
@@ -99,7 +106,7 @@ def test_h264_and_aac(sources: Sources, tmp_path: Path) -> None:
 
     # SPS and PPS come right before every IDR picture, one set per keyframe tag.
     keyframes = sum(1 for t in iter_file(str(sources.av))
-                    if t.tag_type == 9 and t.payload[0] >> 4 == 1 and t.payload[1] == 1)
+                    if t.tag_type == TAG_VIDEO and t.payload[0] >> 4 == 1 and t.payload[1] == 1)
     types = [n[0] & 0x1F for n in annexb_nalus((tmp_path / "out.h264").read_bytes())]
     assert types[:2] == [7, 8]
     idr_starts = [i for i, t in enumerate(types) if t == 5 and (i == 0 or types[i - 1] != 5)]
@@ -130,7 +137,7 @@ def test_only_options(sources: Sources, tmp_path: Path) -> None:
 def to_enhanced(tag: FlvTag) -> FlvTag:
     """Rewrap a legacy H.264/AAC tag with an enhanced-RTMP header (avc1 / mp4a)."""
     p = tag.payload
-    if tag.tag_type == 9:
+    if tag.tag_type == TAG_VIDEO:
         frame_type, packet_type = p[0] >> 4, p[1]
         if packet_type == 0:
             body = bytes([0x80 | frame_type << 4 | 0]) + b"avc1" + p[5:]
@@ -140,9 +147,9 @@ def to_enhanced(tag: FlvTag) -> FlvTag:
             body = bytes([0x80 | frame_type << 4 | 1]) + b"avc1" + p[2:]
         else:
             body = bytes([0x80 | frame_type << 4 | 2]) + b"avc1"
-        return FlvTag(9, tag.timestamp, body)
-    if tag.tag_type == 8:
-        return FlvTag(8, tag.timestamp, bytes([0x90 | p[1]]) + b"mp4a" + p[2:])
+        return FlvTag(TAG_VIDEO, tag.timestamp, body)
+    if tag.tag_type == TAG_AUDIO:
+        return FlvTag(TAG_AUDIO, tag.timestamp, bytes([0x90 | p[1]]) + b"mp4a" + p[2:])
     return tag
 
 
@@ -211,7 +218,7 @@ def test_h265_enhanced_rtmp(tmp_path: Path) -> None:
     units = hevc_access_units(annexb_nalus(raw.read_bytes()))
     assert len(units) == source_frames
     first = {(n[0] >> 1) & 0x3F: n for n in units[0]}
-    tags = [encode_tag(9, 0, b"\x90hvc1" + hvcc_record(first[32], first[33], first[34]))]
+    tags = [encode_tag(TAG_VIDEO, 0, b"\x90hvc1" + hvcc_record(first[32], first[33], first[34]))]
     keyframes = 0
     for i, unit in enumerate(units):
         # Parameter sets live in the record only, as FLV muxers do.
@@ -221,7 +228,7 @@ def test_h265_enhanced_rtmp(tmp_path: Path) -> None:
         keyframes += key
         # Keyframes as CodedFrames (with a composition time), others as CodedFramesX.
         header = b"\x91hvc1\x00\x00\x00" if key else b"\xa3hvc1"
-        tags.append(encode_tag(9, i * 1000 // FPS, header + data))
+        tags.append(encode_tag(TAG_VIDEO, i * 1000 // FPS, header + data))
     flv = tmp_path / "hevc.flv"
     flv.write_bytes(file_header(has_audio=False) + b"".join(tags))
 
@@ -263,8 +270,8 @@ def test_other_codecs_are_skipped_with_a_warning(tmp_path: Path) -> None:
 
 def test_frames_before_the_sequence_header_are_skipped(sources: Sources, tmp_path: Path) -> None:
     tags = list(iter_file(str(sources.video)))
-    header = next(t for t in tags if t.tag_type == 9 and t.payload[1] == 0)
-    frames = [t for t in tags if t.tag_type == 9 and t.payload[1] == 1]
+    header = next(t for t in tags if t.tag_type == TAG_VIDEO and t.payload[1] == 0)
+    frames = [t for t in tags if t.tag_type == TAG_VIDEO and t.payload[1] == 1]
     second_key = next(i for i, t in enumerate(frames) if i and t.payload[0] >> 4 == 1)
     moved = frames[:second_key] + [header] + frames[second_key:]
     src = tmp_path / "late-header.flv"
@@ -291,7 +298,8 @@ def test_errors(sources: Sources, tmp_path: Path) -> None:
     assert_one_line_error(lal("flv2es", empty, tmp_path / "out"), "not an FLV file")
 
     script_only = tmp_path / "script.flv"
-    script_only.write_bytes(file_header() + encode_tag(18, 0, b"\x02\x00\x0aonMetaData\x05"))
+    script = encode_tag(TAG_SCRIPT, 0, b"\x02\x00\x0aonMetaData\x05")
+    script_only.write_bytes(file_header() + script)
     assert_one_line_error(lal("flv2es", script_only, tmp_path / "out"), "no audio or video")
     assert list(tmp_path.glob("out.*")) == []
 

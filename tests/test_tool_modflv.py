@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from conftest import BIN, FPS, ROOT, generate, require
 
-from lal_twisted.media.flv import FlvTag, encode_tag, file_header, iter_file
+from lal_twisted.media.flv import TAG_AUDIO, TAG_VIDEO, FlvTag, encode_tag, file_header
 from lal_twisted.media.packet import AVPacket
+from lal_twisted.tools.flvfile import iter_file
 
 SECONDS = 4
 
-# The installed console script; ``python -m lal_twisted.tools.cli`` would load cli
-# twice (as __main__ and as a module), so its ToolError handler would not apply.
+# The installed console script, or ``cli.main`` when it is not installed.
 LAL = ([str(BIN / "lal")] if (BIN / "lal").exists() else
        [sys.executable, "-c", "import sys; from lal_twisted.tools.cli import main; "
                               "sys.exit(main())"])
@@ -53,7 +53,8 @@ def tags_of(path: Path) -> list[FlvTag]:
 
 
 def is_frame(tag: FlvTag) -> bool:
-    return tag.tag_type in (8, 9) and not AVPacket(tag.tag_type, 0, tag.payload).is_sequence_header
+    return (tag.tag_type in (TAG_AUDIO, TAG_VIDEO)
+            and not AVPacket(tag.tag_type, 0, tag.payload).is_sequence_header)
 
 
 def write_flv(path: Path, tags: list[FlvTag]) -> None:
@@ -93,7 +94,7 @@ def test_rebase(sources: Sources, tmp_path: Path) -> None:
     assert [(t.tag_type, t.payload) for t in after] == [(t.tag_type, t.payload) for t in before]
     base = next(t.timestamp for t in before if is_frame(t))
     assert 9000 <= base <= 10000
-    assert next(t for t in after if t.tag_type in (8, 9)).timestamp == 0
+    assert next(t for t in after if t.tag_type in (TAG_AUDIO, TAG_VIDEO)).timestamp == 0
     assert next(t for t in after if is_frame(t)).timestamp == 0
     for old, new in zip(before, after, strict=True):
         assert new.timestamp == (old.timestamp - base if is_frame(old) else 0)
@@ -135,8 +136,8 @@ def break_timestamps(tags: list[FlvTag]) -> tuple[list[FlvTag], int, int]:
     jumps 5 s ahead, and at the keyframe at 3 s the clock restarts near 0 with
     new sequence headers, as after a publisher reconnect."""
     broken = [FlvTag(t.tag_type, t.timestamp, t.payload) for t in tags]
-    video = [i for i, t in enumerate(broken) if t.tag_type == 9 and is_frame(t)]
-    audio = [i for i, t in enumerate(broken) if t.tag_type == 8 and is_frame(t)]
+    video = [i for i, t in enumerate(broken) if t.tag_type == TAG_VIDEO and is_frame(t)]
+    audio = [i for i, t in enumerate(broken) if t.tag_type == TAG_AUDIO and is_frame(t)]
     glitch_v, glitch_a = video[30], audio[40]
     broken[glitch_v].timestamp -= 3000
     broken[glitch_a].timestamp += 5000
@@ -146,7 +147,7 @@ def break_timestamps(tags: list[FlvTag]) -> tuple[list[FlvTag], int, int]:
     for t in broken[restart:]:
         t.timestamp = t.timestamp - cut + 100
     headers = [FlvTag(t.tag_type, 100, t.payload) for t in tags
-               if t.tag_type in (8, 9) and not is_frame(t)]
+               if t.tag_type in (TAG_AUDIO, TAG_VIDEO) and not is_frame(t)]
     return broken[:restart] + headers + broken[restart:], glitch_v, glitch_a
 
 
@@ -164,7 +165,7 @@ def test_repair(sources: Sources, tmp_path: Path) -> None:
     assert changed > 0
     assert f"{len(repaired)} tags read, {len(repaired)} written, {changed} changed" in result.stdout
 
-    for kind in (8, 9):
+    for kind in (TAG_AUDIO, TAG_VIDEO):
         stamps = [t.timestamp for t in repaired if t.tag_type == kind and is_frame(t)]
         assert stamps == sorted(stamps), f"track {kind} not monotonic"
         steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
@@ -176,7 +177,7 @@ def test_repair(sources: Sources, tmp_path: Path) -> None:
     assert len(wanted) == len(got)
     for a, b in zip(wanted, got, strict=True):
         assert a.payload == b.payload
-        if a.tag_type == 9:
+        if a.tag_type == TAG_VIDEO:
             assert b.timestamp == a.timestamp
         else:
             assert abs(b.timestamp - a.timestamp) <= 2, (a.timestamp, b.timestamp)

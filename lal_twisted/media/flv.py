@@ -3,12 +3,12 @@
 An FLV stream is a 9-byte header, a 4-byte ``PreviousTagSize0`` and then tags,
 each an 11-byte tag header, the tag body and a 4-byte ``PreviousTagSize``.
 HTTP-FLV output is exactly this byte stream, and recorded files use it too.
+The module does no I/O: opening, reading and writing files is left to callers.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -30,8 +30,6 @@ __all__ = [
     "TAG_ENCODER",
     "encode_tag",
     "file_header",
-    "iter_file",
-    "write_file",
 ]
 
 TAG_AUDIO: Final[int] = TagType.AUDIO
@@ -129,6 +127,11 @@ class FlvReader:
         """Number of received bytes not yet consumed."""
         return len(self._buf) - self._pos
 
+    @property
+    def in_header_padding(self) -> bool:
+        """True while bytes between the header and ``PreviousTagSize0`` are still due."""
+        return self._skip > 0
+
     def at_tag_boundary(self) -> bool:
         """True if the input so far ends between tags.
 
@@ -215,36 +218,3 @@ class FlvReader:
             del self._buf[:pos]
             self._dropped += pos
             self._pos = 0
-
-
-def iter_file(
-    path: str, chunk_size: int = 65536, allow_truncated: bool = False
-) -> Iterator[FlvTag]:
-    """Yield the tags of an FLV file, reading it in chunks.
-
-    A file that ends inside a tag (or inside its header) raises
-    ``FlvError("truncated FLV: ...")`` unless ``allow_truncated`` is true, in
-    which case iteration simply stops.  A missing final ``PreviousTagSize`` is
-    tolerated.
-    """
-    reader = FlvReader()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            yield from reader.feed(chunk)
-    if reader.at_tag_boundary() or allow_truncated:
-        return
-    if not reader.header_parsed:
-        raise FlvError(f"truncated FLV: incomplete file header in {path!r}")
-    if reader._skip:
-        raise FlvError(f"truncated FLV: file ends inside the header padding in {path!r}")
-    raise FlvError(f"truncated FLV: {reader.buffered()} trailing bytes in {path!r}")
-
-
-def write_file(
-    path: str, tags: Iterable[FlvTag], has_audio: bool = True, has_video: bool = True
-) -> None:
-    """Write an FLV file made of the header and the given tags."""
-    with open(path, "wb") as fh:
-        fh.write(file_header(has_audio, has_video))
-        for tag in tags:
-            fh.write(encode_tag(tag.tag_type, tag.timestamp, tag.payload))

@@ -16,6 +16,7 @@ __all__ = [
     "DATA",
     "VIDEO",
     "AudioPacketType",
+    "AvcPacketType",
     "Codec",
     "FrameType",
     "SoundFormat",
@@ -61,6 +62,14 @@ class FrameType(IntEnum):
     DISPOSABLE_INTER = 3
     GENERATED_KEY = 4
     COMMAND = 5
+
+
+class AvcPacketType(IntEnum):
+    """Second byte of a legacy H.264 or H.265 video tag (AVCPacketType)."""
+
+    SEQUENCE_HEADER = 0
+    NALU = 1  # followed by a composition time
+    END_OF_SEQUENCE = 2
 
 
 class VideoPacketType(IntEnum):

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lal_twisted.media.flv import FlvError, iter_file
-from lal_twisted.tools.cli import ToolError
+from lal_twisted.media.flv import TAG_AUDIO, TAG_HEADER_SIZE, TAG_VIDEO, FlvError
+from lal_twisted.tools.common import ToolError
+from lal_twisted.tools.flvfile import iter_file
 
 # The stream the bench publishes when no --file is given: H.264 about 200 kbit/s
 # plus AAC 64 kbit/s, 25 fps, a keyframe every 2 s, 60 s long.
@@ -214,8 +215,8 @@ def stream_kbit(path: str) -> float:
     """The file's audio+video bitrate as a player receives it (tag bodies + headers)."""
     total, first, last = 0, None, 0
     for tag in iter_file(path):
-        if tag.tag_type in (8, 9):
-            total += len(tag.payload) + 11
+        if tag.tag_type in (TAG_AUDIO, TAG_VIDEO):
+            total += len(tag.payload) + TAG_HEADER_SIZE
             first = tag.timestamp if first is None else first
             last = tag.timestamp
     seconds = (last - (first or 0)) / 1000

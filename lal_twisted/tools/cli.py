@@ -12,10 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from lal_twisted import __version__
-
-
-class ToolError(Exception):
-    """A user-facing failure: bad file, bad URL, refused stream..."""
+from lal_twisted.tools import bench, flv2es, modflv, pull, push
+from lal_twisted.tools.common import ToolError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,8 +22,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lal {__version__}")
     sub = parser.add_subparsers(dest="tool", metavar="TOOL")
     sub.required = True
-    from lal_twisted.tools import bench, flv2es, modflv, pull, push
-
     for module in (push, pull, flv2es, modflv, bench):
         module.add_parser(sub)
     return parser
@@ -44,7 +40,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run through the imported module so ToolError is the class the tools raise.
-    from lal_twisted.tools import cli
-
-    sys.exit(cli.main())
+    sys.exit(main())

@@ -1,4 +1,5 @@
-"""What the network tools share: running the reactor, URLs, status lines."""
+"""What the tools share: the error they report, running the reactor, URLs,
+status lines.  It imports no other tool module, so any tool can import it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any, TextIO
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
-from lal_twisted.tools.cli import ToolError
+
+class ToolError(Exception):
+    """A user-facing failure: bad file, bad URL, refused stream..."""
 
 
 def expand_urls(url: str, count: int) -> list[str]:

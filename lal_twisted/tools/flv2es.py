@@ -10,42 +10,29 @@ FourCC headers are understood; other codecs are skipped with a warning.
 from __future__ import annotations
 
 import argparse
-import io
-import os
 import sys
-import time
-from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from lal_twisted.media import aac, avc, hevc
-from lal_twisted.media.flv import TAG_AUDIO, TAG_VIDEO, FlvError, FlvReader, FlvTag
-from lal_twisted.media.tags import audio_codec_of, video_codec_of
-from lal_twisted.tools.cli import ToolError
-
-_CHUNK = 1 << 20
+from lal_twisted.media.flv import TAG_AUDIO, TAG_VIDEO, FlvTag
+from lal_twisted.media.tags import (
+    AudioPacketType,
+    AvcPacketType,
+    Codec,
+    FrameType,
+    SoundFormat,
+    VideoCodecId,
+    VideoPacketType,
+    audio_codec_of,
+    video_codec_of,
+)
+from lal_twisted.tools.common import ToolError
+from lal_twisted.tools.flvfile import FlvInput
 
 # Legacy FLV video codec ids and enhanced-RTMP FourCCs this tool extracts.
-_VIDEO_CODEC_IDS = {7: "h264", 12: "h265"}
-_VIDEO_FOURCCS = {b"avc1": "h264", b"hvc1": "h265"}
-_SOUND_AAC = 10
-_SOUND_EX_HEADER = 9
+_VIDEO_CODEC_IDS: dict[int, Codec] = {VideoCodecId.AVC: Codec.H264, VideoCodecId.HEVC: Codec.H265}
+_VIDEO_FOURCCS = {b"avc1": Codec.H264, b"hvc1": Codec.H265}
 _FOURCC_AAC = b"mp4a"
-
-# Enhanced-RTMP video packet types.
-_EX_SEQUENCE_START = 0
-_EX_CODED_FRAMES = 1
-_EX_SEQUENCE_END = 2
-_EX_CODED_FRAMES_X = 3
-_EX_METADATA = 4
-_EX_MPEG2TS_SEQUENCE_START = 5
-
-# Legacy AVC/HEVC packet types (byte 1 of the video tag).
-_PKT_SEQUENCE_HEADER = 0
-_PKT_NALUS = 1
-_PKT_END_OF_SEQUENCE = 2
-
-_FRAME_KEY = 1
-_FRAME_COMMAND = 5
 
 # NAL unit types: parameter sets, access unit delimiters and random access points.
 _H264_IDR = 5
@@ -54,77 +41,6 @@ _H264_AUD = 9
 _H265_IRAP = range(16, 24)
 _H265_SPS = 33
 _H265_AUD = 35
-
-
-class FlvInput:
-    """The tags of an FLV file, read in chunks, with the failures a tool reports.
-
-    Iterating yields complete tags.  A missing file or a file that is not an
-    FLV raises :class:`ToolError`; a file that ends inside a tag, or holds a
-    malformed tag after a valid start, stops the iteration and leaves a
-    message in :attr:`problem` so the caller can finish what was complete.
-    With ``progress`` set and stderr a terminal, the percentage read is shown
-    at most once a second.
-    """
-
-    def __init__(self, path: str, progress: str | None = None) -> None:
-        self.path = path
-        self.progress = progress
-        self.tags_read = 0
-        self.problem: str | None = None
-        self.has_audio = False
-        self.has_video = False
-        try:
-            self._fh: io.BufferedReader = open(path, "rb")
-        except FileNotFoundError:
-            raise ToolError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise ToolError(f"{path}: is a directory") from None
-        except OSError as e:
-            raise ToolError(f"{path}: {e.strerror}") from None
-        self.size = os.fstat(self._fh.fileno()).st_size
-
-    def __iter__(self) -> Iterator[FlvTag]:
-        reader = FlvReader()
-        done = 0
-        show = self.progress is not None and sys.stderr.isatty()
-        shown = False
-        last_shown = time.monotonic()
-        try:
-            with self._fh as fh:
-                while chunk := fh.read1(_CHUNK):
-                    try:
-                        tags = reader.feed(chunk)
-                    except FlvError as e:
-                        if not reader.header_parsed:
-                            reason = str(e).removeprefix("not an FLV stream: ")
-                            raise ToolError(f"{self.path}: not an FLV file ({reason})") from None
-                        self.has_audio, self.has_video = reader.has_audio, reader.has_video
-                        self.problem = (f"malformed FLV after {self.tags_read} complete tags: "
-                                        f"{e}")
-                        return
-                    self.has_audio, self.has_video = reader.has_audio, reader.has_video
-                    for tag in tags:
-                        self.tags_read += 1
-                        yield tag
-                    done += len(chunk)
-                    if show and time.monotonic() - last_shown >= 1.0:
-                        last_shown = time.monotonic()
-                        sofar = (f"{100 * done // self.size}%" if self.size
-                                 else f"{done / 1e6:.1f} MB")
-                        sys.stderr.write(f"\r\x1b[Klal {self.progress}: {sofar} of {self.path}")
-                        sys.stderr.flush()
-                        shown = True
-        finally:
-            if shown:
-                sys.stderr.write("\r\x1b[K")
-                sys.stderr.flush()
-        if not reader.header_parsed:
-            what = "empty file" if self.size == 0 else "too short for an FLV header"
-            raise ToolError(f"{self.path}: not an FLV file ({what})")
-        if not reader.at_tag_boundary():
-            self.problem = (f"truncated FLV: {self.path} ends inside tag {self.tags_read + 1} "
-                            f"after {self.tags_read} complete tags")
 
 
 def warn(tool: str, message: str) -> None:
@@ -333,26 +249,26 @@ class Splitter:
         if first & 0x80:
             frame_type = (first >> 4) & 0x07
             packet_type = first & 0x0F
-            if frame_type == _FRAME_COMMAND and packet_type != _EX_METADATA:
+            if frame_type == FrameType.COMMAND and packet_type != VideoPacketType.METADATA:
                 return
             fourcc = payload[1:5]
             codec = _VIDEO_FOURCCS.get(fourcc)
             if codec is None:
                 self._skip_codec("video", video_codec_of(payload))
                 return
-            if packet_type == _EX_SEQUENCE_START:
+            if packet_type == VideoPacketType.SEQUENCE_START:
                 self._configure_video(codec, payload[5:])
-            elif packet_type == _EX_CODED_FRAMES:
-                self._video_track(codec).frame(payload[8:], frame_type == _FRAME_KEY)
-            elif packet_type == _EX_CODED_FRAMES_X:
-                self._video_track(codec).frame(payload[5:], frame_type == _FRAME_KEY)
-            elif packet_type not in (_EX_SEQUENCE_END, _EX_METADATA,
-                                     _EX_MPEG2TS_SEQUENCE_START):
+            elif packet_type == VideoPacketType.CODED_FRAMES:
+                self._video_track(codec).frame(payload[8:], frame_type == FrameType.KEY)
+            elif packet_type == VideoPacketType.CODED_FRAMES_X:
+                self._video_track(codec).frame(payload[5:], frame_type == FrameType.KEY)
+            elif packet_type not in (VideoPacketType.SEQUENCE_END, VideoPacketType.METADATA,
+                                     VideoPacketType.MPEG2TS_SEQUENCE_START):
                 self._warn_once(f"video packet type {packet_type}",
                                 f"skipping enhanced-RTMP video packets of type {packet_type}")
             return
         frame_type = first >> 4
-        if frame_type == _FRAME_COMMAND:
+        if frame_type == FrameType.COMMAND:
             return
         codec = _VIDEO_CODEC_IDS.get(first & 0x0F)
         if codec is None:
@@ -362,11 +278,11 @@ class Splitter:
             self._warn_once(f"short {codec}", f"skipping {codec} video tags shorter than 5 bytes")
             return
         packet_type = payload[1]
-        if packet_type == _PKT_SEQUENCE_HEADER:
+        if packet_type == AvcPacketType.SEQUENCE_HEADER:
             self._configure_video(codec, payload[5:])
-        elif packet_type == _PKT_NALUS:
-            self._video_track(codec).frame(payload[5:], frame_type == _FRAME_KEY)
-        elif packet_type != _PKT_END_OF_SEQUENCE:
+        elif packet_type == AvcPacketType.NALU:
+            self._video_track(codec).frame(payload[5:], frame_type == FrameType.KEY)
+        elif packet_type != AvcPacketType.END_OF_SEQUENCE:
             self._warn_once(f"{codec} packet type {packet_type}",
                             f"skipping {codec} video packets of type {packet_type}")
 
@@ -379,13 +295,14 @@ class Splitter:
     def _audio(self, payload: bytes) -> None:
         first = payload[0]
         sound_format = first >> 4
-        if sound_format == _SOUND_AAC:
+        if sound_format == SoundFormat.AAC:
             if len(payload) < 2:
                 return
             packet_type, body = payload[1], payload[2:]
-        elif sound_format == _SOUND_EX_HEADER and payload[1:5] == _FOURCC_AAC:
+        elif sound_format == SoundFormat.EX_HEADER and payload[1:5] == _FOURCC_AAC:
             packet_type, body = first & 0x0F, payload[5:]
-            if packet_type not in (_PKT_SEQUENCE_HEADER, _PKT_NALUS, _PKT_END_OF_SEQUENCE):
+            if packet_type not in (AudioPacketType.SEQUENCE_START, AudioPacketType.CODED_FRAMES,
+                                   AudioPacketType.SEQUENCE_END):
                 self._warn_once(f"audio packet type {packet_type}",
                                 f"skipping enhanced-RTMP audio packets of type {packet_type}")
                 return
@@ -394,12 +311,13 @@ class Splitter:
             return
         if self.audio_track is None:
             self.audio_track = _AudioTrack(self.prefix)
-        if packet_type == _PKT_SEQUENCE_HEADER:
+        # A legacy AACPacketType uses the same numbers: 0 sequence header, 1 raw frame.
+        if packet_type == AudioPacketType.SEQUENCE_START:
             error = self.audio_track.configure(body)
             if error:
                 warn(self.tool, f"unusable AAC sequence header in tag {self._tag_index} "
                                 f"({error}); skipping frames until the next one")
-        elif packet_type == _PKT_NALUS:
+        elif packet_type == AudioPacketType.CODED_FRAMES:
             self.audio_track.frame(body)
 
     def _tracks(self) -> list[_Track]:

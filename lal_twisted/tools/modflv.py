@@ -17,8 +17,8 @@ from typing import Any
 
 from lal_twisted.media.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO, FlvTag, encode_tag, file_header
 from lal_twisted.media.packet import AVPacket
-from lal_twisted.tools.cli import ToolError
-from lal_twisted.tools.flv2es import FlvInput
+from lal_twisted.tools.common import ToolError
+from lal_twisted.tools.flvfile import FlvInput
 
 DEFAULT_MAX_GAP = 1000
 DEFAULT_VIDEO_INTERVAL = 40

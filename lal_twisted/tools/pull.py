@@ -21,13 +21,13 @@ from twisted.web.client import HTTPConnectionPool
 
 from lal_twisted.httpflv.client import HttpFlvPull
 from lal_twisted.media import flv
-from lal_twisted.media.packet import AUDIO, VIDEO, AVPacket
+from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
 from lal_twisted.rtmp.client import RTMPClientProtocol, connect
 from lal_twisted.rtmp.client_session import RtmpUrl, RtmpUrlError
-from lal_twisted.tools.cli import ToolError
 from lal_twisted.tools.common import (
     Ending,
     StatusLine,
+    ToolError,
     expand_urls,
     mbit,
     now,
@@ -186,7 +186,7 @@ class Puller:
             elif gap > self.stall:
                 self.stalls += 1
         self.last = t
-        self.bytes += len(packet.payload) + 11
+        self.bytes += len(packet.payload) + flv.TAG_HEADER_SIZE
         kind = packet.kind
         if kind == VIDEO:
             if not packet.is_sequence_header:
@@ -195,7 +195,7 @@ class Puller:
                     self.first_video = t
         elif kind == AUDIO and not packet.is_sequence_header:
             self.audio_frames += 1
-        if kind != 18:
+        if kind != DATA:
             if self.first_ts is None:
                 self.first_ts = packet.dts
             self.last_ts = packet.dts

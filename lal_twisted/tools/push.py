@@ -17,20 +17,29 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from lal_twisted.media.flv import FlvError, FlvTag, iter_file
-from lal_twisted.media.packet import DATA, AVPacket
+from lal_twisted.media.flv import FlvError, FlvTag
+from lal_twisted.media.packet import AVPacket
+from lal_twisted.media.tags import (
+    AUDIO,
+    DATA,
+    VIDEO,
+    AvcPacketType,
+    VideoCodecId,
+    VideoPacketType,
+)
 from lal_twisted.rtmp.client import RTMPClientProtocol, connect
 from lal_twisted.rtmp.client_session import RtmpUrl, RtmpUrlError
-from lal_twisted.tools.cli import ToolError
 from lal_twisted.tools.common import (
     Ending,
     StatusLine,
+    ToolError,
     expand_urls,
     mbit,
     now,
     open_in_batches,
     run_reactor,
 )
+from lal_twisted.tools.flvfile import iter_file
 
 TICK = 0.01  # seconds between pacing checks
 
@@ -66,28 +75,29 @@ def load_tags(path: str) -> list[FlvTag]:
         raise ToolError(f"{path}: is a directory") from None
     except FlvError as e:
         raise ToolError(f"{path}: {e}") from None
-    media = [t for t in tags if t.tag_type in (8, 9, 18)]
-    if not any(t.tag_type in (8, 9) for t in media):
+    media = [t for t in tags if t.tag_type in (AUDIO, VIDEO, DATA)]
+    if not any(t.tag_type in (AUDIO, VIDEO) for t in media):
         raise ToolError(f"{path}: no audio or video tags")
-    base = min(t.timestamp for t in media if t.tag_type in (8, 9))
+    base = min(t.timestamp for t in media if t.tag_type in (AUDIO, VIDEO))
     return [FlvTag(t.tag_type, max(0, t.timestamp - base), t.payload) for t in media]
 
 
 def is_end_of_sequence(tag: FlvTag) -> bool:
     """An AVC/HEVC end-of-sequence tag (ffmpeg writes one at the end of a file)."""
     p = tag.payload
-    if tag.tag_type != 9 or len(p) < 2:
+    if tag.tag_type != VIDEO or len(p) < 2:
         return False
-    if p[0] & 0x80:
-        return p[0] & 0x0F == 2  # enhanced RTMP: SequenceEnd
-    return p[0] & 0x0F in (7, 12) and p[1] == 2
+    if p[0] & 0x80:  # enhanced RTMP
+        return p[0] & 0x0F == VideoPacketType.SEQUENCE_END
+    return (p[0] & 0x0F in (VideoCodecId.AVC, VideoCodecId.HEVC)
+            and p[1] == AvcPacketType.END_OF_SEQUENCE)
 
 
 def loop_length(tags: list[FlvTag]) -> int:
     """Duration of one pass: the last timestamp plus one typical frame interval."""
-    frames = [t for t in tags if t.tag_type in (8, 9) and not is_header(t)
+    frames = [t for t in tags if t.tag_type in (AUDIO, VIDEO) and not is_header(t)
               and not is_end_of_sequence(t)]
-    video = [t.timestamp for t in frames if t.tag_type == 9]
+    video = [t.timestamp for t in frames if t.tag_type == VIDEO]
     stamps = video if len(video) > 1 else [t.timestamp for t in frames]
     deltas = sorted(b - a for a, b in zip(stamps, stamps[1:], strict=False) if b > a)
     step = deltas[len(deltas) // 2] if deltas else 40
