@@ -9,7 +9,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from lal_twisted.media.flv import FlvReader, FlvTag
+from lal_twisted.media.flv import TAG_AUDIO, TAG_VIDEO, FlvReader, FlvTag
 
 
 def push(src: Path, url: str, realtime: bool = True, loop: bool = False,
@@ -116,3 +116,22 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool: 
             return True
         time.sleep(interval)
     return predicate()
+
+
+def to_enhanced(tag: FlvTag) -> FlvTag:
+    """Rewrap a legacy H.264/AAC tag with an enhanced-RTMP header (avc1 / mp4a)."""
+    p = tag.payload
+    if tag.tag_type == TAG_VIDEO:
+        frame_type, packet_type = p[0] >> 4, p[1]
+        if packet_type == 0:
+            body = bytes([0x80 | frame_type << 4 | 0]) + b"avc1" + p[5:]
+        elif packet_type == 1 and p[2:5] == b"\x00\x00\x00":
+            body = bytes([0x80 | frame_type << 4 | 3]) + b"avc1" + p[5:]
+        elif packet_type == 1:
+            body = bytes([0x80 | frame_type << 4 | 1]) + b"avc1" + p[2:]
+        else:
+            body = bytes([0x80 | frame_type << 4 | 2]) + b"avc1"
+        return FlvTag(TAG_VIDEO, tag.timestamp, body)
+    if tag.tag_type == TAG_AUDIO:
+        return FlvTag(TAG_AUDIO, tag.timestamp, bytes([0x90 | p[1]]) + b"mp4a" + p[2:])
+    return tag

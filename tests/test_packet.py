@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import generate, require
+from mediatools import to_enhanced
 
 from lal_twisted.hub.stream import Stream
 from lal_twisted.media import amf0, flv
@@ -35,25 +36,6 @@ def ffprobe_video_packets(path: Path) -> list[tuple[int, int, bool]]:
         capture_output=True, text=True, check=True, timeout=60).stdout
     return [(int(p["dts"]), int(p["pts"]), "K" in p["flags"])
             for p in json.loads(out)["packets"]]
-
-
-def to_enhanced(tag: FlvTag) -> FlvTag:
-    """Rewrap a legacy H.264/AAC tag with an enhanced-RTMP header (avc1 / mp4a)."""
-    p = tag.payload
-    if tag.tag_type == VIDEO:
-        frame_type, packet_type = p[0] >> 4, p[1]
-        if packet_type == 0:
-            body = bytes([0x80 | frame_type << 4 | 0]) + b"avc1" + p[5:]
-        elif packet_type == 1 and p[2:5] == b"\x00\x00\x00":
-            body = bytes([0x80 | frame_type << 4 | 3]) + b"avc1" + p[5:]  # CodedFramesX
-        elif packet_type == 1:
-            body = bytes([0x80 | frame_type << 4 | 1]) + b"avc1" + p[2:]  # with the CTS
-        else:
-            body = bytes([0x80 | frame_type << 4 | 2]) + b"avc1"
-        return FlvTag(VIDEO, tag.timestamp, body)
-    if tag.tag_type == AUDIO:
-        return FlvTag(AUDIO, tag.timestamp, bytes([0x90 | p[1]]) + b"mp4a" + p[2:])
-    return tag
 
 
 def frames(tags: list[FlvTag]) -> list[AVPacket]:

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, FPS, ROOT, generate, require
+from mediatools import to_enhanced
 
 from lal_twisted.media import avc
 from lal_twisted.media.flv import (
-    TAG_AUDIO,
     TAG_SCRIPT,
     TAG_VIDEO,
-    FlvTag,
     encode_tag,
     file_header,
 )
@@ -132,25 +131,6 @@ def test_only_options(sources: Sources, tmp_path: Path) -> None:
     assert both.returncode == 2
     result = lal("flv2es", "--audio-only", sources.video, tmp_path / "none")
     assert_one_line_error(result, "no audio tags")
-
-
-def to_enhanced(tag: FlvTag) -> FlvTag:
-    """Rewrap a legacy H.264/AAC tag with an enhanced-RTMP header (avc1 / mp4a)."""
-    p = tag.payload
-    if tag.tag_type == TAG_VIDEO:
-        frame_type, packet_type = p[0] >> 4, p[1]
-        if packet_type == 0:
-            body = bytes([0x80 | frame_type << 4 | 0]) + b"avc1" + p[5:]
-        elif packet_type == 1 and p[2:5] == b"\x00\x00\x00":
-            body = bytes([0x80 | frame_type << 4 | 3]) + b"avc1" + p[5:]
-        elif packet_type == 1:
-            body = bytes([0x80 | frame_type << 4 | 1]) + b"avc1" + p[2:]
-        else:
-            body = bytes([0x80 | frame_type << 4 | 2]) + b"avc1"
-        return FlvTag(TAG_VIDEO, tag.timestamp, body)
-    if tag.tag_type == TAG_AUDIO:
-        return FlvTag(TAG_AUDIO, tag.timestamp, bytes([0x90 | p[1]]) + b"mp4a" + p[2:])
-    return tag
 
 
 def test_enhanced_rtmp_h264_and_aac_match_legacy(sources: Sources, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from lal_twisted.media.tags import (
     DATA,
     VIDEO,
     AudioPacketType,
+    AvcPacketType,
     Codec,
     FrameType,
     SoundFormat,
@@ -33,10 +34,13 @@ __all__ = ["AUDIO", "DATA", "VIDEO", "AVPacket", "Encoder"]
 _AVC_STYLE = (int(VideoCodecId.AVC), int(VideoCodecId.HEVC))  # AVCPacketType + CTS follow
 _CTS_FOURCC = (b"avc1", b"hvc1")  # enhanced codecs whose CodedFrames carry a CTS
 _KEY = int(FrameType.KEY)
+_AVC_SEQUENCE_HEADER = int(AvcPacketType.SEQUENCE_HEADER)
+_AVC_NALU = int(AvcPacketType.NALU)
 _EX_SEQUENCE_START = int(VideoPacketType.SEQUENCE_START)
 _EX_CODED_FRAMES = int(VideoPacketType.CODED_FRAMES)
 _AUDIO_EX_SEQUENCE_START = int(AudioPacketType.SEQUENCE_START)
 _SOUND_AAC = int(SoundFormat.AAC)
+_AAC_SEQUENCE_HEADER = 0  # AACPacketType: 0 AudioSpecificConfig, 1 raw frames
 _SOUND_EX_HEADER = int(SoundFormat.EX_HEADER)
 _H264, _AAC = Codec.H264, Codec.AAC
 
@@ -90,8 +94,8 @@ class AVPacket:
             elif first & 0x0F in _AVC_STYLE and len(payload) > 1:
                 # [FrameType:4][CodecId:4][AVCPacketType:8][CompositionTime:SI24]
                 self.codec = _H264 if first & 0x0F == 7 else Codec.H265
-                self.is_sequence_header = payload[1] == 0
-                if payload[1] == 1 and (payload[2] or payload[3] or payload[4]):
+                self.is_sequence_header = payload[1] == _AVC_SEQUENCE_HEADER
+                if payload[1] == _AVC_NALU and (payload[2] or payload[3] or payload[4]):
                     self.cts = _si24(payload, 2)
             else:
                 self.codec = video_codec_of(payload)
@@ -99,7 +103,7 @@ class AVPacket:
             fmt = first >> 4
             if fmt == _SOUND_AAC:
                 self.codec = _AAC
-                self.is_sequence_header = len(payload) > 1 and payload[1] == 0
+                self.is_sequence_header = len(payload) > 1 and payload[1] == _AAC_SEQUENCE_HEADER
             else:
                 self.codec = audio_codec_of(payload)
                 if fmt == _SOUND_EX_HEADER:
