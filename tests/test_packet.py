@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import generate, require
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mediatools import to_enhanced
 
 from lal_twisted.hub.stream import Stream
@@ -97,6 +99,8 @@ def test_composition_time_is_signed_and_only_where_the_format_has_one() -> None:
     assert AVPacket(VIDEO, 100, b"\xa1av01\x00\x00\x50").pts == 100  # av01 has no CTS
     assert AVPacket(AUDIO, 100, b"\xaf\x01\x00\x00\x50").pts == 100
     assert AVPacket(VIDEO, 7, b"").pts == 7 and AVPacket(VIDEO, 7, b"").codec is None
+    for short in (b"\x27\x01", b"\x27\x01\x00\x01", b"\xa1hvc1\x00", b"\xa1hv", b"\xaf"):
+        assert AVPacket(VIDEO, 7, short).pts == 7  # truncated headers: no CTS, no error
 
 
 def test_encodings_are_cached_per_encoder_and_shared() -> None:
@@ -146,3 +150,11 @@ def test_track_parsing_never_raises_on_garbage() -> None:
                                                       "audiocodecid": "mp3"}))
     assert odd.video is not None and odd.video.codec == Codec.UNKNOWN
     assert odd.audio is not None and odd.audio.codec == Codec.UNKNOWN
+
+
+@settings(max_examples=500, deadline=None)
+@given(kind=st.sampled_from([AUDIO, VIDEO, DATA, 0, 255]), payload=st.binary(max_size=12))
+def test_any_payload_makes_a_packet_without_error(kind: int, payload: bytes) -> None:
+    packet = AVPacket(kind, 1000, payload)
+    assert abs(packet.pts - 1000) < 0x800000
+    assert packet.encoded(flv.TAG_ENCODER)[:1] == bytes([kind])

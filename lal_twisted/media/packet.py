@@ -69,7 +69,7 @@ class AVPacket:
     """
 
     __slots__ = ("kind", "dts", "cts", "payload", "codec", "is_keyframe",
-                 "is_sequence_header", "_encoded")
+                 "is_sequence_header", "_first_encoder", "_first_encoding", "_more_encodings")
 
     def __init__(self, kind: int, dts: int, payload: bytes) -> None:
         self.kind = kind
@@ -79,7 +79,11 @@ class AVPacket:
         self.codec: Codec | None = None
         self.is_keyframe = False
         self.is_sequence_header = False
-        self._encoded: dict[Encoder, bytes] | None = None
+        # The first format's bytes in two slots (most packets have one format),
+        # any further formats in a dict made on demand.
+        self._first_encoder: Encoder | None = None
+        self._first_encoding = b""
+        self._more_encodings: dict[Encoder, bytes] | None = None
         if not payload:
             return
         first = payload[0]
@@ -95,8 +99,9 @@ class AVPacket:
                 # [FrameType:4][CodecId:4][AVCPacketType:8][CompositionTime:SI24]
                 self.codec = _H264 if first & 0x0F == 7 else Codec.H265
                 self.is_sequence_header = payload[1] == _AVC_SEQUENCE_HEADER
-                if payload[1] == _AVC_NALU and (payload[2] or payload[3] or payload[4]):
-                    self.cts = _si24(payload, 2)
+                if payload[1] == _AVC_NALU and len(payload) > 4:
+                    cts = (payload[2] << 16) | (payload[3] << 8) | payload[4]
+                    self.cts = cts - 0x1000000 if cts & 0x800000 else cts
             else:
                 self.codec = video_codec_of(payload)
         elif kind == AUDIO:
@@ -116,14 +121,18 @@ class AVPacket:
 
     def encoded(self, encoder: Encoder) -> bytes:
         """This packet as ``encoder`` writes it: encoded on first use, then shared."""
-        cache = self._encoded
-        if cache is None:
-            data = encoder.encode(self)
-            self._encoded = {encoder: data}
+        if self._first_encoder is encoder:
+            return self._first_encoding
+        if self._first_encoder is None:
+            self._first_encoder = encoder
+            data = self._first_encoding = encoder.encode(self)
             return data
-        data = cache.get(encoder)  # type: ignore[assignment]
+        more = self._more_encodings
+        if more is None:
+            more = self._more_encodings = {}
+        data = more.get(encoder)  # type: ignore[assignment]
         if data is None:
-            data = cache[encoder] = encoder.encode(self)
+            data = more[encoder] = encoder.encode(self)
         return data
 
     def __repr__(self) -> str:
