@@ -31,6 +31,8 @@ class RtmpConfig:
     chunk_size: int = 4096
     max_message_size: int = 16 * 1024 * 1024
     read_batch_ms: int = 20
+    pub_timeout_sec: int = 30
+    idle_timeout_sec: int = 30
 
 
 @dataclass
@@ -65,6 +67,15 @@ class SubscriberConfig:
 
     stall_timeout_ms: int = 10000
     max_backlog_bytes: int = 2 * 1024 * 1024
+    publisher_wait_timeout_ms: int = 3600000
+
+
+@dataclass
+class LimitsConfig:
+    """Connection limits (ours; lal has none).  0 means: from the fd limit / none."""
+
+    max_connections: int = 0
+    max_connections_per_addr: int = 0
 
 
 @dataclass
@@ -83,6 +94,7 @@ class Config:
     http_api: HttpApiConfig = field(default_factory=HttpApiConfig)
     access_check: AccessCheckConfig = field(default_factory=AccessCheckConfig)
     subscriber: SubscriberConfig = field(default_factory=SubscriberConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     warnings: list[str] = field(default_factory=list)
 
@@ -96,7 +108,7 @@ _LAL_SECTIONS_NOT_IMPLEMENTED = {
 _IGNORED_TOP_KEYS = {"# doc of config", "conf_version"}
 _LAL_KEYS_NOT_IMPLEMENTED = {
     "rtmp": {"rtmps_enable", "rtmps_addr", "rtmps_cert_file", "rtmps_key_file",
-             "merge_write_size", "pub_timeout_sec", "pull_timeout_sec"},
+             "merge_write_size", "pull_timeout_sec"},
     "default_http": {"https_listen_addr", "https_cert_file", "https_key_file"},
     "httpflv": {"enable_https"},
     "log": {"short_file_flag", "timestamp_flag", "timestamp_with_ms_flag", "level_flag",
@@ -110,6 +122,7 @@ _SECTIONS: dict[str, type] = {
     "http_api": HttpApiConfig,
     "access_check": AccessCheckConfig,
     "subscriber": SubscriberConfig,
+    "limits": LimitsConfig,
     "log": LogConfig,
 }
 

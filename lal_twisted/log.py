@@ -30,10 +30,42 @@ publisher = LogPublisher()
 _installed: list[ILogObserver] = []
 _open_files: list[IO[str]] = []
 
+# Log fields often carry what a peer sent (stream names, tcUrl, queries, command
+# names).  Each string field is cut to this many characters and its control
+# characters are escaped, so a peer can neither grow the log without bound (a
+# 1 MiB name) nor forge a line (a name with "\n").
+MAX_FIELD_CHARS = 256
+
+
+def safe(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """``text`` fit for one log line: control characters escaped, cut to ``limit``."""
+    if len(text) > limit:
+        text = f"{text[:limit]}...({len(text)} chars)"
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c != "\\" else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char == "\\":
+        return "\\\\"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+@implementer(ILogObserver)
+def _sanitize(event: dict) -> None:
+    """Make every string field of a project log event safe, then publish it."""
+    for key, value in event.items():
+        if type(value) is str and not key.startswith("log_"):
+            event[key] = safe(value)
+    publisher(event)
+
 
 def Logger(namespace: str) -> _Logger:  # noqa: N802 - mirrors twisted.logger.Logger
-    """A twisted.logger Logger bound to the project's publisher."""
-    return _Logger(namespace=namespace, observer=publisher)
+    """A twisted.logger Logger bound to the project's publisher (string fields made
+    safe on the way)."""
+    return _Logger(namespace=namespace, observer=_sanitize)
 
 
 @implementer(ILogObserver)

@@ -28,6 +28,7 @@ from lal_twisted import log as lal_log
 from lal_twisted.config import Config, ConfigError, load
 from lal_twisted.httpflv.server import HttpFlvResource
 from lal_twisted.hub.registry import StreamRegistry
+from lal_twisted.limits import ConnectionGuard, raise_fd_limit
 from lal_twisted.net import use_eager_writes
 from lal_twisted.rtmp.server import RTMPServerFactory
 from lal_twisted.web.router import Router
@@ -74,8 +75,9 @@ class Listener(service.Service):
     exit_on_error = False
 
     def __init__(self, key: str, description: str, factory: Factory | server.Site,
-                 reactor: Any) -> None:
+                 reactor: Any, guard: ConnectionGuard | None = None) -> None:
         self.key = key
+        self.guard = guard
         self.description = description
         self.factory = factory
         self.reactor = reactor
@@ -92,7 +94,10 @@ class Listener(service.Service):
             self._listen()
 
     def _listen(self) -> None:
-        d = self.endpoint.listen(self.factory)
+        factory: Any = self.factory
+        if self.guard is not None:
+            factory = self.guard.wrap(factory, self.name or self.key)
+        d = self.endpoint.listen(factory)
         failures: list[Any] = []
         d.addCallbacks(self._listened, failures.append)
         if failures:
@@ -150,14 +155,17 @@ def _rtmp_factory(lals: LalService) -> Factory:
         lals.registry, lals.reactor, chunk_size=c.rtmp.chunk_size,
         max_message_size=c.rtmp.max_message_size, gop_num=c.rtmp.gop_num,
         stall_timeout=c.subscriber.stall_timeout_ms / 1000.0,
-        max_backlog_bytes=c.subscriber.max_backlog_bytes, read_batch_ms=c.rtmp.read_batch_ms)
+        max_backlog_bytes=c.subscriber.max_backlog_bytes, read_batch_ms=c.rtmp.read_batch_ms,
+        wait_timeout=c.subscriber.publisher_wait_timeout_ms / 1000.0,
+        idle_timeout=c.rtmp.idle_timeout_sec, pub_timeout=c.rtmp.pub_timeout_sec)
 
 
 def _httpflv_resource(lals: LalService) -> resource.IResource:
     c = lals.config
     return HttpFlvResource(lals.registry, lals.reactor, gop_num=c.httpflv.gop_num,
                            stall_timeout=c.subscriber.stall_timeout_ms / 1000.0,
-                           max_backlog_bytes=c.subscriber.max_backlog_bytes)
+                           max_backlog_bytes=c.subscriber.max_backlog_bytes,
+                           wait_timeout=c.subscriber.publisher_wait_timeout_ms / 1000.0)
 
 
 def _site(name: str) -> Callable[[LalService], server.Site]:
@@ -215,10 +223,13 @@ class LalService(service.MultiService):
             if route.enabled(config):
                 self.routers[route.listener].mount(route.pattern_key, route.pattern(config),
                                                    route.build(self), suffix=route.suffix)
+        self.guard = ConnectionGuard(reactor, config.limits.max_connections,
+                                     config.limits.max_connections_per_addr)
         self.listeners: dict[str, Listener] = {}
         for spec in LISTENERS:
             if spec.enabled(self):
-                listener = Listener(spec.addr_key, spec.addr(config), spec.build(self), reactor)
+                listener = Listener(spec.addr_key, spec.addr(config), spec.build(self), reactor,
+                                    self.guard)
                 listener.setName(spec.name)
                 listener.setServiceParent(self)
                 self.listeners[spec.name] = listener
@@ -255,4 +266,5 @@ def makeService(options: Options) -> LalService:  # noqa: N802 - twistd plugin e
         lals = make_service(options.get("parsed") or load(options["config"]))
     for listener in lals.listeners.values():
         listener.exit_on_error = True
+    raise_fd_limit()  # the connection cap follows the fd limit (lal_twisted.limits)
     return lals

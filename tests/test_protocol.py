@@ -82,12 +82,13 @@ class Hub:
             for pump in self.pumps:
                 pump.flush()
 
-    def connect(self, mode: str, url: str = URL) -> Peer:
+    def connect(self, mode: str, url: str | RtmpUrl = URL) -> Peer:
         self.port += 1
         server = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1935))
         assert isinstance(server, RTMPServerProtocol)
         peer = Peer(self, server, None, None)  # type: ignore[arg-type]
-        client = RTMPClientProtocol(ClientSession(RtmpUrl.parse(url), mode),
+        parsed = RtmpUrl.parse(url) if isinstance(url, str) else url
+        client = RTMPClientProtocol(ClientSession(parsed, mode),
                                     on_packet=peer.packets.append,
                                     on_status=peer.statuses.append)
         client_transport = makeFakeClient(client)

@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web import resource, server
-from twisted.web.http import FORBIDDEN, INTERNAL_SERVER_ERROR, NOT_FOUND
+from twisted.web.http import BAD_REQUEST, FORBIDDEN, INTERNAL_SERVER_ERROR, NOT_FOUND
 from twisted.web.iweb import IRequest
 
 from lal_twisted.hub.registry import Refused, SessionGone, StreamRegistry
@@ -65,7 +65,15 @@ class FlvSink(Sink):
         self.request.write(data)
 
     def disconnect(self, reason: str) -> None:
-        _abort(self.request, reason)
+        request = self.request
+        if not request.startedWriting and not request.finished:
+            # Nothing sent yet (a player that waited for a publisher): a clear answer.
+            request.close_reason = reason  # type: ignore[attr-defined]
+            request.unregisterProducer()
+            request.write(plain_error(request, NOT_FOUND, f"not found: {reason}"))
+            request.finish()
+            return
+        _abort(request, reason)
 
 
 def parse_flv_path(path: str) -> tuple[str, str] | None:
@@ -90,8 +98,10 @@ class HttpFlvResource(resource.Resource):
         gop_num: int | None = None,
         stall_timeout: float = 10.0,
         max_backlog_bytes: int = 2 * 1024 * 1024,
+        wait_timeout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.wait_timeout = wait_timeout
         self.registry = registry
         self.reactor = reactor
         self.gop_num = gop_num
@@ -120,7 +130,8 @@ class HttpFlvResource(resource.Resource):
         host = (request.getHeader(b"host") or b"").decode("utf-8", "replace")
         session.url = f"http://{host}{request.uri.decode('utf-8', 'replace')}"
         sink = FlvSink(request, reactor=self.reactor, stall_timeout=self.stall_timeout,
-                       max_backlog_bytes=self.max_backlog_bytes)
+                       max_backlog_bytes=self.max_backlog_bytes, wait_timeout=self.wait_timeout)
+        request.lal_sink = sink  # type: ignore[attr-defined]  # for lal_twisted.limits
         sink.begin_burst()  # FLV header and cached GOP in one write
         started = time.monotonic()
         request.notifyFinish().addBoth(self._finished, session, sink, started)
@@ -148,7 +159,8 @@ class HttpFlvResource(resource.Resource):
             refusal: Refused = failure.value  # type: ignore[assignment]
             log.warn("httpflv session {id} {peer} play {key} refused: {why}", id=session.id,
                      peer=session.remote_addr, key=session.key, why=refusal.reason)
-            code, text = ((NOT_FOUND, "not found") if refusal.not_found
+            code, text = ((BAD_REQUEST, "bad request") if refusal.bad_name
+                          else (NOT_FOUND, "not found") if refusal.not_found
                           else (FORBIDDEN, "forbidden"))
             request.close_reason = f"play refused: {refusal.reason}"  # type: ignore[attr-defined]
             body = plain_error(request, code, f"{text}: {refusal.reason}")

@@ -29,12 +29,15 @@ log = Logger("lal_twisted.hub.access")
 class Refused(Exception):
     """A publish or play was refused.  ``not_found`` says the stream does not
     exist (RTMP ``NetStream.Play.StreamNotFound``, HTTP 404) rather than that
-    this client may not have it (``...Unauthorized`` / ``Play.Failed``, 403)."""
+    this client may not have it (``...Unauthorized`` / ``Play.Failed``, 403);
+    ``bad_name`` that the app or stream name is not valid
+    (``NetStream.Publish.BadName`` / ``Play.StreamNotFound``, HTTP 400)."""
 
-    def __init__(self, reason: str, not_found: bool = False) -> None:
+    def __init__(self, reason: str, not_found: bool = False, bad_name: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.not_found = not_found
+        self.bad_name = bad_name
 
 
 class IAccessCheck(Interface):

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from lal_twisted.hub.access import Refused, check_access
 from lal_twisted.hub.events import Observers
-from lal_twisted.hub.session import Role, Session, SessionIds, stream_key
+from lal_twisted.hub.session import Role, Session, SessionIds, check_names, stream_key
 from lal_twisted.hub.sink import IStreamSink
 from lal_twisted.hub.stream import IPublisher, Stream
 from lal_twisted.log import Logger
@@ -115,8 +115,15 @@ class StreamRegistry(service.Service):
         session's stream.  Fires with the Stream, or fails with
         :class:`Refused` (:class:`StreamBusy` when the stream is live)."""
         session.role = role
-        d = check_access(self.access_checks, session, self.access_timeout, self.reactor)
+        d = self._admit(session)
         return d.addCallback(lambda _: self._start_publish(session, publisher))
+
+    def _admit(self, session: Session) -> defer.Deferred[None]:
+        """Valid names first (whatever the checks would say), then the access chain."""
+        problem = check_names(session.app, session.stream)
+        if problem is not None:
+            return defer.fail(Refused(f"invalid stream name: {problem}", bad_name=True))
+        return check_access(self.access_checks, session, self.access_timeout, self.reactor)
 
     def _start_publish(self, session: Session, publisher: IPublisher) -> Stream:
         if session.ended:
@@ -157,7 +164,7 @@ class StreamRegistry(service.Service):
         :class:`Refused`."""
         session.role = role
         session.sink = sink
-        d = check_access(self.access_checks, session, self.access_timeout, self.reactor)
+        d = self._admit(session)
         return d.addCallback(lambda _: self._start_play(session, sink, gop_num))
 
     def _start_play(self, session: Session, sink: IStreamSink, gop_num: int | None) -> Stream:

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qs
 
-__all__ = ["Role", "Session", "SessionIds", "stream_key"]
+__all__ = ["MAX_NAME_LENGTH", "Role", "Session", "SessionIds", "check_names", "stream_key"]
 
 
 class Role(StrEnum):
@@ -33,6 +33,41 @@ RTMP_SERVER = "RTMPPUBSUB"
 FLV_PLAYER = "FLVSUB"
 RTMP_PUSH = "RTMPPUSH"
 RTMP_PULL = "RTMPPULL"
+
+
+# Stream and app names become keys, URLs, log fields and (with HLS and
+# recording) file names.  A name is 1-128 characters; an app is 0-128 characters
+# in "/"-separated segments.  Neither may hold control characters or
+# \ ? # % " < > | * ; a stream name has no "/", so "APP/STREAM" splits at its
+# last "/" one way only, and no segment is "." or ".." or starts with ".".
+MAX_NAME_LENGTH = 128
+_FORBIDDEN = frozenset('\\?#%"<>|*') | frozenset(chr(c) for c in range(32)) | {"\x7f"}
+
+
+def _check(value: str, what: str) -> str | None:
+    if len(value) > MAX_NAME_LENGTH:
+        return f"{what} is longer than {MAX_NAME_LENGTH} characters"
+    bad = next((c for c in value if c in _FORBIDDEN), None)
+    if bad is not None:
+        return f"{what} contains the character {bad!r}"
+    return None
+
+
+def check_names(app: str, stream: str) -> str | None:
+    """Why ``app`` / ``stream`` cannot name a stream, or None when they can."""
+    if not stream:
+        return "the stream name is empty"
+    if "/" in stream:
+        return "the stream name contains '/'"
+    problem = _check(stream, "the stream name") or _check(app, "the app name")
+    if problem:
+        return problem
+    for segment in [stream, *app.split("/")] if app else [stream]:
+        if not segment:
+            return "the app name has an empty path segment"
+        if segment.startswith("."):
+            return f"a name segment starts with '.': {segment[:20]!r}"
+    return None
 
 
 def stream_key(app: str, name: str) -> str:

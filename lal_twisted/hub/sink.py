@@ -67,8 +67,12 @@ class Sink:
         reactor: IReactorTime,
         stall_timeout: float = 10.0,
         max_backlog_bytes: int = 2 * 1024 * 1024,
+        wait_timeout: float = 0.0,
     ) -> None:
         self.reactor = reactor
+        # How long the player may wait for a publisher (0: as long as it likes).
+        self.wait_timeout = wait_timeout
+        self._wait_call: IDelayedCall | None = None
         self.stall_timeout = stall_timeout
         self.max_backlog_bytes = max_backlog_bytes
         self.stream: Stream | None = None
@@ -93,13 +97,28 @@ class Sink:
     def start(self, stream: Stream) -> None:
         self.stream = stream
         self.waiting_keyframe = True
+        if stream.publisher is None:
+            self._wait_for_publisher()
 
     def publish_started(self, stream: Stream) -> None:
         # A new publisher starts a new GOP sequence: wait for its keyframe.
         self.waiting_keyframe = True
+        self._cancel_wait()
 
     def publish_stopped(self, stream: Stream) -> None:
-        pass
+        self._wait_for_publisher()
+
+    def _wait_for_publisher(self) -> None:
+        if self.wait_timeout > 0 and self._wait_call is None and not self.closed:
+            self._wait_call = self.reactor.callLater(
+                self.wait_timeout, self.close,
+                f"no publisher for {self.wait_timeout:g}s (subscriber.publisher_wait_timeout_ms)")
+
+    def _cancel_wait(self) -> None:
+        if self._wait_call is not None:
+            if self._wait_call.active():
+                self._wait_call.cancel()
+            self._wait_call = None
 
     def send(self, packet: AVPacket) -> None:
         if self.closed:
@@ -154,6 +173,7 @@ class Sink:
             return
         self.closed = True
         self._cancel_stall()
+        self._cancel_wait()
         self.disconnect(reason)
 
     # -- IPushProducer ----------------------------------------------------------
@@ -173,6 +193,7 @@ class Sink:
     def stopProducing(self) -> None:  # noqa: N802 - Twisted interface
         self.closed = True
         self._cancel_stall()
+        self._cancel_wait()
 
     # -- internals -----------------------------------------------------------------
     def _cancel_stall(self) -> None:

@@ -95,8 +95,12 @@ class RTMPServerProtocol(Protocol):
         self.started = 0.0
         self.description = ""
         self._request: object | None = None  # the publish/play in flight or active
+        # One deadline at a time: connect within handshake_timeout, then publish or
+        # play within idle_timeout (again after a deleteStream).
         self._handshake_timer: IDelayedCall | None = None
         self._batch_timer: IDelayedCall | None = None
+        self._media_timer: IDelayedCall | None = None
+        self._stall_timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted interface
         config = self.factory
@@ -106,14 +110,54 @@ class RTMPServerProtocol(Protocol):
         self.info = config.registry.new_session(RTMP_SERVER, "rtmp", self.description,
                                                 closer=self.close)
         self.started = time.monotonic()
-        self._handshake_timer = config.reactor.callLater(
-            config.handshake_timeout, self._handshake_timed_out)
+        self._deadline(config.handshake_timeout, "no RTMP connect within {:g}s")
+        # Until it plays, the connection is its own producer: a peer that does not
+        # read what it is sent (replies to pings, unknown commands) is not read from
+        # either, and is closed after the stall timeout (its sink takes over when
+        # it plays).
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         log.debug("rtmp {id} connection from {peer}", id=self.info.id, peer=self.description)
 
-    def _handshake_timed_out(self) -> None:
+    def _deadline(self, seconds: float, why: str) -> None:
+        """Close the connection unless it publishes or plays within ``seconds``."""
+        timer = self._handshake_timer
+        if timer is not None and timer.active():
+            timer.cancel()
         self._handshake_timer = None
-        if not self.session.connected:
-            self._protocol_error(f"no RTMP connect within {self.factory.handshake_timeout:g}s")
+        if seconds > 0:
+            self._handshake_timer = self.factory.reactor.callLater(
+                seconds, self._idle_timed_out, why.format(seconds))
+
+    def _idle_timed_out(self, why: str) -> None:
+        self._handshake_timer = None
+        if self.stream is None:
+            self._protocol_error(why)
+
+    def is_waiting(self) -> bool:
+        """Neither publishing nor playing a live stream (see lal_twisted.limits)."""
+        stream = self.stream
+        return stream is None or (self.sink is not None and stream.publisher is None)
+
+    # -- IPushProducer: flow control of what the server answers -------------------------
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted interface
+        self.transport.pauseProducing()  # type: ignore[union-attr]  # stop reading
+        if self._stall_timer is None:
+            self._stall_timer = self.factory.reactor.callLater(
+                self.factory.stall_timeout, self._protocol_error,
+                f"not reading what it is sent for {self.factory.stall_timeout:g}s")
+
+    def resumeProducing(self) -> None:  # noqa: N802 - Twisted interface
+        self._cancel(self._stall_timer)
+        self._stall_timer = None
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def stopProducing(self) -> None:  # noqa: N802 - Twisted interface
+        pass
+
+    @staticmethod
+    def _cancel(timer: IDelayedCall | None) -> None:
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted interface
         self.info.bytes_in += len(data)
@@ -146,6 +190,7 @@ class RTMPServerProtocol(Protocol):
         elif isinstance(event, StreamClosed):
             self._leave()
         elif isinstance(event, ConnectRequest):
+            self._deadline(self.factory.idle_timeout, "no publish or play within {:g}s of connect")
             log.debug("rtmp {id} {peer} connect app={app} tcUrl={tc}", id=self.info.id,
                       peer=self.description, app=event.app, tc=event.tc_url)
 
@@ -177,10 +222,14 @@ class RTMPServerProtocol(Protocol):
             self.factory.registry.unpublish(self.info, self)
             return
         self.stream = stream
+        self._deadline(0, "")
         self.session.accept_publish()
         self.flush()
         log.info("rtmp session {id} {peer} publishing {key} started", id=self.info.id,
                  peer=self.description, key=self.key)
+        if self.factory.pub_timeout:
+            self._media_timer = self.factory.reactor.callLater(
+                self.factory.pub_timeout, self._check_media, stream, stream.packets_in)
         if self.factory.read_batch_ms and hasattr(socket, "SO_RCVLOWAT"):
             self._batch_timer = self.factory.reactor.callLater(
                 _BATCH_AFTER, self._batch_reads, self.info.bytes_in)
@@ -198,6 +247,17 @@ class RTMPServerProtocol(Protocol):
         except OSError as e:
             log.debug("rtmp {peer}: SO_RCVLOWAT not set: {e}", peer=self.description, e=e)
 
+    def _check_media(self, stream: Stream, packets_before: int) -> None:
+        """rtmp.pub_timeout_sec: a publisher that sends no media gives the key back."""
+        self._media_timer = None
+        if self.stream is not stream:
+            return
+        if stream.packets_in == packets_before:
+            self._protocol_error(f"no media for {self.factory.pub_timeout:g}s")
+            return
+        self._media_timer = self.factory.reactor.callLater(
+            self.factory.pub_timeout, self._check_media, stream, stream.packets_in)
+
     # -- play ---------------------------------------------------------------------------
     def _play(self, event: PlayRequest) -> None:
         request = self._begin(event)
@@ -205,7 +265,8 @@ class RTMPServerProtocol(Protocol):
             return
         factory = self.factory
         sink = RtmpSink(self, reactor=factory.reactor, stall_timeout=factory.stall_timeout,
-                        max_backlog_bytes=factory.max_backlog_bytes)
+                        max_backlog_bytes=factory.max_backlog_bytes,
+                        wait_timeout=factory.wait_timeout)
         # The play replies and the cached GOP leave in one write, so the first
         # picture is not held back by Nagle's algorithm behind the replies.
         sink.begin_burst()
@@ -220,7 +281,8 @@ class RTMPServerProtocol(Protocol):
             return
         self.stream = stream
         self.sink = sink
-        self.transport.registerProducer(sink, True)  # type: ignore[union-attr]
+        self._deadline(0, "")
+        self._use_producer(sink)
         self.session.accept_play(reset)
         replies = self.session.data_to_send()
         self.info.bytes_out += len(replies)
@@ -242,8 +304,8 @@ class RTMPServerProtocol(Protocol):
         log.warn("rtmp session {id} {peer} {what} {key} refused: {why}", id=self.info.id,
                  peer=self.description, what=what, key=self.key, why=refusal.reason)
         if what == "play":
-            self.session.reject_play(refusal.reason, refusal.not_found)
-        elif isinstance(refusal, StreamBusy):
+            self.session.reject_play(refusal.reason, refusal.not_found or refusal.bad_name)
+        elif isinstance(refusal, StreamBusy) or refusal.bad_name:
             self.session.reject_publish(refusal.reason)
         else:
             self.session.reject_publish(refusal.reason, "NetStream.Publish.Unauthorized")
@@ -251,9 +313,11 @@ class RTMPServerProtocol(Protocol):
         self.close_reason = f"{what} refused: {refusal.reason}"
         self.transport.loseConnection()  # type: ignore[union-attr]
 
-    def _leave(self) -> None:
+    def _leave(self, closing: bool = False) -> None:
         """Stop publishing/playing (the connection may stay open)."""
         self._request = None
+        self._cancel(self._media_timer)
+        self._media_timer = None
         registry = self.factory.registry
         if self.sink is not None:
             sink, self.sink = self.sink, None
@@ -261,10 +325,23 @@ class RTMPServerProtocol(Protocol):
             sink.stopProducing()
             self.info.bytes_out += sink.bytes_out
             self.info.sink = None
-            self.transport.unregisterProducer()  # type: ignore[union-attr]
+            if not closing:
+                self._use_producer(self)
         elif self.stream is not None:
             registry.unpublish(self.info, self)
+        if self.stream is not None and not closing:
+            self._deadline(self.factory.idle_timeout,
+                           "no publish or play within {:g}s of the last one")
         self.stream = None
+
+    def _use_producer(self, producer: Any) -> None:
+        """Make ``producer`` the one the transport pauses when the peer stops reading."""
+        transport = self.transport
+        transport.unregisterProducer()  # type: ignore[union-attr]
+        self._cancel(self._stall_timer)
+        self._stall_timer = None
+        transport.resumeProducing()  # type: ignore[union-attr]
+        transport.registerProducer(producer, True)  # type: ignore[union-attr]
 
     def _protocol_error(self, cause: str) -> None:
         log.warn("rtmp {peer}: closing connection: {cause}", peer=self.description, cause=cause)
@@ -277,11 +354,11 @@ class RTMPServerProtocol(Protocol):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:  # noqa: N802
-        for timer in (self._handshake_timer, self._batch_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
+        for timer in (self._handshake_timer, self._batch_timer, self._media_timer,
+                      self._stall_timer):
+            self._cancel(timer)
         self.info.ended = True
-        self._leave()
+        self._leave(closing=True)
         why = self.close_reason or reason.getErrorMessage()
         log.info("rtmp session {id} {peer} ended: role={role} stream={key} bytes_in={bin} "
                  "bytes_out={bout} duration={dur:.1f}s reason={why}", id=self.info.id,
@@ -307,6 +384,9 @@ class RTMPServerFactory(Factory):
         max_backlog_bytes: int = 2 * 1024 * 1024,
         handshake_timeout: float = 10.0,
         read_batch_ms: int = 0,
+        idle_timeout: float = 30.0,
+        pub_timeout: float = 30.0,
+        wait_timeout: float = 0.0,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -321,3 +401,6 @@ class RTMPServerFactory(Factory):
         self.max_backlog_bytes = max_backlog_bytes
         self.handshake_timeout = handshake_timeout
         self.read_batch_ms = read_batch_ms
+        self.idle_timeout = idle_timeout
+        self.pub_timeout = pub_timeout
+        self.wait_timeout = wait_timeout
