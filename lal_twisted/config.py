@@ -38,6 +38,9 @@ class RtmpConfig:
 @dataclass
 class HttpConfig:
     http_listen_addr: str = ":8080"
+    # Ours (lal has none): request headers must be complete within this long on
+    # every HTTP listener, so slow clients cannot hold connections open.
+    read_header_timeout_ms: int = 30000
 
 
 @dataclass
@@ -241,6 +244,8 @@ def _validate(config: Config) -> None:
         config.httpflv.url_pattern = pattern + "/"
     if config.subscriber.stall_timeout_ms == 0:
         raise ConfigError("subscriber.stall_timeout_ms: must be greater than 0")
+    if config.default_http.read_header_timeout_ms == 0:
+        raise ConfigError("default_http.read_header_timeout_ms: must be greater than 0")
 
 
 def load(path: str) -> Config:

@@ -32,6 +32,7 @@ from lal_twisted.limits import ConnectionGuard, raise_fd_limit
 from lal_twisted.net import use_eager_writes
 from lal_twisted.rtmp.server import RTMPServerFactory
 from lal_twisted.web.router import Router
+from lal_twisted.web.site import LalSite
 
 logger = lal_log.Logger("lal_twisted.service")
 
@@ -170,10 +171,8 @@ def _httpflv_resource(lals: LalService) -> resource.IResource:
 
 def _site(name: str) -> Callable[[LalService], server.Site]:
     def build(lals: LalService) -> server.Site:
-        site = server.Site(lals.routers[name])
-        site.noisy = False
-        site.displayTracebacks = False
-        return site
+        timeout = lals.config.default_http.read_header_timeout_ms / 1000.0
+        return LalSite(lals.routers[name], request_header_timeout=timeout)
     return build
 
 

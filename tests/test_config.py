@@ -157,6 +157,7 @@ def test_defaults() -> None:
     assert config.rtmp.chunk_size == 4096
     assert config.rtmp.max_message_size == 16 * 1024 * 1024
     assert config.default_http.http_listen_addr == "tcp:8080"
+    assert config.default_http.read_header_timeout_ms == 30000
     assert config.httpflv.enable is True
     assert config.httpflv.url_pattern == "/"
     assert config.httpflv.gop_num == 1
@@ -249,6 +250,8 @@ def test_top_level_warnings_key_is_only_a_warning() -> None:
     ({"subscriber": {"max_backlog_bytes": -1}}, "subscriber.max_backlog_bytes",
      "must not be negative"),
     ({"subscriber": {"stall_timeout_ms": 0}}, "subscriber.stall_timeout_ms",
+     "must be greater than 0"),
+    ({"default_http": {"read_header_timeout_ms": 0}}, "default_http.read_header_timeout_ms",
      "must be greater than 0"),
     ({"log": {"filename": 3}}, "log.filename", "expected a string, got 3"),
     ({"log": {"is_to_stdout": "true"}}, "log.is_to_stdout", "expected true or false"),

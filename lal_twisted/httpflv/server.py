@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web import resource, server
-from twisted.web.http import BAD_REQUEST, FORBIDDEN, INTERNAL_SERVER_ERROR, NOT_FOUND
+from twisted.web.http import BAD_REQUEST, FORBIDDEN, INTERNAL_SERVER_ERROR, NOT_ALLOWED, NOT_FOUND
 from twisted.web.iweb import IRequest
 
 from lal_twisted.hub.registry import Refused, SessionGone, StreamRegistry
@@ -27,6 +27,10 @@ from lal_twisted.media import flv
 from lal_twisted.web.router import plain_error, route_path
 
 log = Logger("lal_twisted.httpflv.server")
+
+# Every other method answers 405 (twisted.web would answer 501, or 405 with HTML).
+_METHODS = (b"GET", b"HEAD", b"OPTIONS")
+_ALLOW = b", ".join(_METHODS)
 
 _FLV_HEADERS = {(a, v): flv.file_header(has_audio=a, has_video=v)
                 for a in (False, True) for v in (False, True)}
@@ -108,19 +112,37 @@ class HttpFlvResource(resource.Resource):
         self.stall_timeout = stall_timeout
         self.max_backlog_bytes = max_backlog_bytes
 
+    def render(self, request: server.Request) -> Any:
+        if request.method not in _METHODS:
+            request.setHeader(b"Allow", _ALLOW)
+            method = request.method.decode("ascii", "replace")
+            return plain_error(request, NOT_ALLOWED,
+                               f"method {method} not allowed (allowed: {_ALLOW.decode()})")
+        return super().render(request)
+
     def render_OPTIONS(self, request: server.Request) -> bytes:  # noqa: N802 - twisted.web
         _cors(request)
-        request.setHeader(b"Access-Control-Allow-Methods", b"GET, OPTIONS")
+        request.setHeader(b"Access-Control-Allow-Methods", _ALLOW)
         request.setHeader(b"Access-Control-Allow-Headers", b"*")
         request.setResponseCode(204)
         return b""
 
-    def render_GET(self, request: server.Request) -> Any:  # noqa: N802 - twisted.web
-        path = route_path(request) or request.path.decode("utf-8", "replace")
-        parsed = parse_flv_path(path)
+    def render_HEAD(self, request: server.Request) -> bytes:  # noqa: N802 - twisted.web
+        """A GET's headers, at once: no player session, no access check."""
+        parsed, error = _parse(request)
         if parsed is None:
-            return plain_error(request, NOT_FOUND,
-                               f"not found: {path} (streams are served as APP/STREAM.flv)")
+            # The length of the body a GET would get; twisted.web sends none.
+            request.setHeader(b"Content-Length", b"%d" % len(error))
+            return b""
+        _cors(request)
+        request.setHeader(b"Content-Type", b"video/x-flv")
+        request.setHeader(b"Cache-Control", b"no-cache")
+        return b""
+
+    def render_GET(self, request: server.Request) -> Any:  # noqa: N802 - twisted.web
+        parsed, error = _parse(request)
+        if parsed is None:
+            return error
         peer = request.getClientAddress()
         who = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
         session = self.registry.new_session(FLV_PLAYER, "httpflv", who,
@@ -182,6 +204,16 @@ class HttpFlvResource(resource.Resource):
                  "duration={dur:.1f}s reason={why}", id=session.id, peer=session.remote_addr,
                  key=session.key, bout=sink.bytes_out, dur=time.monotonic() - started,
                  why=reason)
+
+
+def _parse(request: server.Request) -> tuple[tuple[str, str] | None, bytes]:
+    """(app, stream) from the request's path, or None and a 404 body."""
+    path = route_path(request) or request.path.decode("utf-8", "replace")
+    parsed = parse_flv_path(path)
+    if parsed is not None:
+        return parsed, b""
+    return None, plain_error(request, NOT_FOUND,
+                             f"not found: {path} (streams are served as APP/STREAM.flv)")
 
 
 def _abort(request: server.Request, reason: str) -> None:
