@@ -211,6 +211,13 @@ class NginxServer:
         self.log.close()
 
 
+def make_media(path: str) -> None:
+    """Write the bench stream (``MEDIA_COMMAND``) to ``path`` with ffmpeg."""
+    if shutil.which("ffmpeg") is None:
+        raise ToolError("ffmpeg is needed to make the bench stream; install it or pass --file")
+    subprocess.run([*MEDIA_COMMAND, path], check=True)
+
+
 def stream_kbit(path: str) -> float:
     """The file's audio+video bitrate as a player receives it (tag bodies + headers)."""
     total, first, last = 0, None, 0
@@ -379,10 +386,7 @@ def run(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     media = args.file or str(workdir / "bench.flv")
     if not args.file:
-        if shutil.which("ffmpeg") is None:
-            raise ToolError("ffmpeg is needed to make the bench stream; install it or pass "
-                            "--file")
-        subprocess.run([*MEDIA_COMMAND, media], check=True)
+        make_media(media)
     try:
         kbit = stream_kbit(media)
     except (OSError, FlvError) as e:
