@@ -1,0 +1,188 @@
+"""Memory bounds of the hub: the GOP cache in bytes."""
+
+from __future__ import annotations
+
+import sys
+import tracemalloc
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_hub_seams import Collector, Publisher
+from test_protocol import frame, headers
+from twisted.internet.testing import MemoryReactorClock
+
+from lal_twisted import log as lal_log
+from lal_twisted.config import ConfigError, from_dict
+from lal_twisted.hub.stream import DEFAULT_GOP_CACHE_MAX_BYTES, PACKET_OVERHEAD, Stream
+from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
+from lal_twisted.service import make_service
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def logged() -> Iterator[list[dict[str, Any]]]:
+    """The project's log events while the test runs."""
+    events: list[dict[str, Any]] = []
+    lal_log.publisher.addObserver(events.append)
+    yield events
+    lal_log.publisher.removeObserver(events.append)
+
+
+class Player(Collector):
+    """An RTMP player that reads at once and keeps nothing."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
+def live_stream(max_bytes: int, gop_num: int = 1) -> tuple[Stream, Player]:
+    """A publishing Stream with one RTMP player attached (so every packet gets
+    its encoding cached, as on a real server), headers fed."""
+    stream = Stream("live/test", gop_num=gop_num, gop_cache_max_bytes=max_bytes)
+    stream.start_publish(Publisher())
+    player = Player(MemoryReactorClock())
+    stream.add_sink(player)
+    for packet in headers():
+        stream.feed(packet)
+    return stream, player
+
+
+def tiny(ts: int) -> AVPacket:
+    return AVPacket(VIDEO, ts, b"\x27")  # a 1-byte inter frame
+
+
+def late_joiner(stream: Stream, max_backlog_bytes: int = 2 * MiB) -> list[AVPacket]:
+    """What a player joining now is sent, as packets (its burst)."""
+    sent: list[AVPacket] = []
+    player = Player(MemoryReactorClock())
+    player.max_backlog_bytes = max_backlog_bytes
+    player.send = sent.append  # type: ignore[method-assign]
+    stream.add_sink(player)
+    stream.remove_sink(player)
+    return sent
+
+
+def first_media(packets: list[AVPacket]) -> AVPacket | None:
+    return next((p for p in packets if p.kind != DATA and not p.is_sequence_header), None)
+
+
+# -- 1. the GOP cache is bounded in bytes ---------------------------------------------------
+
+
+def test_one_keyframe_then_tiny_frames_stops_caching_within_the_bound(
+        logged: list[dict[str, Any]]) -> None:
+    stream, player = live_stream(DEFAULT_GOP_CACHE_MAX_BYTES)
+    cache = stream.gop_cache
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        stream.feed(frame(0, True))
+        most = 0
+        for i in range(100_000):
+            stream.feed(tiny(40 + i))
+            most = max(most, cache.bytes)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # ~240 counted bytes per 1-byte frame: 100k of them would be ~24 MB.
+    assert most <= DEFAULT_GOP_CACHE_MAX_BYTES
+    assert peak - start < DEFAULT_GOP_CACHE_MAX_BYTES * 1.1
+    assert current - start < 1 * MiB  # the GOP that outgrew the bound is let go
+    print(f"\n1 keyframe + 100k 1-byte frames, bound 16 MiB: traced peak "
+          f"{(peak - start) / MiB:.1f} MiB, after {(current - start) / MiB:.2f} MiB")
+    assert player.packets_out == 3 + 1 + 100_000  # the live player lost nothing
+    warnings = [e for e in logged if "not cached" in e.get("log_format", "")]
+    assert len(warnings) == 1, "said once, not per packet"
+    # Nothing fits: a late joiner gets only the headers and waits for a keyframe.
+    got = late_joiner(stream)
+    assert [(p.kind, p.is_sequence_header) for p in got] == [
+        (DATA, False), (VIDEO, True), (AUDIO, True)]
+    # The next keyframe starts a GOP that is cached again.
+    stream.feed(frame(200_000, True))
+    stream.feed(tiny(200_040))
+    assert first_media(late_joiner(stream)) is not None
+    assert first_media(late_joiner(stream)).is_keyframe  # type: ignore[union-attr]
+
+
+def test_many_small_gops_keep_the_newest_within_the_bound_and_memory_follows() -> None:
+    bound = 4 * MiB
+    stream, _ = live_stream(bound, gop_num=1000)
+    cache = stream.gop_cache
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        most = 0
+        for i in range(100_000):
+            stream.feed(frame(i, True, size=20) if i % 100 == 0 else tiny(i))
+            most = max(most, cache.bytes)
+        held = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert most <= bound
+    assert cache.bytes > bound * 0.9  # the oldest GOPs went, the newest stayed
+    assert len(cache.gops) < 1000
+    # The count is honest: what the cache holds is within 10% of what it counts.
+    assert held < bound * 1.1
+    print(f"\n1000 GOPs of 1-byte frames, bound 4 MiB: counted {cache.bytes / MiB:.2f} MiB, "
+          f"traced {held / MiB:.2f} MiB")
+    got = late_joiner(stream, max_backlog_bytes=64 * MiB)
+    assert first_media(got).is_keyframe  # type: ignore[union-attr]
+    assert len(got) == 3 + sum(len(gop) for gop in cache.gops)
+
+
+def test_encodings_of_a_new_format_are_counted() -> None:
+    """A player of a format nobody played encodes the cache on joining; the
+    cache counts those copies too."""
+
+    class OtherFormat:
+        def encode(self, packet: AVPacket) -> bytes:
+            return b"x" * (len(packet.payload) + 15)
+
+    stream, _ = live_stream(DEFAULT_GOP_CACHE_MAX_BYTES)
+    stream.feed(frame(0, True, size=1000))
+    for i in range(1, 50):
+        stream.feed(frame(i * 40, False, size=1000))
+    before = stream.gop_cache.bytes
+    other = Player(MemoryReactorClock())
+    other.encoder = OtherFormat()
+    stream.add_sink(other)
+    assert stream.gop_cache.bytes >= before + 50 * 1015
+
+
+def test_cached_size_is_what_the_encodings_hold() -> None:
+    class Other:
+        def encode(self, packet: AVPacket) -> bytes:
+            return bytes(len(packet.payload) + 15)
+
+    packet = frame(0, True, size=5000)
+    assert packet.cached_size() == 0
+    rtmp = packet.encoded(Player(MemoryReactorClock()).encoder)
+    assert packet.cached_size() == sys.getsizeof(rtmp)
+    flv = packet.encoded(Other())
+    more = packet._more_encodings
+    assert packet.cached_size() == sys.getsizeof(rtmp) + sys.getsizeof(flv) + sys.getsizeof(more)
+
+
+def test_gop_cache_max_bytes_config() -> None:
+    assert from_dict({}).stream.gop_cache_max_bytes == 16 * MiB
+    config = from_dict({"stream": {"gop_cache_max_bytes": 1 * MiB}})
+    registry = make_service(config).registry
+    assert registry.subscribe("live/x", Player(MemoryReactorClock())).gop_cache.max_bytes == MiB
+    with pytest.raises(ConfigError, match="stream.gop_cache_max_bytes: must be at least 65536"):
+        from_dict({"stream": {"gop_cache_max_bytes": 1000}})
+
+
+def test_packet_overhead_is_what_a_cached_packet_costs() -> None:
+    keep: list[AVPacket] = []
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for i in range(10_000):
+            keep.append(AVPacket(VIDEO, 100_000 + i, b"\x27\x01\x00\x00\x00" + bytes(8)))
+        per_packet = (tracemalloc.get_traced_memory()[0] - start) / len(keep) - 13
+    finally:
+        tracemalloc.stop()
+    assert per_packet <= PACKET_OVERHEAD
