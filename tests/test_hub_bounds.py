@@ -1,4 +1,4 @@
-"""Memory bounds of the hub: the GOP cache in bytes."""
+"""Memory bounds of the hub: the GOP cache in bytes and the joining burst."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 from test_hub_seams import Collector, Publisher
-from test_protocol import frame, headers
+from test_protocol import Hub, audio, frame, headers
 from twisted.internet.testing import MemoryReactorClock
 
 from lal_twisted import log as lal_log
 from lal_twisted.config import ConfigError, from_dict
 from lal_twisted.hub.stream import DEFAULT_GOP_CACHE_MAX_BYTES, PACKET_OVERHEAD, Stream
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
+from lal_twisted.rtmp.server import RtmpSink
 from lal_twisted.service import make_service
 
 MiB = 1024 * 1024
@@ -186,3 +187,92 @@ def test_packet_overhead_is_what_a_cached_packet_costs() -> None:
     finally:
         tracemalloc.stop()
     assert per_packet <= PACKET_OVERHEAD
+
+
+# -- 2. the joining burst fits in the player's backlog budget -------------------------------
+
+
+def publish_gops(hub: Hub, gops: int) -> Any:
+    """A publisher sending headers and ``gops`` GOPs of ~10 kB (a 6 kB keyframe,
+    four 1 kB frames, audio); the stream caches up to 3 GOPs."""
+    hub.registry.gop_num = 3
+    pub = hub.connect("publish")
+    packets = headers()
+    for g in range(gops):
+        ts = g * 200
+        packets += [frame(ts, True), audio(ts + 10)]
+        packets += [frame(ts + 40 * k, False, size=1000) for k in range(1, 5)]
+    pub.send(*packets)
+    return pub
+
+
+def recorded_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[RtmpSink, int]]:
+    writes: list[tuple[RtmpSink, int]] = []
+    original = RtmpSink.write
+
+    def write(self: RtmpSink, data: bytes) -> None:
+        writes.append((self, len(data)))
+        original(self, data)
+
+    monkeypatch.setattr(RtmpSink, "write", write)
+    return writes
+
+
+@pytest.mark.parametrize(("budget", "gops_sent"), [
+    (1 * MiB, 3), (25_000, 2), (12_000, 1),
+    (20_600, 1),  # two GOPs' payloads fit, not their encodings with the headers
+])
+def test_late_joiner_burst_is_the_newest_gops_that_fit(
+        monkeypatch: pytest.MonkeyPatch, budget: int, gops_sent: int) -> None:
+    hub = Hub(max_backlog_bytes=budget)
+    publish_gops(hub, 3)
+    writes = recorded_writes(monkeypatch)
+    late = hub.connect("play")
+    burst = writes[0][1]
+    assert burst <= budget
+    media = [p for p in late.packets if p.kind != DATA and not p.is_sequence_header]
+    assert media[0].kind == VIDEO and media[0].is_keyframe
+    keyframes = [p.dts for p in media if p.is_keyframe]
+    assert keyframes == [0, 200, 400][3 - gops_sent:]  # the newest ones
+    assert media[-1].dts == 560  # up to the live edge
+    sink = late.server.sink
+    assert sink is not None and sink.packets_out == len(late.packets)
+
+
+def test_late_joiner_with_a_budget_below_one_gop_gets_headers_then_a_keyframe(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = Hub(max_backlog_bytes=5000)
+    pub = publish_gops(hub, 2)
+    writes = recorded_writes(monkeypatch)
+    late = hub.connect("play")
+    assert writes[0][1] <= 5000
+    assert [(p.kind, p.is_sequence_header) for p in late.packets] == [
+        (DATA, False), (VIDEO, True), (AUDIO, True)]
+    pub.send(frame(600, False, size=1000), audio(610), frame(640, True, size=1000))
+    media = [p for p in late.packets if p.kind != DATA and not p.is_sequence_header]
+    assert media[0].is_keyframe and media[0].dts == 640
+    sink = late.server.sink
+    assert sink is not None and sink.packets_out == 3 + 1
+
+
+def test_a_burst_that_backs_up_the_transport_counts_as_backlog() -> None:
+    """If writing the burst pauses the transport, the burst is the start of
+    the backlog: the player has only what is left of its budget."""
+
+    class PausingPlayer(Collector):
+        def write(self, data: bytes) -> None:
+            super().write(data)
+            if len(data) > 8000:  # a transport whose high-water mark is 8 kB
+                self.pauseProducing()
+
+    stream, _ = live_stream(DEFAULT_GOP_CACHE_MAX_BYTES)
+    stream.feed(frame(0, True, size=10_000))
+    player = PausingPlayer(MemoryReactorClock())
+    player.max_backlog_bytes = 13_000
+    player.begin_burst()
+    stream.add_sink(player)
+    player.end_burst()
+    assert player.paused and player.packets_out == 4
+    stream.feed(frame(40, False, size=1000))  # fits in what is left
+    stream.feed(frame(80, False, size=3000))  # does not
+    assert player.packets_out == 5 and player.packets_dropped == 1

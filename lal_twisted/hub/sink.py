@@ -6,6 +6,10 @@ sink keeps writing up to ``max_backlog_bytes`` of slack, so a momentary pause
 (a GOP burst to a new player) loses nothing.  Past that it drops packets and,
 once resumed, waits for the next video keyframe so the player never sees a
 broken GOP.  A sink paused longer than ``stall_timeout`` is disconnected.
+
+The joining burst (metadata, sequence headers, cached GOPs) also fits in
+``max_backlog_bytes``: the oldest GOPs are left out, or all of them, and the
+player waits for the next keyframe.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from zope.interface import Attribute, Interface, implementer
 
 from lal_twisted.log import Logger
-from lal_twisted.media.packet import AUDIO, DATA, AVPacket, Encoder
+from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket, Encoder
 
 if TYPE_CHECKING:
     from lal_twisted.hub.stream import Stream
@@ -79,7 +83,12 @@ class Sink:
         self.packets_dropped = 0
         self._backlog = 0
         self._stall_call: IDelayedCall | None = None
+        # The burst being collected: segments of bytes, the first for what comes
+        # before the first keyframe, then one per GOP; _burst is the last one.
         self._burst: list[bytes] | None = None
+        self._burst_segments: list[list[bytes]] = []
+        self._burst_marks: list[tuple[int, int]] = []  # (bytes_out, packets_out) at each start
+        self._burst_writing = 0  # size of the burst while it is being written
         self.closed = False
 
     # -- format hooks -------------------------------------------------------
@@ -118,6 +127,8 @@ class Sink:
         data = packet.encoded(self.encoder)
         burst = self._burst
         if burst is not None:
+            if packet.is_keyframe and packet.kind == VIDEO and not packet.is_sequence_header:
+                burst = self._next_burst_segment()
             burst.append(data)
             self.bytes_out += len(data)
             self.packets_out += 1
@@ -143,11 +154,48 @@ class Sink:
 
     def begin_burst(self) -> None:
         self._burst = []
+        self._burst_segments = [self._burst]
+        self._burst_marks = [(self.bytes_out, self.packets_out)]
+
+    def _next_burst_segment(self) -> list[bytes]:
+        """A keyframe starts a GOP in the burst: a new segment for it."""
+        segment: list[bytes] = []
+        self._burst = segment
+        self._burst_segments.append(segment)
+        self._burst_marks.append((self.bytes_out, self.packets_out))
+        return segment
 
     def end_burst(self, prefix: bytes = b"") -> None:
-        burst, self._burst = self._burst or [], None
-        if (burst or prefix) and not self.closed:
-            self.write(b"".join([prefix, *burst]))
+        """Write ``prefix`` and the burst in one write, within ``max_backlog_bytes``:
+        the oldest GOPs are left out until it fits (all of them if the newest
+        alone does not; the player then waits for the next keyframe)."""
+        segments, marks = self._burst_segments, self._burst_marks
+        self._burst, self._burst_segments, self._burst_marks = None, [], []
+        if self.closed or not segments:
+            if prefix and not self.closed:
+                self.write(prefix)
+            return
+        marks.append((self.bytes_out, self.packets_out))  # where the last segment ends
+        size = len(prefix) + self.bytes_out - marks[0][0]
+        first_gop = 1
+        while size > self.max_backlog_bytes and first_gop < len(segments):
+            (start_bytes, start_packets), (end_bytes, end_packets) = marks[first_gop:first_gop + 2]
+            size -= end_bytes - start_bytes
+            self.bytes_out -= end_bytes - start_bytes
+            self.packets_out -= end_packets - start_packets
+            first_gop += 1
+        if first_gop == len(segments) > 1:
+            self.waiting_keyframe = True  # no cached GOP fits: start at the next keyframe
+        if first_gop > 1:
+            segments = [segments[0], *segments[first_gop:]]
+        data = b"".join([prefix, *(chunk for segment in segments for chunk in segment)])
+        if data:
+            # If this write pauses the transport, the burst is the start of the backlog.
+            self._burst_writing = len(data)
+            try:
+                self.write(data)
+            finally:
+                self._burst_writing = 0
 
     def close(self, reason: str) -> None:
         if self.closed:
@@ -161,7 +209,9 @@ class Sink:
         if self.paused or self.closed:
             return
         self.paused = True
-        self._backlog = 0
+        # Written before the pause is in the transport's buffer, except a burst
+        # that paused it by being written: that counts against max_backlog_bytes.
+        self._backlog = self._burst_writing
         self._stall_call = self.reactor.callLater(self.stall_timeout, self._stalled)
 
     def resumeProducing(self) -> None:  # noqa: N802 - Twisted interface

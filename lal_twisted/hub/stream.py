@@ -294,7 +294,11 @@ class Stream:
     # -- subscriber side -------------------------------------------------------
     def add_sink(self, sink: IStreamSink, gop_num: int | None = None) -> None:
         """Attach a sink and replay metadata, sequence headers and the last
-        ``gop_num`` cached GOPs (all cached when None)."""
+        ``gop_num`` cached GOPs (all cached when None).
+
+        Only the newest GOPs that may fit in the sink's ``max_backlog_bytes``
+        are replayed (the sink trims its burst to the exact bytes).
+        """
         self.sinks[sink] = None
         sink.start(self)
         if self.publisher is None:
@@ -303,7 +307,7 @@ class Stream:
             if packet is not None:
                 sink.send(packet)
         cache = self.gop_cache
-        packets = cache.packets(gop_num)
+        packets = cache.packets(gop_num, getattr(sink, "max_backlog_bytes", None))
         if not packets:
             return
         first, last = packets[0], packets[-1]
