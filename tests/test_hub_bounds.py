@@ -1,4 +1,5 @@
-"""Memory bounds of the hub: the GOP cache in bytes and the joining burst."""
+"""Memory bounds of the hub: the GOP cache in bytes, the joining burst and the
+sequence headers of a backed-up player."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 
 import pytest
 from test_hub_seams import Collector, Publisher
-from test_protocol import Hub, audio, frame, headers
+from test_protocol import Hub, audio, audio_header, frame, headers, metadata, video_header
 from twisted.internet.testing import MemoryReactorClock
+from twisted.test.iosim import FakeTransport
 
 from lal_twisted import log as lal_log
 from lal_twisted.config import ConfigError, from_dict
@@ -276,3 +278,58 @@ def test_a_burst_that_backs_up_the_transport_counts_as_backlog() -> None:
     stream.feed(frame(40, False, size=1000))  # fits in what is left
     stream.feed(frame(80, False, size=3000))  # does not
     assert player.packets_out == 5 and player.packets_dropped == 1
+
+
+# -- 3. sequence headers to a paused player are bounded ------------------------------------
+
+
+def test_paused_player_flooded_with_sequence_headers_holds_bounded_memory() -> None:
+    hub = Hub(max_backlog_bytes=20_000)
+    player = hub.connect("play")
+    pub = hub.connect("publish")
+    pub.send(*headers(), frame(0, True))
+    transport = player.server.transport
+    assert isinstance(transport, FakeTransport)
+    sink = player.server.sink
+    assert sink is not None
+    transport.producer.pauseProducing()
+    # A flood of sequence headers; only the publisher's connection is pumped, so
+    # what the server writes to the paused player piles up in its transport.
+    before = len(player.packets)
+    latest = video_header()
+    latest.payload = latest.payload[:-1] + b"\x61"  # another PPS: the latest header
+    flood = [video_header() if i % 2 else audio_header() for i in range(10_000)]
+    for packet in [*flood, latest, AVPacket(AUDIO, 0, b"\xaf\x00\x12\x08")]:
+        pub.client.send_packet(AVPacket(packet.kind, packet.dts, packet.payload))
+        pub.pump.flush()
+    held = sum(len(chunk) for chunk in transport.stream)
+    print(f"\n10k sequence headers to a paused player: {held} bytes held "
+          f"(max_backlog_bytes 20000)")
+    assert held <= 20_000 + 1000
+    assert sink.packets_dropped > 9000
+    transport.producer.resumeProducing()
+    pub.send(frame(40, False), frame(80, True), frame(120, False))
+    got = player.packets[before:]
+    key_at = next(i for i, p in enumerate(got) if p.is_keyframe and not p.is_sequence_header)
+    assert got[key_at].dts == 80
+    assert not any(p.kind == VIDEO and not p.is_sequence_header for p in got[:key_at])
+    video_headers = [p for p in got[:key_at] if p.kind == VIDEO and p.is_sequence_header]
+    audio_headers = [p for p in got[:key_at] if p.kind == AUDIO and p.is_sequence_header]
+    assert video_headers[-1].payload == latest.payload  # decodes with the latest
+    assert audio_headers[-1].payload == b"\xaf\x00\x12\x08"
+    assert [p.dts for p in got[key_at:]] == [80, 120]
+
+
+def test_paused_player_within_its_backlog_still_gets_headers_in_order() -> None:
+    hub = Hub(max_backlog_bytes=100_000)
+    player = hub.connect("play")
+    pub = hub.connect("publish")
+    pub.send(*headers(), frame(0, True))
+    transport = player.server.transport
+    assert isinstance(transport, FakeTransport)
+    transport.producer.pauseProducing()
+    pub.send(metadata(), video_header(), frame(40, True), frame(80, False))
+    transport.producer.resumeProducing()
+    pub.send(frame(120, False))
+    assert [p.dts for p in player.packets[-5:]] == [0, 0, 40, 80, 120]
+    assert player.server.sink is not None and player.server.sink.packets_dropped == 0

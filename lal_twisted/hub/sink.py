@@ -9,7 +9,8 @@ broken GOP.  A sink paused longer than ``stall_timeout`` is disconnected.
 
 The joining burst (metadata, sequence headers, cached GOPs) also fits in
 ``max_backlog_bytes``: the oldest GOPs are left out, or all of them, and the
-player waits for the next keyframe.
+player waits for the next keyframe.  Sequence headers dropped past the backlog
+are sent again, the stream's latest, before the keyframe the player resumes at.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class Sink:
         self._burst_segments: list[list[bytes]] = []
         self._burst_marks: list[tuple[int, int]] = []  # (bytes_out, packets_out) at each start
         self._burst_writing = 0  # size of the burst while it is being written
+        self._stale_headers = 0  # VIDEO / AUDIO bits: a sequence header of that kind was dropped
         self.closed = False
 
     # -- format hooks -------------------------------------------------------
@@ -124,6 +126,9 @@ class Sink:
             else:
                 self.packets_dropped += 1
                 return
+            if self._stale_headers and not self.waiting_keyframe and not self._resend_headers():
+                self.packets_dropped += 1
+                return
         data = packet.encoded(self.encoder)
         burst = self._burst
         if burst is not None:
@@ -134,14 +139,28 @@ class Sink:
             self.packets_out += 1
             return
         if self.paused:
-            if self._backlog + len(data) > self.max_backlog_bytes and not packet.is_sequence_header:
+            if self._backlog + len(data) > self.max_backlog_bytes:
                 self.packets_dropped += 1
                 self.waiting_keyframe = True
+                if packet.is_sequence_header:
+                    # Not kept: the stream's latest goes before the next keyframe.
+                    self._stale_headers |= 1 << packet.kind
                 return
             self._backlog += len(data)
         self.bytes_out += len(data)
         self.packets_out += 1
         self.write(data)
+
+    def _resend_headers(self) -> bool:
+        """Send the stream's latest sequence headers of the kinds dropped while
+        the player was backed up; False if they were dropped again."""
+        stale, self._stale_headers = self._stale_headers, 0
+        stream = self.stream
+        if stream is not None:
+            for kind, header in ((VIDEO, stream.video_header), (AUDIO, stream.audio_header)):
+                if stale & (1 << kind) and header is not None:
+                    self.send(header)
+        return not self.waiting_keyframe
 
     def emit(self, data: bytes) -> None:
         """Write bytes that are not a packet (a container header): into the burst
