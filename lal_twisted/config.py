@@ -82,6 +82,17 @@ class LimitsConfig:
 
 
 @dataclass
+class StreamConfig:
+    """Per-stream memory bounds (ours; lal has no such section)."""
+
+    gop_cache_max_bytes: int = 16 * 1024 * 1024
+
+
+# Below this a GOP cache would not hold one keyframe of a small picture.
+_MIN_GOP_CACHE_BYTES = 64 * 1024
+
+
+@dataclass
 class LogConfig:
     level: str = "info"
     filename: str = ""
@@ -98,6 +109,7 @@ class Config:
     access_check: AccessCheckConfig = field(default_factory=AccessCheckConfig)
     subscriber: SubscriberConfig = field(default_factory=SubscriberConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
     log: LogConfig = field(default_factory=LogConfig)
     warnings: list[str] = field(default_factory=list)
 
@@ -126,6 +138,7 @@ _SECTIONS: dict[str, type] = {
     "access_check": AccessCheckConfig,
     "subscriber": SubscriberConfig,
     "limits": LimitsConfig,
+    "stream": StreamConfig,
     "log": LogConfig,
 }
 
@@ -246,6 +259,10 @@ def _validate(config: Config) -> None:
         raise ConfigError("subscriber.stall_timeout_ms: must be greater than 0")
     if config.default_http.read_header_timeout_ms == 0:
         raise ConfigError("default_http.read_header_timeout_ms: must be greater than 0")
+    if config.stream.gop_cache_max_bytes < _MIN_GOP_CACHE_BYTES:
+        raise ConfigError(f"stream.gop_cache_max_bytes: must be at least {_MIN_GOP_CACHE_BYTES} "
+                          f"(64 KiB), got {config.stream.gop_cache_max_bytes}; gop_num 0 "
+                          "turns the cache off")
 
 
 def load(path: str) -> Config:

@@ -215,6 +215,7 @@ class LalService(service.MultiService):
             single_gop_max_frame_num=max(config.rtmp.single_gop_max_frame_num,
                                          config.httpflv.single_gop_max_frame_num),
             reactor=reactor, access_timeout=config.access_check.timeout_ms / 1000.0,
+            gop_cache_max_bytes=config.stream.gop_cache_max_bytes,
         )
         self.registry.setServiceParent(self)
         self.routers = {name: Router(name) for name in HTTP_LISTENERS}

@@ -18,7 +18,7 @@ from lal_twisted.hub.access import Refused, check_access
 from lal_twisted.hub.events import Observers
 from lal_twisted.hub.session import Role, Session, SessionIds, check_names, stream_key
 from lal_twisted.hub.sink import IStreamSink
-from lal_twisted.hub.stream import IPublisher, Stream
+from lal_twisted.hub.stream import DEFAULT_GOP_CACHE_MAX_BYTES, IPublisher, Stream
 from lal_twisted.log import Logger
 
 __all__ = ["Refused", "StreamBusy", "StreamRegistry", "stream_key"]
@@ -41,7 +41,8 @@ class SessionGone(Exception):
 class StreamRegistry(service.Service):
     """All live streams by key, all sessions by id, the access chain and the observers.
 
-    ``gop_num`` and ``single_gop_max_frame_num`` size each stream's GOP cache;
+    ``gop_num``, ``single_gop_max_frame_num`` and ``gop_cache_max_bytes`` size
+    each stream's GOP cache;
     ``access_timeout`` bounds how long an access check may take (seconds);
     ``update_interval`` is the period of the observers' ``periodic_update``.
     """
@@ -50,7 +51,8 @@ class StreamRegistry(service.Service):
 
     def __init__(self, gop_num: int = 1, single_gop_max_frame_num: int = 0,
                  reactor: IReactorTime | None = None, access_timeout: float = 5.0,
-                 update_interval: float = 5.0) -> None:
+                 update_interval: float = 5.0,
+                 gop_cache_max_bytes: int = DEFAULT_GOP_CACHE_MAX_BYTES) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -58,6 +60,7 @@ class StreamRegistry(service.Service):
         self.reactor = reactor
         self.gop_num = gop_num
         self.single_gop_max_frame_num = single_gop_max_frame_num
+        self.gop_cache_max_bytes = gop_cache_max_bytes
         self.access_timeout = access_timeout
         self.update_interval = update_interval
         self.streams: dict[str, Stream] = {}
@@ -104,7 +107,8 @@ class StreamRegistry(service.Service):
     def _stream(self, key: str) -> Stream:
         stream = self.streams.get(key)
         if stream is None:
-            stream = Stream(key, self.gop_num, self.single_gop_max_frame_num)
+            stream = Stream(key, self.gop_num, self.single_gop_max_frame_num,
+                            self.gop_cache_max_bytes)
             self.streams[key] = stream
         return stream
 

@@ -6,6 +6,11 @@ sink keeps writing up to ``max_backlog_bytes`` of slack, so a momentary pause
 (a GOP burst to a new player) loses nothing.  Past that it drops packets and,
 once resumed, waits for the next video keyframe so the player never sees a
 broken GOP.  A sink paused longer than ``stall_timeout`` is disconnected.
+
+The joining burst (metadata, sequence headers, cached GOPs) also fits in
+``max_backlog_bytes``: the oldest GOPs are left out, or all of them, and the
+player waits for the next keyframe.  Sequence headers dropped past the backlog
+are sent again, the stream's latest, before the keyframe the player resumes at.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from zope.interface import Attribute, Interface, implementer
 
 from lal_twisted.log import Logger
-from lal_twisted.media.packet import AUDIO, DATA, AVPacket, Encoder
+from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket, Encoder
 
 if TYPE_CHECKING:
     from lal_twisted.hub.stream import Stream
@@ -83,7 +88,13 @@ class Sink:
         self.packets_dropped = 0
         self._backlog = 0
         self._stall_call: IDelayedCall | None = None
+        # The burst being collected: segments of bytes, the first for what comes
+        # before the first keyframe, then one per GOP; _burst is the last one.
         self._burst: list[bytes] | None = None
+        self._burst_segments: list[list[bytes]] = []
+        self._burst_marks: list[tuple[int, int]] = []  # (bytes_out, packets_out) at each start
+        self._burst_writing = 0  # size of the burst while it is being written
+        self._stale_headers = 0  # VIDEO / AUDIO bits: a sequence header of that kind was dropped
         self.closed = False
 
     # -- format hooks -------------------------------------------------------
@@ -134,22 +145,41 @@ class Sink:
             else:
                 self.packets_dropped += 1
                 return
+            if self._stale_headers and not self.waiting_keyframe and not self._resend_headers():
+                self.packets_dropped += 1
+                return
         data = packet.encoded(self.encoder)
         burst = self._burst
         if burst is not None:
+            if packet.is_keyframe and packet.kind == VIDEO and not packet.is_sequence_header:
+                burst = self._next_burst_segment()
             burst.append(data)
             self.bytes_out += len(data)
             self.packets_out += 1
             return
         if self.paused:
-            if self._backlog + len(data) > self.max_backlog_bytes and not packet.is_sequence_header:
+            if self._backlog + len(data) > self.max_backlog_bytes:
                 self.packets_dropped += 1
                 self.waiting_keyframe = True
+                if packet.is_sequence_header:
+                    # Not kept: the stream's latest goes before the next keyframe.
+                    self._stale_headers |= 1 << packet.kind
                 return
             self._backlog += len(data)
         self.bytes_out += len(data)
         self.packets_out += 1
         self.write(data)
+
+    def _resend_headers(self) -> bool:
+        """Send the stream's latest sequence headers of the kinds dropped while
+        the player was backed up; False if they were dropped again."""
+        stale, self._stale_headers = self._stale_headers, 0
+        stream = self.stream
+        if stream is not None:
+            for kind, header in ((VIDEO, stream.video_header), (AUDIO, stream.audio_header)):
+                if stale & (1 << kind) and header is not None:
+                    self.send(header)
+        return not self.waiting_keyframe
 
     def emit(self, data: bytes) -> None:
         """Write bytes that are not a packet (a container header): into the burst
@@ -162,11 +192,48 @@ class Sink:
 
     def begin_burst(self) -> None:
         self._burst = []
+        self._burst_segments = [self._burst]
+        self._burst_marks = [(self.bytes_out, self.packets_out)]
+
+    def _next_burst_segment(self) -> list[bytes]:
+        """A keyframe starts a GOP in the burst: a new segment for it."""
+        segment: list[bytes] = []
+        self._burst = segment
+        self._burst_segments.append(segment)
+        self._burst_marks.append((self.bytes_out, self.packets_out))
+        return segment
 
     def end_burst(self, prefix: bytes = b"") -> None:
-        burst, self._burst = self._burst or [], None
-        if (burst or prefix) and not self.closed:
-            self.write(b"".join([prefix, *burst]))
+        """Write ``prefix`` and the burst in one write, within ``max_backlog_bytes``:
+        the oldest GOPs are left out until it fits (all of them if the newest
+        alone does not; the player then waits for the next keyframe)."""
+        segments, marks = self._burst_segments, self._burst_marks
+        self._burst, self._burst_segments, self._burst_marks = None, [], []
+        if self.closed or not segments:
+            if prefix and not self.closed:
+                self.write(prefix)
+            return
+        marks.append((self.bytes_out, self.packets_out))  # where the last segment ends
+        size = len(prefix) + self.bytes_out - marks[0][0]
+        first_gop = 1
+        while size > self.max_backlog_bytes and first_gop < len(segments):
+            (start_bytes, start_packets), (end_bytes, end_packets) = marks[first_gop:first_gop + 2]
+            size -= end_bytes - start_bytes
+            self.bytes_out -= end_bytes - start_bytes
+            self.packets_out -= end_packets - start_packets
+            first_gop += 1
+        if first_gop == len(segments) > 1:
+            self.waiting_keyframe = True  # no cached GOP fits: start at the next keyframe
+        if first_gop > 1:
+            segments = [segments[0], *segments[first_gop:]]
+        data = b"".join([prefix, *(chunk for segment in segments for chunk in segment)])
+        if data:
+            # If this write pauses the transport, the burst is the start of the backlog.
+            self._burst_writing = len(data)
+            try:
+                self.write(data)
+            finally:
+                self._burst_writing = 0
 
     def close(self, reason: str) -> None:
         if self.closed:
@@ -181,7 +248,9 @@ class Sink:
         if self.paused or self.closed:
             return
         self.paused = True
-        self._backlog = 0
+        # Written before the pause is in the transport's buffer, except a burst
+        # that paused it by being written: that counts against max_backlog_bytes.
+        self._backlog = self._burst_writing
         self._stall_call = self.reactor.callLater(self.stall_timeout, self._stalled)
 
     def resumeProducing(self) -> None:  # noqa: N802 - Twisted interface

@@ -11,6 +11,7 @@ same ``bytes`` object and the work is done at most once per packet and format.
 
 from __future__ import annotations
 
+from sys import getsizeof
 from typing import Protocol
 
 from lal_twisted.media.tags import (
@@ -43,6 +44,7 @@ _SOUND_AAC = int(SoundFormat.AAC)
 _AAC_SEQUENCE_HEADER = 0  # AACPacketType: 0 AudioSpecificConfig, 1 raw frames
 _SOUND_EX_HEADER = int(SoundFormat.EX_HEADER)
 _H264, _AAC = Codec.H264, Codec.AAC
+_BYTES_HEADER = getsizeof(b"")  # what a bytes object costs besides its length: 33 B
 
 
 class Encoder(Protocol):
@@ -134,6 +136,20 @@ class AVPacket:
         if data is None:
             data = more[encoder] = encoder.encode(self)
         return data
+
+    def cached_size(self) -> int:
+        """Memory held by the cached encodings, object headers included.
+
+        O(number of formats), for the GOP cache's byte bound; 0 before the
+        first encoding.
+        """
+        if self._first_encoder is None:
+            return 0
+        more = self._more_encodings
+        if more is None:
+            return len(self._first_encoding) + _BYTES_HEADER
+        return (len(self._first_encoding) + sum(map(len, more.values()))
+                + _BYTES_HEADER * (1 + len(more)) + getsizeof(more))
 
     def __repr__(self) -> str:
         return (
