@@ -11,6 +11,8 @@ from twisted.logger import LogLevel, formatEvent
 
 from lal_twisted import log as lal_log
 from lal_twisted.hub.session import MAX_NAME_LENGTH, check_names
+from lal_twisted.hub.stream import Stream
+from lal_twisted.media.packet import AUDIO, AVPacket
 from lal_twisted.rtmp.client_session import RtmpUrl
 
 
@@ -68,3 +70,19 @@ def test_peer_strings_are_cut_and_escaped_in_log_lines() -> None:
     assert "\n" not in forged and "live/x\\x0a2026-01-01" in forged
     assert len(huge) < 400 and huge.endswith("...(1048576 chars)")
     assert events[0]["log_level"] is LogLevel.warn
+
+
+def test_a_publisher_alternating_headers_cannot_flood_the_log() -> None:
+    events: list[dict[str, Any]] = []
+    lal_log.publisher.addObserver(events.append)
+    try:
+        stream = Stream("live/flip")
+        stream.start_publish(object())
+        for i in range(1000):
+            header = b"\xaf\x00\x12\x10" if i % 2 else b"\xaf\x00\x11\x90"  # 44.1 / 48 kHz
+            stream.feed(AVPacket(AUDIO, i, header))
+    finally:
+        lal_log.publisher.removeObserver(events.append)
+    lines = [formatEvent(e) for e in events if e.get("kind") == "audio"]
+    assert len(lines) == 1, lines
+    assert stream.tracks.audio is not None  # the track still follows every header

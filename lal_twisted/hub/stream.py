@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from lal_twisted.hub.sink import IStreamSink
 
 log = Logger("lal_twisted.hub.stream")
+
+# At most one "stream ... video/audio: ..." line per kind this often (seconds).
+_DESCRIBE_EVERY = 10.0
 
 # Gap placed between the last timestamp a player saw and the first one of a
 # publisher that takes over the stream, so timestamps keep increasing.
@@ -212,6 +216,7 @@ class Stream:
         self.video_header: AVPacket | None = None
         self.audio_header: AVPacket | None = None
         self.tracks = Tracks()
+        self._described: dict[str, tuple[str, float]] = {}
         self.packets_in = 0
         self.bytes_in = 0
         self._offset = 0
@@ -278,11 +283,20 @@ class Stream:
         if old is not None and not track.width:
             track.width, track.height = old.width, old.height  # announced by metadata
         self.tracks.video = track
-        log.info("stream {key} video: {desc}", key=self.key, desc=describe(track))
+        self._describe("video", track)
 
     def _set_audio(self, track: AudioTrack) -> None:
         self.tracks.audio = track
-        log.info("stream {key} audio: {desc}", key=self.key, desc=describe(track))
+        self._describe("audio", track)
+
+    def _describe(self, kind: str, track: VideoTrack | AudioTrack) -> None:
+        """One log line when a track changes; a publisher that alternates headers
+        gets at most one line per kind every _DESCRIBE_EVERY seconds."""
+        text, now = describe(track), time.monotonic()
+        last_text, last_time = self._described.get(kind, ("", -_DESCRIBE_EVERY))
+        if text != last_text and now - last_time >= _DESCRIBE_EVERY:
+            self._described[kind] = (text, now)
+            log.info("stream {key} {kind}: {desc}", key=self.key, kind=kind, desc=text)
 
     def _announce(self, announced: Tracks) -> None:
         """Tracks named by onMetaData, kept until their sequence headers arrive."""
