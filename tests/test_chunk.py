@@ -654,5 +654,6 @@ def test_type_limits_never_exceed_max_message_size_and_can_be_replaced() -> None
     reader = ChunkReader(max_type_sizes={m.VIDEO: 100})
     assert reader.feed(fmt0(3, 0, 1 << 20, m.COMMAND_AMF0, 0) + bytes(128)) == []
     assert reader.partial_bytes == 128
-    with pytest.raises(ChunkError, match=r"^message \(type 9\) of 101 bytes is over the limit of 100 "):
+    with pytest.raises(ChunkError,
+                       match=r"^message \(type 9\) of 101 bytes is over the limit of 100 "):
         reader.feed(fmt0(4, 0, 101, m.VIDEO, 1))

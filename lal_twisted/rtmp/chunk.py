@@ -136,6 +136,7 @@ class ChunkReader:
         "max_chunk_streams",
         "max_partial_bytes",
         "_limits",
+        "_smallest_limit",
         "_streams",
         "_buf",
         "_held",
@@ -164,6 +165,7 @@ class ChunkReader:
         for type_id, size in sizes.items():
             limits[type_id] = min(size, max_message_size)
         self._limits = limits
+        self._smallest_limit = min(limits)
         self._streams: dict[int, _ChunkStream] = {}
         self._buf = bytearray()
         # Payload bytes in the partial-message buffers of all chunk streams.
@@ -268,6 +270,8 @@ class ChunkReader:
         streams = self._streams
         chunk_size = self.chunk_size
         limits = self._limits
+        # Below the smallest limit (most media messages) one comparison is enough.
+        small = self._smallest_limit
         # The held-bytes count lives in a local while parsing (the hot path),
         # and is written back before anything else reads it.
         held = self._held
@@ -347,7 +351,7 @@ class ChunkReader:
                     stream_id = _LE32.unpack_from(buf, p + 7)[0]
                     p += 11
                     length = (l_hi << 8) | l_lo
-                    if length > limits[type_id]:
+                    if length > small and length > limits[type_id]:
                         raise self._too_long(type_id, length)
                 elif fmt == 1:
                     if p + 7 > end:
@@ -356,7 +360,7 @@ class ChunkReader:
                     stream_id = cs.stream_id
                     p += 7
                     length = (l_hi << 8) | l_lo
-                    if length > limits[type_id]:
+                    if length > small and length > limits[type_id]:
                         raise self._too_long(type_id, length)
                 else:
                     if p + 3 > end:
