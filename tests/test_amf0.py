@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -327,3 +328,41 @@ def test_truncated_encodings_only_raise_amf0_error(value: Any, data: st.DataObje
         amf0.decode(encoded[:cut])
     except AMF0Error:
         pass
+
+
+# -- bounded work --------------------------------------------------------------------------
+
+def test_many_top_level_values_are_refused_quickly() -> None:
+    """4 MiB of one-byte nulls (a command a peer could send) costs a few
+    thousand values, not four million."""
+    started = time.process_time()
+    with pytest.raises(AMF0Error, match=f"more than {amf0.MAX_VALUES} values"):
+        amf0.decode(b"\x05" * (4 << 20))
+    assert time.process_time() - started < 0.5
+    assert len(amf0.decode(b"\x05" * amf0.MAX_VALUES)) == amf0.MAX_VALUES
+
+
+@pytest.mark.parametrize("make", [
+    lambda n: b"\x0a" + n.to_bytes(4, "big") + b"\x05" * n,  # strict array of nulls
+    lambda n: b"\x03" + b"\x00\x00\x05" * n + b"\x00\x00\x09",  # object, empty keys
+    lambda n: b"\x08" + bytes(4) + b"\x00\x01k\x05" * n + b"\x00\x00\x09",  # ECMA array
+    # two nested arrays, each under the limit, counted together
+    lambda n: b"\x0a" + (2).to_bytes(4, "big") + 2 * (
+        b"\x0a" + (n // 2).to_bytes(4, "big") + b"\x05" * (n // 2)),
+])
+def test_too_many_entries_are_refused_quickly(make: Any) -> None:
+    data = make(amf0.MAX_ENTRIES + 1)
+    started = time.process_time()
+    with pytest.raises(AMF0Error, match=f"more than {amf0.MAX_ENTRIES} object properties"):
+        amf0.decode(data)
+    with pytest.raises(AMF0Error, match="more than"):
+        amf0.decode_one(data)
+    assert time.process_time() - started < 1.0
+
+
+def test_entries_up_to_the_limit_decode() -> None:
+    [items] = amf0.decode(b"\x0a" + amf0.MAX_ENTRIES.to_bytes(4, "big")
+                          + b"\x05" * amf0.MAX_ENTRIES)
+    assert items == [None] * amf0.MAX_ENTRIES
+    # The limit is per call: the next call starts afresh.
+    assert amf0.decode(amf0.encode([1.0] * 10)) == [[1.0] * 10]

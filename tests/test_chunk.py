@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import struct
+import tracemalloc
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -563,3 +564,96 @@ def test_finished_and_aborted_messages_release_the_cap() -> None:
     # and a new type-0 header on a stream drops its unfinished message too
     reader.feed(_first_chunks(8, len(payload), 150))
     assert reader.feed(_first_chunks(9, 4096 * 10, 5)) == []
+
+
+# ---------------------------------------------------------------------------
+# What unfinished messages cost, and the per-type limits.
+
+
+def _tiny_chunks_of_a_big_message(payload: int) -> bytes:
+    """The first ``payload`` bytes of a 16 MiB video message at chunk size 2."""
+    # A type-0 chunk with 2 payload bytes, then 3-byte type-3 chunks.
+    first = fmt0(6, 0, 16 * 1024 * 1024 - 1, m.VIDEO, 1) + b"ab"
+    return first + (fmt3(6) + b"cd") * (payload // 2 - 1)
+
+
+def test_unfinished_message_in_tiny_chunks_holds_its_payload_once() -> None:
+    """A peer at chunk size 2 parks 256 KiB of an unfinished 16 MiB message: the
+    reader holds and counts about 256 KiB, not tens of bytes per chunk."""
+    payload = 256 * 1024
+    data = _tiny_chunks_of_a_big_message(payload)
+    pieces = [data[i:i + 65536] for i in range(0, len(data), 65536)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        reader = ChunkReader()
+        reader.feed(scs(2))
+        for piece in pieces:
+            assert reader.feed(piece) == []
+        del piece
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert reader.partial_bytes == payload
+    assert reader.buffered_bytes == payload + reader.unparsed_bytes
+    assert held < 1.5 * payload, f"{held} bytes held for {payload} bytes of payload"
+
+
+def test_partial_limit_counts_payload_held_in_tiny_chunks() -> None:
+    reader = ChunkReader(max_partial_bytes=64 * 1024)
+    reader.feed(scs(2))
+    data = _tiny_chunks_of_a_big_message(128 * 1024)
+    with pytest.raises(ChunkError, match="unfinished messages hold 65538 bytes, over the "
+                                         "limit of 65536"):
+        reader.feed(data)
+
+
+def test_finished_message_from_tiny_chunks_releases_the_count() -> None:
+    reader = ChunkReader()
+    payload = bytes(range(256)) * 40
+    reader.feed(scs(2))
+    wire = encode_message(2, 6, m.VIDEO, 1, 7, payload)
+    assert reader.feed(wire[:-3]) == []  # all but the last 2-byte chunk
+    assert reader.partial_bytes == len(payload) - 2
+    assert reader.feed(wire[-3:]) == [Message(6, m.VIDEO, 1, 7, payload)]
+    assert reader.partial_bytes == reader.buffered_bytes == 0
+
+
+@pytest.mark.parametrize(("type_id", "kind", "limit"), [
+    (m.COMMAND_AMF0, "command", m.MAX_COMMAND_SIZE),
+    (m.COMMAND_AMF3, "AMF3 command", m.MAX_COMMAND_SIZE),
+    (m.DATA_AMF0, "data", m.MAX_DATA_SIZE),
+    (m.DATA_AMF3, "AMF3 data", m.MAX_DATA_SIZE),
+])
+def test_command_and_data_over_their_limit_are_refused_at_the_header(
+        type_id: int, kind: str, limit: int) -> None:
+    """A 4 MiB command of AMF0 nulls is refused by its header: nothing of it is
+    buffered, and the error names the type and the limit."""
+    wire = encode_message(128, 3, type_id, 0, 0, b"\x05" * (4 * 1024 * 1024))
+    reader = ChunkReader()
+    with pytest.raises(ChunkError) as info:
+        reader.feed(wire[:4096])
+    assert str(info.value) == (f"{kind} message (type {type_id}) of {4 * 1024 * 1024} bytes "
+                               f"is over the limit of {limit} for its type")
+    assert reader.partial_bytes == 0
+    # A type-1 header is checked the same way.
+    reader = ChunkReader()
+    reader.feed(fmt0(3, 0, 1, m.AUDIO, 1) + b"a")
+    with pytest.raises(ChunkError, match="over the limit"):
+        reader.feed(fmt1(3, 0, limit + 1, type_id))
+    # At the limit the message is read.
+    payload = b"\x05" * limit
+    reader = ChunkReader()
+    assert reader.feed(encode_message(128, 3, type_id, 0, 0, payload)) == [
+        Message(3, type_id, 0, 0, payload)]
+
+
+def test_type_limits_never_exceed_max_message_size_and_can_be_replaced() -> None:
+    with pytest.raises(ChunkError, match="message length 2000 exceeds the limit of 1000"):
+        ChunkReader(max_message_size=1000).feed(fmt0(3, 0, 2000, m.COMMAND_AMF0, 0))
+    reader = ChunkReader(max_type_sizes={m.VIDEO: 100})
+    assert reader.feed(fmt0(3, 0, 1 << 20, m.COMMAND_AMF0, 0) + bytes(128)) == []
+    assert reader.partial_bytes == 128
+    with pytest.raises(ChunkError,
+                       match=r"^message \(type 9\) of 101 bytes is over the limit of 100 "):
+        reader.feed(fmt0(4, 0, 101, m.VIDEO, 1))

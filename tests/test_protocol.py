@@ -13,6 +13,7 @@ from twisted.test.iosim import FakeTransport, IOPump, connect, makeFakeClient, m
 from lal_twisted.hub.registry import StreamRegistry
 from lal_twisted.media import amf0
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
+from lal_twisted.rtmp.chunk import encode_message
 from lal_twisted.rtmp.client import RTMPClientProtocol
 from lal_twisted.rtmp.client_session import ClientSession, RtmpUrl, Status
 from lal_twisted.rtmp.server import RTMPServerFactory, RTMPServerProtocol
@@ -246,6 +247,25 @@ def test_absurd_message_length_closes_publisher() -> None:
     pub.pump.flush()
     assert pub.server.close_reason is not None and "exceeds" in pub.server.close_reason
     assert hub.registry.get("live/test") is None
+
+
+def test_oversized_command_closes_only_that_connection() -> None:
+    """4 MiB of AMF0 nulls before connect: the header alone closes the connection,
+    with a one-line reason; the other connections go on."""
+    hub = Hub()
+    player = hub.connect("play")
+    pub = hub.connect("publish")
+    pub.send(*headers(), frame(0, True))
+    server = hub.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1935))
+    transport = makeFakeServer(server)
+    server.makeConnection(transport)
+    server.dataReceived(b"\x03" + bytes(2 * 1536))
+    server.dataReceived(encode_message(128, 3, 20, 0, 0, b"\x05" * (4 << 20))[:4096])
+    assert transport.disconnecting or transport.disconnected
+    assert server.close_reason == ("protocol error: command message (type 20) of 4194304 "
+                                   "bytes is over the limit of 65536 for its type")
+    pub.send(frame(40, False))
+    assert player.packets[-1].dts == 40
 
 
 def test_silent_connection_is_closed_after_handshake_timeout() -> None:

@@ -23,7 +23,7 @@ from lal_twisted.rtmp.client_session import (
     RtmpUrlError,
     Status,
 )
-from lal_twisted.rtmp.handshake import ClientHandshake
+from lal_twisted.rtmp.handshake import ClientHandshake, ServerHandshake
 from lal_twisted.rtmp.message import Message, RtmpProtocolError
 from lal_twisted.rtmp.session import (
     ConnectRequest,
@@ -428,15 +428,57 @@ def test_unknown_command_without_transaction_gets_no_reply() -> None:
 
 
 def test_unknown_command_with_a_huge_name_is_answered() -> None:
+    """A name that fills a command up to its limit gets a short _error."""
     peer = RawPeer(ServerSession(max_message_size=0xFFFFFF))
     peer.connect()
     peer.send(m.SET_CHUNK_SIZE, (1 << 20).to_bytes(4, "big"), csid=m.CSID_PROTOCOL)
     peer.writer.chunk_size = 1 << 20
-    name = "x" * (0xFFFFFF - 32)
+    name = "x" * (m.MAX_COMMAND_SIZE - 32)
     peer.send(m.COMMAND_AMF0, amf0.encode(name, 3.0, None))
     [reply] = peer.commands()
     assert reply[:2] == ["_error", 3.0]
     assert reply[3]["code"] == "NetConnection.Call.Failed"
+
+
+def test_command_over_the_limit_is_refused_before_it_is_buffered() -> None:
+    """4 MiB of AMF0 nulls before connect: refused by the message header, with the
+    reason; neither buffered nor decoded."""
+    peer = RawPeer()
+    wire = peer.writer.encode(m.CSID_COMMAND, m.COMMAND_AMF0, 0, 0, b"\x05" * (4 << 20))
+    with pytest.raises(RtmpProtocolError, match=r"^command message \(type 20\) of 4194304 "
+                                                r"bytes is over the limit of 65536 for its type$"):
+        peer.send_bytes(wire[:4096])
+    assert peer.server.reader.buffered_bytes < 4096
+
+
+def test_metadata_over_the_limit_is_refused() -> None:
+    peer = RawPeer()
+    peer.publish()
+    big = amf0.encode("@setDataFrame", "onMetaData", {"x": "y" * m.MAX_DATA_SIZE})
+    with pytest.raises(RtmpProtocolError, match=r"^data message \(type 18\) of \d+ bytes "
+                                                r"is over the limit of 1048576"):
+        peer.send(m.DATA_AMF0, big, csid=m.CSID_DATA, stream_id=1)
+
+
+def test_metadata_at_the_limit_is_published() -> None:
+    peer = RawPeer()
+    peer.publish()
+    meta = amf0.encode("onMetaData", {"x": "y" * (m.MAX_DATA_SIZE - 40)})
+    assert len(meta) <= m.MAX_DATA_SIZE
+    [packet] = peer.send(m.DATA_AMF0, meta, csid=m.CSID_DATA, stream_id=1)
+    assert packet.kind == DATA and packet.payload == meta
+
+
+def test_client_refuses_an_oversized_command_from_the_server() -> None:
+    """The client session shares the connection core, so the same limit."""
+    client = ClientSession(RtmpUrl.parse("rtmp://127.0.0.1/live/test"), "play")
+    client.start()
+    server = ServerHandshake()
+    client.receive(server.receive(client.data_to_send()))
+    server.receive(client.data_to_send())
+    wire = ChunkWriter(128).encode(3, m.COMMAND_AMF0, 0, 0, bytes(m.MAX_COMMAND_SIZE + 1))
+    with pytest.raises(RtmpProtocolError, match="command message"):
+        client.receive(wire[:200])
 
 
 @pytest.mark.parametrize("command", ["publish", "play"])
@@ -445,7 +487,7 @@ def test_huge_stream_name_is_answered(command: str) -> None:
     peer.connect()
     peer.send(m.SET_CHUNK_SIZE, (1 << 20).to_bytes(4, "big"), csid=m.CSID_PROTOCOL)
     peer.writer.chunk_size = 1 << 20
-    name = "x" * (0xFFFFFF - 40)
+    name = "x" * (m.MAX_COMMAND_SIZE - 40)
     [event] = peer.command(command, 0.0, None, name, stream_id=1)
     assert event.name == name
     if command == "publish":

@@ -16,6 +16,9 @@ from typing import Any
 __all__ = [
     "AMF0Error",
     "ECMAArray",
+    "MAX_DEPTH",
+    "MAX_ENTRIES",
+    "MAX_VALUES",
     "UNDEFINED",
     "Undefined",
     "decode",
@@ -46,6 +49,18 @@ AVMPLUS = 0x11
 
 MAX_DEPTH = 64
 """Deepest nesting of objects/arrays accepted by the encoder and decoder."""
+
+MAX_VALUES = 4096
+"""Most top-level values one :func:`decode` call reads.  A command has a name, a
+transaction id and a handful of arguments, metadata two values; without a cap
+a message of one-byte nulls costs a Python object per byte (2.6 s of CPU for
+4 MiB)."""
+
+MAX_ENTRIES = 65536
+"""Most object properties and array items, at any depth, one :func:`decode` or
+:func:`decode_one` call reads.  Metadata has a few dozen; a keyframe index
+copied from a recorded file two entries per keyframe (9 hours at one a second).
+With :data:`MAX_VALUES` it bounds the objects, and so the CPU, any input costs."""
 
 _U16_MAX = 0xFFFF
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -193,24 +208,47 @@ def _encode(value: Any, out: list[bytes], depth: int) -> None:
 # ---------------------------------------------------------------------------
 
 
+class _Budget:
+    """Object properties and array items one decode call may still read."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_ENTRIES
+
+    @staticmethod
+    def exhausted() -> AMF0Error:
+        """The error once more than :data:`MAX_ENTRIES` entries were read."""
+        return AMF0Error(f"more than {MAX_ENTRIES} object properties and array items")
+
+
 def decode(data: bytes | bytearray | memoryview) -> list[Any]:
-    """Decode every value in ``data`` until its end."""
+    """Decode every value in ``data`` until its end.
+
+    At most :data:`MAX_VALUES` values and :data:`MAX_ENTRIES` properties and
+    items in all: more raises :class:`AMF0Error`, so the work is bounded.
+    """
     view = _as_view(data)
     end = len(view)
     values: list[Any] = []
+    budget = _Budget()
     offset = 0
     while offset < end:
-        value, offset = _decode(view, offset, 0)
+        if len(values) == MAX_VALUES:
+            raise AMF0Error(f"more than {MAX_VALUES} values in one message")
+        value, offset = _decode(view, offset, 0, budget)
         values.append(value)
     return values
 
 
 def decode_one(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple[Any, int]:
-    """Decode one value starting at ``offset``; return it and the offset just past it."""
+    """Decode one value starting at ``offset``; return it and the offset just past it.
+
+    At most :data:`MAX_ENTRIES` properties and items, as :func:`decode`."""
     view = _as_view(data)
     if offset < 0 or offset >= len(view):
         raise AMF0Error(f"no value at offset {offset} (data length {len(view)})")
-    return _decode(view, offset, 0)
+    return _decode(view, offset, 0, _Budget())
 
 
 def _as_view(data: bytes | bytearray | memoryview) -> memoryview:
@@ -252,7 +290,9 @@ def _read_long_string(view: memoryview, offset: int, what: str) -> tuple[str, in
     return _text(view, offset, size), offset + size
 
 
-def _read_properties(view: memoryview, offset: int, depth: int, result: dict[str, Any]) -> int:
+def _read_properties(
+    view: memoryview, offset: int, depth: int, result: dict[str, Any], budget: _Budget
+) -> int:
     """Read key/value pairs into ``result`` until the end marker; return the new offset.
 
     Reaching the end of the data exactly where a key would start (or inside
@@ -276,10 +316,13 @@ def _read_properties(view: memoryview, offset: int, depth: int, result: dict[str
         offset = key_start + key_size
         if offset >= end:
             raise AMF0Error(f"truncated object: key {key!r} has no value at offset {offset}")
-        result[key], offset = _decode(view, offset, depth + 1)
+        budget.left -= 1
+        if budget.left < 0:
+            raise budget.exhausted()
+        result[key], offset = _decode(view, offset, depth + 1, budget)
 
 
-def _decode(view: memoryview, offset: int, depth: int) -> tuple[Any, int]:
+def _decode(view: memoryview, offset: int, depth: int, budget: _Budget) -> tuple[Any, int]:
     if depth > MAX_DEPTH:
         raise AMF0Error(f"nesting deeper than {MAX_DEPTH} levels at offset {offset}")
     if offset >= len(view):
@@ -296,7 +339,7 @@ def _decode(view: memoryview, offset: int, depth: int) -> tuple[Any, int]:
         return _read_string(view, pos, "string")
     if marker == OBJECT:
         obj: dict[str, Any] = {}
-        return obj, _read_properties(view, pos, depth, obj)
+        return obj, _read_properties(view, pos, depth, obj, budget)
     if marker == NULL or marker == UNSUPPORTED:
         return None, pos
     if marker == UNDEFINED_MARKER:
@@ -306,16 +349,19 @@ def _decode(view: memoryview, offset: int, depth: int) -> tuple[Any, int]:
         # The count is advisory: some encoders write 0 or a wrong value, so the
         # array is read up to its end marker instead.
         array = ECMAArray()
-        return array, _read_properties(view, pos + 4, depth, array)
+        return array, _read_properties(view, pos + 4, depth, array, budget)
     if marker == STRICT_ARRAY:
         _need(view, pos, 4, "strict array count")
         (count,) = _U32.unpack_from(view, pos)
         pos += 4
         # Every element takes at least one byte; reject impossible counts early.
         _need(view, pos, count, "strict array")
+        budget.left -= count
+        if budget.left < 0:
+            raise budget.exhausted()
         items: list[Any] = []
         for _ in range(count):
-            item, pos = _decode(view, pos, depth + 1)
+            item, pos = _decode(view, pos, depth + 1, budget)
             items.append(item)
         return items, pos
     if marker == DATE:
@@ -333,7 +379,7 @@ def _decode(view: memoryview, offset: int, depth: int) -> tuple[Any, int]:
     if marker == TYPED_OBJECT:
         _class_name, pos = _read_string(view, pos, "typed object class name")
         typed: dict[str, Any] = {}
-        return typed, _read_properties(view, pos, depth, typed)
+        return typed, _read_properties(view, pos, depth, typed, budget)
     if marker == REFERENCE:
         raise AMF0Error(f"unsupported AMF0 reference (0x07) at offset {offset}")
     if marker == AVMPLUS:

@@ -30,8 +30,19 @@ undefined and the connection must be closed.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 
-from lal_twisted.rtmp.message import ABORT, SET_CHUNK_SIZE, Message, RtmpProtocolError
+from lal_twisted.rtmp.message import (
+    ABORT,
+    COMMAND_AMF0,
+    COMMAND_AMF3,
+    DATA_AMF0,
+    DATA_AMF3,
+    MESSAGE_SIZE_LIMITS,
+    SET_CHUNK_SIZE,
+    Message,
+    RtmpProtocolError,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -51,6 +62,11 @@ MAX_CSID = 65599
 MAX_HEADER_SIZE = 18
 
 _EXTENDED = 0xFFFFFF
+# How an over-long message is named in the error, for the types with a limit of their own.
+_LIMITED_KINDS = {COMMAND_AMF0: "command", COMMAND_AMF3: "AMF3 command",
+                  DATA_AMF0: "data", DATA_AMF3: "AMF3 data"}
+# Stands for "no partial message"; never grown (a new message gets its own buffer).
+_EMPTY = bytearray()
 _MAX_LENGTH = 0xFFFFFF
 _TS_MASK = 0xFFFFFFFF
 
@@ -78,7 +94,7 @@ class _ChunkStream:
         "type_id",
         "stream_id",
         "left",
-        "parts",
+        "partial",
     )
 
     def __init__(self) -> None:
@@ -92,7 +108,11 @@ class _ChunkStream:
         self.stream_id = 0
         # Payload bytes still missing from the message being assembled (0: none).
         self.left = 0
-        self.parts: list[bytes | bytearray] = []
+        # The payload received so far of the message being assembled: one
+        # buffer grown chunk by chunk (bytearray over-allocates by at most an
+        # eighth), so what is held stays proportional to what the peer sent,
+        # whatever the chunk size (a list of pieces costs ~40 bytes per chunk).
+        self.partial = _EMPTY
 
 
 class ChunkReader:
@@ -101,6 +121,12 @@ class ChunkReader:
     Holds at most one partial message per chunk stream plus an unparsed tail
     shorter than one chunk (header and body).  Set Chunk Size and Abort are
     acted upon as soon as they complete and are also returned to the caller.
+
+    A message longer than ``max_message_size``, or than the limit
+    ``max_type_sizes`` sets for its type (by default the command and data
+    limits of :data:`~lal_twisted.rtmp.message.MESSAGE_SIZE_LIMITS`), is refused
+    with a :class:`ChunkError` as soon as its header arrives, before any of its
+    payload is buffered.
     """
 
     __slots__ = (
@@ -109,6 +135,8 @@ class ChunkReader:
         "max_message_size",
         "max_chunk_streams",
         "max_partial_bytes",
+        "_limits",
+        "_smallest_limit",
         "_streams",
         "_buf",
         "_held",
@@ -119,6 +147,7 @@ class ChunkReader:
         max_message_size: int = 16 * 1024 * 1024,
         max_chunk_streams: int = 64,
         max_partial_bytes: int | None = None,
+        max_type_sizes: Mapping[int, int] | None = None,
     ) -> None:
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self.bytes_received = 0
@@ -129,8 +158,17 @@ class ChunkReader:
         self.max_partial_bytes = (
             2 * max_message_size if max_partial_bytes is None else max_partial_bytes
         )
+        # The longest message accepted, by type id: one list index per header.
+        # Fixed here: later changes to max_message_size do not reach it.
+        limits = [max_message_size] * 256
+        sizes = MESSAGE_SIZE_LIMITS if max_type_sizes is None else max_type_sizes
+        for type_id, size in sizes.items():
+            limits[type_id] = min(size, max_message_size)
+        self._limits = limits
+        self._smallest_limit = min(limits)
         self._streams: dict[int, _ChunkStream] = {}
         self._buf = bytearray()
+        # Payload bytes in the partial-message buffers of all chunk streams.
         self._held = 0
 
     @property
@@ -139,10 +177,15 @@ class ChunkReader:
         return len(self._buf)
 
     @property
+    def partial_bytes(self) -> int:
+        """Payload bytes of unfinished messages, the figure held against
+        ``max_partial_bytes``: each chunk stream keeps them in one buffer."""
+        return self._held
+
+    @property
     def buffered_bytes(self) -> int:
         """Everything held: the unparsed tail plus partially assembled payloads."""
-        partial = sum(len(p) for cs in self._streams.values() for p in cs.parts)
-        return len(self._buf) + partial
+        return len(self._buf) + self._held
 
     def feed(self, data: bytes) -> list[Message]:
         """Consume ``data`` and return every message it completes, in order.
@@ -177,6 +220,17 @@ class ChunkReader:
         cs = self._streams[csid] = _ChunkStream()
         return cs
 
+    def _too_long(self, type_id: int, length: int) -> ChunkError:
+        """The error for a header announcing a message over its type's limit."""
+        limit = self._limits[type_id]
+        if limit < self.max_message_size:
+            kind = _LIMITED_KINDS.get(type_id)
+            return ChunkError(
+                f"{kind + ' ' if kind else ''}message (type {type_id}) of {length} bytes "
+                f"is over the limit of {limit} for its type"
+            )
+        return ChunkError(f"message length {length} exceeds the limit of {limit}")
+
     def _set_chunk_size(self, payload: bytes) -> int:
         """Apply a Set Chunk Size message to the reader."""
         if len(payload) < 4:
@@ -193,18 +247,16 @@ class ChunkReader:
             raise ChunkError(f"abort payload too short ({len(payload)} bytes)")
         cs = self._streams.get(_U32.unpack_from(payload)[0])
         if cs is not None and cs.left:
-            self._held -= cs.length - cs.left
+            self._held -= len(cs.partial)
             cs.left = 0
-            cs.parts = []
+            cs.partial = _EMPTY
 
-    def _hold(self, nbytes: int) -> None:
-        """Count bytes of an unfinished message; too many in all is an error."""
-        self._held += nbytes
-        if self._held > self.max_partial_bytes:
-            raise ChunkError(
-                f"unfinished messages hold {self._held} bytes, over the limit of "
-                f"{self.max_partial_bytes}"
-            )
+    def _over_partial_limit(self, held: int) -> ChunkError:
+        """The error for unfinished messages holding more than ``max_partial_bytes``."""
+        return ChunkError(
+            f"unfinished messages hold {held} bytes, over the limit of "
+            f"{self.max_partial_bytes}"
+        )
 
     def _parse(self, buf: bytes | bytearray, out: list[Message]) -> int:
         """Parse whole chunks from ``buf``, append finished messages to ``out``
@@ -217,7 +269,13 @@ class ChunkReader:
         end = len(buf)
         streams = self._streams
         chunk_size = self.chunk_size
-        max_size = self.max_message_size
+        limits = self._limits
+        # Below the smallest limit (most media messages) one comparison is enough.
+        small = self._smallest_limit
+        # The held-bytes count lives in a local while parsing (the hot path),
+        # and is written back before anything else reads it.
+        held = self._held
+        max_held = self.max_partial_bytes
         while pos < end:
             b0 = buf[pos]
             fmt = b0 >> 6
@@ -253,18 +311,19 @@ class ChunkReader:
                     if stop > end:
                         break
                     pos = stop
-                    cs.parts.append(buf[p:stop])
+                    partial = cs.partial
                     left -= body
                     cs.left = left
                     if left:
-                        held = self._held + body  # _hold() inlined: the hot path
-                        self._held = held
-                        if held > self.max_partial_bytes:
-                            self._hold(0)
+                        partial += buf[p:stop]
+                        held += body
+                        if held > max_held:
+                            raise self._over_partial_limit(held)
                         continue
-                    self._held -= cs.length - body
-                    payload = b"".join(cs.parts)
-                    cs.parts = []
+                    held -= len(partial)
+                    # The last piece joins the rest in the one copy made here.
+                    payload = b"".join((partial, buf[p:stop]))
+                    cs.partial = _EMPTY
                 else:
                     # New message with the previous length, type and stream id.
                     length = cs.length
@@ -276,9 +335,12 @@ class ChunkReader:
                     cs.timestamp = (cs.timestamp + field) & _TS_MASK
                     cs.delta = field
                     if body < length:
-                        cs.parts = [buf[p:stop]]
+                        piece = buf[p:stop]  # already a new bytearray when buf is one
+                        cs.partial = piece if type(piece) is bytearray else bytearray(piece)
                         cs.left = length - body
-                        self._hold(body)
+                        held += body
+                        if held > max_held:
+                            raise self._over_partial_limit(held)
                         continue
                     payload = bytes(buf[p:stop])
             else:
@@ -289,10 +351,8 @@ class ChunkReader:
                     stream_id = _LE32.unpack_from(buf, p + 7)[0]
                     p += 11
                     length = (l_hi << 8) | l_lo
-                    if length > max_size:
-                        raise ChunkError(
-                            f"message length {length} exceeds the limit of {max_size}"
-                        )
+                    if length > small and length > limits[type_id]:
+                        raise self._too_long(type_id, length)
                 elif fmt == 1:
                     if p + 7 > end:
                         break
@@ -300,10 +360,8 @@ class ChunkReader:
                     stream_id = cs.stream_id
                     p += 7
                     length = (l_hi << 8) | l_lo
-                    if length > max_size:
-                        raise ChunkError(
-                            f"message length {length} exceeds the limit of {max_size}"
-                        )
+                    if length > small and length > limits[type_id]:
+                        raise self._too_long(type_id, length)
                 else:
                     if p + 3 > end:
                         break
@@ -325,7 +383,9 @@ class ChunkReader:
                     break
                 pos = stop
                 if cs.left:  # a new header drops the unfinished message
-                    self._held -= cs.length - cs.left
+                    held -= len(cs.partial)
+                    cs.left = 0
+                    cs.partial = _EMPTY
                 cs.timestamp = field if fmt == 0 else (cs.timestamp + field) & _TS_MASK
                 cs.delta = field
                 cs.extended = extended
@@ -333,14 +393,13 @@ class ChunkReader:
                 cs.type_id = type_id
                 cs.stream_id = stream_id
                 if body < length:
-                    # Any partial message on this csid is replaced (lenient restart).
-                    cs.parts = [buf[p:stop]]
+                    piece = buf[p:stop]
+                    cs.partial = piece if type(piece) is bytearray else bytearray(piece)
                     cs.left = length - body
-                    self._hold(body)
+                    held += body
+                    if held > max_held:
+                        raise self._over_partial_limit(held)
                     continue
-                if cs.left:
-                    cs.left = 0
-                    cs.parts = []
                 payload = bytes(buf[p:stop])
 
             type_id = cs.type_id
@@ -348,7 +407,10 @@ class ChunkReader:
             if type_id == SET_CHUNK_SIZE:
                 chunk_size = self._set_chunk_size(payload)
             elif type_id == ABORT:
+                self._held = held
                 self._abort(payload)
+                held = self._held
+        self._held = held
         return pos
 
 

@@ -30,7 +30,10 @@ __all__ = [
     "LIMIT_DYNAMIC",
     "LIMIT_HARD",
     "LIMIT_SOFT",
+    "MAX_COMMAND_SIZE",
+    "MAX_DATA_SIZE",
     "MEDIA_CSID",
+    "MESSAGE_SIZE_LIMITS",
     "PING_REQUEST",
     "PING_RESPONSE",
     "SET_BUFFER_LENGTH",
@@ -78,6 +81,24 @@ AGGREGATE = 22
 CONTROL_TYPES: Final = frozenset(
     (SET_CHUNK_SIZE, ABORT, ACK, USER_CONTROL, WINDOW_ACK_SIZE, SET_PEER_BANDWIDTH)
 )
+
+# The longest command message (types 20 and 17) a peer may send.  A command is a
+# name, a transaction id and a few small objects: connect from ffmpeg, OBS or a
+# Flash player is under 1 KiB.  64 KiB leaves room for long URLs and tokens,
+# and bounds what one command costs to buffer and to decode.
+MAX_COMMAND_SIZE = 64 * 1024
+# The longest data message (types 18 and 15): onMetaData and other script data.
+# Live metadata is under 1 KiB; a keyframe index copied from a file is ~18 bytes
+# per keyframe, so 1 MiB still holds ~58000 keyframes (16 hours at one a
+# second) while keeping a hostile one from costing more than a moment of CPU.
+MAX_DATA_SIZE = 1024 * 1024
+# Per-type limits the chunk reader applies below its overall maximum.
+MESSAGE_SIZE_LIMITS: Final = {
+    COMMAND_AMF0: MAX_COMMAND_SIZE,
+    COMMAND_AMF3: MAX_COMMAND_SIZE,
+    DATA_AMF0: MAX_DATA_SIZE,
+    DATA_AMF3: MAX_DATA_SIZE,
+}
 
 # User control event types.
 STREAM_BEGIN = 0
