@@ -61,9 +61,8 @@ from lal_twisted.tools.bench import (
     TICK,
     OwnServer,
     ProcStat,
+    bench_media,
     lal_command,
-    make_media,
-    stream_kbit,
 )
 from lal_twisted.tools.common import (
     ToolError,
@@ -1031,14 +1030,7 @@ def main(argv: list[str] | None = None) -> int:
         check_args(args)
         if args.hostile_every:
             check_loopback(*(u for u in (args.rtmp, args.http) if u))
-        workdir.mkdir(parents=True, exist_ok=True)
-        media = args.file or str(workdir / "bench.flv")
-        if not args.file:
-            make_media(media)
-        try:
-            kbit = stream_kbit(media)
-        except (OSError, ValueError) as e:
-            raise ToolError(f"{media}: {e}") from None
+        media, kbit = bench_media(args.file, workdir)
         if args.rtmp:
             rtmp, http, pid, log = (args.rtmp.rstrip("/"), args.http.rstrip("/"),
                                     args.server_pid, None)

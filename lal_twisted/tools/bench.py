@@ -230,6 +230,19 @@ def stream_kbit(path: str) -> float:
     return total * 8 / 1000 / seconds if seconds > 0 else 0.0
 
 
+def bench_media(file: str | None, workdir: Path) -> tuple[str, float]:
+    """The stream to publish (``file``, or the bench stream made in ``workdir``) and
+    its bitrate in kbit/s; a file that is not a readable FLV is a ToolError."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    media = file or str(workdir / "bench.flv")
+    if not file:
+        make_media(media)
+    try:
+        return media, stream_kbit(media)
+    except (OSError, FlvError, ValueError) as e:
+        raise ToolError(f"{media}: {e}") from None
+
+
 def lal_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "lal_twisted.tools.cli", *args]
 
@@ -383,14 +396,7 @@ def run(args: argparse.Namespace) -> int:
     if args.http and not args.rtmp:
         raise ToolError("--http goes with --rtmp (a server given by URL)")
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="lal-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    media = args.file or str(workdir / "bench.flv")
-    if not args.file:
-        make_media(media)
-    try:
-        kbit = stream_kbit(media)
-    except (OSError, FlvError) as e:
-        raise ToolError(f"{media}: {e}") from None
+    media, kbit = bench_media(args.file, workdir)
     if args.compare and args.protocol == "httpflv":
         raise ToolError("nginx-rtmp has no HTTP-FLV: --compare nginx needs --protocol rtmp")
     targets: list[tuple[str, Any]] = []
