@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
@@ -311,3 +313,83 @@ def test_eager_transport_sends_at_once_and_buffers_the_rest() -> None:
     assert got == (big + b"tail")[: len(got)]  # in order, no byte lost or repeated
     a.close()
     b.close()
+
+
+class LowWaterSocket:
+    """Stands in for a transport's socket: records SO_RCVLOWAT."""
+
+    def __init__(self) -> None:
+        self.low_water = 1
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        import socket
+
+        assert (level, option) == (socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+        self.low_water = value
+
+
+def test_batched_reads_and_publishing_again() -> None:
+    """A batched publisher is read every read_batch_ms (20) whatever arrives;
+    publish, deleteStream, publish leaves one batching timer; deleteStream puts
+    SO_RCVLOWAT back to 1 and stops the batched reads."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("read batching is Linux only")
+    hub = Hub(read_batch_ms=20)
+    pub = hub.connect("publish")
+    sock = LowWaterSocket()
+    reads: list[float] = []
+    transport: Any = pub.server.transport
+    transport.socket = sock
+    transport.doRead = lambda: reads.append(round(hub.clock.seconds(), 3))
+
+    def batch_timers() -> int:
+        return sum(1 for call in hub.clock.getDelayedCalls()
+                   if getattr(call.func, "__self__", None) is pub.server
+                   and call.func.__name__ == "_batch_reads")
+
+    def delete_stream() -> None:
+        pub.client.session.close_stream()  # FCUnpublish + deleteStream
+        pub.client.flush()
+        hub.flush()
+        stream = hub.registry.get("live/test")
+        assert stream is None or stream.publisher is None
+
+    def publish_again() -> None:
+        pub.client.session._call("publish", None, "test", "live", expect_reply=False)
+        pub.client.flush()
+        hub.flush()
+        stream = hub.registry.get("live/test")
+        assert stream is not None and stream.publisher is pub.server
+
+    assert batch_timers() == 1
+    delete_stream()
+    assert batch_timers() == 0
+    publish_again()
+    assert batch_timers() == 1
+
+    batcher = hub.factory.batcher
+    assert batcher is not None
+    pub.send(*headers(), *[frame(i * 40, i == 0, 6000) for i in range(25)])  # 150 kB
+    hub.clock.advance(5.0)  # ~30 kB/s over the window: ~600 B per 20 ms
+    assert pub.server in batcher and sock.low_water == 16384 and batch_timers() == 1
+    for i in range(1, 11):
+        hub.clock.advance(5 + i / 100 + 1e-9 - hub.clock.seconds())
+    assert reads == [5.02, 5.04, 5.06, 5.08, 5.1]
+    hub.clock.advance(4.9)  # a window with nothing: each message read at once again
+    assert pub.server not in batcher and sock.low_water == 1 and batch_timers() == 1
+    done = len(reads)
+    hub.clock.advance(1.0)
+    assert len(reads) == done
+
+    pub.send(*[frame(1000 + i * 40, i == 0, 6000) for i in range(25)])
+    hub.clock.advance(5.0)
+    assert pub.server in batcher and sock.low_water == 16384
+    done = len(reads)
+    delete_stream()
+    assert pub.server not in batcher and sock.low_water == 1 and batch_timers() == 0
+    hub.clock.advance(1.0)
+    assert len(reads) == done
+    publish_again()
+    pub.client.transport.loseConnection()  # type: ignore[union-attr]
+    hub.flush()
+    assert batch_timers() == 0 and pub.server not in batcher

@@ -116,8 +116,9 @@ def test_log_level_filters_the_file(tmp_path: Path) -> Any:
 
 @pytest_twisted.inlineCallbacks
 def test_publisher_reads_are_batched_after_five_seconds(tmp_path: Path) -> Any:
-    """rtmp.read_batch_ms: the server sets SO_RCVLOWAT to 20 ms of the publisher's
-    measured bitrate, and players still get every packet."""
+    """rtmp.read_batch_ms: after 5 s at ~50 kB/s the batcher reads the publisher
+    (its socket wakes the reactor only for 16 KiB), and players still get every
+    packet."""
     import socket
 
     lals = make_service(config(tmp_path / "batch.log"))
@@ -138,14 +139,84 @@ def test_publisher_reads_are_batched_after_five_seconds(tmp_path: Path) -> Any:
             yield sleep(0.1)
         stream = lals.registry.get("live/batched")
         assert stream is not None
-        sock = stream.publisher.transport.socket
-        low_water = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
-        assert 800 <= low_water <= 1200  # 20 ms of ~50 kB/s
+        server_side = stream.publisher
+        assert server_side in server_side.factory.batcher
+        sock = server_side.transport.socket
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 16384
         for _ in range(50):
             if len([p for p in got if p.payload[:1] == b"\x27"]) >= sent:
                 break
             yield sleep(0.05)
         assert len([p for p in got if p.payload[:1] == b"\x27"]) == sent
+        player.stop()
+        publisher.stop()
+        yield sleep(0.1)
+    finally:
+        yield lals.stopService()
+        lal_log.reset()
+
+
+@pytest_twisted.inlineCallbacks
+def test_batched_reads_add_at_most_read_batch_ms_when_the_bitrate_drops(
+        tmp_path: Path) -> Any:
+    """After 5 s at ~250 kB/s reads are batched (SO_RCVLOWAT above 1); then
+    112-byte packets every 100 ms must still reach a player within read_batch_ms
+    (20) + 30 ms of being sent, and deleteStream must end the batching."""
+    import socket
+    import time
+
+    lals = make_service(config(tmp_path / "drop.log"))
+    lals.startService()
+    try:
+        port = lals.rtmp.port.getHost().port  # type: ignore[union-attr]
+        url = f"rtmp://127.0.0.1:{port}/live/dropping"
+        arrived: dict[int, float] = {}
+
+        def on_packet(p: AVPacket) -> None:
+            arrived.setdefault(p.dts, time.monotonic())
+
+        player = yield connect(reactor, url, "play", on_packet=on_packet)
+        publisher = yield connect(reactor, url, "publish")
+        for p in packets()[:4]:
+            publisher.send_packet(p)
+        ts = 40
+        started = time.monotonic()
+        while time.monotonic() - started < 5.5:  # 5 kB every 20 ms: ~250 kB/s
+            publisher.send_packet(AVPacket(VIDEO, ts, b"\x27\x01\x00\x00\x00" + b"V" * 5000))
+            ts += 20
+            yield sleep(0.02)
+        stream = lals.registry.get("live/dropping")
+        assert stream is not None
+        server_side = stream.publisher
+        sock = server_side.transport.socket
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) > 1
+        yield sleep(0.2)
+
+        sent: dict[int, float] = {}
+        for _ in range(40):  # 112-byte packets every 100 ms
+            ts += 100
+            sent[ts] = time.monotonic()
+            publisher.send_packet(AVPacket(VIDEO, ts, b"\x27\x01\x00\x00\x00" + b"s" * 107))
+            yield sleep(0.1)
+        for _ in range(50):  # today's code held some back for seconds
+            if len(sent.keys() & arrived.keys()) == len(sent):
+                break
+            yield sleep(0.1)
+        late = sorted(arrived.get(t, float("inf")) - s for t, s in sent.items())
+        print(f"small packets late by (ms): min {late[0] * 1000:.1f} "
+              f"median {late[len(late) // 2] * 1000:.1f} max {late[-1] * 1000:.1f} "
+              f"({len(sent.keys() - arrived.keys())} of {len(sent)} not arrived)")
+        assert late[-1] <= (20 + 30) / 1000
+
+        publisher.session.close_stream()  # FCUnpublish + deleteStream; connection stays
+        publisher.flush()
+        for _ in range(50):
+            if stream.publisher is None:
+                break
+            yield sleep(0.02)
+        assert stream.publisher is None
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+        assert server_side not in server_side.factory.batcher
         player.stop()
         publisher.stop()
         yield sleep(0.1)
