@@ -30,7 +30,7 @@ class RtmpConfig:
     single_gop_max_frame_num: int = 0
     chunk_size: int = 4096
     max_message_size: int = 16 * 1024 * 1024
-    read_batch_ms: int = 20
+    read_batch_ms: int = 40
     pub_timeout_sec: int = 30
     idle_timeout_sec: int = 30
 

@@ -20,7 +20,7 @@ from lal_twisted.service import LalService, make_service
 
 def config(log_file: Path, level: str = "info") -> Any:
     return from_dict({
-        "rtmp": {"addr": "127.0.0.1:0"},
+        "rtmp": {"addr": "127.0.0.1:0", "read_batch_ms": 20},
         "default_http": {"http_listen_addr": "127.0.0.1:0"},
         "log": {"level": level, "filename": str(log_file), "is_to_stdout": False},
     })
