@@ -63,8 +63,7 @@ def is_waiting(protocol: Any) -> bool:
     check = getattr(protocol, "is_waiting", None)
     if check is not None:
         return bool(check())
-    # twisted.web's Site builds a wrapper (for HTTP/2 negotiation) around the channel.
-    requests = getattr(getattr(protocol, "_channel", protocol), "requests", None)
+    requests = getattr(_unwrapped(protocol), "requests", None)
     if requests is None:
         return False  # a kind of connection this guard knows nothing about
     for request in requests:
@@ -73,6 +72,12 @@ def is_waiting(protocol: Any) -> bool:
         if stream is not None and stream.publisher is not None:
             return False
     return True
+
+
+def _unwrapped(protocol: Any) -> Any:
+    """The HTTP channel inside twisted.web's wrapper (for HTTP/2 negotiation), or
+    the protocol itself."""
+    return getattr(protocol, "_channel", protocol)
 
 
 def _host(address: IAddress) -> str:
@@ -139,7 +144,7 @@ class ConnectionGuard:
         self.forget(victim)
         if hasattr(victim, "close_reason"):
             victim.close_reason = "closed to make room for a new connection"
-        transport = getattr(getattr(victim, "_channel", victim), "transport", None)
+        transport = getattr(_unwrapped(victim), "transport", None)
         if transport is not None:
             transport.abortConnection()
         return True

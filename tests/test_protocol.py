@@ -221,11 +221,8 @@ def test_slow_player_drops_to_keyframe_and_is_disconnected_after_stall() -> None
     assert stream is not None and len(stream.sinks) == 1
 
 
-@pytest.mark.parametrize("garbage", [
-    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"\x05" + b"\x00" * 1536,
-])
-def test_garbage_handshake_closes_only_that_connection(garbage: bytes) -> None:
+def live_stream_and_a_raw_connection() -> tuple[Hub, Peer, Peer, Any, FakeTransport]:
+    """A live stream with a player, and one more server connection fed by hand."""
     hub = Hub()
     player = hub.connect("play")
     pub = hub.connect("publish")
@@ -233,6 +230,15 @@ def test_garbage_handshake_closes_only_that_connection(garbage: bytes) -> None:
     server = hub.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1935))
     transport = makeFakeServer(server)
     server.makeConnection(transport)
+    return hub, player, pub, server, transport
+
+
+@pytest.mark.parametrize("garbage", [
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\x05" + b"\x00" * 1536,
+])
+def test_garbage_handshake_closes_only_that_connection(garbage: bytes) -> None:
+    hub, player, pub, server, transport = live_stream_and_a_raw_connection()
     server.dataReceived(garbage)
     assert transport.disconnecting or transport.disconnected
     pub.send(frame(40, False))
@@ -254,13 +260,7 @@ def test_absurd_message_length_closes_publisher() -> None:
 def test_oversized_command_closes_only_that_connection() -> None:
     """4 MiB of AMF0 nulls before connect: the header alone closes the connection,
     with a one-line reason; the other connections go on."""
-    hub = Hub()
-    player = hub.connect("play")
-    pub = hub.connect("publish")
-    pub.send(*headers(), frame(0, True))
-    server = hub.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1935))
-    transport = makeFakeServer(server)
-    server.makeConnection(transport)
+    hub, player, pub, server, transport = live_stream_and_a_raw_connection()
     server.dataReceived(b"\x03" + bytes(2 * 1536))
     server.dataReceived(encode_message(128, 3, 20, 0, 0, b"\x05" * (4 << 20))[:4096])
     assert transport.disconnecting or transport.disconnected

@@ -126,10 +126,8 @@ class Sink:
                 f"no publisher for {self.wait_timeout:g}s (subscriber.publisher_wait_timeout_ms)")
 
     def _cancel_wait(self) -> None:
-        if self._wait_call is not None:
-            if self._wait_call.active():
-                self._wait_call.cancel()
-            self._wait_call = None
+        _cancel(self._wait_call)
+        self._wait_call = None
 
     def send(self, packet: AVPacket) -> None:
         if self.closed:
@@ -266,10 +264,8 @@ class Sink:
 
     # -- internals -----------------------------------------------------------------
     def _cancel_stall(self) -> None:
-        if self._stall_call is not None:
-            if self._stall_call.active():
-                self._stall_call.cancel()
-            self._stall_call = None
+        _cancel(self._stall_call)
+        self._stall_call = None
 
     def _stalled(self) -> None:
         self._stall_call = None
@@ -285,3 +281,10 @@ class Sink:
             "packets_dropped": self.packets_dropped,
             "paused": self.paused,
         }
+
+
+def _cancel(call: IDelayedCall | None) -> None:
+    """Cancel ``call`` if it is still pending."""
+    if call is not None and call.active():
+        call.cancel()
+    return None
