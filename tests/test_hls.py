@@ -11,14 +11,28 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import m3u8
 import pytest
+import pytest_twisted
 from conftest import Media, Server, start_server, stop_server
 from mediatools import finish, push, wait_for
 from tsparse import count_frames, decode_errors, parse
+from twisted.internet import defer, reactor, task
+from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
 
+from lal_twisted import log as lal_log
+from lal_twisted.config import ConfigError, from_dict
+from lal_twisted.hls.segmenter import HlsMakeTsInfo
+from lal_twisted.hub.events import Observer
+from lal_twisted.hub.session import Session
+from lal_twisted.media.flv import FlvReader
+from lal_twisted.media.packet import AVPacket
 from lal_twisted.media.ts import VIDEO_PID
+from lal_twisted.rtmp.client import connect
+from lal_twisted.service import make_service
 
 FRAGMENT_MS = 1000
 
@@ -265,3 +279,104 @@ def test_audio_only_is_cut_by_duration(server: Server, media: Media) -> None:
         assert decode_errors(p.segments[1].absolute_uri) == ""
     finally:
         finish(pub)
+
+
+# -- in-process: sessions and events -------------------------------------------------------
+
+
+class Recorder(Observer):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def play_started(self, session: Session) -> None:
+        self.events.append(("play_started", session))
+
+    def play_stopped(self, session: Session) -> None:
+        self.events.append(("play_stopped", session))
+
+    def hls_make_ts(self, info: HlsMakeTsInfo) -> None:
+        self.events.append(("hls_make_ts", info))
+
+
+def sleep(seconds: float) -> defer.Deferred[None]:
+    return task.deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]
+
+
+@pytest_twisted.inlineCallbacks
+def test_viewers_are_sessions_and_segments_are_events(media: Media, tmp_path: Path) -> Any:
+    lals = make_service(from_dict({
+        "rtmp": {"addr": "127.0.0.1:0"},
+        "default_http": {"http_listen_addr": "127.0.0.1:0"},
+        "hls": {"enable": True, "use_memory_as_disk_flag": True, "fragment_duration_ms": 1000,
+                "sub_session_timeout_ms": 1500, "out_path": str(tmp_path / "none")},
+        "log": {"filename": str(tmp_path / "log"), "is_to_stdout": False},
+    }))
+    recorder = Recorder()
+    lals.registry.add_observer(recorder)
+    lals.startService()
+    try:
+        rtmp_port = lals.rtmp.port.getHost().port  # type: ignore[union-attr]
+        http_port = lals.http.port.getHost().port  # type: ignore[union-attr]
+        publisher = yield connect(reactor, f"rtmp://127.0.0.1:{rtmp_port}/live/ev", "publish")
+        for tag in FlvReader().feed(media.av.read_bytes()):
+            publisher.send_packet(AVPacket(tag.tag_type, tag.timestamp, bytes(tag.payload)))
+        publisher.stop()
+        yield sleep(0.5)
+        made = [e[1] for e in recorder.events if e[0] == "hls_make_ts"]
+        assert [m.id for m in made] == list(range(6))
+        assert all(m.event == "close" and m.stream_name == "ev" for m in made)
+        assert made[0].ts_file.endswith(f"ev/ev-{made[0].ts_file.rsplit('-', 2)[1]}-0.ts")
+        assert made[0].live_m3u8_file.endswith("ev/playlist.m3u8")
+        assert made[0].record_m3u8_file.endswith("ev/record.m3u8")
+        assert all(0.9 <= m.duration <= 1.2 for m in made)
+        assert set(made[0].as_dict()) >= {"event", "stream_name", "cwd", "ts_file",
+                                          "live_m3u8_file", "record_m3u8_file", "id",
+                                          "duration"}
+
+        agent = Agent(reactor)
+        base = f"http://127.0.0.1:{http_port}/hls/ev"
+        for path in ("/playlist.m3u8", ".m3u8", "/record.m3u8"):
+            response = yield agent.request(b"GET", (base + path).encode(),
+                                           Headers({b"user-agent": [b"test-player"]}))
+            body = yield readBody(response)
+            assert response.code == 200 and body.startswith(b"#EXTM3U")
+        viewers = [s for s in lals.registry.list_sessions() if s.protocol == "hls"]
+        assert len(viewers) == 1  # one client, one stream: one session
+        viewer = viewers[0]
+        assert viewer.id.startswith("HLSSUB") and viewer.key == "live/ev"
+        assert viewer.stats()["bytes_out"] > 0
+        assert [e[1] for e in recorder.events if e[0] == "play_started"] == [viewer]
+        # Another client (User-Agent) is another session.
+        response = yield agent.request(b"GET", (base + ".m3u8").encode(),
+                                       Headers({b"user-agent": [b"other-player"]}))
+        yield readBody(response)
+        assert len([s for s in lals.registry.list_sessions() if s.protocol == "hls"]) == 2
+        # No request for sub_session_timeout_ms: the sessions end.
+        yield sleep(2.5)
+        assert [s for s in lals.registry.list_sessions() if s.protocol == "hls"] == []
+        stopped = [e[1] for e in recorder.events if e[0] == "play_stopped"]
+        assert viewer in stopped and len(stopped) == 2
+    finally:
+        yield lals.stopService()
+        lal_log.reset()
+
+
+@pytest.mark.parametrize(("hls", "words"), [
+    ({"cleanup_mode": 3}, "hls.cleanup_mode"),
+    ({"fragment_num": 0}, "hls.fragment_num"),
+    ({"fragment_duration_ms": 10}, "hls.fragment_duration_ms"),
+    ({"url_pattern": "hls/"}, "hls.url_pattern"),
+    ({"delete_threshold": -2}, "hls.delete_threshold"),
+    ({"enable": "yes"}, "hls.enable"),
+])
+def test_bad_hls_config_is_one_clear_error(hls: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
+        from_dict({"hls": hls})
+
+
+def test_hls_config_defaults_are_lals() -> None:
+    c = from_dict({"hls": {"enable": True, "fragment_num": 8, "url_pattern": "/h"}}).hls
+    assert (c.url_pattern, c.out_path, c.fragment_duration_ms, c.fragment_num,
+            c.delete_threshold, c.cleanup_mode, c.use_memory_as_disk_flag,
+            c.sub_session_timeout_ms) == ("/h/", "./lal_record/hls/", 3000, 8, 8, 1, False, 30000)
+    assert not from_dict({}).hls.enable
