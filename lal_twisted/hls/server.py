@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet import task
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.http import FORBIDDEN, INTERNAL_SERVER_ERROR, NOT_ALLOWED, NOT_FOUND
@@ -63,11 +63,11 @@ def parse_hls_path(rest: str) -> tuple[str, str] | None:
 
 
 class _Viewer:
-    __slots__ = ("session", "timer", "admitted", "waiting")
+    __slots__ = ("session", "last", "admitted", "waiting")
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, now: float) -> None:
         self.session = session
-        self.timer: IDelayedCall | None = None
+        self.last = now  # time of the latest request
         self.admitted = False
         self.waiting: list[tuple[server.Request, str, str]] = []
 
@@ -86,6 +86,12 @@ class HlsResource(resource.Resource):
         self.url_pattern = url_pattern
         self.session_timeout = session_timeout
         self.viewers: dict[tuple[str, str, str], _Viewer] = {}
+        # One sweep ends idle viewers (a timer per viewer, reset on every request,
+        # cost more than the sweep with a thousand players polling).
+        self._sweeper = task.LoopingCall(self._sweep)
+        self._sweeper.clock = reactor
+        self._sweep_every = max(0.25, min(1.0, session_timeout / 4))
+        manager.resources.append(self)
 
     def render(self, request: server.Request) -> Any:
         if request.method not in _METHODS:
@@ -143,13 +149,19 @@ class HlsResource(resource.Resource):
             session.query = request.uri.decode("utf-8", "replace").partition("?")[2]
             http_host = (request.getHeader(b"host") or b"").decode("utf-8", "replace")
             session.url = f"http://{http_host}{request.uri.decode('utf-8', 'replace')}"
-            viewer = self.viewers[key] = _Viewer(session)
-            viewer.timer = self.reactor.callLater(self.session_timeout, self._expire, key)
+            viewer = self.viewers[key] = _Viewer(session, self.reactor.seconds())
+            if not self._sweeper.running:
+                self._sweeper.start(self._sweep_every, now=False)
         else:
-            timer = viewer.timer
-            if timer is not None and timer.active():
-                timer.reset(self.session_timeout)
+            viewer.last = self.reactor.seconds()
         return viewer
+
+    def _sweep(self) -> None:
+        idle_since = self.reactor.seconds() - self.session_timeout
+        for key in [k for k, v in self.viewers.items() if v.last <= idle_since]:
+            self._expire(key)
+        if not self.viewers and self._sweeper.running:
+            self._sweeper.stop()
 
     def _admit(self, viewer: _Viewer) -> None:
         d: Deferred[None] = self.registry.add_viewer(viewer.session)
@@ -194,15 +206,11 @@ class HlsResource(resource.Resource):
         for key, viewer in list(self.viewers.items()):
             if viewer.session is session:
                 del self.viewers[key]
-                if viewer.timer is not None and viewer.timer.active():
-                    viewer.timer.cancel()
 
     def _expire(self, key: tuple[str, str, str]) -> None:
         viewer = self.viewers.pop(key, None)
         if viewer is None:
             return
-        if viewer.timer is not None and viewer.timer.active():
-            viewer.timer.cancel()
         session = viewer.session
         if viewer.admitted:
             self.registry.remove_viewer(session)
@@ -214,6 +222,8 @@ class HlsResource(resource.Resource):
     def close_all(self) -> None:
         for key in list(self.viewers):
             self._expire(key)
+        if self._sweeper.running:
+            self._sweeper.stop()
 
     # -- files -----------------------------------------------------------------------------
     def _serve(self, request: server.Request, viewer: _Viewer, name: str, file: str) -> Any:

@@ -28,6 +28,7 @@ from twisted.web import http, server
 from twisted.web.resource import IResource
 
 from lal_twisted.log import Logger
+from lal_twisted.net import EagerServer
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_REQUEST_HEADER_TIMEOUT", "LalChannel",
            "LalRequest", "LalSite"]
@@ -154,9 +155,24 @@ class LalChannel(http.HTTPChannel):
 
 
 class LalRequest(server.Request):
-    """A request whose (chunked) body is counted against the channel's bound."""
+    """A request whose (chunked) body is counted against the channel's bound, and
+    whose status line and headers leave in one send with the first body bytes
+    (twisted.web writes them separately: two system calls, and with Nagle's
+    algorithm the body of a small response waits for the client's ACK)."""
 
     body_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        channel = self.channel
+        transport = channel.transport if channel is not None else None
+        if self.startedWriting or not data or not isinstance(transport, EagerServer):
+            super().write(data)
+            return
+        transport.cork()
+        try:
+            super().write(data)
+        finally:
+            transport.uncork()
 
     def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 - Twisted interface
         channel = self.channel
