@@ -18,7 +18,7 @@ import m3u8
 import pytest
 import pytest_twisted
 from conftest import Media, Server, start_server, stop_server
-from mediatools import finish, push, wait_for
+from mediatools import finish, http_flv_bytes, push, wait_for
 from tsparse import count_frames, decode_errors, parse
 from twisted.internet import defer, reactor, task
 from twisted.web.client import Agent, readBody
@@ -442,3 +442,47 @@ def test_polled_requests_get_the_same_answers_on_one_connection(server: Server,
         pub.kill()
         finish(pub)
     assert "poller" not in server.log()  # no access-log line per request
+
+
+def test_sigterm_finishes_the_files(tmp_path: Path, media: Media) -> None:
+    out = tmp_path / "hls" / "term"
+    server = hls_server(tmp_path, use_memory_as_disk_flag=False, cleanup_mode=0)
+    pub = push(media.long_av, server.rtmp_url("term"), loop=True)
+    try:
+        wait_playlist(server, "term/record.m3u8", segments=3)
+        stop_server(server)
+        server.proc.wait(30)
+    finally:
+        pub.kill()
+        finish(pub)
+    record = m3u8.load(str(out / "record.m3u8"))
+    assert record.is_endlist and len(record.segments) >= 4
+    names = sorted(p.name for p in out.glob("*.ts"))
+    assert names == sorted(s.uri for s in record.segments)  # the last one included
+    assert not list(out.glob("*.tmp"))
+    assert decode_errors(out / "record.m3u8") == ""
+
+
+def test_an_unwritable_out_path_leaves_the_stream_playing(tmp_path: Path, media: Media) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the HLS directory should be")
+    server = hls_server(tmp_path, use_memory_as_disk_flag=False, out_path=str(blocker) + "/")
+    pub = push(media.long_av, server.rtmp_url("w"), loop=True)
+    try:
+        time.sleep(4)
+        status, _, flv = get_flv(server.flv_url("w"), seconds=3)
+        assert status == 200 and len(flv) > 50_000
+        assert get(url(server, "w.m3u8"))[0] == 404
+        assert wait_for(lambda: "hls: cannot write" in server.log(), timeout=10)
+        time.sleep(3)
+        assert server.log().count("hls: cannot write") == 1
+        assert server.alive()
+    finally:
+        pub.kill()
+        finish(pub)
+        stop_server(server)
+
+
+def get_flv(address: str, seconds: float) -> tuple[int, dict[str, str], bytes]:
+    headers, body = http_flv_bytes(address, seconds)
+    return 200, headers, body

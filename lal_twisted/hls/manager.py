@@ -125,5 +125,4 @@ class HlsManager(service.Service, Observer):
             resource.close_all()
         for hls in self.streams.values():
             hls.end()
-        self.store.close()
-        return None
+        return self.store.close()  # the reactor waits for the last files

@@ -53,8 +53,9 @@ class Store:
         """Remove ``path`` and everything under it."""
         raise NotImplementedError
 
-    def close(self) -> None:
-        """Finish pending work (server shutdown)."""
+    def close(self) -> defer.Deferred[None] | None:
+        """Finish pending work (server shutdown); a Deferred when that takes a while."""
+        return None
 
 
 class MemoryStore(Store):
@@ -169,11 +170,21 @@ class DiskStore(Store):
         self._made_dirs.discard(os.path.dirname(self._full(path + "/x")))
         self._run(shutil.rmtree, self._full(path), True).addErrback(lambda _: None)
 
-    def close(self) -> None:
-        self._closed = True
-        if self._started:
+    def close(self) -> defer.Deferred[None] | None:
+        """Let the queued writes finish, and the writes their completions queue
+        (the playlists of the last segments), then stop the thread."""
+        if not self._started:
+            self._closed = True
+            return None
+
+        def stop(_: Any) -> None:
+            self._closed = True
             self._started = False
-            self.pool.stop()  # runs what is queued, then joins the thread
+            self.pool.stop()
+
+        d = self._run(_nothing)
+        d.addBoth(lambda _: self._run(_nothing))
+        return d.addBoth(stop)
 
 
 def _write_file(path: str, data: bytes, make_dir: bool = True) -> None:
@@ -184,6 +195,10 @@ def _write_file(path: str, data: bytes, make_dir: bool = True) -> None:
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _read_file(path: str) -> bytes | None:
