@@ -223,7 +223,7 @@ class Stream:
         self.video_header: AVPacket | None = None
         self.audio_header: AVPacket | None = None
         # Enhanced-RTMP headers other than track 0's sequence starts, by header_key.
-        self.extra_headers: dict[tuple[int, ...], AVPacket] = {}
+        self.extra_headers: dict[tuple[int | bytes, ...], AVPacket] = {}
         self.tracks = Tracks()
         # A video frame has something to tell the track: there is none yet, or
         # its size is only in keyframes (VP9).

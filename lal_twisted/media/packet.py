@@ -82,8 +82,10 @@ class AVPacket:
     frames: sequence headers, and for enhanced RTMP also the MPEG-2 TS sequence
     start, video Metadata (colorInfo) and audio multichannel config.
     ``header_key`` is None for the stream's main header of its kind (track 0's
-    sequence start), else a key telling the other headers apart (their packet
-    type and track ids), so a Stream keeps the latest of each.
+    sequence start), else a key telling the other headers apart (kind, packet
+    type, FourCC, track ids), so a Stream keeps the latest of each.  In a
+    multitrack stream only the main track's (0) keyframes are ``is_keyframe``:
+    they start the GOPs a late joiner starts at.
     """
 
     __slots__ = ("kind", "dts", "cts", "payload", "codec", "is_keyframe",
@@ -98,7 +100,7 @@ class AVPacket:
         self.codec: Codec | None = None
         self.is_keyframe = False
         self.is_sequence_header = False
-        self.header_key: tuple[int, ...] | None = None
+        self.header_key: tuple[int | bytes, ...] | None = None
         # The first format's bytes in two slots (most packets have one format),
         # any further formats in a dict made on demand.
         self._first_encoder: Encoder | None = None
@@ -125,7 +127,7 @@ class AVPacket:
                 elif packet_type == _EX_METADATA or packet_type == _EX_TS_SEQUENCE_START:
                     self.is_sequence_header = True
                     self.is_keyframe = False
-                    self.header_key = (VIDEO, packet_type, 0)
+                    self.header_key = (VIDEO, packet_type, payload[1:5], 0)
             elif first & 0x0F in _AVC_STYLE and len(payload) > 1:
                 # [FrameType:4][CodecId:4][AVCPacketType:8][CompositionTime:SI24]
                 self.codec = _H264 if first & 0x0F == 7 else Codec.H265
@@ -152,7 +154,7 @@ class AVPacket:
                         self.is_sequence_header = True
                     elif packet_type == _AUDIO_EX_MULTICHANNEL:
                         self.is_sequence_header = True
-                        self.header_key = (AUDIO, packet_type, 0)
+                        self.header_key = (AUDIO, packet_type, payload[1:5], 0)
 
     def _video_wrapped(self, payload: bytes) -> None:
         """An enhanced video tag with ModEx, multitrack or a command: the first
@@ -168,6 +170,9 @@ class AVPacket:
             return
         first = tracks[0]
         self.codec = video_codec_of(b"\x80" + first.fourcc)
+        if self.is_keyframe and all(t.track_id for t in tracks):
+            # GOPs follow the main track (0): a late joiner starts at its keyframe.
+            self.is_keyframe = packet_type == _EX_SEQUENCE_START
         if packet_type == _EX_CODED_FRAMES:
             if first.fourcc in _CTS_FOURCC and first.end - first.start >= 3:
                 self.cts = _si24(payload, first.start)
@@ -176,7 +181,8 @@ class AVPacket:
             if packet_type != _EX_SEQUENCE_START:
                 self.is_keyframe = False
             if packet_type != _EX_SEQUENCE_START or first.track_id or len(tracks) > 1:
-                self.header_key = (VIDEO, packet_type, *(t.track_id for t in tracks))
+                self.header_key = (VIDEO, packet_type, first.fourcc,
+                                   *(t.track_id for t in tracks))
         elif packet_type == _EX_SEQUENCE_END:
             self.is_keyframe = False
 
@@ -193,7 +199,8 @@ class AVPacket:
             self.is_sequence_header = True
             if (packet_type != _AUDIO_EX_SEQUENCE_START or tracks[0].track_id
                     or len(tracks) > 1):
-                self.header_key = (AUDIO, packet_type, *(t.track_id for t in tracks))
+                self.header_key = (AUDIO, packet_type, tracks[0].fourcc,
+                                   *(t.track_id for t in tracks))
 
     @property
     def pts(self) -> int:

@@ -1,0 +1,185 @@
+"""Helpers for the codec tests: the newer ffmpeg of the imageio-ffmpeg wheel
+(enhanced RTMP, libx265, SVT-AV1, libvpx, libopus), media it makes, and
+framemd5 listings of stream-copied packets to compare published and played."""
+
+from __future__ import annotations
+
+import functools
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import imageio_ffmpeg
+import pytest
+from wsclient import WsClient, WsClosed
+
+FPS = 25
+GOP = FPS  # one keyframe a second
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+VIDEO_ENCODERS = {
+    "hevc": ("libx265", ["-c:v", "libx265", "-preset", "ultrafast",
+                         "-x265-params", f"log-level=error:keyint={GOP}:min-keyint={GOP}"
+                                         ":scenecut=0:bframes=0"]),
+    "av1": ("libsvtav1", ["-c:v", "libsvtav1", "-preset", "12", "-g", str(GOP),
+                          "-svtav1-params", f"keyint={GOP}:scd=0"]),
+    "vp9": ("libvpx-vp9", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
+                           "-g", str(GOP), "-keyint_min", str(GOP), "-b:v", "300k"]),
+}
+AUDIO_ENCODERS = {
+    "aac": ("aac", ["-c:a", "aac", "-b:a", "64k"]),
+    "opus": ("libopus", ["-c:a", "libopus", "-b:a", "64k"]),
+}
+
+
+@functools.cache
+def encoders() -> frozenset[str]:
+    out = subprocess.run([FFMPEG, "-hide_banner", "-encoders"], capture_output=True,
+                         text=True, timeout=60).stdout
+    return frozenset(m.group(1) for m in re.finditer(r"^ [VAS][.\w]{5} (\S+)", out, re.M))
+
+
+def need_encoders(*names: str) -> None:
+    """Skip, naming them, when this ffmpeg build lacks some of ``names``."""
+    missing = [n for n in names if n not in encoders()]
+    if missing:
+        pytest.skip(f"the imageio-ffmpeg build at {FFMPEG} has no {', '.join(missing)} "
+                    "encoder, so it cannot make this stream")
+
+
+def make_media(out: Path, video: str, audio: str, seconds: float = 6) -> Path:
+    """An FLV of ``video`` + ``audio`` (keys of VIDEO_ENCODERS / AUDIO_ENCODERS), made
+    by the newer ffmpeg: enhanced-RTMP tags for everything but H.264 and AAC."""
+    vname, vopts = VIDEO_ENCODERS[video]
+    aname, aopts = AUDIO_ENCODERS[audio]
+    need_encoders(vname, aname)
+    if not out.exists():
+        cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+               "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}",
+               "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+               "-t", str(seconds), "-pix_fmt", "yuv420p", "-ac", "2", *vopts, *aopts,
+               "-f", "flv", str(out)]
+        subprocess.run(cmd, check=True, timeout=300, capture_output=True)
+    return out
+
+
+def push(src: Path, url: str, loop: bool = False) -> subprocess.Popen[bytes]:
+    """Publish ``src`` in real time with the newer ffmpeg, asking for enhanced RTMP
+    in connect (fourCcList)."""
+    cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re"]
+    if loop:
+        cmd += ["-stream_loop", "-1"]
+    cmd += ["-i", str(src), "-map", "0", "-c", "copy",
+            "-rtmp_enhanced_codecs", "hvc1,av01,vp09", "-f", "flv", url]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def framemd5_cmd(source: str, seconds: float | None = None) -> list[str]:
+    cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-copyts",
+           "-rw_timeout", "20000000", "-i", source, "-map", "0", "-c", "copy"]
+    if source in ("pipe:", "-") or not source.startswith(("rtmp", "http")):
+        cmd.remove("-rw_timeout")
+        cmd.remove("20000000")
+    if seconds is not None:
+        cmd += ["-t", str(seconds)]
+    return [*cmd, "-f", "framemd5", "-"]
+
+
+def parse_framemd5(text: str) -> dict[str, list[tuple[int, int, int, str]]]:
+    """Packets by codec name: (dts, pts, size, md5), in order.  Streams are named
+    by codec (``#codec_id 0: hevc``) with a count for repeats, since a player
+    numbers streams in the order it first sees them."""
+    names: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    out: dict[str, list[tuple[int, int, int, str]]] = {}
+    for line in text.splitlines():
+        m = re.match(r"#codec_id (\d+): (\S+)", line)
+        if m:
+            codec = m.group(2)
+            seen[codec] = seen.get(codec, 0) + 1
+            names[m.group(1)] = codec if seen[codec] == 1 else f"{codec}#{seen[codec]}"
+            continue
+        if not line or line.startswith("#"):
+            continue
+        index, dts, pts, _duration, size, md5 = (f.strip() for f in line.split(","))
+        out.setdefault(names[index], []).append((int(dts), int(pts), int(size), md5))
+    return out
+
+
+def framemd5_of(path: Path) -> dict[str, list[tuple[int, int, int, str]]]:
+    result = subprocess.run(framemd5_cmd(str(path)), capture_output=True, text=True,
+                            timeout=120, check=True)
+    return parse_framemd5(result.stdout)
+
+
+def framemd5_pull(url: str) -> subprocess.Popen[str]:
+    """Play ``url`` with ffmpeg writing framemd5 until :func:`stop_pull`."""
+    return subprocess.Popen(framemd5_cmd(url), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def stop_pull(proc: subprocess.Popen[str]) -> str:
+    """Stop a player the way a user does (SIGINT: ffmpeg flushes what it wrote)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    assert proc.returncode in (0, 255), err  # 255: ended by the signal
+    return out
+
+
+def ws_collect(url: str, seconds: float, out: list[bytes]) -> threading.Thread:
+    """Read WebSocket-FLV messages from ``url`` for ``seconds`` into ``out`` (a thread)."""
+    def run() -> None:
+        client = WsClient(url, timeout=20)
+        assert client.status == 101, client.head
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:
+                opcode, payload = client.frame()
+                assert opcode == 2, f"opcode {opcode}"
+                out.append(payload)
+        except WsClosed:
+            pass
+        finally:
+            client.close()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def framemd5_bytes(data: bytes) -> dict[str, list[tuple[int, int, int, str]]]:
+    result = subprocess.run(framemd5_cmd("pipe:"), input=data, capture_output=True,
+                            timeout=120, check=True)
+    return parse_framemd5(result.stdout.decode())
+
+
+def decode_errors(data: bytes) -> str:
+    """What ffmpeg complains of when it decodes ``data`` (an FLV) from its start."""
+    result = subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin",
+                             "-i", "pipe:", "-f", "null", "-"], input=data,
+                            capture_output=True, timeout=120)
+    return result.stderr.decode(errors="replace")
+
+
+def assert_played_run(played: dict[str, list[tuple[int, int, int, str]]],
+                      published: dict[str, list[tuple[int, int, int, str]]],
+                      min_packets: int) -> None:
+    """Each played stream is a contiguous run of the published packets, byte for
+    byte (size and md5), with their dts and pts."""
+    assert set(played) == set(published), (sorted(played), sorted(published))
+    for name, packets in played.items():
+        source = published[name]
+        assert len(packets) >= min_packets, \
+            f"{name}: only {len(packets)} packets played: {[p[:3] for p in packets]}"
+        assert packets[0] in source, f"{name}: first played packet {packets[0]} not published"
+        start = source.index(packets[0])
+        assert packets == source[start:start + len(packets)], \
+            f"{name}: played packets are not the published run from {start}"
