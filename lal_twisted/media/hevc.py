@@ -175,3 +175,42 @@ def build_decoder_config(vps: list[bytes], sps: list[bytes], pps: list[bytes],
         for nal in nals:
             out += _U16.pack(len(nal)) + nal
     return bytes(out)
+
+
+NAL_AUD = 35
+_IRAP_FIRST, _IRAP_LAST = 16, 23  # BLA, IDR, CRA (and reserved IRAP types)
+_VCL_LAST = 31
+
+
+def nal_type(nal: bytes) -> int:
+    return (nal[0] >> 1) & 0x3F if nal else -1
+
+
+def access_units(nals: list[bytes]) -> list[list[bytes]]:
+    """Group an H.265 elementary stream's NAL units into access units: one starts
+    at an AUD, at a parameter set or prefix SEI after the last picture's slices,
+    or at a slice with first_slice_segment_in_pic_flag set (H.265 7.4.2.4.4)."""
+    units: list[list[bytes]] = []
+    current: list[bytes] = []
+    seen_vcl = False
+    for nal in nals:
+        kind = nal_type(nal)
+        if kind <= _VCL_LAST:
+            first_slice = len(nal) > 2 and nal[2] & 0x80
+            if first_slice and seen_vcl:
+                units.append(current)
+                current = []
+            seen_vcl = True
+        elif kind in (NAL_AUD, NAL_VPS, NAL_SPS, NAL_PPS, 39) or 41 <= kind <= 44:
+            if seen_vcl:
+                units.append(current)
+                current, seen_vcl = [], False
+        current.append(nal)
+    if current and seen_vcl:
+        units.append(current)
+    return units
+
+
+def is_irap(unit: list[bytes]) -> bool:
+    """True when the access unit's picture is a random access point (a keyframe)."""
+    return any(_IRAP_FIRST <= nal_type(nal) <= _IRAP_LAST for nal in unit)
