@@ -88,6 +88,14 @@ class StreamConfig:
     gop_cache_max_bytes: int = 16 * 1024 * 1024
 
 
+@dataclass
+class InSessionConfig:
+    """lal's in_session: what is done to every incoming stream."""
+
+    add_dummy_audio_enable: bool = False
+    add_dummy_audio_wait_audio_ms: int = 150
+
+
 # Below this a GOP cache would not hold one keyframe of a small picture.
 _MIN_GOP_CACHE_BYTES = 64 * 1024
 
@@ -110,6 +118,7 @@ class Config:
     subscriber: SubscriberConfig = field(default_factory=SubscriberConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    in_session: InSessionConfig = field(default_factory=InSessionConfig)
     log: LogConfig = field(default_factory=LogConfig)
     warnings: list[str] = field(default_factory=list)
 
@@ -118,7 +127,7 @@ class Config:
 # lal config loads, but listed by ``unimplemented_sections`` for one log line.
 _LAL_SECTIONS_NOT_IMPLEMENTED = {
     "hls", "httpts", "rtsp", "record", "relay_push", "static_relay_pull",
-    "server_id", "http_notify", "simple_auth", "pprof", "in_session", "debug",
+    "server_id", "http_notify", "simple_auth", "pprof", "debug",
 }
 _IGNORED_TOP_KEYS = {"# doc of config", "conf_version"}
 _LAL_KEYS_NOT_IMPLEMENTED = {
@@ -139,6 +148,7 @@ _SECTIONS: dict[str, type] = {
     "subscriber": SubscriberConfig,
     "limits": LimitsConfig,
     "stream": StreamConfig,
+    "in_session": InSessionConfig,
     "log": LogConfig,
 }
 

@@ -190,9 +190,10 @@ def test_lal_config_loads_with_warnings() -> None:
     assert config.http_api.enable and config.http_api.addr == "tcp:8083"
     text = "\n".join(config.warnings)
     for section in ("hls", "httpts", "rtsp", "record", "relay_push", "static_relay_pull",
-                    "server_id", "http_notify", "simple_auth", "pprof",
-                    "in_session", "debug"):
+                    "server_id", "http_notify", "simple_auth", "pprof", "debug"):
         assert f"section {section!r} is not supported yet" in text
+    assert "in_session" not in text
+    assert not config.in_session.add_dummy_audio_enable
     for key in ("rtmp.rtmps_enable", "rtmp.merge_write_size", "default_http.https_listen_addr",
                 "httpflv.enable_https", "log.short_file_flag", "log.assert_behavior"):
         assert f"{key} is not supported yet" in text

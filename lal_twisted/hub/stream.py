@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
 
+from lal_twisted.hub.dummy_audio import DummyAudio
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
 from lal_twisted.media.tags import Codec
@@ -228,6 +229,7 @@ class Stream:
         # A video frame has something to tell the track: there is none yet, or
         # its size is only in keyframes (VP9).
         self._video_pending = True
+        self._dummy_audio: DummyAudio | None = None
         self._described: dict[str, tuple[str, float]] = {}
         self.packets_in = 0
         self.bytes_in = 0
@@ -237,6 +239,7 @@ class Stream:
 
     # -- publisher side -----------------------------------------------------
     def start_publish(self, publisher: Any) -> None:
+        self._feed_directly()
         self.publisher = publisher
         self.gop_cache.reset()
         self.metadata = self.video_header = self.audio_header = None
@@ -248,7 +251,23 @@ class Stream:
         for sink in list(self.sinks):
             sink.publish_started(self)
 
+    def add_dummy_audio(self, wait_ms: int) -> None:
+        """Add silent AAC to this publisher's stream if it has no audio within
+        ``wait_ms`` (see :mod:`lal_twisted.hub.dummy_audio`).  Until it is known,
+        ``feed`` goes through the analysis; afterwards straight to the stream
+        again when audio was found."""
+        self._dummy_audio = DummyAudio(lambda packet: Stream.feed(self, packet), wait_ms,
+                                       self.key, self._feed_directly)
+        self.feed = self._dummy_audio.feed  # type: ignore[method-assign]
+
+    def _feed_directly(self) -> None:
+        self.__dict__.pop("feed", None)
+        self._dummy_audio = None
+
     def stop_publish(self) -> None:
+        if self._dummy_audio is not None:
+            self._dummy_audio.flush()
+            self._feed_directly()
         self.publisher = None
         for sink in list(self.sinks):
             sink.publish_stopped(self)
