@@ -22,6 +22,8 @@ GOP = FPS  # one keyframe a second
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 VIDEO_ENCODERS = {
+    "h264": ("libx264", ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(GOP),
+                         "-keyint_min", str(GOP), "-sc_threshold", "0", "-bf", "0"]),
     "hevc": ("libx265", ["-c:v", "libx265", "-preset", "ultrafast",
                          "-x265-params", f"log-level=error:keyint={GOP}:min-keyint={GOP}"
                                          ":scenecut=0:bframes=0"]),
@@ -33,6 +35,10 @@ VIDEO_ENCODERS = {
 AUDIO_ENCODERS = {
     "aac": ("aac", ["-c:a", "aac", "-b:a", "64k"]),
     "opus": ("libopus", ["-c:a", "libopus", "-b:a", "64k"]),
+    "flac": ("flac", ["-c:a", "flac"]),
+    "ac3": ("ac3", ["-c:a", "ac3"]),
+    "eac3": ("eac3", ["-c:a", "eac3"]),
+    "mp3": ("libmp3lame", ["-c:a", "libmp3lame"]),
 }
 
 

@@ -162,3 +162,28 @@ def test_multitrack_stream_round_trip(srv: Server, media_dir: Path) -> None:
     packets = [AVPacket(t.tag_type, t.timestamp, t.payload) for t in FlvReader().feed(ws)]
     headers = {(p.kind, p.codec) for p in packets if p.is_sequence_header}
     assert {(9, "h265"), (9, "av1"), (8, "aac"), (8, "opus")} <= headers
+
+
+AUDIO_ONLY = ["flac", "ac3", "eac3", "mp3"]
+
+
+@pytest.mark.parametrize("audio", AUDIO_ONLY)
+def test_enhanced_audio_codecs_round_trip(srv: Server, media_dir: Path, audio: str) -> None:
+    """FLAC, AC-3 and E-AC-3 (enhanced-RTMP FourCCs) and MP3 (legacy id) beside
+    H.264: played back byte for byte, described with rate and channels."""
+    src = make_media(media_dir / f"h264_{audio}.flv", "h264", audio)
+    published = framemd5_of(src)
+    name = f"h264_{audio}"
+    pusher = push(src, srv.rtmp_url(name))
+    try:
+        assert wait_for(lambda: f"stream live/{name} publishing" in srv.log(), 15)
+        time.sleep(1.5)
+        rtmp = framemd5_pull(srv.rtmp_url(name))
+        time.sleep(SECONDS)
+        played = parse_framemd5(stop_pull(rtmp))
+    finally:
+        pusher.kill()
+        finish(pusher)
+    assert_played_run(played, published, MIN_VIDEO)
+    assert wait_for(lambda: f"stream live/{name} audio: {audio.upper()} 48000Hz 2ch"
+                    in srv.log(), 5), srv.log()

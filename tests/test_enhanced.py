@@ -223,3 +223,17 @@ def test_flac_streaminfo() -> None:
         audio_config.AudioConfig(44100, 2, 16)
     track = audio_track(b"\x90fLaC" + b"fLaC\x80\x00\x00\x22" + info)
     assert (track.codec, track.sample_rate, track.channels) == (Codec.FLAC, 44100, 2)
+
+
+def test_ac3_and_eac3_frame_headers() -> None:
+    # AC-3, 48 kHz (fscod 0), bsid 8, acmod 2 (stereo: dsurmod follows), lfeon 0.
+    bits = (0 << 46) | (0x1A << 40) | (8 << 35) | (0 << 32) | (2 << 29) | (0 << 27) | (0 << 26)
+    ac3 = b"\x0b\x77" + b"\x00\x00" + (bits >> 16).to_bytes(4, "big")
+    assert audio_config.parse_ac3_frame(ac3 + bytes(4)) == audio_config.AudioConfig(48000, 2, 8)
+    # E-AC-3, 32 kHz (fscod 2), 6 blocks, acmod 7 (3/2) + LFE: 5.1.
+    word = (0 << 46) | (0 << 43) | (100 << 32) | (2 << 30) | (3 << 28) | (7 << 25) | (1 << 24)
+    word |= 16 << 19
+    eac3 = b"\x0b\x77" + word.to_bytes(6, "big")
+    assert audio_config.parse_ac3_frame(eac3) == audio_config.AudioConfig(32000, 6, 16)
+    with pytest.raises(audio_config.AudioConfigError):
+        audio_config.parse_ac3_frame(b"\x0b\x77" + bytes(3) + bytes([20 << 3]) + bytes(2))

@@ -16,6 +16,7 @@ from lal_twisted.media.track import (
     Tracks,
     VideoTrack,
     announced_tracks,
+    audio_frame_config,
     audio_track,
     describe,
     video_track,
@@ -35,6 +36,9 @@ _DESCRIBE_EVERY = 10.0
 # tracks' sequence starts, colorInfo metadata...): a publisher inventing track
 # sets must not grow them without bound.  Past it the oldest goes.
 MAX_EXTRA_HEADERS = 16
+
+# Audio codecs whose rate and channels are in their frames, not their sequence start.
+_FRAME_DESCRIBED_AUDIO = (Codec.AC3, Codec.EAC3)
 
 # Gap placed between the last timestamp a player saw and the first one of a
 # publisher that takes over the stream, so timestamps keep increasing.
@@ -229,6 +233,7 @@ class Stream:
         # A video frame has something to tell the track: there is none yet, or
         # its size is only in keyframes (VP9).
         self._video_pending = True
+        self._audio_pending = True  # as _video_pending: no track yet, or AC-3 rate unknown
         self._dummy_audio: DummyAudio | None = None
         self._described: dict[str, tuple[str, float]] = {}
         self.packets_in = 0
@@ -245,7 +250,7 @@ class Stream:
         self.metadata = self.video_header = self.audio_header = None
         self.extra_headers = {}
         self.tracks = Tracks()
-        self._video_pending = True
+        self._video_pending = self._audio_pending = True
         # A publisher taking over continues the timeline the players already saw.
         self._rebase_pending = self._last_ts is not None
         for sink in list(self.sinks):
@@ -307,8 +312,8 @@ class Stream:
                         self._set_audio(audio_track(packet.payload))
                     self.audio_header = packet
             else:
-                if tracks.audio is None:
-                    tracks.audio = audio_track(packet.payload)
+                if self._audio_pending:
+                    self._audio_frame(packet)
                 self.gop_cache.add(packet)
         elif kind == DATA and is_metadata(packet.payload):
             if self.metadata is None or self.metadata.payload != packet.payload:
@@ -342,9 +347,9 @@ class Stream:
         elif track.codec == Codec.VP9 and packet.is_keyframe:
             self._video_pending = False
             size = vp9_frame_size(packet.payload)
-            if size is not None and size != (track.width, track.height):
+            if size is not None:
                 track.width, track.height = size
-                self._describe("video", track)
+            self._describe("video", track)
         elif track.codec != Codec.VP9:
             self._video_pending = False
 
@@ -354,11 +359,30 @@ class Stream:
             track.width, track.height = old.width, old.height  # announced by metadata
         self.tracks.video = track
         self._video_pending = track.codec == Codec.VP9
-        self._describe("video", track)
+        if not self._video_pending or track.width:
+            self._describe("video", track)  # else once a keyframe tells the size
+
+    def _audio_frame(self, packet: AVPacket) -> None:
+        """A frame while the audio track is unknown or lacks its rate (AC-3)."""
+        track = self.tracks.audio
+        self._audio_pending = False
+        if track is None or self.audio_header is None:
+            # No sequence header (MP3, G.711...): the frame, or onMetaData, tells.
+            if track is None:
+                track = self.tracks.audio = audio_track(packet.payload)
+            self._describe("audio", track)
+            return
+        if track.codec in _FRAME_DESCRIBED_AUDIO and not track.sample_rate:
+            info = audio_frame_config(packet.payload)
+            if info is not None:
+                track.sample_rate, track.channels = info.sample_rate, info.channels
+            self._describe("audio", track)
 
     def _set_audio(self, track: AudioTrack) -> None:
+        self._audio_pending = track.codec in _FRAME_DESCRIBED_AUDIO and not track.sample_rate
         self.tracks.audio = track
-        self._describe("audio", track)
+        if not self._audio_pending:
+            self._describe("audio", track)  # else once a frame tells rate and channels
 
     def _describe(self, kind: str, track: VideoTrack | AudioTrack) -> None:
         """One log line when a track changes; a publisher that alternates headers

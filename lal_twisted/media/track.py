@@ -26,7 +26,7 @@ from lal_twisted.media.tags import (
 )
 
 __all__ = ["AudioTrack", "Tracks", "VideoTrack", "announced_tracks", "audio_track",
-           "describe", "video_track", "vp9_frame_size"]
+           "audio_frame_config", "describe", "video_track", "vp9_frame_size"]
 
 _LEGACY_VIDEO_BODY = 5  # first byte + AVCPacketType + CompositionTime
 _LEGACY_AAC_BODY = 2  # first byte + AACPacketType
@@ -190,6 +190,18 @@ def vp9_frame_size(payload: bytes) -> tuple[int, int] | None:
         return None
     first = header.tracks[0]
     return vp9.keyframe_size(payload[first.start:first.end])
+
+
+def audio_frame_config(payload: bytes) -> audio_config.AudioConfig | None:
+    """Rate and channels from an enhanced-RTMP AC-3 / E-AC-3 frame tag body, or None."""
+    try:
+        header = enhanced.parse(payload, video=False)
+        if not header.tracks:
+            return None
+        first = header.tracks[0]
+        return audio_config.parse_ac3_frame(payload[first.start:first.end])
+    except (enhanced.EnhancedError, audio_config.AudioConfigError):
+        return None
 
 
 def announced_tracks(metadata: bytes) -> Tracks:
