@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import functools
 import re
-import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -123,39 +121,39 @@ def framemd5_of(path: Path) -> dict[str, list[tuple[int, int, int, str]]]:
 
 
 def framemd5_pull(url: str) -> subprocess.Popen[str]:
-    """Play ``url`` with ffmpeg writing framemd5 until :func:`stop_pull`."""
+    """Play ``url`` with ffmpeg writing framemd5 until the server ends the stream."""
     return subprocess.Popen(framemd5_cmd(url), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
-def stop_pull(proc: subprocess.Popen[str]) -> str:
-    """Stop a player the way a user does (SIGINT: ffmpeg flushes what it wrote)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+def wait_pull(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    """The framemd5 a player wrote once the server closed it (the publisher left
+    and ``subscriber.publisher_wait_timeout_ms`` passed).  Stopping ffmpeg with a
+    signal instead can lose the packet it was reading."""
     try:
-        out, err = proc.communicate(timeout=30)
+        out, _err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
-    assert proc.returncode in (0, 255), err  # 255: ended by the signal
+        proc.communicate()
+        raise AssertionError("the player was not closed after the publisher left") from None
     return out
 
 
-def ws_collect(url: str, seconds: float, out: list[bytes]) -> threading.Thread:
-    """Read WebSocket-FLV messages from ``url`` for ``seconds`` into ``out`` (a thread)."""
+def ws_collect(url: str, out: list[bytes]) -> threading.Thread:
+    """Read WebSocket-FLV messages from ``url`` into ``out`` until the server
+    closes the WebSocket (a thread)."""
     def run() -> None:
-        client = WsClient(url, timeout=20)
+        client = WsClient(url, timeout=60)
         assert client.status == 101, client.head
-        deadline = time.monotonic() + seconds
         try:
-            while time.monotonic() < deadline:
+            while True:
                 opcode, payload = client.frame()
                 assert opcode == 2, f"opcode {opcode}"
                 out.append(payload)
         except WsClosed:
             pass
         finally:
-            client.close()
+            client.sock.close()
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
@@ -177,9 +175,9 @@ def decode_errors(data: bytes) -> str:
 
 def assert_played_run(played: dict[str, list[tuple[int, int, int, str]]],
                       published: dict[str, list[tuple[int, int, int, str]]],
-                      min_packets: int) -> None:
+                      min_packets: int, end_of_stream: bool = True) -> None:
     """Each played stream is a contiguous run of the published packets, byte for
-    byte (size and md5), with their dts and pts."""
+    byte (size and md5), with their dts and pts, to the last one."""
     assert set(played) == set(published), (sorted(played), sorted(published))
     for name, packets in played.items():
         source = published[name]
@@ -187,5 +185,12 @@ def assert_played_run(played: dict[str, list[tuple[int, int, int, str]]],
             f"{name}: only {len(packets)} packets played: {[p[:3] for p in packets]}"
         assert packets[0] in source, f"{name}: first played packet {packets[0]} not published"
         start = source.index(packets[0])
-        assert packets == source[start:start + len(packets)], \
-            f"{name}: played packets are not the published run from {start}"
+        if end_of_stream:
+            assert start + len(packets) == len(source), \
+                f"{name}: {len(source) - start - len(packets)} packets at the end not played"
+        run = source[start:start + len(packets)]
+        bad = next((i for i, (a, b) in enumerate(zip(packets, run, strict=False)) if a != b),
+                   min(len(packets), len(run)))
+        assert packets == run, (f"{name}: played packets are not the published run from "
+                                f"{start}: from played #{bad} of {len(packets)}: "
+                                f"{packets[bad:bad + 3]} vs {run[bad:bad + 3]}")

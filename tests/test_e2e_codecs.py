@@ -5,6 +5,7 @@ player gets is the published packets byte for byte, from a keyframe on."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from codectools import (
     need_encoders,
     parse_framemd5,
     push,
-    stop_pull,
+    wait_pull,
     ws_collect,
 )
 from conftest import Server, start_server, stop_server
@@ -30,13 +31,15 @@ from mediatools import finish, wait_for
 from lal_twisted.media.flv import FlvReader
 from lal_twisted.media.packet import VIDEO, AVPacket
 
-SECONDS = 2.5  # played by each player
 MIN_VIDEO = 25  # packets: a second at least
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(tmp_path_factory.mktemp("codecs-srv"))
+    # Players are closed a second after their publisher leaves, so each plays to
+    # the end of the stream and exits by itself.
+    server = start_server(tmp_path_factory.mktemp("codecs-srv"),
+                          subscriber={"publisher_wait_timeout_ms": 1000})
     yield server
     stop_server(server)
     assert "Traceback" not in server.log(), server.log()
@@ -53,17 +56,20 @@ def keyframe_times(path: Path) -> set[int]:
             if p.kind == VIDEO and p.is_keyframe and not p.is_sequence_header}
 
 
-def play_all_three(srv: Server, name: str) -> tuple[dict, dict, bytes]:
-    """Play ``name`` at once over RTMP and HTTP-FLV (ffmpeg framemd5) and
-    WebSocket-FLV (the FLV bytes)."""
+def play_all_three(srv: Server, name: str, pusher: subprocess.Popen[bytes]
+                   ) -> tuple[dict, dict, bytes]:
+    """Play ``name`` over RTMP and HTTP-FLV (ffmpeg framemd5) and WebSocket-FLV
+    (the FLV bytes), joining now, until the publisher is done and the server
+    closes the players."""
     rtmp = framemd5_pull(srv.rtmp_url(name))
     http = framemd5_pull(srv.flv_url(name))
     ws_messages: list[bytes] = []
-    ws_url = srv.flv_url(name).replace("http://", "ws://")
-    thread = ws_collect(ws_url, SECONDS, ws_messages)
-    time.sleep(SECONDS)
-    results = [stop_pull(rtmp), stop_pull(http)]
+    thread = ws_collect(srv.flv_url(name).replace("http://", "ws://"), ws_messages)
+    code, err = finish(pusher)
+    assert code == 0, err
+    results = [wait_pull(rtmp), wait_pull(http)]
     thread.join(30)
+    assert not thread.is_alive(), "the WebSocket player was not closed"
     return parse_framemd5(results[0]), parse_framemd5(results[1]), b"".join(ws_messages)
 
 
@@ -83,7 +89,7 @@ def test_enhanced_rtmp_round_trip_over_rtmp_httpflv_and_websocket(
         # Join late: the GOP cache holds the second that started at a keyframe.
         assert wait_for(lambda: f"stream live/{name} publishing" in srv.log(), 15)
         time.sleep(1.5)
-        rtmp, http, ws = play_all_three(srv, name)
+        rtmp, http, ws = play_all_three(srv, name, pusher)
     finally:
         pusher.kill()
         finish(pusher)
@@ -134,7 +140,6 @@ def test_multitrack_stream_round_trip(srv: Server, media_dir: Path) -> None:
     track's sequence header and all four tracks byte for byte."""
     need_encoders("libx265", "libsvtav1", "aac", "libopus")
     src = media_dir / "multi.flv"
-    import subprocess
     subprocess.run([
         FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
         "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
@@ -153,7 +158,7 @@ def test_multitrack_stream_round_trip(srv: Server, media_dir: Path) -> None:
     try:
         assert wait_for(lambda: "stream live/multi publishing" in srv.log(), 15)
         time.sleep(1.5)
-        rtmp, http, ws = play_all_three(srv, "multi")
+        rtmp, http, ws = play_all_three(srv, "multi", pusher)
     finally:
         pusher.kill()
         finish(pusher)
@@ -179,8 +184,8 @@ def test_enhanced_audio_codecs_round_trip(srv: Server, media_dir: Path, audio: s
         assert wait_for(lambda: f"stream live/{name} publishing" in srv.log(), 15)
         time.sleep(1.5)
         rtmp = framemd5_pull(srv.rtmp_url(name))
-        time.sleep(SECONDS)
-        played = parse_framemd5(stop_pull(rtmp))
+        finish(pusher)
+        played = parse_framemd5(wait_pull(rtmp))
     finally:
         pusher.kill()
         finish(pusher)

@@ -289,7 +289,6 @@ class Stream:
         self.packets_in += 1
         self.bytes_in += len(packet.payload)
         kind = packet.kind
-        tracks = self.tracks
         if kind == VIDEO:
             if packet.is_sequence_header:
                 if packet.header_key is not None:
