@@ -154,3 +154,21 @@ def test_player_flooding_the_server_is_disconnected(server: Server, media: Media
     finally:
         pusher.kill()
         finish(pusher)
+
+
+def test_malformed_frames_close_that_player_only(server: Server, media: Media) -> None:
+    pusher = push(media.long_av, server.rtmp_url("garbage"))
+    try:
+        assert wait_for(lambda: "stream live/garbage publishing" in server.log(), 15)
+        client = WsClient(ws_url(server, "garbage"))
+        other = WsClient(ws_url(server, "garbage"))
+        client.sock.sendall(b"\x82\x05hello")  # unmasked: a protocol error from a client
+        with pytest.raises((WsClosed, OSError)):
+            while True:
+                client.frame()
+        client.sock.close()
+        assert read_flv(other, 1.0)[:3] == b"FLV"
+        other.close()
+    finally:
+        pusher.kill()
+        finish(pusher)
