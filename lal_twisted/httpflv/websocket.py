@@ -20,13 +20,13 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
-import time
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import BAD_REQUEST
+from twisted.web.websocket import WebSocketResource
 
 from lal_twisted.httpflv.sink import FlvSink
 from lal_twisted.log import Logger
@@ -199,8 +199,6 @@ def render_upgrade(flv_resource: HttpFlvResource, request: server.Request) -> An
 def upgrade(request: server.Request, sink: WsFlvSink, reactor: IReactorTime,
             session: Session, on_lost: Any) -> None:
     """Switch an accepted request's connection to WebSocket and start the sink."""
-    from twisted.web.websocket import WebSocketResource
-
     player = WsFlvPlayer(sink, reactor)
     player.on_lost = on_lost
     channel: Any = request.channel
@@ -217,9 +215,3 @@ def upgrade(request: server.Request, sink: WsFlvSink, reactor: IReactorTime,
 def _peer(request: server.Request) -> str:
     peer = request.getClientAddress()
     return f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
-
-
-def log_end(session: Session, sink: WsFlvSink, started: float, reason: str) -> None:
-    log.info("wsflv session {id} {peer} ended: stream={key} bytes_out={bout} "
-             "duration={dur:.1f}s reason={why}", id=session.id, peer=session.remote_addr,
-             key=session.key, bout=sink.bytes_out, dur=time.monotonic() - started, why=reason)
