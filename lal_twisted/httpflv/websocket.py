@@ -199,10 +199,17 @@ def render_upgrade(flv_resource: HttpFlvResource, request: server.Request) -> An
 def upgrade(request: server.Request, sink: WsFlvSink, reactor: IReactorTime,
             session: Session, on_lost: Any) -> None:
     """Switch an accepted request's connection to WebSocket and start the sink."""
+    channel: Any = request.channel
+    if channel is None or channel.transport is None:
+        return  # the player left while its access was checked (its session ended)
     player = WsFlvPlayer(sink, reactor)
     player.on_lost = on_lost
-    channel: Any = request.channel
-    WebSocketResource(_Factory(player)).render_GET(request)  # writes the 101 answer
+    answer = WebSocketResource(_Factory(player)).render_GET(request)  # the 101 answer
+    if answer != server.NOT_DONE_YET:  # wsproto refused what upgrade_error accepted
+        sink.stopProducing()  # the 400 below ends the request and the session
+        request.write(answer)  # type: ignore[arg-type]
+        request.finish()
+        return
     channel.setTimeout(None)  # the stream's own timers watch the connection now
     channel.dataReceived = player.metered(channel.dataReceived)
     sink.transport = channel.transport
