@@ -6,6 +6,7 @@ player gets is the published packets byte for byte, from a keyframe on."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,3 +193,35 @@ def test_enhanced_audio_codecs_round_trip(srv: Server, media_dir: Path, audio: s
     assert_played_run(played, published, MIN_VIDEO)
     assert wait_for(lambda: f"stream live/{name} audio: {audio.upper()} 48000Hz 2ch"
                     in srv.log(), 5), srv.log()
+
+
+def test_lal_push_and_pull_carry_enhanced_rtmp_byte_for_byte(srv: Server, media_dir: Path,
+                                                             tmp_path: Path) -> None:
+    """The project's own client tools: ``lal pull`` waiting over RTMP and HTTP-FLV,
+    ``lal push`` of an AV1+Opus file; both files hold every tag as published."""
+    src = make_media(media_dir / "av1_opus.flv", "av1", "opus")
+    lal = [sys.executable, "-m", "lal_twisted.tools.cli"]
+    outs = [tmp_path / "rtmp.flv", tmp_path / "http.flv"]
+    pullers = [subprocess.Popen([*lal, "pull", "-q", url, str(out), "--duration", "12"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for url, out in zip((srv.rtmp_url("tools"), srv.flv_url("tools")), outs,
+                                   strict=True)]
+    assert wait_for(lambda: srv.log().count("live/tools started (waiting for publisher)") == 2,
+                    15)
+    done = subprocess.run([*lal, "push", "-q", str(src), srv.rtmp_url("tools")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for proc in pullers:
+        finish(proc)  # closed by the server after the publisher left, or at 12 s
+    # A player starts at the first keyframe: only headers go before it.
+    source, started = [], False
+    for tag in FlvReader().feed(src.read_bytes()):
+        packet = AVPacket(tag.tag_type, tag.timestamp, tag.payload)
+        started = started or (packet.kind == VIDEO and packet.is_keyframe
+                              and not packet.is_sequence_header)
+        if tag.tag_type in (8, 9) and (started or packet.is_sequence_header):
+            source.append((tag.tag_type, tag.timestamp, tag.payload))
+    for out in outs:
+        got = [(t.tag_type, t.timestamp, t.payload) for t in FlvReader().feed(out.read_bytes())
+               if t.tag_type in (8, 9)]
+        assert got == source, out.name
