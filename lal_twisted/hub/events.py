@@ -61,6 +61,15 @@ class IObserver(Interface):
     def periodic_update(registry: StreamRegistry) -> None:
         """Every update interval, after the sessions' bitrates were refreshed."""
 
+    def rtmp_connected(session: Session, app: str, flash_ver: str, tc_url: str) -> None:
+        """An RTMP client sent ``connect`` (before it publishes or plays; the
+        session is not in the session table yet)."""
+
+    def hls_segment_made(info: dict[str, Any]) -> None:
+        """An HLS muxer closed a TS segment.  ``info`` has lal's on_hls_make_ts
+        fields: ``event`` ("open"/"close"), ``stream_name``, ``cwd``, ``ts_file``,
+        ``live_m3u8_file``, ``record_m3u8_file``, ``id`` (int), ``duration`` (s)."""
+
 
 EVENTS = tuple(IObserver.names())
 
@@ -97,6 +106,12 @@ class Observer:
         pass
 
     def periodic_update(self, registry: StreamRegistry) -> None:
+        pass
+
+    def rtmp_connected(self, session: Session, app: str, flash_ver: str, tc_url: str) -> None:
+        pass
+
+    def hls_segment_made(self, info: dict[str, Any]) -> None:
         pass
 
 
