@@ -20,6 +20,7 @@ from zope.interface import Interface, implementer
 from lal_twisted.log import Logger
 
 if TYPE_CHECKING:
+    from lal_twisted.hub.access import Refused
     from lal_twisted.hub.registry import StreamRegistry
     from lal_twisted.hub.session import Session
 
@@ -60,6 +61,9 @@ class IObserver(Interface):
 
     def periodic_update(registry: StreamRegistry) -> None:
         """Every update interval, after the sessions' bitrates were refreshed."""
+
+    def session_refused(session: Session, refusal: Refused) -> None:
+        """A publish or play was refused (bad name, access check, stream busy)."""
 
     def rtmp_connected(session: Session, app: str, flash_ver: str, tc_url: str) -> None:
         """An RTMP client sent ``connect`` (before it publishes or plays; the
@@ -106,6 +110,9 @@ class Observer:
         pass
 
     def periodic_update(self, registry: StreamRegistry) -> None:
+        pass
+
+    def session_refused(self, session: Session, refusal: Refused) -> None:
         pass
 
     def rtmp_connected(self, session: Session, app: str, flash_ver: str, tc_url: str) -> None:
