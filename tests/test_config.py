@@ -210,6 +210,8 @@ def test_repository_config_loads_cleanly() -> None:
     config = load(str(ROOT / "conf" / "lals.json"))
     assert config.warnings == []
     assert config.rtmp.addr.startswith(("tcp", "ssl", "unix"))
+    # the API can kick sessions: the shipped config keeps it on loopback
+    assert config.http_api.enable and config.http_api.addr.endswith("interface=127.0.0.1")
 
 
 @pytest.mark.parametrize(("level", "expected"), [
