@@ -59,8 +59,8 @@ class BadRequest(Exception):
 class ApiResource(resource.Resource):
     """Serves every path of the API listener except the status page.
 
-    ``read_only`` serves the stat endpoints alone (the copy the status page
-    reads on the public HTTP listener)."""
+    ``read_only`` serves the stat endpoints alone, without the clients'
+    addresses (the copy the status page reads on the public HTTP listener)."""
 
     isLeaf = True
 
@@ -106,6 +106,9 @@ class ApiResource(resource.Resource):
 
     def all_group(self, request: IRequest) -> dict[str, Any]:
         groups = stat.all_groups(self.registry, self.plane.rates)
+        if self.read_only:
+            for group in groups:
+                _redact(group)
         return {**_basic(SUCCESS), "data": {"groups": groups}}
 
     def group(self, request: IRequest) -> dict[str, Any]:
@@ -115,8 +118,11 @@ class ApiResource(resource.Resource):
         stream = stat.find_stream(self.registry, name)
         if stream is None:
             return {**_basic(GROUP_NOT_FOUND), "data": None}
-        players = [s for s in stat.players_by_key(self.registry).get(stream.key, ())]
-        return {**_basic(SUCCESS), "data": stat.group_stat(stream, players, self.plane.rates)}
+        players = stat.players_by_key(self.registry).get(stream.key, [])
+        group = stat.group_stat(stream, players, self.plane.rates)
+        if self.read_only:
+            _redact(group)
+        return {**_basic(SUCCESS), "data": group}
 
     # -- /api/ctrl ------------------------------------------------------------------
     def kick_session(self, request: IRequest) -> dict[str, Any]:
@@ -133,6 +139,12 @@ class ApiResource(resource.Resource):
                  id=session.id, key=stream.key)
         self.registry.kick(session.id, "kicked by the HTTP API")
         return _basic(SUCCESS)
+
+
+def _redact(group: dict[str, Any]) -> None:
+    """The public copy (on the HTTP listener) does not tell who the clients are."""
+    for session in (group["pub"], group["pull"], *group["subs"]):
+        session["remote_addr"] = ""
 
 
 def _peer(request: IRequest) -> str:

@@ -32,7 +32,7 @@ from lal_twisted.log import Logger, safe
 if TYPE_CHECKING:
     from lal_twisted.api.plane import ControlPlane
 
-__all__ = ["HttpNotify", "json_client", "post_json"]
+__all__ = ["HttpNotify", "close_client", "json_client", "post_json"]
 
 log = Logger("lal_twisted.api.notify")
 
@@ -48,7 +48,15 @@ def json_client(reactor: Any, connect_timeout: float) -> HTTPClient:
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 2
     pool.retryAutomatically = False
-    return HTTPClient(Agent(reactor, pool=pool, connectTimeout=connect_timeout))
+    client = HTTPClient(Agent(reactor, pool=pool, connectTimeout=connect_timeout))
+    client.lal_pool = pool  # type: ignore[attr-defined]  # closed when the server stops
+    return client
+
+
+def close_client(client: HTTPClient) -> Any:
+    """Close the kept-alive connections of a :func:`json_client`."""
+    pool = getattr(client, "lal_pool", None)
+    return pool.closeCachedConnections() if pool is not None else None
 
 
 def post_json(client: HTTPClient, url: str, body: bytes, timeout: float,
@@ -114,9 +122,10 @@ class HttpNotify(Observer):
         if not self._updates.running:
             self._updates.start(self.config.update_interval_sec, now=False)
 
-    def stop(self) -> None:
+    def stop(self) -> Any:
         if self._updates.running:
             self._updates.stop()
+        return close_client(self.client)
 
     # -- events (IObserver) ---------------------------------------------------------
     def server_started(self, server: Any) -> None:
