@@ -68,3 +68,35 @@ def test_relay_pull_and_hls_segment_events(tmp_path: Path) -> Any:
                                "record_m3u8_file": "cam/record.m3u8", "id": 1,
                                "duration": 3.0}
     assert cb.of("/pull_stop")[0]["has_in_session"] is False
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_hanging_backend_keeps_one_update_waiting(tmp_path: Path) -> Any:
+    import socket
+
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(16)
+    url = f"http://127.0.0.1:{hang.getsockname()[1]}"
+    lals = make_service(from_dict({
+        "rtmp": {"addr": "127.0.0.1:0"},
+        "default_http": {"http_listen_addr": "127.0.0.1:0"},
+        "http_notify": {"enable": True, "update_interval_sec": 1, "timeout_ms": 60000,
+                        "on_update": f"{url}/u", "on_pub_start": f"{url}/p"},
+        "log": {"filename": str(tmp_path / "l.log"), "is_to_stdout": False},
+    }))
+    lals.startService()
+    try:
+        yield task.deferLater(reactor, 3.6, lambda: None)  # type: ignore[arg-type]
+        notify = lals.control.notify
+        assert notify is not None
+        # the first update is in flight (never answered), later ones replaced each other
+        assert [event for event, _, _ in notify.queue] == ["on_update"]
+        assert notify.dropped >= 1 and notify.sent == 0
+    finally:
+        yield lals.stopService()
+        lal_log.reset()
+        hang.close()
+    # stopping abandoned the request in flight: nothing is left to fire later
+    assert notify.queue_length == 0 and notify._inflight is None
+    assert "failed" not in (tmp_path / "l.log").read_text()

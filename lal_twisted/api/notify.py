@@ -5,9 +5,10 @@ and every ``update_interval_sec`` with the state of every stream.
 The observer methods only build the payload and queue it.  One request is in
 flight at a time, so a backend sees events in the order they happened
 (on_pub_start before the on_sub_start of a player that joined after it).  The
-queue holds at most ``queue_max`` events: when the backend is slow or down,
-the oldest waiting event is dropped and counted, and one log line per update
-interval says how many went.  Media never waits for any of it.
+queue holds at most ``queue_max`` events, and one ``on_update`` (a newer one
+replaces it): when the backend is slow or down, the oldest waiting event is
+dropped and counted, and one log line per update interval says how many went.
+Media never waits for any of it.
 """
 
 from __future__ import annotations
@@ -114,17 +115,26 @@ class HttpNotify(Observer):
         self._dropped_logged = 0
         self._failed_logged = 0
         self._busy = False
+        self._stopped = False
+        self._inflight: defer.Deferred[Any] | None = None
         self._updates = task.LoopingCall(self._update)
         self._updates.clock = self.reactor
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        self._stopped = False
         if not self._updates.running:
             self._updates.start(self.config.update_interval_sec, now=False)
 
     def stop(self) -> Any:
+        """Stop sending: the request in flight is abandoned, waiting events are dropped."""
+        self._stopped = True
         if self._updates.running:
             self._updates.stop()
+        self.queue.clear()
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.cancel()
         return close_client(self.client)
 
     # -- events (IObserver) ---------------------------------------------------------
@@ -174,8 +184,16 @@ class HttpNotify(Observer):
 
     # -- the queue --------------------------------------------------------------------
     def _queue(self, event: str, url: str, payload: dict[str, Any]) -> None:
-        if not url:
+        if not url or self._stopped:
             return
+        if event == "on_update":
+            # An update waiting behind a slow backend is stale once the next one
+            # is made, and it is the big payload (every stream and session): at
+            # most one waits.
+            stale = next((item for item in self.queue if item[0] == "on_update"), None)
+            if stale is not None:
+                self.queue.remove(stale)
+                self.dropped += 1
         if len(self.queue) >= self.config.queue_max:
             self.queue.popleft()
             self.dropped += 1
@@ -184,17 +202,23 @@ class HttpNotify(Observer):
             self._send_next()
 
     def _send_next(self) -> None:
-        if not self.queue:
+        self._inflight = None
+        if not self.queue or self._stopped:
             self._busy = False
             return
         self._busy = True
         event, url, payload = self.queue.popleft()
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         d = post_json(self.client, url, body, self.timeout, self.reactor)
+        self._inflight = d
         d.addCallbacks(self._answered, self._unreachable, callbackArgs=(event, url),
                        errbackArgs=(event, url))
         # The next request goes from a fresh reactor turn, never from inside this one.
-        d.addBoth(lambda _: self.reactor.callLater(0, self._send_next))  # type: ignore[attr-defined]
+        d.addBoth(self._next_turn)
+
+    def _next_turn(self, _: Any) -> None:
+        if not self._stopped:
+            self.reactor.callLater(0, self._send_next)
 
     def _answered(self, code: int, event: str, url: str) -> None:
         if 200 <= code < 300:
@@ -204,6 +228,8 @@ class HttpNotify(Observer):
         self._log_failure(event, url, f"HTTP {code}")
 
     def _unreachable(self, failure: Failure, event: str, url: str) -> None:
+        if self._stopped:
+            return  # abandoned at shutdown
         self.failed += 1
         why = ("no answer within "
                f"{self.timeout:g}s" if failure.check(defer.TimeoutError, defer.CancelledError)
