@@ -132,6 +132,9 @@ def test_http_hook_decides_publishes(tmp_path: Path, media: Media, hook: str) ->
                     code, err = finish(publisher, timeout=20)
                     assert code != 0, err
                     assert "refused: http_hook" in srv.log(), srv.log()
+                    why = {"deny": "answered 403", "timeout": "did not answer within 1s",
+                           "down": "unreachable: Connection was refused"}[hook]
+                    assert why in srv.log(), srv.log()
                     # the refused publisher never reached the waiting player
                     assert _received(player, 1.5) == b""
             finally:

@@ -21,12 +21,11 @@ import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lal_twisted.api import stat
-from lal_twisted.api.notify import json_client, post_json
+from lal_twisted.api.notify import describe_failure, json_client, post_json, timed_out
 from lal_twisted.config import HttpHookConfig, SimpleAuthConfig
 from lal_twisted.hub.access import IAccessCheck, Refused
 from lal_twisted.hub.session import Role, Session
@@ -123,10 +122,10 @@ class HttpHook:
         return Refused(f"http_hook {safe(url)} answered {code}")
 
     def _failed(self, failure: Failure, session: Session, url: str) -> Refused:
-        if failure.check(defer.TimeoutError, defer.CancelledError):
+        if timed_out(failure):
             why = f"did not answer within {self.timeout:g}s"
         else:
-            why = f"unreachable: {failure.getErrorMessage()}"
+            why = f"unreachable: {describe_failure(failure)}"
         log.warn("http_hook {url} for session {id}: {why}", url=safe(url), id=session.id,
                  why=safe(why))
         return Refused(f"http_hook {safe(url)} {why}")

@@ -21,7 +21,8 @@ from treq.client import HTTPClient
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web._newclient import RequestTransmissionFailed
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 from twisted.web.http_headers import Headers
 
 from lal_twisted.api import stat
@@ -33,7 +34,8 @@ from lal_twisted.log import Logger, safe
 if TYPE_CHECKING:
     from lal_twisted.api.plane import ControlPlane
 
-__all__ = ["HttpNotify", "close_client", "json_client", "post_json"]
+__all__ = ["HttpNotify", "close_client", "describe_failure", "json_client", "post_json",
+           "timed_out"]
 
 log = Logger("lal_twisted.api.notify")
 
@@ -73,6 +75,26 @@ def post_json(client: HTTPClient, url: str, body: bytes, timeout: float,
     d.addCallback(read)
     d.addTimeout(timeout, reactor)
     return d
+
+
+def timed_out(failure: Failure) -> bool:
+    """True when ``failure`` is :func:`post_json`'s timeout (the Agent reports a
+    cancelled request as ResponseNeverReceived / RequestTransmissionFailed
+    wrapping the CancelledError)."""
+    if failure.check(defer.TimeoutError, defer.CancelledError):
+        return True
+    if failure.check(ResponseFailed, RequestTransmissionFailed):
+        reasons = getattr(failure.value, "reasons", [])
+        return any(r.check(defer.CancelledError) for r in reasons)
+    return False
+
+
+def describe_failure(failure: Failure) -> str:
+    """One line for a failed request (the first reason of a wrapped failure)."""
+    reasons = getattr(failure.value, "reasons", None)
+    if reasons:
+        return reasons[0].getErrorMessage()
+    return failure.getErrorMessage()
 
 
 def _drain(response: Any) -> defer.Deferred[None]:
@@ -231,9 +253,8 @@ class HttpNotify(Observer):
         if self._stopped:
             return  # abandoned at shutdown
         self.failed += 1
-        why = ("no answer within "
-               f"{self.timeout:g}s" if failure.check(defer.TimeoutError, defer.CancelledError)
-               else failure.getErrorMessage())
+        why = (f"no answer within {self.timeout:g}s" if timed_out(failure)
+               else describe_failure(failure))
         self._log_failure(event, url, why)
 
     def _log_failure(self, event: str, url: str, why: str) -> None:
