@@ -18,6 +18,7 @@ from twisted.web import resource
 from twisted.web.http import BAD_REQUEST, NOT_ALLOWED, NOT_FOUND, OK
 from twisted.web.iweb import IRequest
 
+from lal_twisted import __version__
 from lal_twisted.api import stat
 from lal_twisted.log import Logger, safe
 from lal_twisted.web.router import route_path
@@ -36,7 +37,7 @@ PARAM_MISSING = (1002, "param missing")
 SESSION_NOT_FOUND = (1003, "session not found")
 METHOD_NOT_ALLOWED = (405, "method not allowed")
 
-_SERVER = b"lal" + stat.LAL_VERSION[1:].encode()
+_SERVER = f"lal-twisted/{__version__}".encode()
 
 
 def json_answer(request: IRequest, body: dict[str, Any], status: int = OK) -> bytes:
