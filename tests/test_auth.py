@@ -47,7 +47,8 @@ def test_each_switch_checks_its_protocol_and_direction_only(switch: str, protoco
     assert auth.check(_session(protocol, role, "a=1&" + right.upper().replace("LAL_SECRET",
                                                                              "lal_secret"))) is None
     assert auth.check(_session(protocol, role, "lal_secret=pengrl")) is None  # dangerous
-    for query in ("", "a=1", "lal_secret=", "lal_secret=0123", "lal_secret=PENGRL2"):
+    for query in ("", "a=1", "lal_secret=", "lal_secret=0123", "lal_secret=PENGRL2",
+                  "lal_secret=%C3%A9", "lal_secret=%FF%00", "lal_secret=" + "a" * 5000):
         refusal = auth.check(_session(protocol, role, query))
         assert isinstance(refusal, Refused) and "simple_auth" in refusal.reason, query
     # the right secret of another stream is wrong here

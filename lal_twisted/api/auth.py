@@ -17,6 +17,7 @@ refuses.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -84,10 +85,12 @@ class SimpleAuth:
         given = values[0].lower() if values else ""
         if not given:
             return Refused(f"simple_auth: no {SECRET_NAME} in the URL query")
-        dangerous = self.config.dangerous_lal_secret
-        if dangerous and given == dangerous:
+        given_bytes = given.encode("utf-8", "replace")
+        dangerous = self.config.dangerous_lal_secret.encode("utf-8")
+        if dangerous and hmac.compare_digest(given_bytes, dangerous):
             return None
-        if self.config.key and given == lal_secret(self.config.key, stream_name):
+        expected = lal_secret(self.config.key, stream_name).encode("ascii")
+        if self.config.key and hmac.compare_digest(given_bytes, expected):
             return None
         return Refused(f"simple_auth: wrong {SECRET_NAME}")
 
