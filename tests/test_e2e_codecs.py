@@ -5,9 +5,11 @@ player gets is the published packets byte for byte, from a keyframe on."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,6 +76,15 @@ def play_all_three(srv: Server, name: str, pusher: subprocess.Popen[bytes]
     return parse_framemd5(results[0]), parse_framemd5(results[1]), b"".join(ws_messages)
 
 
+def group_stat(srv: Server, name: str) -> dict:
+    """lal's /api/stat/group for live/NAME, from the HTTP listener."""
+    url = f"http://127.0.0.1:{srv.http_port}/api/stat/group?stream_name={name}&app_name=live"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        answer = json.load(response)
+    assert answer["error_code"] == 0, answer
+    return answer["data"]
+
+
 COMBOS = [("hevc", "aac"), ("av1", "opus"), ("vp9", "opus"), ("hevc", "opus")]
 LAL_NAMES = {"hevc": "H265", "av1": "AV1", "vp9": "VP9", "aac": "AAC", "opus": "OPUS"}
 
@@ -90,6 +101,7 @@ def test_enhanced_rtmp_round_trip_over_rtmp_httpflv_and_websocket(
         # Join late: the GOP cache holds the second that started at a keyframe.
         assert wait_for(lambda: f"stream live/{name} publishing" in srv.log(), 15)
         time.sleep(1.5)
+        group = group_stat(srv, name)
         rtmp, http, ws = play_all_three(srv, name, pusher)
     finally:
         pusher.kill()
@@ -113,6 +125,8 @@ def test_enhanced_rtmp_round_trip_over_rtmp_httpflv_and_websocket(
     assert first_video.is_keyframe
     assert decode_errors(ws) == ""
     # What the server tells of the stream: codec names in lal's style, size, rate.
+    assert (group["video_codec"], group["audio_codec"]) == (LAL_NAMES[video], LAL_NAMES[audio])
+    assert (group["video_width"], group["video_height"]) == (320, 240)
     log = srv.log()
     assert f"stream live/{name} video: {LAL_NAMES[video]}" in log
     assert "320x240" in log.split(f"stream live/{name} video: ")[1].splitlines()[0]

@@ -237,6 +237,7 @@ class Stream:
         self._dummy_audio: DummyAudio | None = None
         self._described: dict[str, tuple[str, float]] = {}
         self.packets_in = 0
+        self.video_in = 0  # video packets (lal's in_frame_per_sec counts these)
         self.bytes_in = 0
         self._offset = 0
         self._rebase_pending = False
@@ -290,6 +291,7 @@ class Stream:
         self.bytes_in += len(packet.payload)
         kind = packet.kind
         if kind == VIDEO:
+            self.video_in += 1
             if packet.is_sequence_header:
                 if packet.header_key is not None:
                     self._extra_header(packet)

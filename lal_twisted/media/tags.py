@@ -195,11 +195,12 @@ def audio_codec_of(payload: bytes) -> Codec:
     return _AUDIO_LEGACY.get(fmt, Codec.UNKNOWN)  # type: ignore[call-overload]
 
 
-# The names lal shows in its stats and logs (base.AvPacketPt...); others upper-cased.
+# The names lal shows in its stats and logs (base.VideoCodec* / AudioCodec*); others
+# upper-cased.
 _LAL_NAMES = {Codec.H264: "H264", Codec.H265: "H265", Codec.AV1: "AV1", Codec.VP9: "VP9",
               Codec.AAC: "AAC", Codec.OPUS: "OPUS", Codec.FLAC: "FLAC", Codec.AC3: "AC3",
-              Codec.EAC3: "EAC3", Codec.MP3: "MP3", Codec.G711A: "G711A",
-              Codec.G711U: "G711U"}
+              Codec.EAC3: "EAC3", Codec.MP3: "MP3", Codec.G711A: "PCMA",
+              Codec.G711U: "PCMU"}
 
 
 def lal_codec_name(codec: Codec) -> str:
