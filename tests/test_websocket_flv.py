@@ -172,3 +172,29 @@ def test_malformed_frames_close_that_player_only(server: Server, media: Media) -
     finally:
         pusher.kill()
         finish(pusher)
+
+
+def test_simple_auth_covers_websocket_flv(tmp_path, media: Media) -> None:  # type: ignore[no-untyped-def]
+    """lal's sub_httpflv_enable guards WebSocket-FLV too: refused before the upgrade."""
+    from conftest import start_server, stop_server
+
+    from lal_twisted.api.auth import lal_secret
+
+    srv = start_server(tmp_path, simple_auth={"key": "k", "sub_httpflv_enable": True})
+    try:
+        pusher = push(media.long_av, srv.rtmp_url("auth"))
+        try:
+            assert wait_for(lambda: "stream live/auth publishing" in srv.log(), 15)
+            refused = WsClient(ws_url(srv, "auth"))
+            assert refused.status == 403
+            refused.sock.close()
+            allowed = WsClient(ws_url(srv, "auth") + f"?lal_secret={lal_secret('k', 'auth')}")
+            assert allowed.status == 101
+            assert read_flv(allowed, 1.0)[:3] == b"FLV"
+            allowed.close()
+        finally:
+            pusher.kill()
+            finish(pusher)
+    finally:
+        stop_server(srv)
+    assert "Traceback" not in srv.log()

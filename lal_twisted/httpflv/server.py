@@ -98,17 +98,20 @@ class HttpFlvResource(resource.Resource):
     def render_GET(self, request: server.Request) -> Any:  # noqa: N802 - twisted.web
         if self.websocket and websocket.is_upgrade(request):
             return websocket.render_upgrade(self, request)
-        return self.play(request, FlvSink, "httpflv", "http")
+        return self.play(request, FlvSink, "http")
 
-    def play(self, request: server.Request, sink_class: type[FlvSink], protocol: str,
-             scheme: str) -> Any:
-        """Start a player session for ``request`` with a sink of ``sink_class``."""
+    def play(self, request: server.Request, sink_class: type[FlvSink], scheme: str) -> Any:
+        """Start a player session for ``request`` with a sink of ``sink_class``.
+
+        A WebSocket-FLV player is an ``httpflv`` session like any other (its URL
+        says ``ws://``), so every check keyed by protocol (simple_auth's
+        ``sub_httpflv_enable``, hooks, stats) covers it the same way, as in lal."""
         parsed, error = _parse(request)
         if parsed is None:
             return error
         peer = request.getClientAddress()
         who = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
-        session = self.registry.new_session(FLV_PLAYER, protocol, who,
+        session = self.registry.new_session(FLV_PLAYER, "httpflv", who,
                                             closer=lambda reason: abort(request, reason))
         session.app, session.stream = parsed
         session.query = request.uri.decode("utf-8", "replace").partition("?")[2]

@@ -193,7 +193,7 @@ def render_upgrade(flv_resource: HttpFlvResource, request: server.Request) -> An
     if error:
         log.info("wsflv {peer}: bad upgrade request: {why}", peer=_peer(request), why=error)
         return plain_error(request, BAD_REQUEST, f"bad request: {error}")
-    return flv_resource.play(request, WsFlvSink, "wsflv", "ws")
+    return flv_resource.play(request, WsFlvSink, "ws")
 
 
 def upgrade(request: server.Request, sink: WsFlvSink, reactor: IReactorTime,
