@@ -1,6 +1,5 @@
 """Events: observers are told when the server starts, sessions come and go,
-a stream is wanted or no longer watched, an HLS segment is made, and
-periodically.
+a stream is wanted or no longer watched, and periodically.
 
 Observers (HTTP notify, metrics, an on-demand relay, an application's own
 code) implement :class:`IObserver`, usually by subclassing :class:`Observer`
@@ -21,7 +20,7 @@ from zope.interface import Interface, implementer
 from lal_twisted.log import Logger
 
 if TYPE_CHECKING:
-    from lal_twisted.hls.segmenter import HlsMakeTsInfo
+    from lal_twisted.hub.access import Refused
     from lal_twisted.hub.registry import StreamRegistry
     from lal_twisted.hub.session import Session
 
@@ -63,8 +62,17 @@ class IObserver(Interface):
     def periodic_update(registry: StreamRegistry) -> None:
         """Every update interval, after the sessions' bitrates were refreshed."""
 
-    def hls_make_ts(info: HlsMakeTsInfo) -> None:
-        """An HLS segment was completed (lal's on_hls_make_ts)."""
+    def session_refused(session: Session, refusal: Refused) -> None:
+        """A publish or play was refused (bad name, access check, stream busy)."""
+
+    def rtmp_connected(session: Session, app: str, flash_ver: str, tc_url: str) -> None:
+        """An RTMP client sent ``connect`` (before it publishes or plays; the
+        session is not in the session table yet)."""
+
+    def hls_segment_made(info: dict[str, Any]) -> None:
+        """An HLS muxer closed a TS segment.  ``info`` has lal's on_hls_make_ts
+        fields: ``event`` ("open"/"close"), ``stream_name``, ``cwd``, ``ts_file``,
+        ``live_m3u8_file``, ``record_m3u8_file``, ``id`` (int), ``duration`` (s)."""
 
 
 EVENTS = tuple(IObserver.names())
@@ -104,7 +112,13 @@ class Observer:
     def periodic_update(self, registry: StreamRegistry) -> None:
         pass
 
-    def hls_make_ts(self, info: HlsMakeTsInfo) -> None:
+    def session_refused(self, session: Session, refusal: Refused) -> None:
+        pass
+
+    def rtmp_connected(self, session: Session, app: str, flash_ver: str, tc_url: str) -> None:
+        pass
+
+    def hls_segment_made(self, info: dict[str, Any]) -> None:
         pass
 
 
