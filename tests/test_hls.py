@@ -4,13 +4,16 @@ ffmpeg/ffprobe play and decode what is served."""
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -485,3 +488,40 @@ def test_an_unwritable_out_path_leaves_the_stream_playing(tmp_path: Path, media:
 def get_flv(address: str, seconds: float) -> tuple[int, dict[str, str], bytes]:
     headers, body = http_flv_bytes(address, seconds)
     return 200, headers, body
+
+
+def test_http_notify_posts_each_segment(tmp_path: Path, media: Media) -> None:
+    posts: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append({"path": self.path, **json.loads(body)})
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    target = f"http://127.0.0.1:{hook.server_address[1]}/on_hls_make_ts"
+    server = start_server(tmp_path, hls={"enable": True, "use_memory_as_disk_flag": True,
+                                         "fragment_duration_ms": FRAGMENT_MS},
+                          http_notify={"enable": True, "on_hls_make_ts": target})
+    try:
+        pub = push(media.av, server.rtmp_url("note"))
+        assert finish(pub)[0] == 0
+        assert wait_for(lambda: len(posts) >= 6, timeout=10)
+    finally:
+        stop_server(server)
+        hook.shutdown()
+        hook.server_close()
+    assert [p["id"] for p in posts] == list(range(6))
+    first = posts[0]
+    assert first["path"] == "/on_hls_make_ts" and first["event"] == "close"
+    assert first["stream_name"] == "note" and "server_id" in first
+    assert first["ts_file"].endswith("note/" + first["ts_file"].rsplit("/", 1)[1])
+    assert first["live_m3u8_file"].endswith("note/playlist.m3u8")
+    assert 0.9 <= first["duration"] <= 1.2
