@@ -142,7 +142,9 @@ class DiskStore(Store):
         directory = os.path.dirname(full)
         make_dir = directory not in self._made_dirs
         self._made_dirs.add(directory)
-        d = self._run(_write_file, full, data, make_dir)
+        # A new segment is listed only once written, so it is written in place; a
+        # playlist replaces an older one, so it goes through a rename.
+        d = self._run(_write_file, full, data, make_dir, path.endswith(".m3u8"))
 
         def done(result: Any) -> bool:
             self.pending -= len(data)
@@ -187,14 +189,21 @@ class DiskStore(Store):
         return d.addBoth(stop)
 
 
-def _write_file(path: str, data: bytes, make_dir: bool = True) -> None:
-    """Write to a temporary name and rename, so readers never see half a file."""
+def _write_file(path: str, data: bytes, make_dir: bool = True, replace: bool = True) -> None:
+    """Write ``data`` to ``path``; with ``replace``, to a temporary name renamed
+    over it, so readers never see half a file."""
     if make_dir:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    target = path + ".tmp" if replace else path
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    if replace:
+        os.replace(target, path)
 
 
 def _nothing() -> None:
