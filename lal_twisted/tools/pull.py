@@ -17,7 +17,6 @@ import sys
 from typing import IO, Any
 
 from twisted.internet import defer
-from twisted.web.client import HTTPConnectionPool
 
 from lal_twisted.httpflv.client import HttpFlvPull
 from lal_twisted.media import flv
@@ -109,13 +108,12 @@ class Puller:
     settle = 3.0
 
     def __init__(self, index: int, url: str, writer: FlvFileWriter | None, stall: float,
-                 pool: HTTPConnectionPool | None, low_water: int = 0) -> None:
+                 low_water: int = 0) -> None:
         self.index = index
         self.low_water = low_water
         self.url = url
         self.writer = writer
         self.stall = stall
-        self.pool = pool
         self.rtmp: RTMPClientProtocol | None = None
         self.http: HttpFlvPull | None = None
         self.started = 0.0
@@ -137,11 +135,11 @@ class Puller:
 
     def start(self, reactor: Any) -> None:
         self.started = now()
-        if self.url.startswith("rtmp://"):
+        if self.url.startswith(("rtmp://", "rtmps://")):
             d = connect(reactor, self.url, "play", on_packet=self.on_packet)
             d.addCallbacks(self._rtmp_ready, self._failed)
         else:
-            self.http = HttpFlvPull(reactor, self.url, self.on_packet, pool=self.pool)
+            self.http = HttpFlvPull(reactor, self.url, self.on_packet)
             self.http.start().addCallbacks(self._http_ready, self._failed)
 
     def _rtmp_ready(self, proto: RTMPClientProtocol) -> None:
@@ -241,13 +239,13 @@ def _ms(t: float | None, start: float) -> float | None:
 def run(args: argparse.Namespace) -> int:
     urls = expand_urls(args.url, args.n)
     for url in set(urls):
-        if url.startswith("rtmp://"):
+        if url.startswith(("rtmp://", "rtmps://")):
             try:
                 RtmpUrl.parse(url)
             except RtmpUrlError as e:
                 raise ToolError(str(e)) from None
         elif not url.startswith(("http://", "https://")):
-            raise ToolError(f"not an rtmp:// or http(s):// URL: {url!r}")
+            raise ToolError(f"not an rtmp(s):// or http(s):// URL: {url!r}")
     if args.connect_rate <= 0:
         raise ToolError("--connect-rate must be positive")
     writers: list[FlvFileWriter | None] = []
@@ -261,8 +259,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _pull(reactor: Any, args: argparse.Namespace, urls: list[str],
           writers: list[FlvFileWriter | None]) -> defer.Deferred[int]:
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    pullers = [Puller(i, url, writers[i], args.stall, pool, args.low_water)
+    pullers = [Puller(i, url, writers[i], args.stall, args.low_water)
                for i, url in enumerate(urls)]
     started = now()
 
