@@ -40,26 +40,23 @@ def _read(path: str, key: str) -> bytes:
 def check_cert_and_key(cert_file: str, key_file: str, cert_key: str, key_key: str) -> None:
     """Raise ConfigError unless ``cert_file`` holds a PEM certificate and
     ``key_file`` the PEM private key that matches it."""
-    from OpenSSL import SSL, crypto
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
 
     cert_pem, key_pem = _read(cert_file, cert_key), _read(key_file, key_key)
     try:
-        cert = crypto.load_certificate(crypto.FILETYPE_PEM, cert_pem)
-    except crypto.Error:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
         raise ConfigError(f"{cert_key}: {cert_file!r} is not a PEM certificate") from None
     try:
-        pkey = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
-    except crypto.Error:
+        pkey = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
         raise ConfigError(f"{key_key}: {key_file!r} is not a PEM private key "
                           "(an encrypted key is not supported)") from None
-    ctx = SSL.Context(SSL.TLS_METHOD)
-    try:
-        ctx.use_certificate(cert)
-        ctx.use_privatekey(pkey)
-        ctx.check_privatekey()
-    except SSL.Error:
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(*spki) != pkey.public_key().public_bytes(*spki):
         raise ConfigError(f"{key_key}: the key in {key_file!r} does not match the certificate "
-                          f"in {cert_file!r} ({cert_key})") from None
+                          f"in {cert_file!r} ({cert_key})")
 
 
 def _escape(value: str) -> str:

@@ -191,7 +191,7 @@ class RelayPull:
             log.error("relay pull {key} from {url} refused: {why} (check the certificate, "
                       "tls_client.ca_file or tls_client.verify)", key=self.key, url=self.url,
                       why=tls_problem)
-            self.give_up(f"upstream refused: {tls_problem}")
+            self.stop("refused by TLS verification", tell_players=True)
             return
         self.failures += 1
         wanted = not self.static or self._players() > 0
@@ -245,14 +245,16 @@ class RelayPull:
         log.info("relay pull {key} from {url} stopped: {why} ({n} packets)", key=self.key,
                  url=self.url, why=reason, n=self.packets_in)
         if tell_players:
+            # Players learn that the stream is not there, not where it was sought.
+            told = f"stream {self.key} not found (relay pull gave up)"
             stream = self.registry.get(self.key)
             if stream is not None and stream.publisher is None:
                 for sink in list(stream.sinks):
                     not_found = getattr(sink, "not_found", None)
                     if not_found is not None:
-                        not_found(reason)
+                        not_found(told)
                     else:
-                        sink.close(reason)
+                        sink.close(told)
         if self.on_end is not None:
             self.on_end(self)
 

@@ -244,7 +244,7 @@ class RelayPush:
             log.error("relay push {id} {key} to {url} refused: {why}; not retried "
                       "(check the certificate, tls_client.ca_file or tls_client.verify)",
                       id=self.session.id, key=self.session.key, url=self.url, why=tls_problem)
-            self.close(f"refused: {tls_problem}")
+            self.close("refused by TLS verification")
             return
         self.failures += 1
         ceiling = min(self.retry_max, self.retry_min * 2 ** (self.failures - 1))

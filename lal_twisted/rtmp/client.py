@@ -104,6 +104,8 @@ class RTMPClientFactory(ClientFactory):
     """Creates one protocol for one connection; ``connected`` fires with it
     or errbacks when the TCP connection fails."""
 
+    noisy = False
+
     def __init__(self, make_protocol: Callable[[], RTMPClientProtocol]) -> None:
         self.make_protocol = make_protocol
         self.connected: defer.Deferred[RTMPClientProtocol] = defer.Deferred()
