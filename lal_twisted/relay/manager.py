@@ -17,6 +17,7 @@ over from a pull of the same stream.
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -29,7 +30,7 @@ from lal_twisted.hub.session import RTMP_PUSH, Role, check_names
 from lal_twisted.log import Logger
 from lal_twisted.relay.pull import RelayPull
 from lal_twisted.relay.push import RelayPush
-from lal_twisted.relay.upstream import MAX_HOPS, Base, UpstreamError, hops_of, parse_base
+from lal_twisted.relay.upstream import MAX_HOPS, Base, UpstreamError, parse_base, relay_via
 from lal_twisted.tls import client_tls
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ class RelayManager(Observer, service.Service):
         self.pushes: dict[str, list[RelayPush]] = {}
         self.pulls: dict[str, RelayPull] = {}
         self._insecure_logged = False
+        # This server's relay id in the loop marker (lal_twisted.relay.upstream).
+        self.relay_id = secrets.token_hex(4)
         registry.add_observer(self)
         registry.add_access_check(self)
 
@@ -85,31 +88,28 @@ class RelayManager(Observer, service.Service):
     # -- access chain ---------------------------------------------------------------------
     def check(self, session: Session) -> Refused | None:
         key = session.key
+        via = relay_via(session.query)
+        if self.relay_id in via:
+            return Refused(f"relay loop: {key} was relayed through this server already",
+                           not_found=True)
+        if len(via) >= MAX_HOPS:
+            return Refused(f"{key} was relayed {len(via)} times already", not_found=True)
         if session.role == Role.PUBLISH:
             pull = self.pulls.get(key)
             if pull is not None:
                 pull.stop(f"a publisher from {session.remote_addr} took over")
             return None
-        if session.role != Role.PLAY:
-            return None
-        hops = hops_of(session.query)
-        if not hops:
+        if session.role != Role.PLAY or not via:
             return None
         stream = self.registry.get(key)
-        if stream is not None and stream.publisher is not None:
-            if hops >= MAX_HOPS:
-                return Refused(f"relayed {hops} times already (loop?)", not_found=True)
-            return None
-        if key in self.pulls:
-            return Refused(f"stream {key} is being pulled by this server itself (a relay loop)",
-                           not_found=True)
-        if self.pull_base is None or hops >= MAX_HOPS:
+        if (stream is None or stream.publisher is None) and key not in self.pulls and (
+                self.pull_base is None):
             return Refused(f"stream {key} is not published here", not_found=True)
         return None
 
     # -- pushes ---------------------------------------------------------------------------
     def publish_started(self, session: Session) -> None:
-        self._start_pushes(session, hops_of(session.query), None)
+        self._start_pushes(session, relay_via(session.query), None)
 
     def relay_pull_started(self, session: Session) -> None:
         pull = self.pulls.get(session.key)
@@ -117,21 +117,21 @@ class RelayManager(Observer, service.Service):
         if pull is not None:
             parts = urlsplit(pull.url)
             source = (parts.hostname, parts.port)
-        self._start_pushes(session, hops_of(urlsplit(session.url).query), source)
+        self._start_pushes(session, relay_via(urlsplit(session.url).query)[:-1], source)
 
-    def _start_pushes(self, publisher: Session, hops: int, source: Any) -> None:
+    def _start_pushes(self, publisher: Session, via: list[str], source: Any) -> None:
         if not self.push_bases:
             return
-        if hops >= MAX_HOPS:
+        if len(via) + 1 >= MAX_HOPS:
             log.warn("stream {key} not pushed: it came through {n} relays already",
-                     key=publisher.key, n=hops)
+                     key=publisher.key, n=len(via))
             return
         cfg = self.config.relay_push
         pushes = self.pushes.setdefault(publisher.key, [])
         for base in self.push_bases:
             if source is not None and (base.host, base.port) == source:
                 continue  # not back to where it came from
-            url = base.url(publisher.app, publisher.stream, hops + 1)
+            url = base.url(publisher.app, publisher.stream, [*via, self.relay_id])
             session = self.registry.new_session(RTMP_PUSH, "rtmp", base.netloc)
             session.app, session.stream, session.url = publisher.app, publisher.stream, url
             push = RelayPush(self.reactor, session, url, tls=self.tls_for(url),
@@ -168,7 +168,7 @@ class RelayManager(Observer, service.Service):
         """Other servers' pulls of a stream whose publisher left end with it (they
         retry or tell their players), rather than wait here."""
         for session in list(self.registry.sessions.values()):
-            if (session.key == key and session.role == Role.PLAY and hops_of(session.query)
+            if (session.key == key and session.role == Role.PLAY and relay_via(session.query)
                     and not session.ended):
                 session.close("the publisher stopped")
 
@@ -177,11 +177,11 @@ class RelayManager(Observer, service.Service):
         base = self.pull_base
         if base is None or key in self.pulls or session.role != Role.PLAY:
             return
-        hops = hops_of(session.query)
-        if hops >= MAX_HOPS:
+        via = relay_via(session.query)
+        if len(via) + 1 >= MAX_HOPS:
             return
         cfg = self.config.static_relay_pull
-        url = base.url(session.app, session.stream, hops + 1)
+        url = base.url(session.app, session.stream, [*via, self.relay_id])
         self._start(RelayPull(
             self.registry, self.reactor, session.app, session.stream, url,
             timeout=cfg.pull_timeout_ms / 1000, retry_num=cfg.pull_retry_num,

@@ -5,14 +5,15 @@ An address is lal's ``host:port`` (RTMP) or a base URL: ``rtmp://``,
 ``APP/STREAM`` is relayed to or from ``BASE/APP/STREAM`` (``.flv`` appended
 over HTTP); a path in the base URL goes before the app.
 
-Loops.  Every relay request carries the marker ``lal_relay_hops=N`` in its URL
-query: the number of relays the stream has passed so far plus one.  A server
-never starts a pull for a play marked with ``MAX_HOPS`` or more, never starts a
-pull for a marked play of a stream it is itself pulling, pushes a stream that
-came with a mark of ``MAX_HOPS`` or more nowhere, and never pushes a pulled
-stream back to the server it came from.  So two edges that pull from each other
-answer "not found" at once instead of waiting on each other, and a ring of
-pushes dies out after ``MAX_HOPS`` servers.
+Loops.  Every server has a random relay id (8 hex digits, new at each start).
+Every relay request carries in its URL query the marker
+``lal_relay_via=ID1.ID2...``: the ids of the servers the stream has been
+relayed through, this one last.  A server refuses (as "not found") a relayed
+play or publish whose marker holds its own id, or ``MAX_HOPS`` ids or more; it
+never starts a pull for a relayed play it could not serve anyway, and never
+pushes a pulled stream back to the server it came from.  So two servers that
+pull from each other answer "not found" at once instead of waiting on each
+other, and a ring of pushes is refused where it closes.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from twisted.internet import defer
 
 from lal_twisted.media.packet import AVPacket
 
-__all__ = ["MAX_HOPS", "RELAY_QUERY", "Base", "Upstream", "UpstreamError", "hops_of",
-           "parse_base"]
+__all__ = ["MAX_HOPS", "RELAY_QUERY", "Base", "Upstream", "UpstreamError", "parse_base",
+           "relay_via"]
 
-RELAY_QUERY = "lal_relay_hops"
+RELAY_QUERY = "lal_relay_via"
 # A stream relayed through this many servers is relayed no further.
 MAX_HOPS = 4
 
@@ -63,12 +64,12 @@ class Base:
     def is_http(self) -> bool:
         return self.scheme in ("http", "https")
 
-    def url(self, app: str, stream: str, hops: int) -> str:
+    def url(self, app: str, stream: str, via: list[str]) -> str:
         """The URL of ``APP/STREAM`` at this address, with the relay marker."""
         path = "/".join(p for p in (self.prefix, app.strip("/"), quote(stream)) if p)
         if self.is_http:
             path += ".flv"
-        return f"{self.scheme}://{self.netloc}/{path}?{RELAY_QUERY}={hops}"
+        return f"{self.scheme}://{self.netloc}/{path}?{RELAY_QUERY}={'.'.join(via)}"
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.netloc}" + (f"/{self.prefix}" if self.prefix else "")
@@ -99,15 +100,12 @@ def parse_base(addr: str, push: bool = False) -> Base:
                 parts.path.strip("/"))
 
 
-def hops_of(query: str) -> int:
-    """The relay marker of a request's query (0 when it has none)."""
+def relay_via(query: str) -> list[str]:
+    """The relay ids of a request's marker (empty when it has none)."""
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name == RELAY_QUERY:
-            try:
-                return max(0, int(value))
-            except ValueError:
-                return MAX_HOPS  # a mangled marker is not trusted to be short
-    return 0
+            return [v for v in value.split(".") if v][:MAX_HOPS * 4] or ["?"]
+    return []
 
 
 class Upstream:
