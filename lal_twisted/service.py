@@ -25,6 +25,7 @@ from twisted.python import usage
 from twisted.web import resource, server
 
 from lal_twisted import log as lal_log
+from lal_twisted.api.plane import ControlPlane
 from lal_twisted.config import Config, ConfigError, load
 from lal_twisted.httpflv.server import HttpFlvResource
 from lal_twisted.hub.registry import StreamRegistry
@@ -150,6 +151,7 @@ class RouteSpec:
     suffix: str
     enabled: Callable[[Config], bool]
     build: Callable[[LalService], resource.IResource]
+    exact: bool = False
 
 
 def _rtmp_factory(lals: LalService) -> Factory:
@@ -192,11 +194,35 @@ def _https_addr(c: Config) -> str:
 
 HTTP_LISTENERS = ("http", "https", "http_api")
 
+def _status_enabled(c: Config) -> bool:
+    return c.status_page.enable
+
+
+def _public_stat(path: str) -> RouteSpec:
+    """A read-only stat endpoint on the HTTP listener, for the status page."""
+    return RouteSpec("http", "status_page.enable", lambda c: path, "", _status_enabled,
+                     lambda lals: lals.control.public_stat_resource(), exact=True)
+
+
 ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("http", "httpflv.url_pattern", lambda c: c.httpflv.url_pattern, ".flv",
               lambda c: c.httpflv.enable, _httpflv_resource),
     RouteSpec("https", "httpflv.url_pattern", lambda c: c.httpflv.url_pattern, ".flv",
               lambda c: c.httpflv.enable and c.httpflv.enable_https, _httpflv_resource),
+    # The control plane (lal_twisted/api): lal's HTTP API answers every path of
+    # its listener (lal's JSON 404 for unknown ones); metrics and the status page.
+    RouteSpec("http_api", "http_api.addr", lambda c: "/", "", lambda c: c.http_api.enable,
+              lambda lals: lals.control.api_resource()),
+    RouteSpec("http_api", "status_page.enable", lambda c: "/lal.html", "",
+              lambda c: c.http_api.enable and c.status_page.enable,
+              lambda lals: lals.control.status_page("http_api"), exact=True),
+    RouteSpec("http", "metrics.url_path", lambda c: c.metrics.url_path, "",
+              lambda c: c.metrics.enable, lambda lals: lals.control.metrics_resource(),
+              exact=True),
+    RouteSpec("http", "status_page.enable", lambda c: "/", "", _status_enabled,
+              lambda lals: lals.control.status_page("http"), exact=True),
+    *(_public_stat(p) for p in ("/api/stat/lal_info", "/api/stat/all_group",
+                                "/api/stat/group")),
 )
 
 LISTENERS: tuple[ListenerSpec, ...] = (
@@ -221,6 +247,7 @@ class LalService(service.MultiService):
 
     config: Config
     routers: dict[str, Router]
+    control: ControlPlane
 
     def __init__(self, config: Config, reactor: Any = None) -> None:
         super().__init__()
@@ -238,6 +265,8 @@ class LalService(service.MultiService):
             gop_cache_max_bytes=config.stream.gop_cache_max_bytes,
         )
         self.registry.setServiceParent(self)
+        self.control = ControlPlane(self)  # API, notify, auth, hook, metrics, status page
+        self.control.setServiceParent(self)
         # Relays (pushes, static pulls and pulls started on request): events only,
         # nothing on the per-packet path of streams that are not relayed.
         self.relays = RelayManager(self.registry, reactor, config)
@@ -246,7 +275,8 @@ class LalService(service.MultiService):
         for route in ROUTES:
             if route.enabled(config):
                 self.routers[route.listener].mount(route.pattern_key, route.pattern(config),
-                                                   route.build(self), suffix=route.suffix)
+                                                   route.build(self), suffix=route.suffix,
+                                                   exact=route.exact)
         self.guard = ConnectionGuard(reactor, config.limits.max_connections,
                                      config.limits.max_connections_per_addr)
         self.listeners: dict[str, Listener] = {}

@@ -126,8 +126,16 @@ class StreamRegistry(service.Service):
         """Valid names first (whatever the checks would say), then the access chain."""
         problem = check_names(session.app, session.stream)
         if problem is not None:
-            return defer.fail(Refused(f"invalid stream name: {problem}", bad_name=True))
-        return check_access(self.access_checks, session, self.access_timeout, self.reactor)
+            d: defer.Deferred[None] = defer.fail(
+                Refused(f"invalid stream name: {problem}", bad_name=True))
+        else:
+            d = check_access(self.access_checks, session, self.access_timeout, self.reactor)
+        return d.addErrback(self._refused, session)
+
+    def _refused(self, failure: Any, session: Session) -> Any:
+        if failure.check(Refused):
+            self.observers.emit("session_refused", session, failure.value)
+        return failure
 
     def _start_publish(self, session: Session, publisher: IPublisher) -> Stream:
         if session.ended:
@@ -136,7 +144,9 @@ class StreamRegistry(service.Service):
         stream = self._stream(key)
         if stream.publisher is not None and stream.publisher is not publisher:
             self._discard_if_idle(stream)
-            raise StreamBusy(key)
+            busy = StreamBusy(key)
+            self.observers.emit("session_refused", session, busy)
+            raise busy
         stream.start_publish(publisher)
         stream.publish_session = session
         self.sessions[session.id] = session

@@ -218,6 +218,7 @@ class Stream:
         self.tracks = Tracks()
         self._described: dict[str, tuple[str, float]] = {}
         self.packets_in = 0
+        self.video_in = 0  # video packets (lal's in_frame_per_sec counts these)
         self.bytes_in = 0
         self._offset = 0
         self._rebase_pending = False
@@ -253,6 +254,7 @@ class Stream:
         kind = packet.kind
         tracks = self.tracks
         if kind == VIDEO:
+            self.video_in += 1
             if packet.is_sequence_header:
                 if self.video_header is None or self.video_header.payload != packet.payload:
                     self._set_video(video_track(packet.payload))

@@ -9,7 +9,7 @@ objects); everything the protocol itself answers (acknowledgements, pings,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +35,8 @@ class ConnectRequest:
     app: str
     tc_url: str
     query: str
+    # Informational (on_rtmp_connect); not part of what the request asks for.
+    flash_ver: str = field(default="", compare=False)
 
 
 @dataclass
@@ -220,7 +222,9 @@ class ServerSession(RtmpConnection):
             "level": "status", "code": "NetConnection.Connect.Success",
             "description": "Connection succeeded.",
             "objectEncoding": encoding if isinstance(encoding, float) else 0.0})
-        events.append(ConnectRequest(self.app, self.tc_url, self.query))
+        flash_ver = props.get("flashVer")
+        events.append(ConnectRequest(self.app, self.tc_url, self.query,
+                                     flash_ver if isinstance(flash_ver, str) else ""))
 
     def _data(self, payload: bytes, timestamp: int, type_id: int, events: list[Any]) -> None:
         if self._role != "publish":
