@@ -245,13 +245,19 @@ class RelayManager(Observer, service.Service):
         self._start(pull)
         return pull
 
-    def stop_pull(self, stream_name: str) -> RelayPull | None:
-        """Stop the pull of the stream named ``stream_name`` (any app); None if none."""
-        for pull in list(self.pulls.values()):
+    def find_pull(self, stream_name: str) -> RelayPull | None:
+        """The pull of the stream named ``stream_name`` (any app, or ``APP/STREAM``)."""
+        for pull in self.pulls.values():
             if pull.stream_name == stream_name or pull.key == stream_name:
-                pull.stop("stopped on request")
                 return pull
         return None
+
+    def stop_pull(self, stream_name: str) -> RelayPull | None:
+        """Stop the pull of the stream named ``stream_name``; None if there is none."""
+        pull = self.find_pull(stream_name)
+        if pull is not None:
+            pull.stop("stopped on request")
+        return pull
 
     # -- lifecycle ------------------------------------------------------------------------
     def stopService(self) -> Any:  # noqa: N802 - Twisted interface

@@ -79,6 +79,18 @@ class RelayPull:
         self._timer: IDelayedCall | None = None  # retry, first-packet deadline
         self._stop_timer: IDelayedCall | None = None
         self._live_since: float | None = None
+        self._reserved_id: str | None = None
+
+    @property
+    def session_id(self) -> str:
+        """The id its session has (or will have: the first start has not connected
+        yet), as lal answers start_relay_pull at once."""
+        if self.session is None and self._reserved_id is None:
+            from lal_twisted.hub.session import FLV_PULL, RTMP_PULL
+
+            http = self.url.startswith(("http://", "https://"))
+            self._reserved_id = self.registry.session_ids.new(FLV_PULL if http else RTMP_PULL)
+        return self.session.id if self.session is not None else self._reserved_id or ""
 
     @property
     def key(self) -> str:
@@ -119,6 +131,8 @@ class RelayPull:
         session = self.registry.new_session(FLV_PULL if http else RTMP_PULL,
                                             "httpflv" if http else "rtmp",
                                             upstream.url.split("/")[2], closer=self.close)
+        if self._reserved_id is not None:  # the id the API answered with
+            session.id, self._reserved_id = self._reserved_id, None
         session.app, session.stream, session.url = self.app, self.stream_name, upstream.url
         self.session = session
         d = self.registry.publish(session, self, role=Role.RELAY_PULL)
@@ -146,6 +160,7 @@ class RelayPull:
         self.packets_in += 1
         stream = self.stream
         if stream is not None:
+            self.session.bytes_in += len(packet.payload)  # type: ignore[union-attr]
             if self._live_since is None:
                 self._cancel(self._timer)
                 self._timer = None
