@@ -58,7 +58,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--connect-rate", type=float, default=200, metavar="R",
                    help="open at most R connections per second (200)")
     p.add_argument("--low-water", type=int, default=0, metavar="BYTES",
-                   help="RTMP: once playing, wake up only when BYTES are waiting "
+                   help="once playing, wake up only when BYTES are waiting "
                         "(SO_RCVLOWAT); fewer, larger reads for load tests (default 0: off)")
     p.add_argument("--quiet", "-q", action="store_true", help="no status line")
     p.set_defaults(func=run)
@@ -151,6 +151,10 @@ class Puller:
 
     def _http_ready(self, pull: HttpFlvPull) -> None:
         pull.done.addBoth(self._ended)
+        transport = pull.protocol.transport if pull.protocol is not None else None
+        sock = getattr(transport, "socket", None)
+        if self.low_water and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self.low_water)
 
     def _failed(self, failure: Any) -> None:
         self.error = failure.getErrorMessage()
