@@ -166,6 +166,10 @@ class _HttpFlvProtocol(protocol.Protocol):
             on_packet(AVPacket(tag.tag_type, tag.timestamp, tag.payload))
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:  # noqa: N802
+        cut = self._in_body and ((self._chunked and not self._last_chunk)
+                                 or self._remaining > 0)
+        if cut and self.pull.error is None and not self.pull.stopping:
+            self.pull.error = "the server ended the stream mid-body"
         self.pull.finished(reason, self._in_body)
 
 
@@ -217,7 +221,7 @@ class HttpFlvPull:
         self.protocol: _HttpFlvProtocol | None = None
         self.done: defer.Deferred[None] = defer.Deferred()
         self._started: defer.Deferred[HttpFlvPull] = defer.Deferred()
-        self._stopping = False
+        self.stopping = False
         self._connector: Any = None
 
     def start(self) -> defer.Deferred[HttpFlvPull]:
@@ -244,14 +248,14 @@ class HttpFlvPull:
             self.protocol.transport.abortConnection()  # type: ignore[attr-defined]
 
     def stop(self) -> None:
-        self._stopping = True
+        self.stopping = True
         if self.protocol is not None and self.protocol.transport is not None:
             self.protocol.transport.abortConnection()  # type: ignore[attr-defined]
         elif self._connector is not None and getattr(self._connector, "state", "") == "connecting":
             self._connector.stopConnecting()
 
     def finished(self, reason: Failure, in_body: bool) -> None:
-        if self.error is None and not self._stopping and not reason.check(ConnectionDone):
+        if self.error is None and not self.stopping and not reason.check(ConnectionDone):
             self.error = f"connection lost: {reason.getErrorMessage()}"
         if not self._started.called:
             cause = self.error or "connection closed before the response headers"
