@@ -242,3 +242,70 @@ def test_two_servers_pulling_from_each_other_do_not_loop(tmp_path: Path) -> None
             assert s.log().count(": starting") == 1, s.log()
     finally:
         _clean(a, b)
+
+
+def test_push_holds_back_up_to_its_bound_then_restarts_at_a_keyframe(
+        media: Media, tmp_path: Path) -> None:
+    target = _server(tmp_path, "target")
+    origin = _server(tmp_path, "origin", relay_push={
+        "enable": True, "addr_list": [f"127.0.0.1:{target.rtmp_port}"],
+        "max_backlog_bytes": 65536, "retry_min_ms": 200, "retry_max_ms": 1000})
+    publisher = push(media.noisy, origin.rtmp_url("big"), loop=True)
+    local = None
+    try:
+        assert wait_for(lambda: "publishing live/big started" in target.log(), 15)
+        # The target stops reading (its process is stopped): the kernel's buffers
+        # fill, then the push's own backlog passes its bound.
+        local = pull(origin.rtmp_url("big"), tmp_path / "local.flv", 12.0, timeout=30)
+        target.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert wait_for(lambda: "target too slow" in origin.log(), 25), origin.log()
+        finally:
+            target.proc.send_signal(signal.SIGCONT)
+        code, err = finish(local, 60)
+        assert code == 0, err
+        info = probe(tmp_path / "local.flv")  # the local player did not notice
+        assert info.first_video_key and info.decode_errors == "", info
+        assert info.video_frames >= 0.9 * 12 * FPS, info
+        # Reconnected: the target's stream starts again at a keyframe and decodes.
+        assert wait_for(lambda: target.log().count("publishing live/big started") >= 2, 20), \
+            target.log()
+        out = tmp_path / "after.flv"
+        code, err = finish(pull(target.rtmp_url("big"), out, 2.0))
+        assert code == 0, err
+        info = probe(out)
+        assert info.first_video_key and info.decode_errors == "", info
+    finally:
+        for p in (publisher, local):
+            if p is not None:
+                p.kill()
+                finish(p)
+        _clean(origin, target)
+
+
+def test_a_short_stall_of_the_target_loses_nothing(media: Media, tmp_path: Path) -> None:
+    target = _server(tmp_path, "target")
+    origin = _server(tmp_path, "origin", relay_push={
+        "enable": True, "addr_list": [f"127.0.0.1:{target.rtmp_port}"],
+        "max_backlog_bytes": 65536})
+    publisher = push(media.long_av, origin.rtmp_url("s"), loop=True)
+    try:
+        assert wait_for(lambda: "publishing live/s started" in target.log(), 15)
+        out = tmp_path / "through.flv"
+        player = pull(target.rtmp_url("s"), out, 6.0, timeout=30)
+        time.sleep(2.0)
+        target.proc.send_signal(signal.SIGSTOP)
+        time.sleep(1.5)
+        target.proc.send_signal(signal.SIGCONT)
+        code, err = finish(player, 60)
+        assert code == 0, err
+        info = probe(out)
+        # 6 s of media, every frame: nothing was dropped on the way.
+        assert info.first_video_key and info.decode_errors == "", info
+        assert info.video_frames >= 6 * FPS - 2, info
+        assert "target too slow" not in origin.log()
+        assert target.log().count("publishing live/s started") == 1
+    finally:
+        publisher.kill()
+        finish(publisher)
+        _clean(origin, target)
