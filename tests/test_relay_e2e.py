@@ -144,3 +144,50 @@ def test_origin_publisher_stops_edge_players_told_then_resume(origin: Server, me
         finish(publisher)
         stop_server(edge)
     _no_traceback(origin, edge)
+
+
+def test_pulled_stream_pushed_on_not_back_and_local_publisher_takes_over(
+        origin: Server, media: Media, tmp_path: Path) -> None:
+    (tmp_path / "target").mkdir()
+    target = start_server(tmp_path / "target")
+    # The edge pulls from the origin and pushes what it has to the origin and a target.
+    (tmp_path / "edge").mkdir()
+    edge = start_server(tmp_path / "edge", static_relay_pull={
+        "enable": True, "addr": f"127.0.0.1:{origin.rtmp_port}"}, relay_push={
+        "enable": True, "addr_list": [f"127.0.0.1:{origin.rtmp_port}",
+                                      f"127.0.0.1:{target.rtmp_port}"]})
+    publisher = push(media.long_av, origin.rtmp_url("t1"), loop=True)
+    local = None
+    try:
+        assert wait_for(lambda: "publishing live/t1 started" in origin.log(), 10)
+        out = tmp_path / "across.flv"
+        player = _pull_tool(edge.rtmp_url("t1"), out, 6.0)
+        assert wait_for(lambda: "publishing live/t1 started" in target.log(), 15), edge.log()
+        # Not pushed back to the origin it came from.
+        assert origin.log().count("publishing live/t1 started") == 1
+        assert "relay push" not in origin.log()
+        # A publisher arriving at the edge takes over from the pull; the player stays.
+        time.sleep(1.0)
+        local = push(media.av, edge.rtmp_url("t1"), loop=True)
+        assert wait_for(lambda: "took over" in edge.log(), 10), edge.log()
+        time.sleep(1.0)
+        assert local.poll() is None, finish(local)
+        code, err = finish(player, 60)
+        assert code == 0, err
+        info = probe(out)
+        # The frames decode; at the switch the muxer may note one repeated dts (the
+        # hub's timeline rebase on a takeover), which is no decoding error.
+        errors = [line for line in info.decode_errors.splitlines()
+                  if "non monotonically increasing dts" not in line]
+        assert info.first_video_key and errors == [], info
+        assert info.video_frames >= 0.7 * 6 * FPS, info  # before and after the takeover
+        # A push to where the stream now has its own publisher is refused there.
+        assert "relay push" in edge.log() and "BadName" in edge.log()
+    finally:
+        for p in (publisher, local):
+            if p is not None:
+                p.kill()
+                finish(p)
+        stop_server(edge)
+        stop_server(target)
+    _no_traceback(origin, edge, target)
