@@ -23,6 +23,7 @@ from zope.interface import implementer
 from lal_twisted.hub.sink import IStreamSink
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
+from lal_twisted.rtmp.session import MEDIA_STREAM_ID, media_encoder
 from lal_twisted.tls import verification_error
 
 if TYPE_CHECKING:
@@ -72,6 +73,9 @@ class RelayPush:
         self._live_since: float | None = None
         self._connector: Any = None
         self._connecting: RTMPClientProtocol | None = None
+        # The RTMP players' shared encoder, when this connection's stream id and
+        # chunk size make its bytes the same as ours (the usual case).
+        self._shared: Any = None
         self._attempt = 0  # tells the callbacks of an abandoned attempt apart
 
     # -- IStreamSink --------------------------------------------------------------------
@@ -108,7 +112,11 @@ class RelayPush:
             else:
                 self.packets_dropped += 1
                 return
-        data = proto.session.encode_packet(packet)
+        shared = self._shared
+        if shared is not None and packet.kind != DATA:
+            data = packet.encoded(shared)  # the same bytes the RTMP players write
+        else:
+            data = proto.session.encode_packet(packet)
         self.packets_out += 1
         if self.paused:
             self._pending.append(data)
@@ -187,6 +195,9 @@ class RelayPush:
             proto.transport.abortConnection()  # type: ignore[union-attr]
             return
         self.proto = proto
+        session = proto.session
+        self._shared = (media_encoder(session.writer.chunk_size)
+                        if session.stream_id == MEDIA_STREAM_ID else None)
         self._live_since = self.reactor.seconds()
         self.paused = False
         proto.transport.registerProducer(self, True)  # type: ignore[union-attr]
