@@ -95,3 +95,31 @@ def test_static_pull_seen_from_the_origin_api(media: Media, tmp_path: Path) -> N
             publisher.kill()
             finish(publisher)
             stop_server(edge)
+
+
+def test_a_push_can_be_kicked(media: Media, tmp_path: Path) -> None:
+    import re
+
+    (tmp_path / "target").mkdir()
+    (tmp_path / "origin").mkdir()
+    target = start_server(tmp_path / "target")
+    try:
+        with api_server(tmp_path / "origin", relay_push={
+                "enable": True, "addr_list": [f"127.0.0.1:{target.rtmp_port}"]}) as origin:
+            publisher = push(media.long_av, origin.server.rtmp_url("k"), loop=True)
+            try:
+                assert wait_for(lambda: "publishing live/k started" in target.log(), 15)
+                found = re.search(r"relay push (RTMPPUSH\d+) live/k", origin.server.log())
+                assert found, origin.server.log()
+                status, body = api(origin.api_port, "/api/ctrl/kick_session",
+                                   {"stream_name": "k", "session_id": found.group(1)})
+                assert body["error_code"] == 0, body
+                assert wait_for(lambda: "stream live/k unpublished" in target.log(), 10)
+                time.sleep(2.0)  # and it is not retried
+                assert target.log().count("publishing live/k started") == 1
+                assert "kicked by the HTTP API" in origin.server.log()
+            finally:
+                publisher.kill()
+                finish(publisher)
+    finally:
+        stop_server(target)

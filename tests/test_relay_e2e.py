@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN, FPS, Media, Server, start_server, stop_server
 from mediatools import finish, probe, pull, push, read_tags, wait_for
+from relaytools import http_status
 
 WINDOW = 4.0
 
@@ -128,10 +129,7 @@ def test_origin_publisher_stops_edge_players_told_then_resume(origin: Server, me
         info = probe(out)
         assert info.video_frames > FPS and info.first_video_key and info.decode_errors == ""
         # A player of the stream while nobody publishes at the origin is told at once.
-        http = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                               "--max-time", "20", edge.flv_url("s2")],
-                              capture_output=True, timeout=30)
-        assert http.stdout == b"404"
+        assert http_status(edge.flv_url("s2"), 20) == 404
         # A new publish resumes.
         publisher = push(media.long_av, origin.rtmp_url("s2"), loop=True)
         assert wait_for(lambda: origin.log().count("publishing live/s2 started") == 2, 10)

@@ -27,6 +27,7 @@ from conftest import (
     write_config,
 )
 from mediatools import finish, probe, pull, push, wait_for
+from relaytools import http_status
 
 HERE = Path(__file__).resolve().parent
 NGINX_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
@@ -230,10 +231,7 @@ def test_two_servers_pulling_from_each_other_do_not_loop(tmp_path: Path) -> None
                                                     "addr": f"127.0.0.1:{a_rtmp}"})
     try:
         start = time.monotonic()
-        res = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                              "--max-time", "30", a.flv_url("nowhere")], capture_output=True,
-                             timeout=40)
-        assert res.stdout == b"404"
+        assert http_status(a.flv_url("nowhere"), 30) == 404
         assert time.monotonic() - start < 10
         assert "relay loop: live/nowhere was relayed through this server already" in a.log()
         time.sleep(2.0)

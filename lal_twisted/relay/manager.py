@@ -132,21 +132,36 @@ class RelayManager(Observer, service.Service):
             if source is not None and (base.host, base.port) == source:
                 continue  # not back to where it came from
             url = base.url(publisher.app, publisher.stream, [*via, self.relay_id])
-            session = self.registry.new_session(RTMP_PUSH, "rtmp", base.netloc)
+            slot: list[RelayPush] = []  # the push, for the session's closer (a kick)
+            session = self.registry.new_session(
+                RTMP_PUSH, "rtmp", base.netloc,
+                closer=lambda reason, slot=slot: slot[0].close(reason) if slot else None)
             session.app, session.stream, session.url = publisher.app, publisher.stream, url
             push = RelayPush(self.reactor, session, url, tls=self.tls_for(url),
                              max_backlog_bytes=cfg.max_backlog_bytes,
-                             retry_min=cfg.retry_min_ms / 1000, retry_max=cfg.retry_max_ms / 1000)
-            session._closer = push.close  # a kick ends the push
+                             retry_min=cfg.retry_min_ms / 1000, retry_max=cfg.retry_max_ms / 1000,
+                             on_close=self._push_closed)
+            slot.append(push)
             pushes.append(push)
             d = self.registry.play(session, push, 0, role=Role.RELAY_PUSH)
             d.addErrback(self._push_refused, session, push)
+
+    def _push_closed(self, push: RelayPush) -> None:
+        """A push stopped (its publisher left, a kick, a refused certificate)."""
+        push.session.ended = True
+        pushes = self.pushes.get(push.session.key)
+        if pushes is not None and push in pushes:
+            pushes.remove(push)
+            if not pushes:
+                del self.pushes[push.session.key]
+        self.registry.stop_play(push.session, push)
 
     def _push_refused(self, failure: Failure, session: Session, push: RelayPush) -> None:
         reason = failure.value.reason if failure.check(Refused) else failure.getErrorMessage()  # type: ignore[union-attr]
         log.warn("relay push {key} to {url} refused here: {why}", key=session.key, url=push.url,
                  why=reason)
-        push.closed = True
+        push.on_close = None
+        push.close("refused here")
         pushes = self.pushes.get(session.key)
         if pushes is not None and push in pushes:
             pushes.remove(push)
@@ -160,9 +175,8 @@ class RelayManager(Observer, service.Service):
         self._end_relayed_plays(session.key)
 
     def _stop_pushes(self, key: str, reason: str) -> None:
-        for push in self.pushes.pop(key, []):
+        for push in list(self.pushes.get(key, [])):
             push.close(reason)
-            self.registry.stop_play(push.session, push)
 
     def _end_relayed_plays(self, key: str) -> None:
         """Other servers' pulls of a stream whose publisher left end with it (they

@@ -46,7 +46,7 @@ class RelayPush:
     def __init__(self, reactor: Any, session: Session, url: str, *, tls: Any = None,
                  max_backlog_bytes: int = 4 * 1024 * 1024, retry_min: float = 0.5,
                  retry_max: float = 30.0, timeout: float = 10.0,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, on_close: Any = None) -> None:
         self.reactor = reactor
         self.session = session
         self.url = url
@@ -56,6 +56,7 @@ class RelayPush:
         self.retry_max = retry_max
         self.timeout = timeout
         self.rng = rng or random.Random()
+        self.on_close = on_close  # called once with this push when it stops
         self.stream: Stream | None = None
         self.proto: RTMPClientProtocol | None = None
         self.closed = False
@@ -147,6 +148,8 @@ class RelayPush:
         log.info("relay push {id} {key} to {url} stopped: {why} (bytes_out={b})",
                  id=self.session.id, key=self.session.key, url=self.url, why=reason,
                  b=self.bytes_out)
+        if self.on_close is not None:
+            self.on_close(self)
 
     # -- IPushProducer (the target's connection) --------------------------------------------
     def pauseProducing(self) -> None:  # noqa: N802 - Twisted interface
