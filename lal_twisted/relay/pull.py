@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lal_twisted.hub.registry import Refused, SessionGone
+from lal_twisted.hub.registry import Refused, SessionGone, StreamBusy
 from lal_twisted.hub.session import FLV_PULL, RTMP_PULL, Role
 from lal_twisted.hub.stream import IPublisher
 from lal_twisted.log import Logger
@@ -154,7 +154,9 @@ class RelayPull:
         if failure.check(SessionGone):
             return
         why = failure.value.reason if failure.check(Refused) else failure.getErrorMessage()  # type: ignore[union-attr]
-        self.stop(f"publish refused here: {why}")
+        # A local publisher has the stream (its players are served): nothing to tell.
+        # Refused otherwise (an access check): the waiting players will not get it.
+        self.stop(f"publish refused here: {why}", tell_players=not failure.check(StreamBusy))
 
     def _packet(self, packet: AVPacket) -> None:
         self.packets_in += 1
