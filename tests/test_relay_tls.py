@@ -7,11 +7,12 @@ whose certificate does not name the host it dialled.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import FPS, Media, Server, free_port, start_server, stop_server
+from conftest import BIN, FPS, Media, Server, free_port, start_server, stop_server
 from mediatools import finish, probe, pull, push, wait_for
 from relaytools import http_status
 from tlscerts import CA, Pair
@@ -69,6 +70,27 @@ def test_rtmps_publish_https_play_and_verified_relay(media: Media, tmp_path: Pat
             code, err = finish(pull(edge.rtmp_url("t"), out, WINDOW))
             assert code == 0, (err, edge.log())
             _check(out, WINDOW)
+        # The tools: lal push over rtmps and lal pull over https, trusting the test CA.
+        lal = str(BIN / "lal")
+        pushed = subprocess.Popen([lal, "push", "-q", "--loop", "--duration", "8", "--ca-file",
+                                   str(ca.cert), str(media.long_av),
+                                   f"rtmps://localhost:{rtmps}/live/tool"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert wait_for(lambda: "publishing live/tool started" in origin.log(), 15)
+        out = tmp_path / "tool-https.flv"
+        done = subprocess.run([lal, "pull", "-q", "--duration", "3", "--ca-file", str(ca.cert),
+                               f"https://localhost:{https}/live/tool.flv", str(out)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        _check(out, 2.0)
+        finish(pushed)
+        # Without the CA the certificate is refused, in one line.
+        done = subprocess.run([lal, "pull", "-q", "--duration", "3",
+                               f"https://localhost:{https}/live/t.flv", str(out)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0
+        assert "certificate verify failed" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         # An edge that trusts only the system store refuses the test CA's certificate.
         d = tmp_path / "edge-untrusting"
         d.mkdir()

@@ -27,11 +27,13 @@ from lal_twisted.tools.common import (
     Ending,
     StatusLine,
     ToolError,
+    add_tls_options,
     expand_urls,
     mbit,
     now,
     open_in_batches,
     run_reactor,
+    tls_options,
 )
 
 # Packets held back before the FLV header is written, so its audio/video flags
@@ -61,6 +63,7 @@ def add_parser(sub: Any) -> None:
                    help="once playing, wake up only when BYTES are waiting "
                         "(SO_RCVLOWAT); fewer, larger reads for load tests (default 0: off)")
     p.add_argument("--quiet", "-q", action="store_true", help="no status line")
+    add_tls_options(p)
     p.set_defaults(func=run)
 
 
@@ -108,9 +111,10 @@ class Puller:
     settle = 3.0
 
     def __init__(self, index: int, url: str, writer: FlvFileWriter | None, stall: float,
-                 low_water: int = 0) -> None:
+                 low_water: int = 0, tls: Any = None) -> None:
         self.index = index
         self.low_water = low_water
+        self.tls = tls
         self.url = url
         self.writer = writer
         self.stall = stall
@@ -136,10 +140,10 @@ class Puller:
     def start(self, reactor: Any) -> None:
         self.started = now()
         if self.url.startswith(("rtmp://", "rtmps://")):
-            d = connect(reactor, self.url, "play", on_packet=self.on_packet)
+            d = connect(reactor, self.url, "play", on_packet=self.on_packet, tls=self.tls)
             d.addCallbacks(self._rtmp_ready, self._failed)
         else:
-            self.http = HttpFlvPull(reactor, self.url, self.on_packet)
+            self.http = HttpFlvPull(reactor, self.url, self.on_packet, tls=self.tls)
             self.http.start().addCallbacks(self._http_ready, self._failed)
 
     def _rtmp_ready(self, proto: RTMPClientProtocol) -> None:
@@ -252,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
             raise ToolError(f"not an rtmp(s):// or http(s):// URL: {url!r}")
     if args.connect_rate <= 0:
         raise ToolError("--connect-rate must be positive")
+    args.tls_by_url = {url: tls_options(url, args) for url in set(urls)}
     writers: list[FlvFileWriter | None] = []
     for i in range(args.n):
         if args.out is None or (i > 0 and "{i}" not in args.out):
@@ -263,7 +268,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _pull(reactor: Any, args: argparse.Namespace, urls: list[str],
           writers: list[FlvFileWriter | None]) -> defer.Deferred[int]:
-    pullers = [Puller(i, url, writers[i], args.stall, args.low_water)
+    tls = args.tls_by_url
+    pullers = [Puller(i, url, writers[i], args.stall, args.low_water, tls[url])
                for i, url in enumerate(urls)]
     started = now()
 
