@@ -99,6 +99,14 @@ class StreamConfig:
     gop_cache_max_bytes: int = 16 * 1024 * 1024
 
 
+@dataclass
+class InSessionConfig:
+    """lal's in_session: what is done to every incoming stream."""
+
+    add_dummy_audio_enable: bool = False
+    add_dummy_audio_wait_audio_ms: int = 150
+
+
 # Below this a GOP cache would not hold one keyframe of a small picture.
 _MIN_GOP_CACHE_BYTES = 64 * 1024
 
@@ -224,6 +232,7 @@ class Config:
     http_hook: HttpHookConfig = field(default_factory=HttpHookConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     status_page: StatusPageConfig = field(default_factory=StatusPageConfig)
+    in_session: InSessionConfig = field(default_factory=InSessionConfig)
     log: LogConfig = field(default_factory=LogConfig)
     server_id: str = "1"
     warnings: list[str] = field(default_factory=list)
@@ -232,7 +241,7 @@ class Config:
 # Keys lal knows that this server does not implement yet: accepted silently so a
 # lal config loads, but listed by ``unimplemented_sections`` for one log line.
 _LAL_SECTIONS_NOT_IMPLEMENTED = {
-    "hls", "httpts", "rtsp", "record", "pprof", "in_session", "debug",
+    "hls", "httpts", "rtsp", "record", "pprof", "debug",
 }
 _IGNORED_TOP_KEYS = {"# doc of config", "conf_version"}
 _LAL_KEYS_NOT_IMPLEMENTED = {
@@ -258,6 +267,7 @@ _SECTIONS: dict[str, type] = {
     "http_hook": HttpHookConfig,
     "metrics": MetricsConfig,
     "status_page": StatusPageConfig,
+    "in_session": InSessionConfig,
     "log": LogConfig,
 }
 

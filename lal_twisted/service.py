@@ -263,6 +263,8 @@ class LalService(service.MultiService):
                                          config.httpflv.single_gop_max_frame_num),
             reactor=reactor, access_timeout=config.access_check.timeout_ms / 1000.0,
             gop_cache_max_bytes=config.stream.gop_cache_max_bytes,
+            dummy_audio_wait_ms=(config.in_session.add_dummy_audio_wait_audio_ms
+                                 if config.in_session.add_dummy_audio_enable else None),
         )
         self.registry.setServiceParent(self)
         self.control = ControlPlane(self)  # API, notify, auth, hook, metrics, status page

@@ -89,6 +89,15 @@ def test_stat_endpoints_describe_publisher_and_players_field_by_field(
             assert [(g["stream_name"], g["pub"]["session_id"]) for g in groups] == [
                 ("test", pub["session_id"])]
             assert _group(port, "live/test")["pub"]["session_id"] == pub["session_id"]
+            # the status page's read-only copy on the public HTTP listener: same
+            # shapes, no client addresses, no control
+            public = api(s.server.http_port, "/api/stat/group?stream_name=test")[1]["data"]
+            assert public["pub"]["session_id"] == pub["session_id"]
+            assert {x["remote_addr"] for x in [public["pub"], *public["subs"]]} == {""}
+            status, _, _ = http(f"http://127.0.0.1:{s.server.http_port}/api/ctrl/kick_session",
+                                b'{"stream_name":"test","session_id":"%s"}'
+                                % pub["session_id"].encode(), "POST")
+            assert status == 404 and publisher.poll() is None
         finally:
             publisher.kill()
             finish(publisher)

@@ -47,7 +47,8 @@ def test_each_switch_checks_its_protocol_and_direction_only(switch: str, protoco
     assert auth.check(_session(protocol, role, "a=1&" + right.upper().replace("LAL_SECRET",
                                                                              "lal_secret"))) is None
     assert auth.check(_session(protocol, role, "lal_secret=pengrl")) is None  # dangerous
-    for query in ("", "a=1", "lal_secret=", "lal_secret=0123", "lal_secret=PENGRL2"):
+    for query in ("", "a=1", "lal_secret=", "lal_secret=0123", "lal_secret=PENGRL2",
+                  "lal_secret=%C3%A9", "lal_secret=%FF%00", "lal_secret=" + "a" * 5000):
         refusal = auth.check(_session(protocol, role, query))
         assert isinstance(refusal, Refused) and "simple_auth" in refusal.reason, query
     # the right secret of another stream is wrong here
@@ -132,6 +133,9 @@ def test_http_hook_decides_publishes(tmp_path: Path, media: Media, hook: str) ->
                     code, err = finish(publisher, timeout=20)
                     assert code != 0, err
                     assert "refused: http_hook" in srv.log(), srv.log()
+                    why = {"deny": "answered 403", "timeout": "did not answer within 1s",
+                           "down": "unreachable: Connection was refused"}[hook]
+                    assert why in srv.log(), srv.log()
                     # the refused publisher never reached the waiting player
                     assert _received(player, 1.5) == b""
             finally:

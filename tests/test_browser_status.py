@@ -29,6 +29,8 @@ def test_status_page_lists_streams_and_plays_a_preview(
         try:
             page, errors = _open(chromium, f"http://127.0.0.1:{srv.http_port}/")
             page.wait_for_selector("tr[data-key='live/test']", timeout=15000)
+            # listed as soon as the publisher is; its tracks show at the next refresh
+            assert wait_for(lambda: "H264" in page.inner_text("tr[data-key='live/test']"), 10)
             row = page.inner_text("tr[data-key='live/test']")
             assert "H264" in row and "320×240" in row and "AAC" in row, row
             assert page.inner_text("#n-streams") == "1"

@@ -194,8 +194,10 @@ def test_lal_config_loads_with_warnings() -> None:
     assert config.simple_auth.dangerous_lal_secret == "pengrl"
     assert config.http_notify.update_interval_sec == 5 and not config.http_notify.enable
     text = "\n".join(config.warnings)
-    for section in ("hls", "httpts", "rtsp", "record", "pprof", "in_session", "debug"):
+    for section in ("hls", "httpts", "rtsp", "record", "pprof", "debug"):
         assert f"section {section!r} is not supported yet" in text
+    assert "in_session" not in text
+    assert not config.in_session.add_dummy_audio_enable
     for key in ("rtmp.merge_write_size", "log.short_file_flag", "log.assert_behavior"):
         assert f"{key} is not supported yet" in text
     # Relays and TLS are lal's keys too.

@@ -15,6 +15,8 @@ from mediatools import finish, pull, push, wait_for
 def test_metrics_follow_sessions(server: Server, media: Media, tmp_path: Path) -> None:
     before = metrics(server.http_port)
     assert before["lals_streams_live"] == 0
+    status, _, headers = http(f"http://127.0.0.1:{server.http_port}/metrics", b"x", "POST")
+    assert status == 405 and headers["allow"] == "GET, HEAD"
     assert before["lals_received_bytes_total"] == 0
     assert "process_cpu_seconds_total" in before and before["process_resident_memory_bytes"] > 0
     assert before["lals_notify_queue_length"] == 0 and before["lals_notify_dropped_total"] == 0

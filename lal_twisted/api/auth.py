@@ -17,16 +17,16 @@ refuses.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lal_twisted.api import stat
-from lal_twisted.api.notify import json_client, post_json
+from lal_twisted.api.notify import describe_failure, json_client, post_json, timed_out
 from lal_twisted.config import HttpHookConfig, SimpleAuthConfig
 from lal_twisted.hub.access import IAccessCheck, Refused
 from lal_twisted.hub.session import Role, Session
@@ -85,10 +85,12 @@ class SimpleAuth:
         given = values[0].lower() if values else ""
         if not given:
             return Refused(f"simple_auth: no {SECRET_NAME} in the URL query")
-        dangerous = self.config.dangerous_lal_secret
-        if dangerous and given == dangerous:
+        given_bytes = given.encode("utf-8", "replace")
+        dangerous = self.config.dangerous_lal_secret.encode("utf-8")
+        if dangerous and hmac.compare_digest(given_bytes, dangerous):
             return None
-        if self.config.key and given == lal_secret(self.config.key, stream_name):
+        expected = lal_secret(self.config.key, stream_name).encode("ascii")
+        if self.config.key and hmac.compare_digest(given_bytes, expected):
             return None
         return Refused(f"simple_auth: wrong {SECRET_NAME}")
 
@@ -123,10 +125,10 @@ class HttpHook:
         return Refused(f"http_hook {safe(url)} answered {code}")
 
     def _failed(self, failure: Failure, session: Session, url: str) -> Refused:
-        if failure.check(defer.TimeoutError, defer.CancelledError):
+        if timed_out(failure):
             why = f"did not answer within {self.timeout:g}s"
         else:
-            why = f"unreachable: {failure.getErrorMessage()}"
+            why = f"unreachable: {describe_failure(failure)}"
         log.warn("http_hook {url} for session {id}: {why}", url=safe(url), id=session.id,
                  why=safe(why))
         return Refused(f"http_hook {safe(url)} {why}")

@@ -18,6 +18,7 @@ from twisted.web import resource
 from twisted.web.http import BAD_REQUEST, NOT_ALLOWED, NOT_FOUND, OK
 from twisted.web.iweb import IRequest
 
+from lal_twisted import __version__
 from lal_twisted.api import stat
 from lal_twisted.log import Logger, safe
 from lal_twisted.web.router import route_path
@@ -37,7 +38,7 @@ SESSION_NOT_FOUND = (1003, "session not found")
 METHOD_NOT_ALLOWED = (405, "method not allowed")
 START_RELAY_PULL_FAIL = (2001, "start relay pull fail")
 
-_SERVER = b"lal" + stat.LAL_VERSION[1:].encode()
+_SERVER = f"lal-twisted/{__version__}".encode()
 
 
 def json_answer(request: IRequest, body: dict[str, Any], status: int = OK) -> bytes:
@@ -60,8 +61,8 @@ class BadRequest(Exception):
 class ApiResource(resource.Resource):
     """Serves every path of the API listener except the status page.
 
-    ``read_only`` serves the stat endpoints alone (the copy the status page
-    reads on the public HTTP listener)."""
+    ``read_only`` serves the stat endpoints alone, without the clients'
+    addresses (the copy the status page reads on the public HTTP listener)."""
 
     isLeaf = True
 
@@ -113,6 +114,9 @@ class ApiResource(resource.Resource):
 
     def all_group(self, request: IRequest) -> dict[str, Any]:
         groups = stat.all_groups(self.registry, self.plane.rates)
+        if self.read_only:
+            for group in groups:
+                _redact(group)
         return {**_basic(SUCCESS), "data": {"groups": groups}}
 
     def group(self, request: IRequest) -> dict[str, Any]:
@@ -122,8 +126,11 @@ class ApiResource(resource.Resource):
         stream = stat.find_stream(self.registry, name)
         if stream is None:
             return {**_basic(GROUP_NOT_FOUND), "data": None}
-        players = [s for s in stat.players_by_key(self.registry).get(stream.key, ())]
-        return {**_basic(SUCCESS), "data": stat.group_stat(stream, players, self.plane.rates)}
+        players = stat.players_by_key(self.registry).get(stream.key, [])
+        group = stat.group_stat(stream, players, self.plane.rates)
+        if self.read_only:
+            _redact(group)
+        return {**_basic(SUCCESS), "data": group}
 
     # -- /api/ctrl ------------------------------------------------------------------
     def kick_session(self, request: IRequest) -> dict[str, Any]:
@@ -186,6 +193,12 @@ def _int_field(body: dict[str, Any], name: str, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
         raise BadRequest(f"{name} must be a whole number")
     return int(value)
+
+
+def _redact(group: dict[str, Any]) -> None:
+    """The public copy (on the HTTP listener) does not tell who the clients are."""
+    for session in (group["pub"], group["pull"], *group["subs"]):
+        session["remote_addr"] = ""
 
 
 def _peer(request: IRequest) -> str:

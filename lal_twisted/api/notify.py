@@ -5,9 +5,10 @@ and every ``update_interval_sec`` with the state of every stream.
 The observer methods only build the payload and queue it.  One request is in
 flight at a time, so a backend sees events in the order they happened
 (on_pub_start before the on_sub_start of a player that joined after it).  The
-queue holds at most ``queue_max`` events: when the backend is slow or down,
-the oldest waiting event is dropped and counted, and one log line per update
-interval says how many went.  Media never waits for any of it.
+queue holds at most ``queue_max`` events, and one ``on_update`` (a newer one
+replaces it): when the backend is slow or down, the oldest waiting event is
+dropped and counted, and one log line per update interval says how many went.
+Media never waits for any of it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from treq.client import HTTPClient
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web._newclient import RequestTransmissionFailed
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 from twisted.web.http_headers import Headers
 
 from lal_twisted.api import stat
@@ -32,7 +34,8 @@ from lal_twisted.log import Logger, safe
 if TYPE_CHECKING:
     from lal_twisted.api.plane import ControlPlane
 
-__all__ = ["HttpNotify", "json_client", "post_json"]
+__all__ = ["HttpNotify", "close_client", "describe_failure", "json_client", "post_json",
+           "timed_out"]
 
 log = Logger("lal_twisted.api.notify")
 
@@ -48,7 +51,15 @@ def json_client(reactor: Any, connect_timeout: float) -> HTTPClient:
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 2
     pool.retryAutomatically = False
-    return HTTPClient(Agent(reactor, pool=pool, connectTimeout=connect_timeout))
+    client = HTTPClient(Agent(reactor, pool=pool, connectTimeout=connect_timeout))
+    client.lal_pool = pool  # type: ignore[attr-defined]  # closed when the server stops
+    return client
+
+
+def close_client(client: HTTPClient) -> Any:
+    """Close the kept-alive connections of a :func:`json_client`."""
+    pool = getattr(client, "lal_pool", None)
+    return pool.closeCachedConnections() if pool is not None else None
 
 
 def post_json(client: HTTPClient, url: str, body: bytes, timeout: float,
@@ -64,6 +75,26 @@ def post_json(client: HTTPClient, url: str, body: bytes, timeout: float,
     d.addCallback(read)
     d.addTimeout(timeout, reactor)
     return d
+
+
+def timed_out(failure: Failure) -> bool:
+    """True when ``failure`` is :func:`post_json`'s timeout (the Agent reports a
+    cancelled request as ResponseNeverReceived / RequestTransmissionFailed
+    wrapping the CancelledError)."""
+    if failure.check(defer.TimeoutError, defer.CancelledError):
+        return True
+    if failure.check(ResponseFailed, RequestTransmissionFailed):
+        reasons = getattr(failure.value, "reasons", [])
+        return any(r.check(defer.CancelledError) for r in reasons)
+    return False
+
+
+def describe_failure(failure: Failure) -> str:
+    """One line for a failed request (the first reason of a wrapped failure)."""
+    reasons = getattr(failure.value, "reasons", None)
+    if reasons:
+        return reasons[0].getErrorMessage()
+    return failure.getErrorMessage()
 
 
 def _drain(response: Any) -> defer.Deferred[None]:
@@ -106,17 +137,27 @@ class HttpNotify(Observer):
         self._dropped_logged = 0
         self._failed_logged = 0
         self._busy = False
+        self._stopped = False
+        self._inflight: defer.Deferred[Any] | None = None
         self._updates = task.LoopingCall(self._update)
         self._updates.clock = self.reactor
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        self._stopped = False
         if not self._updates.running:
             self._updates.start(self.config.update_interval_sec, now=False)
 
-    def stop(self) -> None:
+    def stop(self) -> Any:
+        """Stop sending: the request in flight is abandoned, waiting events are dropped."""
+        self._stopped = True
         if self._updates.running:
             self._updates.stop()
+        self.queue.clear()
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.cancel()
+        return close_client(self.client)
 
     # -- events (IObserver) ---------------------------------------------------------
     def server_started(self, server: Any) -> None:
@@ -165,8 +206,16 @@ class HttpNotify(Observer):
 
     # -- the queue --------------------------------------------------------------------
     def _queue(self, event: str, url: str, payload: dict[str, Any]) -> None:
-        if not url:
+        if not url or self._stopped:
             return
+        if event == "on_update":
+            # An update waiting behind a slow backend is stale once the next one
+            # is made, and it is the big payload (every stream and session): at
+            # most one waits.
+            stale = next((item for item in self.queue if item[0] == "on_update"), None)
+            if stale is not None:
+                self.queue.remove(stale)
+                self.dropped += 1
         if len(self.queue) >= self.config.queue_max:
             self.queue.popleft()
             self.dropped += 1
@@ -175,17 +224,23 @@ class HttpNotify(Observer):
             self._send_next()
 
     def _send_next(self) -> None:
-        if not self.queue:
+        self._inflight = None
+        if not self.queue or self._stopped:
             self._busy = False
             return
         self._busy = True
         event, url, payload = self.queue.popleft()
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         d = post_json(self.client, url, body, self.timeout, self.reactor)
+        self._inflight = d
         d.addCallbacks(self._answered, self._unreachable, callbackArgs=(event, url),
                        errbackArgs=(event, url))
         # The next request goes from a fresh reactor turn, never from inside this one.
-        d.addBoth(lambda _: self.reactor.callLater(0, self._send_next))  # type: ignore[attr-defined]
+        d.addBoth(self._next_turn)
+
+    def _next_turn(self, _: Any) -> None:
+        if not self._stopped:
+            self.reactor.callLater(0, self._send_next)
 
     def _answered(self, code: int, event: str, url: str) -> None:
         if 200 <= code < 300:
@@ -195,10 +250,11 @@ class HttpNotify(Observer):
         self._log_failure(event, url, f"HTTP {code}")
 
     def _unreachable(self, failure: Failure, event: str, url: str) -> None:
+        if self._stopped:
+            return  # abandoned at shutdown
         self.failed += 1
-        why = ("no answer within "
-               f"{self.timeout:g}s" if failure.check(defer.TimeoutError, defer.CancelledError)
-               else failure.getErrorMessage())
+        why = (f"no answer within {self.timeout:g}s" if timed_out(failure)
+               else describe_failure(failure))
         self._log_failure(event, url, why)
 
     def _log_failure(self, event: str, url: str, why: str) -> None:

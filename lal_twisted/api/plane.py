@@ -12,13 +12,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
+from twisted.internet import defer
 from twisted.web import resource
 
 from lal_twisted.api import stat
 from lal_twisted.api.auth import HttpHook, SimpleAuth
 from lal_twisted.api.http_api import ApiResource
 from lal_twisted.api.metrics import MetricsResource, SessionTotals, build_registry
-from lal_twisted.api.notify import HttpNotify
+from lal_twisted.api.notify import HttpNotify, close_client
 from lal_twisted.api.status import StatusPage
 
 if TYPE_CHECKING:
@@ -85,6 +86,10 @@ class ControlPlane(service.Service):
 
     def stopService(self) -> Any:  # noqa: N802 - Twisted interface
         self.rates.stop()
+        closing = []
         if self.notify is not None:
-            self.notify.stop()
-        return super().stopService()
+            closing.append(self.notify.stop())
+        if self.hook is not None:
+            closing.append(close_client(self.hook.client))
+        super().stopService()
+        return defer.gatherResults([d for d in closing if d is not None])

@@ -21,7 +21,7 @@ from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 
 from lal_twisted.hub.session import Role, Session
-from lal_twisted.media.tags import Codec
+from lal_twisted.media.tags import lal_codec_name
 
 if TYPE_CHECKING:
     from lal_twisted.hub.registry import StreamRegistry
@@ -43,9 +43,6 @@ _PROTOCOLS = {"rtmp": "RTMP", "httpflv": "FLV", "httpts": "TS", "rtsp": "RTSP"}
 # played yet is "PUBSUB", as lal's RTMP server session starts.
 _BASE_TYPES = {Role.PUBLISH: "PUB", Role.PLAY: "SUB", Role.RELAY_PULL: "PULL",
                Role.RELAY_PUSH: "PUSH"}
-# lal's codec names (base.AudioCodec* / VideoCodec*); others are upper-cased.
-_CODECS = {Codec.AAC: "AAC", Codec.G711U: "PCMU", Codec.G711A: "PCMA", Codec.OPUS: "OPUS",
-           Codec.H264: "H264", Codec.H265: "H265", Codec.AV1: "AV1"}
 
 # How many seconds of input frame rate a group reports (lal keeps a ring of
 # per-second counts; 10 s shows a trend and stays small in on_update).
@@ -102,7 +99,7 @@ def session_stat(session: Session | None) -> dict[str, Any]:
 def _codec(track: Any) -> str:
     if track is None:
         return ""
-    return _CODECS.get(track.codec, str(track.codec).upper())
+    return lal_codec_name(track.codec)
 
 
 def group_stat(stream: Stream, players: Iterable[Session],

@@ -18,67 +18,21 @@ from twisted.web import resource, server
 from twisted.web.http import BAD_REQUEST, FORBIDDEN, INTERNAL_SERVER_ERROR, NOT_ALLOWED, NOT_FOUND
 from twisted.web.iweb import IRequest
 
+from lal_twisted.httpflv import websocket
+from lal_twisted.httpflv.sink import FlvSink, abort, stream_flags
 from lal_twisted.hub.registry import Refused, SessionGone, StreamRegistry
 from lal_twisted.hub.session import FLV_PLAYER, Session
-from lal_twisted.hub.sink import Sink
 from lal_twisted.hub.stream import Stream
 from lal_twisted.log import Logger
-from lal_twisted.media import flv
 from lal_twisted.web.router import plain_error, route_path
+
+__all__ = ["FlvSink", "HttpFlvResource", "parse_flv_path", "stream_flags"]
 
 log = Logger("lal_twisted.httpflv.server")
 
 # Every other method answers 405 (twisted.web would answer 501, or 405 with HTML).
 _METHODS = (b"GET", b"HEAD", b"OPTIONS")
 _ALLOW = b", ".join(_METHODS)
-
-_FLV_HEADERS = {(a, v): flv.file_header(has_audio=a, has_video=v)
-                for a in (False, True) for v in (False, True)}
-
-
-def stream_flags(stream: Stream) -> tuple[bool, bool]:
-    """(has_audio, has_video) for the FLV header, from the stream's tracks
-    (announced by onMetaData, or seen); both when nothing is known yet.
-    Players such as ffmpeg wait for every track the header announces, so it
-    must not over-promise."""
-    tracks = stream.tracks
-    if tracks.audio is None and tracks.video is None:
-        return True, True
-    return tracks.audio is not None, tracks.video is not None
-
-
-class FlvSink(Sink):
-    """A player's side of a Stream: writes shared FLV tag bytes to an HTTP response."""
-
-    protocol_name = "httpflv"
-    encoder = flv.TAG_ENCODER
-
-    def __init__(self, request: server.Request, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.request = request
-        self.header_sent = False
-
-    def send(self, packet: Any) -> None:
-        # The FLV header waits for the first packet, when the stream's tracks are known.
-        if not self.header_sent and self.stream is not None and self.stream.publisher is not None:
-            self.header_sent = True
-            self.emit(_FLV_HEADERS[stream_flags(self.stream)])
-        super().send(packet)
-
-    def write(self, data: bytes) -> None:
-        self.request.write(data)
-
-    def disconnect(self, reason: str) -> None:
-        request = self.request
-        if not request.startedWriting and not request.finished:
-            # Nothing sent yet (a player that waited for a publisher): a clear answer.
-            request.close_reason = reason  # type: ignore[attr-defined]
-            request.unregisterProducer()
-            request.write(plain_error(request, NOT_FOUND, f"not found: {reason}"))
-            request.finish()
-            return
-        _abort(request, reason)
-
 
 def parse_flv_path(path: str) -> tuple[str, str] | None:
     """``/live/test.flv`` -> ``("live", "test")``; None when the path is not a stream."""
@@ -103,8 +57,10 @@ class HttpFlvResource(resource.Resource):
         stall_timeout: float = 10.0,
         max_backlog_bytes: int = 2 * 1024 * 1024,
         wait_timeout: float = 0.0,
+        websocket: bool = True,
     ) -> None:
         super().__init__()
+        self.websocket = websocket
         self.wait_timeout = wait_timeout
         self.registry = registry
         self.reactor = reactor
@@ -140,19 +96,30 @@ class HttpFlvResource(resource.Resource):
         return b""
 
     def render_GET(self, request: server.Request) -> Any:  # noqa: N802 - twisted.web
+        if self.websocket and websocket.is_upgrade(request):
+            return websocket.render_upgrade(self, request)
+        return self.play(request, FlvSink, "http")
+
+    def play(self, request: server.Request, sink_class: type[FlvSink], scheme: str) -> Any:
+        """Start a player session for ``request`` with a sink of ``sink_class``.
+
+        A WebSocket-FLV player is an ``httpflv`` session like any other (its URL
+        says ``ws://``), so every check keyed by protocol (simple_auth's
+        ``sub_httpflv_enable``, hooks, stats) covers it the same way, as in lal."""
         parsed, error = _parse(request)
         if parsed is None:
             return error
         peer = request.getClientAddress()
         who = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
         session = self.registry.new_session(FLV_PLAYER, "httpflv", who,
-                                            closer=lambda reason: _abort(request, reason))
+                                            closer=lambda reason: abort(request, reason))
         session.app, session.stream = parsed
         session.query = request.uri.decode("utf-8", "replace").partition("?")[2]
         host = (request.getHeader(b"host") or b"").decode("utf-8", "replace")
-        session.url = f"http://{host}{request.uri.decode('utf-8', 'replace')}"
-        sink = FlvSink(request, reactor=self.reactor, stall_timeout=self.stall_timeout,
-                       max_backlog_bytes=self.max_backlog_bytes, wait_timeout=self.wait_timeout)
+        session.url = f"{scheme}://{host}{request.uri.decode('utf-8', 'replace')}"
+        sink = sink_class(request, reactor=self.reactor, stall_timeout=self.stall_timeout,
+                          max_backlog_bytes=self.max_backlog_bytes,
+                          wait_timeout=self.wait_timeout)
         request.lal_sink = sink  # type: ignore[attr-defined]  # for lal_twisted.limits
         sink.begin_burst()  # FLV header and cached GOP in one write
         started = time.monotonic()
@@ -164,6 +131,11 @@ class HttpFlvResource(resource.Resource):
 
     def _accepted(self, stream: Stream, request: server.Request, session: Session,
                   sink: FlvSink) -> None:
+        if isinstance(sink, websocket.WsFlvSink):
+            started = time.monotonic()
+            websocket.upgrade(request, sink, self.reactor, session,
+                              lambda reason: self._finished(reason, session, sink, started))
+            return
         _cors(request)
         request.setHeader(b"Content-Type", b"video/x-flv")
         request.setHeader(b"Cache-Control", b"no-cache")
@@ -193,6 +165,8 @@ class HttpFlvResource(resource.Resource):
         request.finish()
 
     def _finished(self, result: Any, session: Session, sink: FlvSink, started: float) -> None:
+        if session.ended:
+            return  # a WebSocket player's connection ends once, whichever way
         session.ended = True
         self.registry.stop_play(session, sink)
         sink.stopProducing()
@@ -200,10 +174,10 @@ class HttpFlvResource(resource.Resource):
         reason = getattr(request, "close_reason", None)
         if reason is None:
             reason = "player closed" if result is not None else "done"
-        log.info("httpflv session {id} {peer} ended: stream={key} bytes_out={bout} "
+        log.info("{proto} session {id} {peer} ended: stream={key} bytes_out={bout} "
                  "duration={dur:.1f}s reason={why}", id=session.id, peer=session.remote_addr,
                  key=session.key, bout=sink.bytes_out, dur=time.monotonic() - started,
-                 why=reason)
+                 why=reason, proto=sink.protocol_name)
 
 
 def _parse(request: server.Request) -> tuple[tuple[str, str] | None, bytes]:
@@ -214,13 +188,6 @@ def _parse(request: server.Request) -> tuple[tuple[str, str] | None, bytes]:
         return parsed, b""
     return None, plain_error(request, NOT_FOUND,
                              f"not found: {path} (streams are served as APP/STREAM.flv)")
-
-
-def _abort(request: server.Request, reason: str) -> None:
-    request.close_reason = reason  # type: ignore[attr-defined]
-    transport = request.channel.transport if request.channel is not None else None
-    if transport is not None:
-        transport.abortConnection()  # type: ignore[attr-defined]
 
 
 def _cors(request: IRequest) -> None:

@@ -44,7 +44,9 @@ class StreamRegistry(service.Service):
     ``gop_num``, ``single_gop_max_frame_num`` and ``gop_cache_max_bytes`` size
     each stream's GOP cache;
     ``access_timeout`` bounds how long an access check may take (seconds);
-    ``update_interval`` is the period of the observers' ``periodic_update``.
+    ``update_interval`` is the period of the observers' ``periodic_update``;
+    ``dummy_audio_wait_ms`` (None: off) adds silent AAC to publishers without
+    audio (lal's ``in_session.add_dummy_audio_*``).
     """
 
     name = "registry"
@@ -52,7 +54,9 @@ class StreamRegistry(service.Service):
     def __init__(self, gop_num: int = 1, single_gop_max_frame_num: int = 0,
                  reactor: IReactorTime | None = None, access_timeout: float = 5.0,
                  update_interval: float = 5.0,
-                 gop_cache_max_bytes: int = DEFAULT_GOP_CACHE_MAX_BYTES) -> None:
+                 gop_cache_max_bytes: int = DEFAULT_GOP_CACHE_MAX_BYTES,
+                 dummy_audio_wait_ms: int | None = None) -> None:
+        self.dummy_audio_wait_ms = dummy_audio_wait_ms
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -148,6 +152,8 @@ class StreamRegistry(service.Service):
             self.observers.emit("session_refused", session, busy)
             raise busy
         stream.start_publish(publisher)
+        if self.dummy_audio_wait_ms is not None:
+            stream.add_dummy_audio(self.dummy_audio_wait_ms)
         stream.publish_session = session
         self.sessions[session.id] = session
         log.info("stream {key} publishing from {who} ({subs} players waiting)", key=key,

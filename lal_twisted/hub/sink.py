@@ -175,8 +175,8 @@ class Sink:
         stale, self._stale_headers = self._stale_headers, 0
         stream = self.stream
         if stream is not None:
-            for kind, header in ((VIDEO, stream.video_header), (AUDIO, stream.audio_header)):
-                if stale & (1 << kind) and header is not None:
+            for header in stream.headers():
+                if stale & (1 << header.kind):
                     self.send(header)
         return not self.waiting_keyframe
 
