@@ -58,11 +58,13 @@ def test_addresses_and_urls() -> None:
     base = parse_base("10.0.0.1:19350")
     assert str(base) == "rtmp://10.0.0.1:19350"
     assert base.url("live", "a b", ["ab12cd34"]) == \
-        "rtmp://10.0.0.1:19350/live/a%20b?lal_relay_via=ab12cd34"
+        "rtmp://10.0.0.1:19350/live/a b?lal_relay_via=ab12cd34"
     http = parse_base("https://cdn.example/edge/")
     assert (http.port, http.secure, http.is_http) == (443, True, True)
     assert http.url("live", "s", ["a", "b"]) == \
         "https://cdn.example:443/edge/live/s.flv?lal_relay_via=a.b"
+    assert http.url("my app", "a b", []) == \
+        "https://cdn.example:443/edge/my%20app/a%20b.flv?lal_relay_via="
     assert parse_base("rtmps://h").port == 443 and parse_base("http://h").port == 80
     with pytest.raises(UpstreamError):
         parse_base("http://h", push=True)

@@ -197,3 +197,26 @@ def test_pulled_stream_pushed_on_not_back_and_local_publisher_takes_over(
         stop_server(edge)
         stop_server(target)
     _no_traceback(origin, edge, target)
+
+
+@pytest.mark.parametrize("scheme", ["rtmp", "http"])
+def test_a_stream_name_with_a_space_is_relayed(origin: Server, media: Media, tmp_path: Path,
+                                                scheme: str) -> None:
+    addr = (f"127.0.0.1:{origin.rtmp_port}" if scheme == "rtmp"
+            else f"http://127.0.0.1:{origin.http_port}")
+    edge = _edge(tmp_path, addr)
+    publisher = subprocess.Popen([str(BIN / "lal"), "push", "-q", "--loop", "--duration", "20",
+                                  str(media.long_av), origin.rtmp_url("sp ace")],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: "publishing live/sp ace started" in origin.log(), 10)
+        out = tmp_path / "space.flv"
+        code, err = finish(pull(f"http://127.0.0.1:{edge.http_port}/live/sp%20ace.flv", out,
+                                2.0))
+        assert code == 0, (err, edge.log())
+        _check_decodes(out, 2.0)
+    finally:
+        publisher.kill()
+        finish(publisher)
+        stop_server(edge)
+    _no_traceback(origin, edge)

@@ -66,9 +66,11 @@ class Base:
 
     def url(self, app: str, stream: str, via: list[str]) -> str:
         """The URL of ``APP/STREAM`` at this address, with the relay marker."""
-        path = "/".join(p for p in (self.prefix, app.strip("/"), quote(stream)) if p)
+        # HTTP paths are percent-decoded by the server; RTMP names are taken as sent
+        # (names never hold ? # %, see hub.session.check_names).
         if self.is_http:
-            path += ".flv"
+            app, stream = quote(app.strip("/")), quote(stream) + ".flv"
+        path = "/".join(p for p in (self.prefix, app.strip("/"), stream) if p)
         return f"{self.scheme}://{self.netloc}/{path}?{RELAY_QUERY}={'.'.join(via)}"
 
     def __str__(self) -> str:
