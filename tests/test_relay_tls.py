@@ -78,7 +78,7 @@ def test_rtmps_publish_https_play_and_verified_relay(media: Media, tmp_path: Pat
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert wait_for(lambda: "publishing live/tool started" in origin.log(), 15)
         out = tmp_path / "tool-https.flv"
-        done = subprocess.run([lal, "pull", "-q", "--duration", "3", "--ca-file", str(ca.cert),
+        done = subprocess.run([lal, "pull", "-q", "--duration", "4", "--ca-file", str(ca.cert),
                                f"https://localhost:{https}/live/tool.flv", str(out)],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
