@@ -203,7 +203,8 @@ def test_lal_config_loads_with_warnings() -> None:
     for key in ("rtmp.merge_write_size", "log.short_file_flag", "log.assert_behavior"):
         assert f"{key} is not supported yet" in text
     # Relays and TLS are lal's keys too.
-    assert "relay" not in text and "https" not in text and "rtmps" not in text
+    assert "relay" not in text and "rtmps" not in text
+    assert "default_http" not in text and "httpflv.enable_https" not in text
     assert config.default_http.https_listen_addr == "tcp:4433"
     # The documentation link and version marker are lal's own bookkeeping.
     assert "doc of config" not in text
