@@ -30,6 +30,7 @@ from lal_twisted.httpflv.server import HttpFlvResource
 from lal_twisted.hub.registry import StreamRegistry
 from lal_twisted.limits import ConnectionGuard, raise_fd_limit
 from lal_twisted.net import use_eager_writes
+from lal_twisted.record.recorder import Recorder, record_formats
 from lal_twisted.rtmp.server import RTMPServerFactory
 from lal_twisted.web.router import Router
 from lal_twisted.web.site import LalSite
@@ -211,13 +212,22 @@ class LalService(service.MultiService):
         self.config = config
         self.reactor = reactor
         self.registry = StreamRegistry(
-            gop_num=max(config.rtmp.gop_num, config.httpflv.gop_num),
+            gop_num=max(config.rtmp.gop_num, config.httpflv.gop_num,
+                        config.httpts.gop_num if config.httpts.enable else 0),
             single_gop_max_frame_num=max(config.rtmp.single_gop_max_frame_num,
-                                         config.httpflv.single_gop_max_frame_num),
+                                         config.httpflv.single_gop_max_frame_num,
+                                         config.httpts.single_gop_max_frame_num
+                                         if config.httpts.enable else 0),
             reactor=reactor, access_timeout=config.access_check.timeout_ms / 1000.0,
             gop_cache_max_bytes=config.stream.gop_cache_max_bytes,
         )
         self.registry.setServiceParent(self)
+        # Recording: a service that observes publishes (stopped before the registry).
+        self.recorder: Recorder | None = None
+        formats = record_formats(config.record)
+        if formats:
+            self.recorder = Recorder(self.registry, formats, reactor)
+            self.recorder.setServiceParent(self)
         self.routers = {name: Router(name) for name in HTTP_LISTENERS}
         for route in ROUTES:
             if route.enabled(config):

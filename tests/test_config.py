@@ -163,6 +163,12 @@ def test_defaults() -> None:
     assert config.httpflv.gop_num == 1
     assert config.subscriber.stall_timeout_ms == 10000
     assert config.subscriber.max_backlog_bytes == 2 * 1024 * 1024
+    assert config.httpts.enable is True
+    assert config.httpts.url_pattern == "/"
+    assert (config.httpts.gop_num, config.httpts.single_gop_max_frame_num) == (1, 0)
+    assert config.record.enable_flv is False and config.record.enable_mpegts is False
+    assert config.record.flv_out_path == "./lal_record/flv/"
+    assert config.record.mpegts_out_path == "./lal_record/mpegts"
     assert config.log.level == "info"
     assert config.log.filename == ""
     assert config.log.is_to_stdout is True
@@ -185,16 +191,22 @@ def test_lal_config_loads_with_warnings() -> None:
     assert config.default_http.http_listen_addr == "tcp:8080"
     assert config.httpflv.url_pattern == "/"
     assert config.httpflv.gop_num == 0
+    assert config.httpts.enable and config.httpts.url_pattern == "/"
+    assert config.httpts.gop_num == 0
+    assert not config.record.enable_flv and not config.record.enable_mpegts
+    assert config.record.flv_out_path == "./lal_record/flv/"
+    assert config.record.mpegts_out_path == "./lal_record/mpegts"
     assert config.log.level == "debug"  # lal's numeric level 1
     assert config.log.filename == "./logs/lalserver.log"
     assert config.http_api.enable and config.http_api.addr == "tcp:8083"
     text = "\n".join(config.warnings)
-    for section in ("hls", "httpts", "rtsp", "record", "relay_push", "static_relay_pull",
+    for section in ("hls", "rtsp", "relay_push", "static_relay_pull",
                     "server_id", "http_notify", "simple_auth", "pprof",
                     "in_session", "debug"):
         assert f"section {section!r} is not supported yet" in text
     for key in ("rtmp.rtmps_enable", "rtmp.merge_write_size", "default_http.https_listen_addr",
-                "httpflv.enable_https", "log.short_file_flag", "log.assert_behavior"):
+                "httpflv.enable_https", "httpts.enable_https", "log.short_file_flag",
+                "log.assert_behavior"):
         assert f"{key} is not supported yet" in text
     # The documentation link and version marker are lal's own bookkeeping.
     assert "doc of config" not in text
@@ -279,9 +291,19 @@ def test_url_pattern_gets_a_trailing_slash(pattern: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize("pattern", ["live/", "live", ""])
-def test_url_pattern_needs_a_leading_slash(pattern: str) -> None:
-    message = error_of({"httpflv": {"url_pattern": pattern}})
-    assert message.startswith("httpflv.url_pattern: must start with '/'")
+@pytest.mark.parametrize("section", ["httpflv", "httpts"])
+def test_url_pattern_needs_a_leading_slash(section: str, pattern: str) -> None:
+    message = error_of({section: {"url_pattern": pattern}})
+    assert message.startswith(f"{section}.url_pattern: must start with '/'")
+
+
+def test_httpts_url_pattern_gets_a_trailing_slash() -> None:
+    assert from_dict({"httpts": {"url_pattern": "/live"}}).httpts.url_pattern == "/live/"
+
+
+@pytest.mark.parametrize("key", ["flv_out_path", "mpegts_out_path"])
+def test_record_paths_must_not_be_empty(key: str) -> None:
+    assert error_of({"record": {key: " "}}).startswith(f"record.{key}: must name a directory")
 
 
 @pytest.mark.parametrize("size", [128, 4096, 60000, 0xFFFFFF])
