@@ -18,6 +18,7 @@ from lal_twisted.media.track import (
     describe,
     video_track,
 )
+from lal_twisted.media.ts import TsMuxer
 
 if TYPE_CHECKING:
     from lal_twisted.hub.session import Session
@@ -222,6 +223,19 @@ class Stream:
         self._offset = 0
         self._rebase_pending = False
         self._last_ts: int | None = None
+        self._ts_muxer: TsMuxer | None = None
+
+    @property
+    def ts_muxer(self) -> TsMuxer:
+        """The stream's MPEG-TS muxer, made on first use and shared by every TS
+        consumer (HLS, HTTP-TS, TS recording): ``ts_muxer.feed(packet)`` gives
+        the packet's TS bytes, encoded once; ``ts_muxer.header(n)`` PAT + PMT.
+        It lives as long as the Stream, across publishers, so continuity
+        counters run on when a new publisher takes over."""
+        muxer = self._ts_muxer
+        if muxer is None:
+            muxer = self._ts_muxer = TsMuxer(self, self.key)
+        return muxer
 
     # -- publisher side -----------------------------------------------------
     def start_publish(self, publisher: Any) -> None:

@@ -1,0 +1,262 @@
+"""The MPEG-TS muxer: muxed files decode fully with ffmpeg/ffprobe, and the packet
+layer (continuity, PCR, random access, PSI) is checked by an independent reader."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import FPS, Media, generate, require
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_tool_flv2es import annexb_nalus, hevc_access_units, hvcc_record
+from tsparse import count_frames, decode_errors, ffprobe_packets, parse
+
+from lal_twisted import log as lal_log
+from lal_twisted.media.flv import TAG_AUDIO, TAG_VIDEO, FlvReader
+from lal_twisted.media.packet import AVPacket
+from lal_twisted.media.track import Tracks
+from lal_twisted.media.ts import AUDIO_PID, PMT_PID, VIDEO_PID, TsMuxer, crc32_mpeg2
+
+WRAP = 1 << 32
+
+
+def packets(path: Path, shift: int = 0) -> Iterator[AVPacket]:
+    for tag in FlvReader().feed(path.read_bytes()):
+        yield AVPacket(tag.tag_type, (tag.timestamp + shift) % WRAP, bytes(tag.payload))
+
+
+def mux(source: Iterable[AVPacket], out: Path, muxer: TsMuxer | None = None) -> Path:
+    """Mux like a TS consumer does: PAT/PMT at the first frame, then every packet."""
+    muxer = muxer or TsMuxer(name="test")
+    parts: list[bytes] = []
+    for packet in source:
+        data = muxer.feed(packet)
+        if data:
+            if not parts:
+                parts.append(muxer.header(0))
+            parts.append(data)
+    out.write_bytes(b"".join(parts))
+    return out
+
+
+def source_counts(path: Path) -> dict[str, tuple[str, int]]:
+    return count_frames(path)
+
+
+def test_crc32_mpeg2_check_value() -> None:
+    assert crc32_mpeg2(b"123456789") == 0x0376E6E7
+
+
+def test_h264_with_b_frames_and_aac_decode_fully(media: Media, tmp_path: Path) -> None:
+    ts = mux(packets(media.av), tmp_path / "av.ts")
+    assert decode_errors(ts) == ""
+    assert count_frames(ts) == source_counts(media.av)
+    # Nothing the demuxer notices at debug level either: no continuity or PES complaints.
+    debug = subprocess.run(["ffmpeg", "-v", "debug", "-nostdin", "-i", str(ts), "-f", "null",
+                            "-"], capture_output=True, text=True, timeout=60).stderr
+    assert "Continuity check failed" not in debug and "corrupt" not in debug.lower()
+    info = parse(ts.read_bytes())
+    assert info.cc_errors == []
+    assert info.pmt_pid == PMT_PID
+    assert info.streams == {VIDEO_PID: 0x1B, AUDIO_PID: 0x0F}
+    assert info.pcr_pid == VIDEO_PID
+    video = [p for p in info.pes if p.pid == VIDEO_PID]
+    assert all(p.pcr is not None for p in video)
+    assert all(p.pcr is None for p in info.pes if p.pid == AUDIO_PID)
+    # Every keyframe PES has the random-access flag and starts AUD, SPS, PPS, IDR.
+    keys = [p for p in video if p.random_access]
+    assert len(keys) == 6  # a 6 s source with a keyframe every second
+    for p in keys:
+        es = p.first_bytes[9 + p.first_bytes[8]:]
+        types = [n[0] & 0x1F for n in annexb_nalus(es)]
+        assert types[:3] == [9, 7, 8], types
+
+
+def test_b_frame_pts_and_dts_come_out_in_order(media: Media, tmp_path: Path) -> None:
+    # Coded frames (AVCPacketType 1): not the sequence header or the end-of-sequence tag.
+    source = [p for p in packets(media.av) if p.kind == TAG_VIDEO and p.payload[1] == 1]
+    assert any(p.cts for p in source), "the source has no B-frames"
+    ts = mux(packets(media.av), tmp_path / "av.ts")
+    got = ffprobe_packets(ts)
+    assert [(int(p["pts"]), int(p["dts"])) for p in got] == \
+        [(p.pts * 90, p.dts * 90) for p in source]
+    dts = [int(p["dts"]) for p in got]
+    assert dts == sorted(dts)
+    assert got[0]["flags"].startswith("K")
+
+
+def test_video_only_and_audio_only(media: Media, tmp_path: Path) -> None:
+    video = mux(packets(media.video_only), tmp_path / "v.ts")
+    assert decode_errors(video) == ""
+    assert count_frames(video) == source_counts(media.video_only)
+    info = parse(video.read_bytes())
+    assert info.streams == {VIDEO_PID: 0x1B} and info.pcr_pid == VIDEO_PID
+
+    audio = mux(packets(media.audio_only), tmp_path / "a.ts")
+    assert decode_errors(audio) == ""
+    assert count_frames(audio) == source_counts(media.audio_only)
+    info = parse(audio.read_bytes())
+    assert info.streams == {AUDIO_PID: 0x0F} and info.pcr_pid == AUDIO_PID
+    assert info.cc_errors == []
+    assert all(p.pcr is not None and p.random_access for p in info.pes)
+
+
+def test_h265(tmp_path: Path) -> None:
+    ffmpeg = require("ffmpeg")
+    raw = tmp_path / "src.hevc"
+    subprocess.run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+         f"testsrc=size=320x240:rate={FPS}", "-t", "3", "-c:v", "libx265", "-preset",
+         "ultrafast", "-x265-params", "log-level=error:keyint=25:min-keyint=25:bframes=0",
+         "-pix_fmt", "yuv420p", "-f", "hevc", str(raw)], check=True, timeout=60)
+    units = hevc_access_units(annexb_nalus(raw.read_bytes()))
+    first = {(n[0] >> 1) & 0x3F: n for n in units[0]}
+    source = [AVPacket(TAG_VIDEO, 0, b"\x1c\x00\x00\x00\x00"
+                       + hvcc_record(first[32], first[33], first[34]))]
+    for i, unit in enumerate(units):
+        frame = [n for n in unit if (n[0] >> 1) & 0x3F not in (32, 33, 34)]
+        key = any(16 <= (n[0] >> 1) & 0x3F <= 23 for n in frame)
+        body = b"".join(len(n).to_bytes(4, "big") + n for n in frame)
+        # Legacy codec id 12 for keyframes, enhanced hvc1 CodedFramesX for the rest.
+        header = b"\x1c\x01\x00\x00\x00" if key else b"\xa3hvc1"
+        source.append(AVPacket(TAG_VIDEO, i * 1000 // FPS, header + body))
+    ts = mux(source, tmp_path / "hevc.ts")
+    assert decode_errors(ts) == ""
+    assert count_frames(ts) == {"video": ("hevc", 3 * FPS)}
+    info = parse(ts.read_bytes())
+    assert info.streams == {VIDEO_PID: 0x24}
+    keys = [p for p in info.pes if p.random_access]
+    assert len(keys) == 3
+    for p in keys:
+        types = [(n[0] >> 1) & 0x3F for n in annexb_nalus(p.first_bytes[9 + p.first_bytes[8]:])]
+        assert types[:4] == [35, 32, 33, 34], types
+
+
+def test_timestamps_run_on_across_the_32_bit_wrap(media: Media, tmp_path: Path) -> None:
+    # The source starts 3 s before RTMP time wraps: its dts go 4294964296 ... 0 ... 2999.
+    shift = WRAP - 3000
+    source = list(packets(media.av, shift))
+    assert any(p.dts < 1000 for p in source) and any(p.dts > WRAP - 1000 for p in source)
+    ts = mux(source, tmp_path / "wrap.ts")
+    assert decode_errors(ts) == ""
+    assert count_frames(ts) == source_counts(media.av)
+    plain = [int(p["dts"]) for p in ffprobe_packets(mux(packets(media.av), tmp_path / "p.ts"))]
+    wrapped = [int(p["dts"]) for p in ffprobe_packets(ts)]
+    # Frame to frame the 33-bit clock moves exactly as without the wrap.
+    steps = [(b - a) % (1 << 33) for a, b in zip(wrapped, wrapped[1:], strict=False)]
+    assert steps == [b - a for a, b in zip(plain, plain[1:], strict=False)]
+    assert set(steps) == {3600}
+
+
+def test_encoded_once_and_shared(media: Media) -> None:
+    muxer = TsMuxer(name="test")
+    first = [muxer.feed(p) for p in packets(media.av)]
+    # The same packets again (another consumer): the same bytes objects, no new work.
+    again = list(packets(media.av))
+    for p in again:
+        muxer.feed(p)
+    cached = [p for p in again if p.kind == TAG_VIDEO][:3]
+    assert all(muxer.feed(p) is muxer.feed(p) for p in cached)
+    assert sum(map(len, first)) % 188 == 0
+    # Headers: PAT + PMT, the continuity counter chosen by the consumer.
+    h0, h1 = muxer.header(0), muxer.header(1)
+    assert len(h0) == 376 and h0[3] & 0x0F == 0 and h1[3] & 0x0F == 1
+    assert h0 is muxer.header(16)
+
+
+def test_a_shared_muxer_reads_the_streams_tracks(media: Media, tmp_path: Path) -> None:
+    class Source:
+        tracks = Tracks()
+
+    source = Source()
+    muxer = TsMuxer(source, "live/test")
+    assert not muxer.has_video and not muxer.has_audio
+    from lal_twisted.media.track import audio_track, video_track
+
+    tags = list(packets(media.av))
+    for p in tags:
+        if p.is_sequence_header:
+            if p.kind == TAG_VIDEO:
+                source.tracks.video = video_track(p.payload)
+            else:
+                source.tracks.audio = audio_track(p.payload)
+    assert muxer.has_video and muxer.has_audio
+    ts = mux(tags, tmp_path / "s.ts", muxer)
+    assert count_frames(ts) == source_counts(media.av)
+
+
+def test_other_codecs_are_skipped_with_one_log_line(tmp_path: Path) -> None:
+    src = tmp_path / "mp3.flv"
+    subprocess.run(
+        [require("ffmpeg"), "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "2",
+         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+         "-c:a", "libmp3lame", "-ar", "44100", "-f", "flv", str(src)], check=True, timeout=60)
+    events: list[dict] = []
+    lal_log.publisher.addObserver(events.append)
+    try:
+        ts = mux(packets(src), tmp_path / "mp3.ts", TsMuxer(name="live/mp3"))
+    finally:
+        lal_log.publisher.removeObserver(events.append)
+    lines = [e for e in events if e.get("log_namespace") == "lal_twisted.media.ts"]
+    assert len(lines) == 1 and lines[0]["kind"] == "audio" and "mp3" in lines[0]["why"]
+    assert decode_errors(ts) == ""
+    assert count_frames(ts) == {"video": ("h264", 2 * FPS)}
+
+
+def test_frames_before_any_sequence_header_are_skipped(media: Media, tmp_path: Path) -> None:
+    tags = list(packets(media.av))
+    frames = [p for p in tags if not p.is_sequence_header]
+    headers = [p for p in tags if p.is_sequence_header]
+    muxer = TsMuxer(name="t")
+    assert all(muxer.feed(p) == b"" for p in frames[:20])
+    later = [AVPacket(p.kind, p.dts, p.payload) for p in headers + frames]
+    ts = mux(later, tmp_path / "late.ts", muxer)
+    assert decode_errors(ts) == ""
+
+
+@pytest.mark.parametrize("payload", [b"\x17\x01\x00\x00\x00\x00\x00\x00\x09ab",
+                                     b"\x17\x01", b"\x27\x01\x00\x00\x00", b"\xaf\x01"])
+def test_malformed_frames_give_nothing(media: Media, payload: bytes) -> None:
+    muxer = TsMuxer(name="t")
+    for p in packets(media.av):
+        if p.is_sequence_header:
+            muxer.feed(p)
+    kind = TAG_AUDIO if payload[0] == 0xAF else TAG_VIDEO
+    assert muxer.feed(AVPacket(kind, 0, payload)) == b""
+
+
+def test_bigger_frames_than_pes_length_can_say(tmp_path: Path) -> None:
+    src = generate(tmp_path / "noisy.flv", 2, audio=False, noisy=True, size="640x480")
+    frames = [p for p in packets(src) if p.kind == TAG_VIDEO and len(p.payload) > 70000]
+    assert frames, "no frame over 64 KiB"
+    ts = mux(packets(src), tmp_path / "big.ts")
+    assert decode_errors(ts) == ""
+    assert count_frames(ts) == count_frames(src)
+
+
+@given(st.sampled_from([TAG_AUDIO, TAG_VIDEO]), st.binary(max_size=600))
+@settings(max_examples=300, deadline=None)
+def test_any_payload_gives_whole_ts_packets_or_nothing(kind: int, payload: bytes) -> None:
+    muxer = _MUXER_WITH_TRACKS
+    data = muxer.feed(AVPacket(kind, 1234, payload))
+    assert len(data) % 188 == 0
+    assert all(data[i] == 0x47 for i in range(0, len(data), 188))
+
+
+def _muxer_with_tracks() -> TsMuxer:
+    """A muxer that has seen real H.264 and AAC sequence headers."""
+    muxer = TsMuxer(name="fuzz")
+    avc = bytes.fromhex("17000000000164000dffe1001967640 00dacd94141fb0110000003001000000303 20f1"
+                        "42996001000568ebecb22c".replace(" ", ""))
+    muxer.feed(AVPacket(TAG_VIDEO, 0, avc))
+    muxer.feed(AVPacket(TAG_AUDIO, 0, b"\xaf\x00\x12\x10"))
+    assert muxer.has_video and muxer.has_audio
+    return muxer
+
+
+_MUXER_WITH_TRACKS = _muxer_with_tracks()
