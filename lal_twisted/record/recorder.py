@@ -25,6 +25,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from zope.interface import implementer
 
+from lal_twisted.httpflv.server import flv_header
 from lal_twisted.hub.events import Observer
 from lal_twisted.hub.sink import IStreamSink
 from lal_twisted.log import Logger
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
     from lal_twisted.hub.session import Session
     from lal_twisted.hub.stream import Stream
 
-__all__ = ["FLV", "RecordFormat", "Recorded", "Recorder", "RecordingSink", "record_formats"]
+__all__ = ["FLV", "MPEGTS", "RecordFormat", "Recorded", "Recorder", "RecordingSink",
+           "record_formats"]
 
 log = Logger("lal_twisted.record")
 
@@ -58,14 +60,12 @@ class RecordFormat:
     header: Callable[[Stream, Encoder], bytes]
 
 
-def _flv_header(stream: Stream, encoder: Encoder) -> bytes:
-    from lal_twisted.httpflv.server import stream_flags
-
-    has_audio, has_video = stream_flags(stream)
-    return flv.file_header(has_audio=has_audio, has_video=has_video)
-
-
-FLV = RecordFormat("flv", ".flv", lambda stream: flv.TAG_ENCODER, _flv_header)
+FLV = RecordFormat("flv", ".flv", lambda stream: flv.TAG_ENCODER,
+                   lambda stream, encoder: flv_header(stream))
+# PAT and PMT once at the start of the file: its packets come from the
+# stream's shared muxer, whose continuity counters the file then follows.
+MPEGTS = RecordFormat("mpegts", ".ts", lambda stream: stream.ts_muxer,
+                      lambda stream, muxer: stream.ts_muxer.header(0))
 
 
 def record_formats(config: RecordConfig) -> list[tuple[RecordFormat, str]]:
@@ -73,6 +73,8 @@ def record_formats(config: RecordConfig) -> list[tuple[RecordFormat, str]]:
     formats = []
     if config.enable_flv:
         formats.append((FLV, config.flv_out_path))
+    if config.enable_mpegts:
+        formats.append((MPEGTS, config.mpegts_out_path))
     return formats
 
 
@@ -134,10 +136,14 @@ class RecordingSink:
         self.last_dts = packet.dts
         encoder = self.encoder
         assert encoder is not None and self.stream is not None
+        data = packet.encoded(encoder)
+        if not data:
+            return  # nothing in this format (TS: sequence headers, metadata)
         if not self.started:
+            # At the first bytes, when the sequence headers have told the tracks.
             self.started = True
             file.write(self.fmt.header(self.stream, encoder))
-        file.write(packet.encoded(encoder))
+        file.write(data)
 
     def publish_started(self, stream: Stream) -> None:
         pass
