@@ -27,6 +27,7 @@ from twisted.web import resource, server
 from lal_twisted import log as lal_log
 from lal_twisted.config import Config, ConfigError, load
 from lal_twisted.httpflv.server import HttpFlvResource
+from lal_twisted.httpts.server import HttpTsResource
 from lal_twisted.hub.registry import StreamRegistry
 from lal_twisted.limits import ConnectionGuard, raise_fd_limit
 from lal_twisted.net import use_eager_writes
@@ -170,6 +171,14 @@ def _httpflv_resource(lals: LalService) -> resource.IResource:
                            wait_timeout=c.subscriber.publisher_wait_timeout_ms / 1000.0)
 
 
+def _httpts_resource(lals: LalService) -> resource.IResource:
+    c = lals.config
+    return HttpTsResource(lals.registry, lals.reactor, gop_num=c.httpts.gop_num,
+                          stall_timeout=c.subscriber.stall_timeout_ms / 1000.0,
+                          max_backlog_bytes=c.subscriber.max_backlog_bytes,
+                          wait_timeout=c.subscriber.publisher_wait_timeout_ms / 1000.0)
+
+
 def _site(name: str) -> Callable[[LalService], server.Site]:
     def build(lals: LalService) -> server.Site:
         timeout = lals.config.default_http.read_header_timeout_ms / 1000.0
@@ -182,6 +191,8 @@ HTTP_LISTENERS = ("http", "http_api")
 ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("http", "httpflv.url_pattern", lambda c: c.httpflv.url_pattern, ".flv",
               lambda c: c.httpflv.enable, _httpflv_resource),
+    RouteSpec("http", "httpts.url_pattern", lambda c: c.httpts.url_pattern, ".ts",
+              lambda c: c.httpts.enable, _httpts_resource),
 )
 
 LISTENERS: tuple[ListenerSpec, ...] = (

@@ -32,9 +32,16 @@ def recorder_server(tmp: Path, **record: object) -> Server:
     return start_server(tmp, record=dict(record))
 
 
+BOTH = {"enable_flv": True, "enable_mpegts": True}
+
+
+def both(tmp: Path) -> dict[str, object]:
+    return {**BOTH, "flv_out_path": str(tmp / "rec"), "mpegts_out_path": str(tmp / "rec")}
+
+
 @pytest.fixture
-def flv_server(tmp_path: Path) -> Iterator[Server]:
-    srv = recorder_server(tmp_path, enable_flv=True, flv_out_path=str(tmp_path / "rec"))
+def rec_server(tmp_path: Path) -> Iterator[Server]:
+    srv = recorder_server(tmp_path, **both(tmp_path))
     yield srv
     stop_server(srv)
     assert "Traceback" not in srv.log(), srv.log()
@@ -51,41 +58,42 @@ def recorded(directory: Path, ext: str) -> list[Path]:
     return sorted(directory.glob(f"*{ext}")) if directory.is_dir() else []
 
 
-def test_flv_recording_of_a_publish_decodes_fully(flv_server: Server, ten_seconds: Path,
-                                                  published_counts: tuple[int, int],
-                                                  tmp_path: Path) -> None:
+def test_flv_and_ts_recordings_of_a_publish_decode_fully(rec_server: Server, ten_seconds: Path,
+                                                         published_counts: tuple[int, int],
+                                                         tmp_path: Path) -> None:
     started = int(time.time())
-    code, err = finish(push(ten_seconds, flv_server.rtmp_url("rec")), timeout=60)
+    code, err = finish(push(ten_seconds, rec_server.rtmp_url("rec")), timeout=60)
     assert code == 0, err
-    assert wait_for(lambda: "finished" in flv_server.log(), 10), flv_server.log()
-    files = recorded(tmp_path / "rec", ".flv")
-    assert len(files) == 1, files
-    # lal's naming: STREAM-UNIXTIME.flv
-    name, _, stamp = files[0].stem.rpartition("-")
-    assert name == "rec" and started <= int(stamp) <= started + 5
-    assert ffprobe_errors(files[0]) == ""
-    info = probe(files[0])
-    assert info.codecs == {"video": "h264", "audio": "aac"}
-    assert info.decode_errors == ""
-    assert info.first_video_key
-    assert (info.video_frames, info.audio_frames) == published_counts
+    assert wait_for(lambda: rec_server.log().count("finished") == 2, 10), rec_server.log()
+    for ext in (".flv", ".ts"):
+        files = recorded(tmp_path / "rec", ext)
+        assert len(files) == 1, files
+        # lal's naming: STREAM-UNIXTIME.flv / .ts
+        name, _, stamp = files[0].stem.rpartition("-")
+        assert name == "rec" and started <= int(stamp) <= started + 5
+        assert ffprobe_errors(files[0]) == ""
+        info = probe(files[0])
+        assert info.codecs == {"video": "h264", "audio": "aac"}
+        assert info.decode_errors == ""
+        assert info.first_video_key
+        assert (info.video_frames, info.audio_frames) == published_counts, ext
 
 
-def test_each_publish_is_its_own_file(flv_server: Server, ten_seconds: Path,
+def test_each_publish_is_its_own_file(rec_server: Server, ten_seconds: Path,
                                       tmp_path: Path) -> None:
     for _ in range(2):
-        code, err = finish(push(ten_seconds, flv_server.rtmp_url("twice"), realtime=False))
+        code, err = finish(push(ten_seconds, rec_server.rtmp_url("twice"), realtime=False))
         assert code == 0, err
-    assert wait_for(lambda: flv_server.log().count("finished") == 2, 10), flv_server.log()
-    files = recorded(tmp_path / "rec", ".flv")
-    assert len(files) == 2, files
+    assert wait_for(lambda: rec_server.log().count("finished") == 4, 10), rec_server.log()
+    files = recorded(tmp_path / "rec", ".flv") + recorded(tmp_path / "rec", ".ts")
+    assert len(files) == 4, files
     for path in files:
         assert probe(path).video_frames == SECONDS * FPS
 
 
 def test_sigterm_leaves_a_file_that_decodes_to_the_shutdown(tmp_path: Path,
                                                             ten_seconds: Path) -> None:
-    srv = recorder_server(tmp_path, enable_flv=True, flv_out_path=str(tmp_path / "rec"))
+    srv = recorder_server(tmp_path, **both(tmp_path))
     publisher = push(ten_seconds, srv.rtmp_url("cut"))
     try:
         assert wait_for(lambda: "writing" in srv.log(), 10), srv.log()
@@ -97,14 +105,15 @@ def test_sigterm_leaves_a_file_that_decodes_to_the_shutdown(tmp_path: Path,
         finish(publisher)
         stop_server(srv)
     assert "Traceback" not in srv.log(), srv.log()
-    assert "finished" in srv.log(), srv.log()
-    files = recorded(tmp_path / "rec", ".flv")
-    assert len(files) == 1, files
-    assert ffprobe_errors(files[0]) == ""
-    info = probe(files[0])
-    assert info.decode_errors == ""
-    # about 4 s were published before the signal (a loaded machine: at least 2 s)
-    assert 2 * FPS <= info.video_frames < SECONDS * FPS, info
+    assert srv.log().count("finished") == 2, srv.log()
+    for ext in (".flv", ".ts"):
+        files = recorded(tmp_path / "rec", ext)
+        assert len(files) == 1, files
+        assert ffprobe_errors(files[0]) == ""
+        info = probe(files[0])
+        assert info.decode_errors == ""
+        # about 4 s were published before the signal (a loaded machine: at least 2 s)
+        assert 2 * FPS <= info.video_frames < SECONDS * FPS, info
 
 
 def test_unwritable_directory_leaves_the_stream_playing(tmp_path: Path, ten_seconds: Path,
@@ -112,7 +121,7 @@ def test_unwritable_directory_leaves_the_stream_playing(tmp_path: Path, ten_seco
                                                         ) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the recording directory should be")
-    srv = recorder_server(tmp_path, enable_flv=True, flv_out_path=str(blocker / "rec"))
+    srv = recorder_server(tmp_path, enable_mpegts=True, mpegts_out_path=str(blocker / "rec"))
     try:
         out = tmp_path / "played.flv"
         player = pull(srv.flv_url("live1"), out, SECONDS + 5, timeout=4)
