@@ -82,3 +82,37 @@ def test_nothing_is_attached_when_recording_is_off() -> None:
                                  "default_http": {"http_listen_addr": "127.0.0.1:0"},
                                  "record": {"enable_flv": True}}))
     assert on.recorder is not None and on.recorder.formats == [(FLV, "./lal_record/flv/")]
+
+
+class Audience(Observer):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def stream_unwatched(self, key: str) -> None:
+        self.events.append(f"unwatched {key}")
+
+
+def test_a_recording_is_not_an_audience(tmp_path: Path) -> None:
+    from test_hub_seams import Collector
+
+    clock = ThreadedClock()
+    registry = StreamRegistry(reactor=clock, update_interval=0)
+    audience = Audience()
+    registry.add_observer(audience)
+    recorder = Recorder(registry, [(FLV, str(tmp_path))], clock)
+    recorder.startService()
+    publisher_session = registry.new_session("RTMPPUBSUB", "rtmp", "127.0.0.1:1")
+    publisher_session.app, publisher_session.stream = "live", "cam"
+    registry.publish(publisher_session, Publisher())
+    stream = registry.get("live/cam")
+    assert stream is not None and len(stream.sinks) == 1  # the recording
+    assert stream.stats()["subscribers"] == 0
+    player = registry.new_session("FLVSUB", "httpflv", "127.0.0.1:2")
+    player.app, player.stream = "live", "cam"
+    sink = Collector(clock)
+    registry.play(player, sink)
+    assert stream.stats()["subscribers"] == 1
+    registry.stop_play(player, sink)
+    assert audience.events == ["unwatched live/cam"]  # though the recording goes on
+    stopped = recorder.stopService()
+    clock.drain(lambda: stopped.called)
