@@ -73,6 +73,22 @@ class RecordConfig:
 
 
 @dataclass
+class HlsConfig:
+    """lal's ``hls`` section.  ``enable`` is off when the key is missing (lal's
+    zero value); the shipped config turns it on, as lal's does."""
+
+    enable: bool = False
+    url_pattern: str = "/hls/"
+    out_path: str = "./lal_record/hls/"
+    fragment_duration_ms: int = 3000
+    fragment_num: int = 6
+    delete_threshold: int = -1  # lal: fragment_num when the key is missing
+    cleanup_mode: int = 1
+    use_memory_as_disk_flag: bool = False
+    sub_session_timeout_ms: int = 30000
+
+
+@dataclass
 class HttpApiConfig:
     enable: bool = False
     addr: str = ":8083"
@@ -129,6 +145,7 @@ class Config:
     httpts: HttpTsConfig = field(default_factory=HttpTsConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     http_api: HttpApiConfig = field(default_factory=HttpApiConfig)
+    hls: HlsConfig = field(default_factory=HlsConfig)
     access_check: AccessCheckConfig = field(default_factory=AccessCheckConfig)
     subscriber: SubscriberConfig = field(default_factory=SubscriberConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -140,7 +157,7 @@ class Config:
 # Keys lal knows that this server does not implement yet: accepted silently so a
 # lal config loads, but listed by ``unimplemented_sections`` for one log line.
 _LAL_SECTIONS_NOT_IMPLEMENTED = {
-    "hls", "rtsp", "relay_push", "static_relay_pull",
+    "rtsp", "relay_push", "static_relay_pull",
     "server_id", "http_notify", "simple_auth", "pprof", "in_session", "debug",
 }
 _IGNORED_TOP_KEYS = {"# doc of config", "conf_version"}
@@ -150,6 +167,7 @@ _LAL_KEYS_NOT_IMPLEMENTED = {
     "default_http": {"https_listen_addr", "https_cert_file", "https_key_file"},
     "httpflv": {"enable_https"},
     "httpts": {"enable_https"},
+    "hls": {"enable_https", "sub_session_hash_key"},
     "log": {"short_file_flag", "timestamp_flag", "timestamp_with_ms_flag", "level_flag",
             "assert_behavior"},
 }
@@ -161,6 +179,7 @@ _SECTIONS: dict[str, type] = {
     "httpts": HttpTsConfig,
     "record": RecordConfig,
     "http_api": HttpApiConfig,
+    "hls": HlsConfig,
     "access_check": AccessCheckConfig,
     "subscriber": SubscriberConfig,
     "limits": LimitsConfig,
@@ -287,6 +306,7 @@ def _validate(config: Config) -> None:
         if not getattr(config.record, key).strip():
             raise ConfigError(f"record.{key}: must name a directory, got an empty string "
                               "(e.g. \"./lal_record/flv/\")")
+    _validate_hls(config.hls)
     if config.subscriber.stall_timeout_ms == 0:
         raise ConfigError("subscriber.stall_timeout_ms: must be greater than 0")
     if config.default_http.read_header_timeout_ms == 0:
@@ -295,6 +315,28 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"stream.gop_cache_max_bytes: must be at least {_MIN_GOP_CACHE_BYTES} "
                           f"(64 KiB), got {config.stream.gop_cache_max_bytes}; gop_num 0 "
                           "turns the cache off")
+
+
+def _validate_hls(hls: HlsConfig) -> None:
+    if not hls.url_pattern.startswith("/"):
+        raise ConfigError(f"hls.url_pattern: must start with '/', got {hls.url_pattern!r} "
+                          "(lal's default is \"/hls/\")")
+    if not hls.url_pattern.endswith("/"):
+        hls.url_pattern += "/"
+    if hls.fragment_duration_ms < 100:
+        raise ConfigError(f"hls.fragment_duration_ms: at least 100 (ms), got "
+                          f"{hls.fragment_duration_ms}; lal's default is 3000")
+    if hls.fragment_num < 1:
+        raise ConfigError("hls.fragment_num: at least 1 segment in the playlist "
+                          "(lal's default is 6)")
+    if hls.delete_threshold == -1:
+        hls.delete_threshold = hls.fragment_num
+    if hls.cleanup_mode not in (0, 1, 2):
+        raise ConfigError(f"hls.cleanup_mode: 0 (never delete), 1 (delete when the stream "
+                          f"ends) or 2 (keep only the recent segments), got {hls.cleanup_mode}")
+    if hls.enable and not hls.use_memory_as_disk_flag and not hls.out_path:
+        raise ConfigError("hls.out_path: a directory for the HLS files is needed when "
+                          "hls.use_memory_as_disk_flag is false")
 
 
 def load(path: str) -> Config:

@@ -26,6 +26,8 @@ from twisted.web import resource, server
 
 from lal_twisted import log as lal_log
 from lal_twisted.config import Config, ConfigError, load
+from lal_twisted.hls.manager import HlsManager
+from lal_twisted.hls.server import HlsResource
 from lal_twisted.httpflv.server import HttpFlvResource
 from lal_twisted.httpts.server import HttpTsResource
 from lal_twisted.hub.registry import StreamRegistry
@@ -179,6 +181,13 @@ def _httpts_resource(lals: LalService) -> resource.IResource:
                           wait_timeout=c.subscriber.publisher_wait_timeout_ms / 1000.0)
 
 
+def _hls_resource(lals: LalService) -> resource.IResource:
+    c = lals.config.hls
+    assert lals.hls is not None
+    return HlsResource(lals.hls, lals.registry, lals.reactor, url_pattern=c.url_pattern,
+                       session_timeout=c.sub_session_timeout_ms / 1000.0)
+
+
 def _site(name: str) -> Callable[[LalService], server.Site]:
     def build(lals: LalService) -> server.Site:
         timeout = lals.config.default_http.read_header_timeout_ms / 1000.0
@@ -193,6 +202,8 @@ ROUTES: tuple[RouteSpec, ...] = (
               lambda c: c.httpflv.enable, _httpflv_resource),
     RouteSpec("http", "httpts.url_pattern", lambda c: c.httpts.url_pattern, ".ts",
               lambda c: c.httpts.enable, _httpts_resource),
+    RouteSpec("http", "hls.url_pattern", lambda c: c.hls.url_pattern, "",
+              lambda c: c.hls.enable, _hls_resource),
 )
 
 LISTENERS: tuple[ListenerSpec, ...] = (
@@ -239,6 +250,11 @@ class LalService(service.MultiService):
         if formats:
             self.recorder = Recorder(self.registry, formats, reactor)
             self.recorder.setServiceParent(self)
+        # HLS: a segmenter on every published stream (nothing at all when disabled).
+        self.hls: HlsManager | None = None
+        if config.hls.enable:
+            self.hls = HlsManager(self.registry, config.hls, reactor)
+            self.hls.setServiceParent(self)
         self.routers = {name: Router(name) for name in HTTP_LISTENERS}
         for route in ROUTES:
             if route.enabled(config):

@@ -9,6 +9,9 @@ missing=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
 command -v rtmpdump >/dev/null || missing+=(rtmpdump)
 command -v cvlc >/dev/null || missing+=(vlc-bin vlc-plugin-base)
+# Headless Chromium for the browser tests, npm for the players they load.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -20,6 +23,12 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+
+# hls.js and mpegts.js for the browser tests, at the versions tests/web pins.
+if [ ! -f tests/web/node_modules/.package-lock.json ] \
+        || [ tests/web/package-lock.json -nt tests/web/node_modules/.package-lock.json ]; then
+    (cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 .venv/bin/ruff check lal_twisted tests twisted
 .venv/bin/mypy lal_twisted

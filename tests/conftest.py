@@ -162,3 +162,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     stop_server(srv)
     log = srv.log()
     assert "Traceback" not in log, f"server logged a traceback:\n{log}"
+
+
+# Headless Chromium and the players' test page (tests/browser.py).
+from browser import chromium, player_site  # noqa: E402, F401

@@ -200,7 +200,9 @@ def test_lal_config_loads_with_warnings() -> None:
     assert config.log.filename == "./logs/lalserver.log"
     assert config.http_api.enable and config.http_api.addr == "tcp:8083"
     text = "\n".join(config.warnings)
-    for section in ("hls", "rtsp", "relay_push", "static_relay_pull",
+    assert config.hls.enable and config.hls.url_pattern == "/hls/"
+    assert config.hls.delete_threshold == config.hls.fragment_num
+    for section in ("rtsp", "relay_push", "static_relay_pull",
                     "server_id", "http_notify", "simple_auth", "pprof",
                     "in_session", "debug"):
         assert f"section {section!r} is not supported yet" in text

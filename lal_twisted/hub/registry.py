@@ -196,6 +196,27 @@ class StreamRegistry(service.Service):
             self.observers.emit("stream_unwatched", stream.key)
         self._discard_if_idle(stream)
 
+    def add_viewer(self, session: Session) -> defer.Deferred[None]:
+        """Run the access chain for a player served request by request (an HLS
+        viewer), then list it as a session and tell the observers
+        (``play_started``).  It gets no sink: its requests read what the stream's
+        output keeps.  Fails with :class:`Refused`."""
+        session.role = Role.PLAY
+        d = self._admit(session)
+        return d.addCallback(lambda _: self._start_viewer(session))
+
+    def _start_viewer(self, session: Session) -> None:
+        if session.ended:
+            raise SessionGone(session.id)
+        self.sessions[session.id] = session
+        self.observers.emit("play_started", session)
+
+    def remove_viewer(self, session: Session) -> None:
+        """The viewer left (timed out): ``play_stopped``."""
+        session.ended = True
+        if self.sessions.pop(session.id, None) is not None:
+            self.observers.emit("play_stopped", session)
+
     def subscribe(self, key: str, sink: IStreamSink, gop_num: int | None = None) -> Stream:
         """Attach ``sink`` to ``key`` directly, without a session, access checks or
         events (an in-process consumer such as a recording, a test or an analysis

@@ -188,6 +188,12 @@ class LalSite(server.Site):
         self.max_body_bytes = max_body_bytes
         self.request_header_timeout = request_header_timeout
 
+    def log(self, request: Any) -> None:
+        # Polled resources (HLS playlists and segments: a request per player every
+        # second or so) set lal_quiet: their sessions are logged instead.
+        if not getattr(request, "lal_quiet", False):
+            super().log(request)
+
     def acceptableProtocols(self) -> list[bytes]:  # noqa: N802 - Twisted interface
         # Never negotiate HTTP/2 over TLS: its connection has none of these limits.
         return [b"http/1.1"]

@@ -1,0 +1,126 @@
+"""HLS for every published stream: an observer that attaches a segmenter to each
+publish, and the service that owns the segmenters and their store.
+
+HLS is keyed by stream name, as lal's URLs are (``/hls/STREAM.m3u8``): while
+one app publishes a name, the same name published under another app gets no
+HLS (one log line).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from twisted.application import service
+from twisted.internet.interfaces import IDelayedCall
+
+from lal_twisted.hls.segmenter import (
+    CLEANUP_IN_THE_END,
+    HlsMakeTsInfo,
+    HlsStream,
+    SegmenterConfig,
+)
+from lal_twisted.hls.store import DiskStore, MemoryStore, Store
+from lal_twisted.hub.events import Observer
+from lal_twisted.log import Logger
+
+if TYPE_CHECKING:
+    from lal_twisted.config import HlsConfig
+    from lal_twisted.hub.registry import StreamRegistry
+    from lal_twisted.hub.session import Session
+
+__all__ = ["HlsManager"]
+
+log = Logger("lal_twisted.hls.manager")
+
+
+class HlsManager(service.Service, Observer):
+    """Owns every stream name's :class:`HlsStream`; a registry observer."""
+
+    name = "hls"
+
+    def __init__(self, registry: StreamRegistry, config: HlsConfig, reactor: Any,
+                 store: Store | None = None) -> None:
+        self.registry = registry
+        self.reactor = reactor
+        self.config = config
+        threshold = config.delete_threshold if config.delete_threshold >= 0 \
+            else config.fragment_num
+        self.segmenter_config = SegmenterConfig(
+            config.fragment_duration_ms, config.fragment_num, threshold,
+            config.cleanup_mode, config.out_path)
+        if store is None:
+            store = (MemoryStore() if config.use_memory_as_disk_flag
+                     else DiskStore(os.path.abspath(config.out_path), reactor))
+        self.store = store
+        self.streams: dict[str, HlsStream] = {}
+        self._cleanups: dict[str, IDelayedCall] = {}
+        self._busy_logged: set[str] = set()
+        registry.add_observer(self)
+
+    # -- observer --------------------------------------------------------------------
+    def publish_started(self, session: Session) -> None:
+        stream = self.registry.get(session.key)
+        if stream is None:
+            return
+        name = session.stream
+        hls = self.streams.get(name)
+        if hls is not None and hls.publishing and hls.key != stream.key:
+            if name not in self._busy_logged:
+                self._busy_logged.add(name)
+                log.warn("hls: stream name {name} is already made from {key}; {other} gets "
+                         "no HLS while it is", name=name, key=hls.key, other=stream.key)
+            return
+        self._busy_logged.discard(name)
+        call = self._cleanups.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()
+        if hls is None:
+            hls = self.streams[name] = HlsStream(name, self.store, self.segmenter_config,
+                                                 self._made)
+        hls.begin(stream)
+        self.registry.subscribe(stream.key, hls)
+
+    relay_pull_started = publish_started
+
+    def publish_stopped(self, session: Session) -> None:
+        hls = self.streams.get(session.stream)
+        if hls is None or hls.key != session.key:
+            return
+        hls.end()  # already done if the stream told its sinks
+        self.registry.unsubscribe(session.key, hls)
+        hls.stream = None
+        if self.config.cleanup_mode == CLEANUP_IN_THE_END:
+            # Delete a while later, so players can fetch the last segments.
+            delay = self.config.fragment_duration_ms * self.config.fragment_num * 2 / 1000.0
+            self._cleanups[hls.name] = self.reactor.callLater(delay, self._cleanup, hls.name)
+
+    relay_pull_stopped = publish_stopped
+
+    def _cleanup(self, name: str) -> None:
+        self._cleanups.pop(name, None)
+        hls = self.streams.get(name)
+        if hls is None or hls.publishing:
+            return
+        del self.streams[name]
+        hls.remove_files()
+        log.info("hls: files of stream {name} removed (hls.cleanup_mode 1)", name=name)
+
+    def _made(self, info: HlsMakeTsInfo) -> None:
+        self.registry.observers.emit("hls_make_ts", info)
+
+    # -- lookups for the HTTP resource ---------------------------------------------------
+    def get(self, name: str) -> HlsStream | None:
+        return self.streams.get(name)
+
+    # -- service -----------------------------------------------------------------------
+    def stopService(self) -> Any:  # noqa: N802 - Twisted interface
+        super().stopService()
+        for call in self._cleanups.values():
+            if call.active():
+                call.cancel()
+        self._cleanups.clear()
+        for hls in self.streams.values():
+            hls.end()
+        self.store.close()
+        return None

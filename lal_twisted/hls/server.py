@@ -1,0 +1,257 @@
+"""HLS over HTTP at lal's paths, under ``hls.url_pattern`` (``/hls/``):
+
+- ``/hls/STREAM.m3u8`` and ``/hls/STREAM/playlist.m3u8``: the live playlist;
+- ``/hls/STREAM/record.m3u8``: every segment of the publish, EXT-X-ENDLIST at its end;
+- ``/hls/STREAM/STREAM-T-N.ts`` and ``/hls/STREAM-T-N.ts``: segments.
+
+A playlist not made yet is a 404 at once (players retry).  Viewers are
+sessions (``HLSSUB``), one per client address, User-Agent and stream, admitted
+by the access chain on their first request and ended after
+``hls.sub_session_timeout_ms`` without one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+from twisted.web.http import FORBIDDEN, INTERNAL_SERVER_ERROR, NOT_ALLOWED, NOT_FOUND
+
+from lal_twisted.hls.segmenter import LIVE_PLAYLIST, RECORD_PLAYLIST
+from lal_twisted.hub.access import Refused
+from lal_twisted.log import Logger
+from lal_twisted.web.router import plain_error, route_path
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from lal_twisted.hls.manager import HlsManager
+    from lal_twisted.hub.registry import StreamRegistry
+    from lal_twisted.hub.session import Session
+
+__all__ = ["HLS_PLAYER", "HlsResource", "parse_hls_path"]
+
+log = Logger("lal_twisted.hls.server")
+
+HLS_PLAYER = "HLSSUB"  # lal's session type name
+
+_METHODS = (b"GET", b"HEAD", b"OPTIONS")
+_ALLOW = b", ".join(_METHODS)
+_M3U8_TYPE = b"application/vnd.apple.mpegurl"
+_TS_TYPE = b"video/mp2t"
+
+
+def parse_hls_path(rest: str) -> tuple[str, str] | None:
+    """The part of the path after ``url_pattern`` -> (stream name, file), where
+    file is ``playlist.m3u8``, ``record.m3u8`` or a segment name; None if it
+    names nothing HLS serves."""
+    directory, _, file = rest.rpartition("/")
+    if "/" in directory:
+        return None
+    if not directory:
+        if file.endswith(".m3u8"):
+            return (file[:-5], LIVE_PLAYLIST) if len(file) > 5 else None
+        if file.endswith(".ts"):
+            name = file.rsplit("-", 2)[0]
+            return (name, file) if file.count("-") >= 2 and name else None
+        return None
+    if file in (LIVE_PLAYLIST, RECORD_PLAYLIST) or (file.endswith(".ts") and len(file) > 3):
+        return directory, file
+    return None
+
+
+class _Viewer:
+    __slots__ = ("session", "timer", "admitted", "waiting")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.timer: IDelayedCall | None = None
+        self.admitted = False
+        self.waiting: list[tuple[server.Request, str, str]] = []
+
+
+class HlsResource(resource.Resource):
+    """Serves playlists and segments from the :class:`HlsManager`'s streams."""
+
+    isLeaf = True
+
+    def __init__(self, manager: HlsManager, registry: StreamRegistry, reactor: Any,
+                 url_pattern: str = "/hls/", session_timeout: float = 30.0) -> None:
+        super().__init__()
+        self.manager = manager
+        self.registry = registry
+        self.reactor = reactor
+        self.url_pattern = url_pattern
+        self.session_timeout = session_timeout
+        self.viewers: dict[tuple[str, str, str], _Viewer] = {}
+
+    def render(self, request: server.Request) -> Any:
+        if request.method not in _METHODS:
+            request.setHeader(b"Allow", _ALLOW)
+            method = request.method.decode("ascii", "replace")
+            return plain_error(request, NOT_ALLOWED,
+                               f"method {method} not allowed (allowed: {_ALLOW.decode()})")
+        return super().render(request)
+
+    def render_OPTIONS(self, request: server.Request) -> bytes:  # noqa: N802 - twisted.web
+        request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        request.setHeader(b"Access-Control-Allow-Methods", _ALLOW)
+        request.setHeader(b"Access-Control-Allow-Headers", b"*")
+        request.setResponseCode(204)
+        return b""
+
+    def render_HEAD(self, request: server.Request) -> Any:  # noqa: N802 - twisted.web
+        return self.render_GET(request)
+
+    def render_GET(self, request: server.Request) -> Any:  # noqa: N802 - twisted.web
+        path = route_path(request) or request.path.decode("utf-8", "replace")
+        parsed = parse_hls_path(path[len(self.url_pattern):]) \
+            if path.startswith(self.url_pattern) else None
+        if parsed is None:
+            return plain_error(request, NOT_FOUND, f"not found: {path} (HLS is served as "
+                               f"{self.url_pattern}STREAM.m3u8)")
+        name, file = parsed
+        request.lal_quiet = True  # type: ignore[attr-defined]  # no access-log line each
+        hls = self.manager.get(name)
+        if hls is None or (file == LIVE_PLAYLIST and hls.live_playlist is None) or (
+                file == RECORD_PLAYLIST and hls.record_playlist is None):
+            return plain_error(request, NOT_FOUND, f"not found: no HLS for stream {name} yet")
+        viewer = self._viewer(request, name)
+        if viewer.admitted:
+            return self._serve(request, viewer, name, file)
+        viewer.waiting.append((request, name, file))
+        if len(viewer.waiting) == 1:
+            self._admit(viewer)
+        return server.NOT_DONE_YET
+
+    # -- viewers ----------------------------------------------------------------------
+    def _viewer(self, request: server.Request, name: str) -> _Viewer:
+        peer = request.getClientAddress()
+        host = str(getattr(peer, "host", peer))
+        agent = (request.getHeader(b"user-agent") or b"").decode("utf-8", "replace")[:200]
+        key = (host, agent, name)
+        viewer = self.viewers.get(key)
+        if viewer is None:
+            session = self.registry.new_session(HLS_PLAYER, "hls",
+                                                f"{host}:{getattr(peer, 'port', '')}",
+                                                closer=lambda reason: self._expire(key))
+            hls = self.manager.get(name)
+            app, _, _ = (hls.key.rpartition("/") if hls is not None else ("", "", ""))
+            session.app, session.stream = app, name
+            session.query = request.uri.decode("utf-8", "replace").partition("?")[2]
+            http_host = (request.getHeader(b"host") or b"").decode("utf-8", "replace")
+            session.url = f"http://{http_host}{request.uri.decode('utf-8', 'replace')}"
+            viewer = self.viewers[key] = _Viewer(session)
+            viewer.timer = self.reactor.callLater(self.session_timeout, self._expire, key)
+        else:
+            timer = viewer.timer
+            if timer is not None and timer.active():
+                timer.reset(self.session_timeout)
+        return viewer
+
+    def _admit(self, viewer: _Viewer) -> None:
+        d: Deferred[None] = self.registry.add_viewer(viewer.session)
+        d.addCallbacks(self._admitted, self._refused, callbackArgs=(viewer,),
+                       errbackArgs=(viewer,))
+
+    def _admitted(self, _: None, viewer: _Viewer) -> None:
+        viewer.admitted = True
+        session = viewer.session
+        log.info("hls session {id} {peer} playing {name} started", id=session.id,
+                 peer=session.remote_addr, name=session.stream)
+        waiting, viewer.waiting = viewer.waiting, []
+        for request, name, file in waiting:
+            if request.finished or getattr(request, "_disconnected", False):
+                continue
+            body = self._serve(request, viewer, name, file)
+            if body is not server.NOT_DONE_YET:
+                request.setHeader(b"Content-Length", b"%d" % len(body))
+                request.write(body)
+                request.finish()
+
+    def _refused(self, failure: Failure, viewer: _Viewer) -> None:
+        session = viewer.session
+        self._drop(session)
+        waiting, viewer.waiting = viewer.waiting, []
+        if failure.check(Refused):
+            refusal: Refused = failure.value  # type: ignore[assignment]
+            log.warn("hls session {id} {peer} play {name} refused: {why}", id=session.id,
+                     peer=session.remote_addr, name=session.stream, why=refusal.reason)
+            code, text = ((NOT_FOUND, "not found") if refusal.not_found or refusal.bad_name
+                          else (FORBIDDEN, "forbidden"))
+            make = (code, f"{text}: {refusal.reason}")
+        else:
+            log.failure("hls session {id}: play failed", failure, id=session.id)
+            make = (INTERNAL_SERVER_ERROR, "internal error")
+        for request, _, _ in waiting:
+            if not request.finished:
+                request.write(plain_error(request, *make))
+                request.finish()
+
+    def _drop(self, session: Session) -> None:
+        for key, viewer in list(self.viewers.items()):
+            if viewer.session is session:
+                del self.viewers[key]
+                if viewer.timer is not None and viewer.timer.active():
+                    viewer.timer.cancel()
+
+    def _expire(self, key: tuple[str, str, str]) -> None:
+        viewer = self.viewers.pop(key, None)
+        if viewer is None:
+            return
+        if viewer.timer is not None and viewer.timer.active():
+            viewer.timer.cancel()
+        session = viewer.session
+        if viewer.admitted:
+            self.registry.remove_viewer(session)
+            log.info("hls session {id} {peer} ended: stream={name} bytes_out={bout}",
+                     id=session.id, peer=session.remote_addr, name=session.stream,
+                     bout=session.bytes_out)
+        session.ended = True
+
+    def close_all(self) -> None:
+        for key in list(self.viewers):
+            self._expire(key)
+
+    # -- files -----------------------------------------------------------------------------
+    def _serve(self, request: server.Request, viewer: _Viewer, name: str, file: str) -> Any:
+        hls = self.manager.get(name)
+        request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        if file in (LIVE_PLAYLIST, RECORD_PLAYLIST):
+            body = None if hls is None else (
+                hls.live_playlist if file == LIVE_PLAYLIST else hls.record_playlist)
+            if body is None:
+                return plain_error(request, NOT_FOUND, f"not found: no HLS for stream {name}")
+            request.setHeader(b"Content-Type", _M3U8_TYPE)
+            request.setHeader(b"Cache-Control", b"no-cache")
+            viewer.session.bytes_out += len(body)
+            return body
+        if hls is None or file not in hls.files:
+            return plain_error(request, NOT_FOUND, f"not found: segment {file}")
+        store = hls.store
+        path = f"{name}/{file}"
+        read = getattr(store, "read", None)
+        if read is not None:  # in memory: at once
+            data = read(path)
+            if data is None:
+                return plain_error(request, NOT_FOUND, f"not found: segment {file}")
+            request.setHeader(b"Content-Type", _TS_TYPE)
+            viewer.session.bytes_out += len(data)
+            return data
+        store.get(path).addCallback(self._read, request, viewer, file)
+        return server.NOT_DONE_YET
+
+    def _read(self, data: bytes | None, request: server.Request, viewer: _Viewer,
+              file: str) -> None:
+        if request.finished or getattr(request, "_disconnected", False):
+            return
+        if data is None:
+            request.write(plain_error(request, NOT_FOUND, f"not found: segment {file}"))
+        else:
+            request.setHeader(b"Content-Type", _TS_TYPE)
+            request.setHeader(b"Content-Length", b"%d" % len(data))
+            viewer.session.bytes_out += len(data)
+            request.write(data)
+        request.finish()

@@ -1,0 +1,194 @@
+"""Where HLS files live: in memory (``hls.use_memory_as_disk_flag``) or on disk
+under ``hls.out_path``, written by one thread so the reactor never waits on disk.
+
+Both stores take paths relative to their root (``STREAM/FILE``) and answer with
+Deferreds, so the segmenter does not care which one it has.  Both are bounded:
+the memory store by bytes held, the disk store by bytes waiting to be written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import OrderedDict
+from typing import Any
+
+from twisted.internet import defer, threads
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from lal_twisted.log import Logger
+
+__all__ = ["DiskStore", "MemoryStore", "Store"]
+
+log = Logger("lal_twisted.hls.store")
+
+# The memory store holds at most this many bytes of segments and playlists for all
+# streams together (1 GiB: 300 streams of a 2 Mbit/s picture with a 12-segment
+# window of 3 s).  Past it the oldest files go first, with one log line.
+DEFAULT_MEMORY_MAX_BYTES = 1024 * 1024 * 1024
+
+# The disk store queues at most this many bytes of writes; past it (a disk slower
+# than the streams) a segment is not written, with one log line per episode.
+DEFAULT_DISK_MAX_PENDING_BYTES = 128 * 1024 * 1024
+
+
+class Store:
+    """What the segmenter and the HTTP resource use."""
+
+    in_memory = False
+
+    def put(self, path: str, data: bytes) -> defer.Deferred[bool]:
+        """Store ``data`` at ``path``; fires True once readable, False if dropped."""
+        raise NotImplementedError
+
+    def get(self, path: str) -> defer.Deferred[bytes | None]:
+        """The bytes at ``path``, or None."""
+        raise NotImplementedError
+
+    def delete(self, path: str) -> None:
+        raise NotImplementedError
+
+    def delete_dir(self, path: str) -> None:
+        """Remove ``path`` and everything under it."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finish pending work (server shutdown)."""
+
+
+class MemoryStore(Store):
+    in_memory = True
+
+    def __init__(self, max_bytes: int = DEFAULT_MEMORY_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.files: OrderedDict[str, bytes] = OrderedDict()
+        self.bytes = 0
+        self._evict_logged = False
+
+    def put(self, path: str, data: bytes) -> defer.Deferred[bool]:
+        old = self.files.pop(path, None)
+        if old is not None:
+            self.bytes -= len(old)
+        self.files[path] = data
+        self.bytes += len(data)
+        while self.bytes > self.max_bytes and len(self.files) > 1:
+            _, evicted = self.files.popitem(last=False)
+            self.bytes -= len(evicted)
+            if not self._evict_logged:
+                self._evict_logged = True
+                log.warn("hls: in-memory files over {max} bytes; the oldest are dropped",
+                         max=self.max_bytes)
+        return defer.succeed(True)
+
+    def read(self, path: str) -> bytes | None:
+        """Synchronous ``get`` (the memory store never waits)."""
+        return self.files.get(path)
+
+    def get(self, path: str) -> defer.Deferred[bytes | None]:
+        return defer.succeed(self.files.get(path))
+
+    def delete(self, path: str) -> None:
+        data = self.files.pop(path, None)
+        if data is not None:
+            self.bytes -= len(data)
+
+    def delete_dir(self, path: str) -> None:
+        prefix = path.rstrip("/") + "/"
+        for name in [n for n in self.files if n.startswith(prefix)]:
+            self.delete(name)
+
+
+class DiskStore(Store):
+    """Files under ``root``, written and deleted in order by one thread."""
+
+    def __init__(self, root: str, reactor: Any,
+                 max_pending_bytes: int = DEFAULT_DISK_MAX_PENDING_BYTES) -> None:
+        self.root = root
+        self.reactor = reactor
+        self.max_pending_bytes = max_pending_bytes
+        self.pending = 0
+        self._overflowing = False
+        self._failed: set[str] = set()
+        # One thread: writes and deletions happen in the order they were asked for.
+        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="lal-hls-writer")
+        self._started = False
+        self._closed = False
+
+    def _run(self, func: Any, *args: Any) -> defer.Deferred[Any]:
+        if self._closed:
+            # Shutting down: the last playlists are written at once.
+            return defer.maybeDeferred(func, *args)
+        if not self._started:
+            self._started = True
+            self.pool.start()
+        return threads.deferToThreadPool(self.reactor, self.pool, func, *args)
+
+    def _full(self, path: str) -> str:
+        return os.path.join(self.root, path)
+
+    def put(self, path: str, data: bytes) -> defer.Deferred[bool]:
+        if self.pending + len(data) > self.max_pending_bytes:
+            if not self._overflowing:
+                self._overflowing = True
+                log.warn("hls: {n} bytes wait to be written under {root}; the disk is slower "
+                         "than the streams, segments are skipped", n=self.pending, root=self.root)
+            return defer.succeed(False)
+        self._overflowing = False
+        self.pending += len(data)
+        d = self._run(_write_file, self._full(path), data)
+
+        def done(result: Any) -> bool:
+            self.pending -= len(data)
+            if isinstance(result, Failure):
+                directory = os.path.dirname(self._full(path))
+                if directory not in self._failed:  # one line until a write there succeeds
+                    self._failed.add(directory)
+                    log.error("hls: cannot write {path}: {err}", path=self._full(path),
+                              err=result.getErrorMessage())
+                return False
+            self._failed.discard(os.path.dirname(self._full(path)))
+            return True
+
+        return d.addBoth(done)
+
+    def get(self, path: str) -> defer.Deferred[bytes | None]:
+        # Reads go to the reactor's pool, not behind queued writes.
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                         _read_file, self._full(path))
+
+    def delete(self, path: str) -> None:
+        self._run(_remove, self._full(path)).addErrback(lambda _: None)
+
+    def delete_dir(self, path: str) -> None:
+        self._run(shutil.rmtree, self._full(path), True).addErrback(lambda _: None)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._started:
+            self._started = False
+            self.pool.stop()  # runs what is queued, then joins the thread
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """Write to a temporary name and rename, so readers never see half a file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _read_file(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,39 @@
+"""What a browser user sees: live HLS played by hls.js in headless Chromium, the
+page served from another origin than the server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser import PlayerSite, watch
+from conftest import Media, Server, start_server, stop_server
+from mediatools import finish, push, wait_for
+from test_hls import get
+
+
+@pytest.fixture
+def hls_server(tmp_path: Path) -> Iterator[Server]:
+    s = start_server(tmp_path, hls={"enable": True, "use_memory_as_disk_flag": True,
+                                    "fragment_duration_ms": 1000, "fragment_num": 4})
+    yield s
+    stop_server(s)
+
+
+def test_chromium_plays_live_hls_with_hls_js(hls_server: Server, media: Media, chromium: Any,
+                                            player_site: PlayerSite) -> None:
+    publisher = push(media.long_av, hls_server.rtmp_url("browser"), loop=True)
+    url = f"http://127.0.0.1:{hls_server.http_port}/hls/browser.m3u8"
+    try:
+        assert wait_for(lambda: get(url)[0] == 200, timeout=20, interval=0.2)
+        seen = watch(chromium, player_site, "hls", url, seconds=9)
+        print(seen)
+        assert seen.errors == [], (seen.errors, seen.console[-10:])
+        assert seen.advanced >= 4.0, seen
+        assert seen.frames > 0, seen
+        assert (seen.width, seen.height) == (320, 240), seen
+    finally:
+        publisher.kill()
+        finish(publisher)

@@ -1,0 +1,382 @@
+"""Live HLS end to end: ffmpeg publishes over RTMP to the real server, the
+playlists are read by the m3u8 library and checked against RFC 8216, and
+ffmpeg/ffprobe play and decode what is served."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import m3u8
+import pytest
+import pytest_twisted
+from conftest import Media, Server, start_server, stop_server
+from mediatools import finish, push, wait_for
+from tsparse import count_frames, decode_errors, parse
+from twisted.internet import defer, reactor, task
+from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
+
+from lal_twisted import log as lal_log
+from lal_twisted.config import ConfigError, from_dict
+from lal_twisted.hls.segmenter import HlsMakeTsInfo
+from lal_twisted.hub.events import Observer
+from lal_twisted.hub.session import Session
+from lal_twisted.media.flv import FlvReader
+from lal_twisted.media.packet import AVPacket
+from lal_twisted.media.ts import VIDEO_PID
+from lal_twisted.rtmp.client import connect
+from lal_twisted.service import make_service
+
+FRAGMENT_MS = 1000
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def hls_server(tmp: Path, **hls: object) -> Server:
+    settings = {"enable": True, "fragment_duration_ms": FRAGMENT_MS, "fragment_num": 4,
+                "use_memory_as_disk_flag": True, "out_path": str(tmp / "hls") + "/",
+                "sub_session_timeout_ms": 3000}
+    settings.update(hls)
+    return start_server(tmp, hls=settings)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = hls_server(tmp_path)
+    yield s
+    stop_server(s)
+
+
+def url(server: Server, path: str) -> str:
+    return f"http://127.0.0.1:{server.http_port}/hls/{path}"
+
+
+def playlist(server: Server, path: str) -> m3u8.M3U8 | None:
+    status, _, body = get(url(server, path))
+    return m3u8.loads(body.decode(), uri=url(server, path)) if status == 200 else None
+
+
+def wait_playlist(server: Server, path: str, segments: int = 1,
+                  timeout: float = 20.0) -> m3u8.M3U8:
+    found: list[m3u8.M3U8] = []
+
+    def ready() -> bool:
+        p = playlist(server, path)
+        if p is not None and len(p.segments) >= segments:
+            found.append(p)
+            return True
+        return False
+
+    assert wait_for(ready, timeout=timeout, interval=0.2), f"no playlist {path}"
+    return found[-1]
+
+
+def check_spec(p: m3u8.M3U8, fragment_s: float, ended: bool = False) -> None:
+    """RFC 8216 rules a live or record media playlist must keep."""
+    assert p.version == 3
+    assert p.target_duration == max(math.ceil(s.duration) for s in p.segments)
+    assert p.is_endlist == ended
+    numbers = [int(s.uri.rsplit("-", 1)[1][:-3]) for s in p.segments]
+    assert numbers == list(range(p.media_sequence, p.media_sequence + len(numbers)))
+    for s in p.segments[:-1] if ended else p.segments:
+        assert fragment_s * 0.9 <= s.duration <= fragment_s + 1.0, s.duration
+        assert round(s.duration) <= p.target_duration
+
+
+def starts_with_keyframe(data: bytes) -> bool:
+    info = parse(data)
+    assert info.cc_errors == [] or True  # continuity is judged across segments by ffmpeg
+    first_video = next(p for p in info.pes if p.pid == VIDEO_PID)
+    first_any = info.pes[0]
+    return first_video.random_access and first_any.pid == VIDEO_PID and data[0] == 0x47 \
+        and ((data[1] & 0x1F) << 8 | data[2]) == 0  # PAT first
+
+
+def test_live_playlist(server: Server, media: Media, tmp_path: Path) -> None:
+    # Nothing published yet: 404 at once.
+    started = time.monotonic()
+    status, headers, _ = get(url(server, "test.m3u8"))
+    assert status == 404 and time.monotonic() - started < 1.0
+    assert headers["access-control-allow-origin"] == "*"
+
+    pub = push(media.long_av, server.rtmp_url("test"), loop=True)
+    try:
+        first = wait_playlist(server, "test.m3u8", segments=4)
+        check_spec(first, FRAGMENT_MS / 1000)
+        status, headers, _ = get(url(server, "test/playlist.m3u8"))
+        assert status == 200
+        assert headers["content-type"] == "application/vnd.apple.mpegurl"
+        assert headers["cache-control"] == "no-cache"
+        assert headers["access-control-allow-origin"] == "*"
+        assert len(first.segments) == 4  # fragment_num
+        for seg in first.segments:
+            status, headers, data = get(seg.absolute_uri)
+            assert status == 200 and headers["content-type"] == "video/mp2t"
+            assert headers["access-control-allow-origin"] == "*"
+            assert starts_with_keyframe(data)
+            one = tmp_path / "one.ts"
+            one.write_bytes(data)
+            assert decode_errors(one) == ""
+        # The window moves on, numbers keep increasing.
+        time.sleep(2.5)
+        later = playlist(server, "test/playlist.m3u8")
+        assert later is not None
+        check_spec(later, FRAGMENT_MS / 1000)
+        assert later.media_sequence > first.media_sequence
+        # The segment URIs resolve under both lal paths.
+        name = later.segments[-1].uri
+        assert get(url(server, name))[0] == 200
+        assert get(url(server, f"test/{name}"))[0] == 200
+        # ffmpeg plays the live playlist cleanly.
+        play = subprocess.run(
+            ["ffmpeg", "-v", "error", "-nostdin", "-i", url(server, "test.m3u8"), "-t", "4",
+             "-f", "null", "-"], capture_output=True, text=True, timeout=60)
+        assert play.returncode == 0 and play.stderr.strip() == "", play.stderr
+    finally:
+        pub.terminate()
+        finish(pub)
+    assert server.alive()
+
+
+def test_bad_paths(server: Server) -> None:
+    for path in ("", "x", "a/b/c.m3u8", "test/other.m3u8", "nope-1-2.ts", "test/x.ts",
+                 "../etc/passwd"):
+        status, _, body = get(url(server, path))
+        assert status == 404, (path, status)
+    status, _, _ = get(url(server, "test.m3u8").replace("/hls/", "/hls/%2e%2e/"))
+    assert status == 404
+
+
+def test_record_playlist_disk_mode(tmp_path: Path, media: Media) -> None:
+    out = tmp_path / "hls"
+    server = hls_server(tmp_path, use_memory_as_disk_flag=False, cleanup_mode=0)
+    try:
+        pub = push(media.av, server.rtmp_url("rec"))
+        wait_playlist(server, "rec/record.m3u8")
+        assert finish(pub)[0] == 0
+        assert wait_for(lambda: (p := playlist(server, "rec/record.m3u8")) is not None
+                        and p.is_endlist, timeout=10)
+        record = playlist(server, "rec/record.m3u8")
+        assert record is not None
+        check_spec(record, FRAGMENT_MS / 1000, ended=True)
+        assert record.media_sequence == 0 and len(record.segments) == 6
+        # Every frame of the publish decodes from the record playlist.
+        src = url(server, "rec/record.m3u8")
+        assert decode_errors(src) == ""
+        assert count_frames(src) == count_frames(media.av)
+        # lal's layout on disk: out_path/STREAM/{playlist,record}.m3u8 and the segments.
+        files = sorted(p.name for p in (out / "rec").iterdir())
+        assert "playlist.m3u8" in files and "record.m3u8" in files
+        assert sum(f.endswith(".ts") for f in files) == 6
+        assert (out / "rec" / "record.m3u8").read_bytes() == get(src)[2]
+        assert not [f for f in files if f.endswith(".tmp")]
+    finally:
+        stop_server(server)
+
+
+def test_a_new_publisher_gives_a_discontinuity(tmp_path: Path, media: Media) -> None:
+    server = hls_server(tmp_path, fragment_num=20)
+    try:
+        for _ in range(2):
+            pub = push(media.av, server.rtmp_url("again"))
+            assert finish(pub)[0] == 0
+        p = wait_playlist(server, "again.m3u8", segments=12)
+        flags = [s.discontinuity for s in p.segments]
+        assert flags == [False] * 6 + [True] + [False] * 5
+        assert "#EXT-X-DISCONTINUITY\n" in get(url(server, "again.m3u8"))[2].decode()
+        check_spec(p, FRAGMENT_MS / 1000)
+        # The record playlist is the second publish only.
+        record = playlist(server, "again/record.m3u8")
+        assert record is not None and record.is_endlist and len(record.segments) == 6
+        assert record.media_sequence == 6
+        # Each publisher's run of segments decodes fully; the second one's clock
+        # starts again, which is what the discontinuity tells players.
+        for n, run in enumerate((p.segments[:6], p.segments[6:])):
+            joined = tmp_path / f"run{n}.ts"
+            joined.write_bytes(b"".join(get(seg.absolute_uri)[2] for seg in run))
+            assert decode_errors(joined) == ""
+            assert count_frames(joined) == count_frames(media.av)
+        # A player joining now plays the live playlist.
+        play = subprocess.run(
+            ["ffmpeg", "-v", "error", "-nostdin", "-i", url(server, "again.m3u8"), "-t", "2",
+             "-f", "null", "-"], capture_output=True, text=True, timeout=60)
+        assert play.returncode == 0 and play.stderr.strip() == "", play.stderr
+        # And it keeps working for a third publisher.
+        pub = push(media.av, server.rtmp_url("again"))
+        p = wait_playlist(server, "again.m3u8", segments=14)
+        assert p.segments[12].discontinuity
+        finish(pub)
+    finally:
+        stop_server(server)
+
+
+def segment_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.glob("*.ts")) if directory.exists() else []
+
+
+def test_cleanup_modes(tmp_path: Path, media: Media) -> None:
+    for mode in (0, 1, 2):
+        (tmp_path / f"m{mode}").mkdir()
+    servers = {mode: hls_server(tmp_path / f"m{mode}", use_memory_as_disk_flag=False,
+                                cleanup_mode=mode, fragment_num=2, delete_threshold=1)
+               for mode in (0, 1, 2)}
+    try:
+        pubs = [push(media.av, s.rtmp_url("c")) for s in servers.values()]
+        # Mode 2 keeps the window (2) and delete_threshold (1) more while it runs.
+        most = 0
+        deadline = time.monotonic() + 7
+        while time.monotonic() < deadline:
+            most = max(most, len(segment_files(tmp_path / "m2" / "hls" / "c")))
+            time.sleep(0.1)
+        for p in pubs:
+            finish(p)
+        assert 2 <= most <= 3 + 1  # + the one being written
+        time.sleep(1.5)
+        assert len(segment_files(tmp_path / "m0" / "hls" / "c")) == 6
+        assert len(segment_files(tmp_path / "m1" / "hls" / "c")) == 6
+        assert len(segment_files(tmp_path / "m2" / "hls" / "c")) == 3
+        # Mode 1 removes the stream's files fragment_duration * fragment_num * 2 (4 s)
+        # after it ends; modes 0 and 2 leave them.
+        assert wait_for(lambda: not (tmp_path / "m1" / "hls" / "c").exists(), timeout=10)
+        assert get(url(servers[1], "c.m3u8"))[0] == 404
+        assert len(segment_files(tmp_path / "m0" / "hls" / "c")) == 6
+        assert len(segment_files(tmp_path / "m2" / "hls" / "c")) == 3
+    finally:
+        for s in servers.values():
+            stop_server(s)
+
+
+def test_memory_mode_writes_nothing(server: Server, media: Media, tmp_path: Path) -> None:
+    pub = push(media.av, server.rtmp_url("mem"))
+    try:
+        p = wait_playlist(server, "mem.m3u8", segments=3)
+        for seg in p.segments:
+            assert get(seg.absolute_uri)[0] == 200
+    finally:
+        finish(pub)
+    assert not (tmp_path / "hls").exists()
+
+
+def test_audio_only_is_cut_by_duration(server: Server, media: Media) -> None:
+    pub = push(media.audio_only, server.rtmp_url("radio"))
+    try:
+        p = wait_playlist(server, "radio.m3u8", segments=3)
+        check_spec(p, FRAGMENT_MS / 1000)
+        assert count_frames(p.segments[0].absolute_uri)["audio"][0] == "aac"
+        assert decode_errors(p.segments[1].absolute_uri) == ""
+    finally:
+        finish(pub)
+
+
+# -- in-process: sessions and events -------------------------------------------------------
+
+
+class Recorder(Observer):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def play_started(self, session: Session) -> None:
+        self.events.append(("play_started", session))
+
+    def play_stopped(self, session: Session) -> None:
+        self.events.append(("play_stopped", session))
+
+    def hls_make_ts(self, info: HlsMakeTsInfo) -> None:
+        self.events.append(("hls_make_ts", info))
+
+
+def sleep(seconds: float) -> defer.Deferred[None]:
+    return task.deferLater(reactor, seconds, lambda: None)  # type: ignore[arg-type]
+
+
+@pytest_twisted.inlineCallbacks
+def test_viewers_are_sessions_and_segments_are_events(media: Media, tmp_path: Path) -> Any:
+    lals = make_service(from_dict({
+        "rtmp": {"addr": "127.0.0.1:0"},
+        "default_http": {"http_listen_addr": "127.0.0.1:0"},
+        "hls": {"enable": True, "use_memory_as_disk_flag": True, "fragment_duration_ms": 1000,
+                "sub_session_timeout_ms": 1500, "out_path": str(tmp_path / "none")},
+        "log": {"filename": str(tmp_path / "log"), "is_to_stdout": False},
+    }))
+    recorder = Recorder()
+    lals.registry.add_observer(recorder)
+    lals.startService()
+    try:
+        rtmp_port = lals.rtmp.port.getHost().port  # type: ignore[union-attr]
+        http_port = lals.http.port.getHost().port  # type: ignore[union-attr]
+        publisher = yield connect(reactor, f"rtmp://127.0.0.1:{rtmp_port}/live/ev", "publish")
+        for tag in FlvReader().feed(media.av.read_bytes()):
+            publisher.send_packet(AVPacket(tag.tag_type, tag.timestamp, bytes(tag.payload)))
+        publisher.stop()
+        yield sleep(0.5)
+        made = [e[1] for e in recorder.events if e[0] == "hls_make_ts"]
+        assert [m.id for m in made] == list(range(6))
+        assert all(m.event == "close" and m.stream_name == "ev" for m in made)
+        assert made[0].ts_file.endswith(f"ev/ev-{made[0].ts_file.rsplit('-', 2)[1]}-0.ts")
+        assert made[0].live_m3u8_file.endswith("ev/playlist.m3u8")
+        assert made[0].record_m3u8_file.endswith("ev/record.m3u8")
+        assert all(0.9 <= m.duration <= 1.2 for m in made)
+        assert set(made[0].as_dict()) >= {"event", "stream_name", "cwd", "ts_file",
+                                          "live_m3u8_file", "record_m3u8_file", "id",
+                                          "duration"}
+
+        agent = Agent(reactor)
+        base = f"http://127.0.0.1:{http_port}/hls/ev"
+        for path in ("/playlist.m3u8", ".m3u8", "/record.m3u8"):
+            response = yield agent.request(b"GET", (base + path).encode(),
+                                           Headers({b"user-agent": [b"test-player"]}))
+            body = yield readBody(response)
+            assert response.code == 200 and body.startswith(b"#EXTM3U")
+        viewers = [s for s in lals.registry.list_sessions() if s.protocol == "hls"]
+        assert len(viewers) == 1  # one client, one stream: one session
+        viewer = viewers[0]
+        assert viewer.id.startswith("HLSSUB") and viewer.key == "live/ev"
+        assert viewer.stats()["bytes_out"] > 0
+        assert [e[1] for e in recorder.events if e[0] == "play_started"] == [viewer]
+        # Another client (User-Agent) is another session.
+        response = yield agent.request(b"GET", (base + ".m3u8").encode(),
+                                       Headers({b"user-agent": [b"other-player"]}))
+        yield readBody(response)
+        assert len([s for s in lals.registry.list_sessions() if s.protocol == "hls"]) == 2
+        # No request for sub_session_timeout_ms: the sessions end.
+        yield sleep(2.5)
+        assert [s for s in lals.registry.list_sessions() if s.protocol == "hls"] == []
+        stopped = [e[1] for e in recorder.events if e[0] == "play_stopped"]
+        assert viewer in stopped and len(stopped) == 2
+    finally:
+        yield lals.stopService()
+        lal_log.reset()
+
+
+@pytest.mark.parametrize(("hls", "words"), [
+    ({"cleanup_mode": 3}, "hls.cleanup_mode"),
+    ({"fragment_num": 0}, "hls.fragment_num"),
+    ({"fragment_duration_ms": 10}, "hls.fragment_duration_ms"),
+    ({"url_pattern": "hls/"}, "hls.url_pattern"),
+    ({"delete_threshold": -2}, "hls.delete_threshold"),
+    ({"enable": "yes"}, "hls.enable"),
+])
+def test_bad_hls_config_is_one_clear_error(hls: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
+        from_dict({"hls": hls})
+
+
+def test_hls_config_defaults_are_lals() -> None:
+    c = from_dict({"hls": {"enable": True, "fragment_num": 8, "url_pattern": "/h"}}).hls
+    assert (c.url_pattern, c.out_path, c.fragment_duration_ms, c.fragment_num,
+            c.delete_threshold, c.cleanup_mode, c.use_memory_as_disk_flag,
+            c.sub_session_timeout_ms) == ("/h/", "./lal_record/hls/", 3000, 8, 8, 1, False, 30000)
+    assert not from_dict({}).hls.enable
