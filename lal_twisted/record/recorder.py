@@ -136,13 +136,19 @@ class RecordingSink:
         self.last_dts = packet.dts
         encoder = self.encoder
         assert encoder is not None and self.stream is not None
-        data = packet.encoded(encoder)
-        if not data:
-            return  # nothing in this format (TS: sequence headers, metadata)
-        if not self.started:
-            # At the first bytes, when the sequence headers have told the tracks.
-            self.started = True
-            file.write(self.fmt.header(self.stream, encoder))
+        try:
+            data = packet.encoded(encoder)
+            if not data:
+                return  # nothing in this format (TS: sequence headers, metadata)
+            if not self.started:
+                # At the first bytes, when the sequence headers have told the tracks.
+                self.started = True
+                file.write(self.fmt.header(self.stream, encoder))
+        except Exception as e:  # whatever goes wrong here must not reach the publisher
+            log.failure("record {fmt} {key}: cannot encode {packet}", fmt=self.fmt.name,
+                        key=self.session.key, packet=packet)
+            file.stop(f"cannot encode a packet: {e}")
+            return
         file.write(data)
 
     def publish_started(self, stream: Stream) -> None:

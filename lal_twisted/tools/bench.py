@@ -71,6 +71,9 @@ def add_parser(sub: Any) -> None:
                    help="also run every scenario against nginx with the RTMP module "
                         "(Debian's nginx + libnginx-mod-rtmp), started by the bench with "
                         "lal_twisted/tools/nginx-rtmp.conf, and print ours/nginx ratios")
+    p.add_argument("--record", metavar="FORMATS",
+                   help="the project's server records every publish: flv, mpegts or "
+                        "flv,mpegts (files under the bench's work directory)")
     p.add_argument("--json", metavar="PATH", help="write all figures as JSON")
     p.add_argument("--keep", metavar="DIR", help="keep logs and player figures in DIR")
     p.set_defaults(func=run)
@@ -150,13 +153,14 @@ class OwnServer:
 
     name = "lals"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra: dict[str, Any] | None = None) -> None:
         self.rtmp_port, self.http_port = free_port(), free_port()
         conf = {
             "rtmp": {"addr": f"127.0.0.1:{self.rtmp_port}", "gop_num": 1},
             "default_http": {"http_listen_addr": f"127.0.0.1:{self.http_port}"},
             "httpflv": {"gop_num": 1},
             "log": {"level": "warn", "filename": ""},
+            **(extra or {}),
         }
         path = workdir / "lals.json"
         path.write_text(json.dumps(conf))
@@ -395,17 +399,29 @@ def run(args: argparse.Namespace) -> int:
         raise ToolError(f"-n must be at least 1, got {args.n}")
     if args.http and not args.rtmp:
         raise ToolError("--http goes with --rtmp (a server given by URL)")
+    formats: set[str] = set()
+    if args.record:
+        if args.rtmp:
+            raise ToolError("--record configures the project's own server: not with --rtmp")
+        formats = {f.strip() for f in args.record.split(",") if f.strip()}
+        if not formats or formats - {"flv", "mpegts"}:
+            raise ToolError(f"--record takes flv, mpegts or flv,mpegts, got {args.record!r}")
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="lal-bench-"))
     media, kbit = bench_media(args.file, workdir)
     if args.compare and args.protocol == "httpflv":
         raise ToolError("nginx-rtmp has no HTTP-FLV: --compare nginx needs --protocol rtmp")
+    extra: dict[str, Any] = {}
+    if formats:
+        extra["record"] = {"enable_flv": "flv" in formats, "flv_out_path": str(workdir / "rec"),
+                           "enable_mpegts": "mpegts" in formats,
+                           "mpegts_out_path": str(workdir / "rec")}
     targets: list[tuple[str, Any]] = []
     if args.rtmp:
         if args.protocol == "httpflv" and not args.http:
             raise ToolError("--protocol httpflv with --rtmp needs --http")
         targets.append(("given", None))
     else:
-        targets.append(("lals", OwnServer))
+        targets.append(("lals", lambda workdir: OwnServer(workdir, extra)))
     if args.compare == "nginx":
         targets.append(("nginx-rtmp", NginxServer))
     results = []
