@@ -126,3 +126,53 @@ def test_unknown_path_and_head(server: Server) -> None:
         assert e.code == 404 and b"APP/STREAM.ts" in e.read()
     else:
         raise AssertionError("expected 404")
+
+
+def test_backed_up_httpts_player_drops_to_a_keyframe_and_decodes_on(tmp_path: Path,
+                                                                     media: Media) -> None:
+    import http.client
+    import socket
+
+    from conftest import start_server, stop_server
+
+    # A stall timeout longer than the pause below: the player is dropped from, not closed.
+    srv = start_server(tmp_path, subscriber={"stall_timeout_ms": 10000,
+                                             "max_backlog_bytes": 262144})
+    publisher = push(media.noisy, srv.rtmp_url("backed"))
+    try:
+        time.sleep(1.0)
+        conn = http.client.HTTPConnection("127.0.0.1", srv.http_port)
+        conn.sock = stalled_socket(srv.http_port)
+        conn.request("GET", "/live/backed.ts")
+        response = conn.getresponse()
+        body = bytearray()
+        for pause in (0.0, 3.0, 0.0):
+            time.sleep(pause)
+            until = time.monotonic() + 2.0
+            while time.monotonic() < until:
+                body += response.read1(65536)
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+    finally:
+        publisher.kill()
+        finish(publisher)
+        stop_server(srv)
+    assert "Traceback" not in srv.log()
+    data = bytes(body[:len(body) // 188 * 188])
+    info = parse(data)
+    # Cut before the last picture, which the reader stopped inside of.
+    last = max(p.index for p in info.pes if p.pid == VIDEO_PID)
+    out = tmp_path / "backed.ts"
+    out.write_bytes(data[:last * 188])
+    frames = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+         "packet=dts_time,flags", "-of", "csv=p=0", str(out)],
+        capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    times = [float(line.split(",")[0]) for line in frames]
+    gaps = [i for i in range(1, len(times)) if times[i] - times[i - 1] > 0.5]
+    assert gaps, "the player was never dropped from (the pause did not back it up)"
+    for i in gaps:
+        assert "K" in frames[i].split(",")[1], frames[i - 1:i + 1]  # it resumed at a keyframe
+    errors = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(out), "-map", "0:v",
+                             "-f", "null", "-"], capture_output=True, text=True, timeout=60)
+    assert errors.stderr == "", errors.stderr
