@@ -30,7 +30,21 @@ class EagerServer(tcp.Server):
     player's replies and GOP cache) are written as one ``write``.
     """
 
+    _corked: list[bytes] | None = None
+
+    def cork(self) -> None:
+        """Collect writes until :meth:`uncork`, which sends them as one."""
+        self._corked = []
+
+    def uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked:
+            self.write(b"".join(corked))
+
     def write(self, data: bytes) -> None:
+        if self._corked is not None:
+            self._corked.append(data)
+            return
         if (data and not self._tempDataLen and self.offset == len(self.dataBuffer)
                 and self.connected and not self.disconnecting
                 and not self._writeDisconnected and type(data) is bytes):

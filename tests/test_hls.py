@@ -5,6 +5,7 @@ ffmpeg/ffprobe play and decode what is served."""
 from __future__ import annotations
 
 import math
+import socket
 import subprocess
 import time
 import urllib.error
@@ -380,3 +381,64 @@ def test_hls_config_defaults_are_lals() -> None:
             c.delete_threshold, c.cleanup_mode, c.use_memory_as_disk_flag,
             c.sub_session_timeout_ms) == ("/h/", "./lal_record/hls/", 3000, 8, 8, 1, False, 30000)
     assert not from_dict({}).hls.enable
+
+
+def read_response(sock: socket.socket, buf: bytearray) -> tuple[bytes, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length body from ``sock``."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed before a response"
+        buf += chunk
+    end = buf.index(b"\r\n\r\n")
+    head = bytes(buf[:end]).decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
+    length = int(headers["content-length"])
+    del buf[:end + 4]
+    while len(buf) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        buf += chunk
+    body = bytes(buf[:length])
+    del buf[:length]
+    return head[0].encode(), headers, body
+
+
+def test_polled_requests_get_the_same_answers_on_one_connection(server: Server,
+                                                               media: Media) -> None:
+    pub = push(media.long_av, server.rtmp_url("poll"), loop=True)
+    try:
+        p = wait_playlist(server, "poll.m3u8", segments=2)
+        segment = f"/hls/poll/{p.segments[-1].uri}"
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
+            buf = bytearray()
+            answers = []
+            for path in ["/hls/poll/playlist.m3u8", segment] * 3:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: poller\r\n\r\n"
+                             .encode())
+                answers.append(read_response(sock, buf))
+            # Two requests in one send (pipelined) and HTTP/1.0 are answered too.
+            sock.sendall(f"GET {segment} HTTP/1.1\r\nHost: x\r\nUser-Agent: poller\r\n\r\n"
+                         f"GET {segment} HTTP/1.1\r\nHost: x\r\nUser-Agent: poller\r\n\r\n"
+                         .encode())
+            answers += [read_response(sock, buf), read_response(sock, buf)]
+        for status, headers, body in answers:
+            assert status == b"HTTP/1.1 200 OK"
+            assert headers["access-control-allow-origin"] == "*"
+            assert int(headers["content-length"]) == len(body)
+            assert "date" in headers
+        playlists = [a for a in answers if a[1]["content-type"] == "application/vnd.apple.mpegurl"]
+        segments = [a for a in answers if a[1]["content-type"] == "video/mp2t"]
+        assert len(playlists) == 3 and len(segments) == 5
+        assert all(h["cache-control"] == "no-cache" for _, h, _ in playlists)
+        assert len({b for _, _, b in segments}) == 1
+        # Connection: close is honoured.
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
+            sock.sendall(f"GET {segment} HTTP/1.1\r\nHost: x\r\nUser-Agent: poller\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            buf = bytearray()
+            read_response(sock, buf)
+            assert sock.recv(100) == b""
+    finally:
+        pub.kill()
+        finish(pub)
+    assert "poller" not in server.log()  # no access-log line per request

@@ -91,7 +91,7 @@ def test_listener_and_route_tables_name_their_config_keys() -> None:
         ("rtmp", "rtmp.addr"), ("http", "default_http.http_listen_addr"),
         ("http_api", "http_api.addr")]
     assert [(r.listener, r.pattern_key, r.suffix) for r in ROUTES] == [
-        ("http", "httpflv.url_pattern", ".flv")]
+        ("http", "httpflv.url_pattern", ".flv"), ("http", "hls.url_pattern", "")]
 
 
 @pytest_twisted.inlineCallbacks

@@ -65,6 +65,13 @@ def test_h264_with_b_frames_and_aac_decode_fully(media: Media, tmp_path: Path) -
     assert info.pcr_pid == VIDEO_PID
     video = [p for p in info.pes if p.pid == VIDEO_PID]
     assert all(p.pcr is not None for p in video)
+    # PCR = the PES's DTS (or PTS when it has none), read back from the PES header.
+    for p in video:
+        h = p.first_bytes
+        stamp = h[14:19] if h[7] & 0x40 else h[9:14]
+        value = (((stamp[0] >> 1) & 7) << 30) | (stamp[1] << 22) | ((stamp[2] >> 1) << 15) \
+            | (stamp[3] << 7) | (stamp[4] >> 1)
+        assert p.pcr == value
     assert all(p.pcr is None for p in info.pes if p.pid == AUDIO_PID)
     # Every keyframe PES has the random-access flag and starts AUD, SPS, PPS, IDR.
     keys = [p for p in video if p.random_access]

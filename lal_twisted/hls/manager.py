@@ -56,6 +56,7 @@ class HlsManager(service.Service, Observer):
         self.streams: dict[str, HlsStream] = {}
         self._cleanups: dict[str, IDelayedCall] = {}
         self._busy_logged: set[str] = set()
+        self.resources: list[Any] = []  # HTTP resources serving these streams
         registry.add_observer(self)
 
     # -- observer --------------------------------------------------------------------
@@ -120,6 +121,8 @@ class HlsManager(service.Service, Observer):
             if call.active():
                 call.cancel()
         self._cleanups.clear()
+        for resource in self.resources:
+            resource.close_all()
         for hls in self.streams.values():
             hls.end()
         self.store.close()

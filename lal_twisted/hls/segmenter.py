@@ -189,8 +189,8 @@ class HlsStream:
         elif _since(dts, building.first_dts) >= self.config.fragment_duration_ms:
             self._finish(building, dts)
             building = self._open(dts)
-        step = _since(dts, building.last_dts)
-        if step > 0:
+        step = (dts - building.last_dts) & 0xFFFFFFFF
+        if 0 < step < 0x80000000:  # forward in 32-bit time
             building.last_step = step
             building.last_dts = dts
         building.parts.append(data)

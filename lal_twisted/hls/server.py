@@ -12,12 +12,19 @@ by the access chain on their first request and ended after
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet import task
 from twisted.python.failure import Failure
 from twisted.web import resource, server
-from twisted.web.http import FORBIDDEN, INTERNAL_SERVER_ERROR, NOT_ALLOWED, NOT_FOUND
+from twisted.web.http import (
+    FORBIDDEN,
+    INTERNAL_SERVER_ERROR,
+    NOT_ALLOWED,
+    NOT_FOUND,
+    datetimeToString,
+)
 
 from lal_twisted.hls.segmenter import LIVE_PLAYLIST, RECORD_PLAYLIST
 from lal_twisted.hub.access import Refused
@@ -43,6 +50,21 @@ _M3U8_TYPE = b"application/vnd.apple.mpegurl"
 _TS_TYPE = b"video/mp2t"
 
 
+_M3U8_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.apple.mpegurl\r\n"
+              b"Cache-Control: no-cache\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: ")
+_TS_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n"
+            b"Access-Control-Allow-Origin: *\r\nContent-Length: ")
+_date_cache: list[Any] = [0, b""]
+
+
+def _http_date() -> bytes:
+    """The Date header's value, made once a second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0], _date_cache[1] = now, datetimeToString(now)
+    return _date_cache[1]  # type: ignore[no-any-return]
+
+
 def parse_hls_path(rest: str) -> tuple[str, str] | None:
     """The part of the path after ``url_pattern`` -> (stream name, file), where
     file is ``playlist.m3u8``, ``record.m3u8`` or a segment name; None if it
@@ -63,11 +85,11 @@ def parse_hls_path(rest: str) -> tuple[str, str] | None:
 
 
 class _Viewer:
-    __slots__ = ("session", "timer", "admitted", "waiting")
+    __slots__ = ("session", "last", "admitted", "waiting")
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, now: float) -> None:
         self.session = session
-        self.timer: IDelayedCall | None = None
+        self.last = now  # time of the latest request
         self.admitted = False
         self.waiting: list[tuple[server.Request, str, str]] = []
 
@@ -86,6 +108,12 @@ class HlsResource(resource.Resource):
         self.url_pattern = url_pattern
         self.session_timeout = session_timeout
         self.viewers: dict[tuple[str, str, str], _Viewer] = {}
+        # One sweep ends idle viewers (a timer per viewer, reset on every request,
+        # cost more than the sweep with a thousand players polling).
+        self._sweeper = task.LoopingCall(self._sweep)
+        self._sweeper.clock = reactor
+        self._sweep_every = max(0.25, min(1.0, session_timeout / 4))
+        manager.resources.append(self)
 
     def render(self, request: server.Request) -> Any:
         if request.method not in _METHODS:
@@ -126,6 +154,41 @@ class HlsResource(resource.Resource):
             self._admit(viewer)
         return server.NOT_DONE_YET
 
+    def fast_get(self, path: str, headers: dict[bytes, bytes], channel: Any) -> bytes | None:
+        """A whole response for an admitted viewer's playlist or in-memory segment,
+        without a twisted.web request (a thousand players poll every second);
+        None for everything else, which takes the ordinary way."""
+        if not path.startswith(self.url_pattern):
+            return None
+        parsed = parse_hls_path(path[len(self.url_pattern):])
+        if parsed is None:
+            return None
+        name, file = parsed
+        hls = self.manager.get(name)
+        if hls is None:
+            return None
+        host = getattr(channel, "lal_peer_host", None)
+        if host is None:
+            peer = channel.transport.getPeer()
+            host = channel.lal_peer_host = str(getattr(peer, "host", peer))
+        agent = headers.get(b"user-agent", b"").decode("utf-8", "replace")[:200]
+        viewer = self.viewers.get((host, agent, name))
+        if viewer is None or not viewer.admitted:
+            return None
+        if file == LIVE_PLAYLIST:
+            body, head = hls.live_playlist, _M3U8_HEAD
+        elif file == RECORD_PLAYLIST:
+            body, head = hls.record_playlist, _M3U8_HEAD
+        elif file in hls.files and hls.store.in_memory:
+            body, head = hls.store.read(f"{name}/{file}"), _TS_HEAD  # type: ignore[attr-defined]
+        else:
+            return None
+        if body is None:
+            return None
+        viewer.last = self.reactor.seconds()
+        viewer.session.bytes_out += len(body)
+        return b"".join((head, b"%d\r\nDate: " % len(body), _http_date(), b"\r\n\r\n", body))
+
     # -- viewers ----------------------------------------------------------------------
     def _viewer(self, request: server.Request, name: str) -> _Viewer:
         peer = request.getClientAddress()
@@ -143,13 +206,19 @@ class HlsResource(resource.Resource):
             session.query = request.uri.decode("utf-8", "replace").partition("?")[2]
             http_host = (request.getHeader(b"host") or b"").decode("utf-8", "replace")
             session.url = f"http://{http_host}{request.uri.decode('utf-8', 'replace')}"
-            viewer = self.viewers[key] = _Viewer(session)
-            viewer.timer = self.reactor.callLater(self.session_timeout, self._expire, key)
+            viewer = self.viewers[key] = _Viewer(session, self.reactor.seconds())
+            if not self._sweeper.running:
+                self._sweeper.start(self._sweep_every, now=False)
         else:
-            timer = viewer.timer
-            if timer is not None and timer.active():
-                timer.reset(self.session_timeout)
+            viewer.last = self.reactor.seconds()
         return viewer
+
+    def _sweep(self) -> None:
+        idle_since = self.reactor.seconds() - self.session_timeout
+        for key in [k for k, v in self.viewers.items() if v.last <= idle_since]:
+            self._expire(key)
+        if not self.viewers and self._sweeper.running:
+            self._sweeper.stop()
 
     def _admit(self, viewer: _Viewer) -> None:
         d: Deferred[None] = self.registry.add_viewer(viewer.session)
@@ -194,15 +263,11 @@ class HlsResource(resource.Resource):
         for key, viewer in list(self.viewers.items()):
             if viewer.session is session:
                 del self.viewers[key]
-                if viewer.timer is not None and viewer.timer.active():
-                    viewer.timer.cancel()
 
     def _expire(self, key: tuple[str, str, str]) -> None:
         viewer = self.viewers.pop(key, None)
         if viewer is None:
             return
-        if viewer.timer is not None and viewer.timer.active():
-            viewer.timer.cancel()
         session = viewer.session
         if viewer.admitted:
             self.registry.remove_viewer(session)
@@ -214,6 +279,8 @@ class HlsResource(resource.Resource):
     def close_all(self) -> None:
         for key in list(self.viewers):
             self._expire(key)
+        if self._sweeper.running:
+            self._sweeper.stop()
 
     # -- files -----------------------------------------------------------------------------
     def _serve(self, request: server.Request, viewer: _Viewer, name: str, file: str) -> Any:

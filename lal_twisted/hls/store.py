@@ -110,6 +110,7 @@ class DiskStore(Store):
         self.pending = 0
         self._overflowing = False
         self._failed: set[str] = set()
+        self._made_dirs: set[str] = set()  # directories the writer thread created
         # One thread: writes and deletions happen in the order they were asked for.
         self.pool = ThreadPool(minthreads=1, maxthreads=1, name="lal-hls-writer")
         self._started = False
@@ -136,18 +137,22 @@ class DiskStore(Store):
             return defer.succeed(False)
         self._overflowing = False
         self.pending += len(data)
-        d = self._run(_write_file, self._full(path), data)
+        full = self._full(path)
+        directory = os.path.dirname(full)
+        make_dir = directory not in self._made_dirs
+        self._made_dirs.add(directory)
+        d = self._run(_write_file, full, data, make_dir)
 
         def done(result: Any) -> bool:
             self.pending -= len(data)
             if isinstance(result, Failure):
-                directory = os.path.dirname(self._full(path))
+                self._made_dirs.discard(directory)
                 if directory not in self._failed:  # one line until a write there succeeds
                     self._failed.add(directory)
                     log.error("hls: cannot write {path}: {err}", path=self._full(path),
                               err=result.getErrorMessage())
                 return False
-            self._failed.discard(os.path.dirname(self._full(path)))
+            self._failed.discard(directory)
             return True
 
         return d.addBoth(done)
@@ -161,6 +166,7 @@ class DiskStore(Store):
         self._run(_remove, self._full(path)).addErrback(lambda _: None)
 
     def delete_dir(self, path: str) -> None:
+        self._made_dirs.discard(os.path.dirname(self._full(path + "/x")))
         self._run(shutil.rmtree, self._full(path), True).addErrback(lambda _: None)
 
     def close(self) -> None:
@@ -170,9 +176,10 @@ class DiskStore(Store):
             self.pool.stop()  # runs what is queued, then joins the thread
 
 
-def _write_file(path: str, data: bytes) -> None:
+def _write_file(path: str, data: bytes, make_dir: bool = True) -> None:
     """Write to a temporary name and rename, so readers never see half a file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if make_dir:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(data)

@@ -52,6 +52,8 @@ _STREAM_TYPES = {Codec.H264: 0x1B, Codec.H265: 0x24, Codec.AAC: 0x0F}
 _VIDEO_STREAM_ID = 0xE0
 _AUDIO_STREAM_ID = 0xC0
 _TS_MASK = (1 << 33) - 1
+_AUDIO_PES_START = b"\x00\x00\x01\xc0"
+_MAX_ADTS_PAYLOAD = (1 << 13) - 1 - 7
 
 # Access unit delimiters: H.264 NAL type 9 (primary_pic_type 7: any slice);
 # H.265 NAL type 35 (pic_type 2: any slice).
@@ -111,21 +113,8 @@ def _pmt(version: int, pcr_pid: int, streams: list[tuple[int, int]]) -> bytes:
 
 def _timestamp(prefix: int, ts: int) -> bytes:
     """A 33-bit PTS or DTS in the PES header's 5-byte layout, with its marker bits."""
-    return bytes((
-        (prefix << 4) | ((ts >> 29) & 0x0E) | 1,
-        (ts >> 22) & 0xFF,
-        ((ts >> 14) & 0xFE) | 1,
-        (ts >> 7) & 0xFF,
-        ((ts << 1) & 0xFE) | 1,
-    ))
-
-
-def _pcr(base: int) -> bytes:
-    """A PCR: 33-bit base at 90 kHz, 6 reserved bits, extension 0."""
-    return bytes((
-        (base >> 25) & 0xFF, (base >> 17) & 0xFF, (base >> 9) & 0xFF, (base >> 1) & 0xFF,
-        ((base & 1) << 7) | 0x7E, 0x00,
-    ))
+    return ((prefix << 36) | ((ts >> 30) << 33) | (((ts >> 15) & 0x7FFF) << 17)
+            | ((ts & 0x7FFF) << 1) | 0x100010001).to_bytes(5, "big")
 
 
 # Headers of continuation packets (no payload_unit_start, payload only), by PID and cc.
@@ -142,41 +131,48 @@ def _packetize(pid: int, cc: int, pes: bytes, pcr: int | None,
     one, if short, is filled with adaptation-field stuffing.
     """
     size = len(pes)
-    flags = (0x40 if random_access else 0) | (0x10 if pcr is not None else 0)
-    if flags:
-        field = bytes((flags,)) + (_pcr(pcr) if pcr is not None else b"")
-        first_len = min(size, _PAYLOAD - 1 - len(field))
+    if pcr is not None:
+        field = ((0x50 if random_access else 0x10) << 48 | (pcr << 15) | 0x7E00).to_bytes(
+            7, "big")
+    elif random_access:
+        field = b"\x40"
     else:
         field = b""
-        first_len = min(size, _PAYLOAD)
-    parts = [_packet(pid, True, cc, field, pes[:first_len])]
+    first_len = _PAYLOAD - 1 - len(field) if field else _PAYLOAD
+    if first_len > size:
+        first_len = size
+    parts = [_packet(pid, 0x40, cc, field, pes[:first_len])]
     pos = first_len
     full_end = pos + (size - pos) // _PAYLOAD * _PAYLOAD
-    continuation = _CONTINUATION[pid]
-    for start in range(pos, full_end, _PAYLOAD):
-        cc = (cc + 1) & 0x0F
-        parts.append(continuation[cc])
-        parts.append(pes[start:start + _PAYLOAD])
+    if full_end > pos:
+        continuation = _CONTINUATION[pid]
+        for start in range(pos, full_end, _PAYLOAD):
+            cc = (cc + 1) & 0x0F
+            parts.append(continuation[cc])
+            parts.append(pes[start:start + _PAYLOAD])
     if full_end < size:
         cc = (cc + 1) & 0x0F
-        parts.append(_packet(pid, False, cc, b"", pes[full_end:]))
+        parts.append(_packet(pid, 0, cc, b"", pes[full_end:]))
     return b"".join(parts), cc
 
 
-def _packet(pid: int, start: bool, cc: int, field: bytes, payload: bytes) -> bytes:
-    """One TS packet; an adaptation field (``field``: flags byte and options) is
-    written, and stuffed with 0xFF, when there is one or the payload is short."""
-    first = (0x40 if start else 0) | (pid >> 8)
+def _packet(pid: int, start: int, cc: int, field: bytes, payload: bytes) -> bytes:
+    """One TS packet (``start``: 0x40 for a payload unit start); an adaptation
+    field (``field``: flags byte and options) is written, and stuffed with 0xFF,
+    when there is one or the payload is short."""
     room = _PAYLOAD - len(payload)
     if not field and not room:
-        return bytes((0x47, first, pid & 0xFF, 0x10 | cc)) + payload
+        return bytes((0x47, start | (pid >> 8), pid & 0xFF, 0x10 | cc)) + payload
     # adaptation_field_control 3: adaptation field, then payload.
-    header = bytes((0x47, first, pid & 0xFF, 0x30 | cc, room - 1))
+    header = bytes((0x47, start | (pid >> 8), pid & 0xFF, 0x30 | cc, room - 1))
     if room == 1:
         return header + payload  # an adaptation field of length 0
     if not field:
         field = b"\x00"
-    return header + field + b"\xff" * (room - 1 - len(field)) + payload
+    return b"".join((header, field, _STUFFING[room - 1 - len(field)], payload))
+
+
+_STUFFING = [b"\xff" * n for n in range(_PAYLOAD + 1)]
 
 
 class _TrackSource(Protocol):
@@ -211,6 +207,9 @@ class TsMuxer:
         self._video: VideoTrack | None = None
         self._audio: AudioTrack | None = None
         self._params: tuple[VideoTrack | None, bytes] = (None, b"")
+        self._seen_video: VideoTrack | None = None
+        self._seen_audio: AudioTrack | None = None
+        self._adts_base = 0  # the ADTS header as an int, frame length 0
 
     # -- the API consumers use -------------------------------------------------------
     def feed(self, packet: AVPacket) -> bytes:
@@ -260,9 +259,14 @@ class TsMuxer:
 
     # -- internals -------------------------------------------------------------------
     def _refresh(self) -> None:
-        """Follow the source's tracks; a change gives a new PMT version."""
+        """Follow the source's tracks; a change gives a new PMT version.
+        Tracks are replaced, not changed, when a new header comes: the same
+        objects as last time mean nothing changed."""
         tracks = self.source.tracks
         video, audio = tracks.video, tracks.audio
+        if video is self._seen_video and audio is self._seen_audio:
+            return
+        self._seen_video, self._seen_audio = video, audio
         if video is not None and not self._usable_video(video):
             video = None
         if audio is not None and not self._usable_audio(audio):
@@ -315,6 +319,9 @@ class TsMuxer:
                     self._skip("audio", f"AAC configuration unusable: {e}")
                 info = None
             self._adts = (track.config, info)
+            if info is not None:
+                self._adts_base = int.from_bytes(aac.adts_header(info, 0), "big") & ~(
+                    0x1FFF << 13)
         return info
 
     def _own_tracks(self, packet: AVPacket) -> None:
@@ -377,28 +384,22 @@ class TsMuxer:
 
     def _encode_audio(self, packet: AVPacket) -> bytes:
         self._refresh()
-        track = self._audio
-        if track is None or packet.codec != Codec.AAC:
+        if self._audio is None or packet.codec != Codec.AAC:
             return b""
         payload = packet.payload
         # Legacy: [SoundFormat...][AACPacketType=1]; enhanced: [9x][FourCC:4].
         offset = 5 if payload[0] >> 4 == 9 else 2
-        raw = payload[offset:]
-        info = self._adts[1]
-        if not raw or info is None:
+        size = len(payload) - offset
+        if size <= 0 or size > _MAX_ADTS_PAYLOAD:
             return b""
-        try:
-            adts = aac.adts_header(info, len(raw))
-        except aac.AacError:
-            return b""
+        adts = (self._adts_base | ((size + 7) << 13)).to_bytes(7, "big")
         pts = (packet.dts * 90) & _TS_MASK
-        length = 8 + len(adts) + len(raw)
-        pes = b"".join((b"\x00\x00\x01\xc0", struct.pack(">H", length), b"\x80\x80\x05",
-                        _timestamp(2, pts), adts, raw))
+        pes = b"".join((_AUDIO_PES_START, (15 + size).to_bytes(2, "big"), b"\x80\x80\x05",
+                        _timestamp(2, pts), adts, payload[offset:]))
         return self._pes_packets(AUDIO_PID, pes, pts, True)
 
     def _pes_packets(self, pid: int, pes: bytes, dts: int, random_access: bool) -> bytes:
-        pcr = dts if pid == (VIDEO_PID if self._video is not None else AUDIO_PID) else None
+        pcr = dts if pid == VIDEO_PID or self._video is None else None
         data, self._cc[pid] = _packetize(pid, (self._cc[pid] + 1) & 0x0F, pes, pcr,
                                          random_access)
         return data

@@ -1,11 +1,16 @@
-"""lal bench: the original lal's three load scenarios against a server.
+"""lal bench: the original lal's three load scenarios against a server, and HLS.
 
 1. N publishers, no players;  2. one publisher, N players;  3. N publishers
-and N players, one to one.  The bench starts the project's own server (or uses
-one given by URL), runs ``lal push`` / ``lal pull`` as separate load processes,
-and over a steady window measures the server's CPU (% of one core, from
-/proc) and RSS, the load processes' own CPU (to tell when the load generator
-was the bottleneck), and each player's health from ``lal pull --json``.
+and N players, one to one;  4. one publisher, N HLS players polling its
+playlist every second and fetching each new segment once.  ``--hls memory`` or
+``--hls disk`` runs the server with HLS on (scenario 4 always has it, in memory)
+and checks every stream's playlist at the end of the window.
+
+The bench starts the project's own server (or uses one given by URL), runs
+``lal push`` / ``lal pull`` as separate load processes, and over a steady window
+measures the server's CPU (% of one core, from /proc) and RSS, the load processes'
+own CPU (to tell when the load generator was the bottleneck), and each player's
+health from ``lal pull --json``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +59,7 @@ def add_parser(sub: Any) -> None:
                     "publishers each with one player. Starts the project's server on free "
                     "loopback ports unless --rtmp is given.")
     p.add_argument("-s", "--scenario", default="1,2,3",
-                   help="comma-separated scenarios to run (default 1,2,3)")
+                   help="comma-separated scenarios to run (default 1,2,3; 4 = HLS players)")
     p.add_argument("-n", type=int, default=200, metavar="N",
                    help="publishers or players per scenario (default 200)")
     p.add_argument("--window", type=float, default=20.0, metavar="S",
@@ -70,7 +77,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--compare", choices=("nginx",),
                    help="also run every scenario against nginx with the RTMP module "
                         "(Debian's nginx + libnginx-mod-rtmp), started by the bench with "
-                        "lal_twisted/tools/nginx-rtmp.conf, and print ours/nginx ratios")
+                        "lal_twisted/tools/nginx-rtmp.conf, and print ours/nginx ratios; "
+                        "scenario 4: nginx serving the segments lals writes as static files "
+                        "(lal_twisted/tools/nginx-hls.conf)")
+    p.add_argument("--hls", choices=("memory", "disk"),
+                   help="turn HLS on in the bench's server (hls.use_memory_as_disk_flag or "
+                        "files under the bench's directory) and check the playlists")
+    p.add_argument("--fragment-ms", type=int, default=3000, metavar="MS",
+                   help="with --hls or scenario 4: hls.fragment_duration_ms (default 3000)")
     p.add_argument("--record", metavar="FORMATS",
                    help="the project's server records every publish: flv, mpegts or "
                         "flv,mpegts (files under the bench's work directory)")
@@ -153,15 +167,21 @@ class OwnServer:
 
     name = "lals"
 
-    def __init__(self, workdir: Path, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, workdir: Path, hls: str | None = None, fragment_ms: int = 3000,
+                 extra: dict[str, Any] | None = None) -> None:
         self.rtmp_port, self.http_port = free_port(), free_port()
-        conf = {
+        conf: dict[str, Any] = {
             "rtmp": {"addr": f"127.0.0.1:{self.rtmp_port}", "gop_num": 1},
             "default_http": {"http_listen_addr": f"127.0.0.1:{self.http_port}"},
             "httpflv": {"gop_num": 1},
             "log": {"level": "warn", "filename": ""},
             **(extra or {}),
         }
+        self.hls_root = workdir / "hls"
+        if hls:
+            conf["hls"] = {"enable": True, "use_memory_as_disk_flag": hls == "memory",
+                           "out_path": str(self.hls_root) + "/", "cleanup_mode": 2,
+                           "fragment_duration_ms": fragment_ms, "fragment_num": 6}
         path = workdir / "lals.json"
         path.write_text(json.dumps(conf))
         twistd = Path(sys.executable).with_name("twistd")
@@ -174,10 +194,46 @@ class OwnServer:
         self.pid = self.proc.pid
         self.rtmp = f"rtmp://127.0.0.1:{self.rtmp_port}/bench"
         self.http = f"http://127.0.0.1:{self.http_port}/bench"
+        self.hls = f"http://127.0.0.1:{self.http_port}/hls"
 
     def stop(self) -> None:
         stop_process(self.proc, signal.SIGTERM)
         self.log.close()
+
+
+NGINX_HLS_CONF = Path(__file__).resolve().with_name("nginx-hls.conf")
+
+
+class NginxHlsServer:
+    """lals writing HLS files (disk mode) and nginx serving them as static files;
+    the measured process is nginx."""
+
+    name = "nginx-static"
+
+    def __init__(self, workdir: Path, fragment_ms: int = 3000) -> None:
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
+                                          else None)
+        if nginx is None:
+            raise ToolError("scenario 4 with --compare nginx needs nginx: apt-get install nginx")
+        self.source = OwnServer(workdir, hls="disk", fragment_ms=fragment_ms)
+        self.port = free_port()
+        conf = string.Template(NGINX_HLS_CONF.read_text()).safe_substitute(
+            workdir=workdir, port=self.port, root=self.source.hls_root)
+        path = workdir / "nginx-hls.conf"
+        path.write_text(conf)
+        self.log = open(workdir / "nginx-hls.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([nginx, "-p", str(workdir), "-c", str(path)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc)
+        self.pid = self.proc.pid
+        self.rtmp = self.source.rtmp
+        self.http = ""
+        self.hls = f"http://127.0.0.1:{self.port}/hls"
+
+    def stop(self) -> None:
+        stop_process(self.proc, signal.SIGQUIT)
+        self.log.close()
+        self.source.stop()
 
 
 NGINX_CONF = Path(__file__).resolve().with_name("nginx-rtmp.conf")
@@ -252,7 +308,8 @@ def lal_command(*args: str) -> list[str]:
 
 
 def run_scenario(number: int, args: argparse.Namespace, media: str, rtmp: str, http: str,
-                 server_pid: int | None, workdir: Path, kbit: float) -> dict[str, Any]:
+                 server_pid: int | None, workdir: Path, kbit: float,
+                 hls: str = "") -> dict[str, Any]:
     n = args.n
     publishers = n if number in (1, 3) else 1
     players = 0 if number == 1 else n
@@ -266,7 +323,14 @@ def run_scenario(number: int, args: argparse.Namespace, media: str, rtmp: str, h
     time.sleep(min(2.0, 0.5 + publishers / 200))
     pull: subprocess.Popen[bytes] | None = None
     figures_path = workdir / f"players{number}.json"
-    if players:
+    if players and number == 4:
+        figures_path = workdir / f"players4-{urllib.parse.urlsplit(hls).port}.json"
+        wait_playlist(f"{hls}/s4/playlist.m3u8")
+        pull = subprocess.Popen(
+            [sys.executable, "-m", "lal_twisted.tools.hlsload", f"{hls}/s4/playlist.m3u8",
+             "-n", str(players), "--duration", f"{total:.1f}", "--json", str(figures_path)],
+            stdout=subprocess.DEVNULL, stderr=open(workdir / f"pull{number}.log", "wb"))
+    elif players:
         base = http if args.protocol == "httpflv" else rtmp
         url = f"{base}/{name}.flv" if args.protocol == "httpflv" else f"{base}/{name}"
         # --low-water: fewer, larger reads, so one pull process keeps up with N players
@@ -288,6 +352,8 @@ def run_scenario(number: int, args: argparse.Namespace, media: str, rtmp: str, h
         time.sleep(0.5)
     for s in live:
         s.end()
+    hls_figures = (check_playlists(hls, name, publishers, args.fragment_ms)
+                   if hls and number != 4 else {})
     for proc in (push, pull):
         if proc is not None:
             try:
@@ -304,10 +370,85 @@ def run_scenario(number: int, args: argparse.Namespace, media: str, rtmp: str, h
         "push_cpu_percent": round(push_stat.cpu_percent, 1),
         "pull_cpu_percent": round(pull_stat.cpu_percent, 1) if pull_stat else None,
     }
-    result.update(player_health(figures_path if players else None, kbit, players))
+    if number == 4:
+        result.update(hls_player_health(figures_path, players))
+    else:
+        result.update(player_health(figures_path if players else None, kbit, players))
+    result.update(hls_figures)
     generators = [result["push_cpu_percent"], result["pull_cpu_percent"] or 0.0]
     result["load_generator_saturated"] = max(generators) > SATURATED
     return result
+
+
+def wait_playlist(url: str, timeout: float = 30.0) -> None:
+    """Wait until the first segment is listed (players poll from then on)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise ToolError(f"{url}: no playlist within {timeout:g}s")
+
+
+def check_playlists(hls: str, name: str, streams: int, fragment_ms: int) -> dict[str, Any]:
+    """Every stream's live playlist, read once: is its newest segment current, and
+    did segments come late?  A segment's name holds the wall-clock time its first
+    packet was taken (ms); over a playlist, how far those times drift behind the
+    media time the durations add up to is how late the server made segments."""
+    current = 0
+    drifts: list[float] = []
+    ages: list[float] = []
+    missing = 0
+    for i in range(streams):
+        key = name.format(i=i) if "{i}" in name else name
+        try:
+            with urllib.request.urlopen(f"{hls}/{key}/playlist.m3u8", timeout=5) as resp:
+                text = resp.read().decode()
+        except (OSError, ValueError):
+            missing += 1
+            continue
+        now = time.time()
+        entries: list[tuple[float, float]] = []  # (start wall time s, duration s)
+        duration = 0.0
+        for line in text.splitlines():
+            if line.startswith("#EXTINF:"):
+                duration = float(line[8:].split(",")[0])
+            elif line and not line.startswith("#"):
+                entries.append((int(line.rsplit("-", 2)[1]) / 1000, duration))
+        if not entries:
+            missing += 1
+            continue
+        start0 = entries[0][0]
+        media = 0.0
+        for start, length in entries:
+            drifts.append((start - start0 - media) * 1000)
+            media += length
+        last_start, last_length = entries[-1]
+        age = now - (last_start + last_length)
+        ages.append(age)
+        # The next segment is due one GOP or so after the fragment duration.
+        if age <= fragment_ms / 1000 + 3.0:
+            current += 1
+    return {
+        "hls_playlists_current": current, "hls_playlists_missing": missing,
+        "hls_segment_drift_ms_max": round(max(drifts), 1) if drifts else None,
+        "hls_newest_segment_age_s_max": round(max(ages), 2) if ages else None,
+    }
+
+
+def hls_player_health(path: Path, expected: int) -> dict[str, Any]:
+    try:
+        figures = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"players_ok": 0, "players_failed": expected,
+                "error": "the HLS load process wrote no figures"}
+    ok = expected if figures["errors"] == 0 and figures["not_found"] == 0 else 0
+    return {"players_ok": ok, "players_failed": expected - ok, **{
+        f"hls_{k}": v for k, v in figures.items() if k != "players"}}
 
 
 def player_health(path: Path | None, kbit: float, expected: int) -> dict[str, Any]:
@@ -393,8 +534,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise ToolError(f"--scenario takes numbers 1, 2, 3 separated by commas, "
                         f"got {args.scenario!r}") from None
-    if not scenarios or any(s not in (1, 2, 3) for s in scenarios):
-        raise ToolError(f"--scenario takes 1, 2 and/or 3, got {args.scenario!r}")
+    if not scenarios or any(s not in (1, 2, 3, 4) for s in scenarios):
+        raise ToolError(f"--scenario takes 1, 2, 3 and/or 4, got {args.scenario!r}")
+    if (args.hls or 4 in scenarios) and args.rtmp:
+        raise ToolError("--hls and scenario 4 run the bench's own server (no --rtmp)")
     if args.n < 1:
         raise ToolError(f"-n must be at least 1, got {args.n}")
     if args.http and not args.rtmp:
@@ -421,13 +564,24 @@ def run(args: argparse.Namespace) -> int:
             raise ToolError("--protocol httpflv with --rtmp needs --http")
         targets.append(("given", None))
     else:
-        targets.append(("lals", lambda workdir: OwnServer(workdir, extra)))
+        targets.append(("lals", OwnServer))
     if args.compare == "nginx":
         targets.append(("nginx-rtmp", NginxServer))
     results = []
     for number in scenarios:
         for name, make in targets:
-            server = make(workdir) if make is not None else None
+            hls_mode = args.hls
+            if number == 4:
+                hls_mode = "memory"
+                if make is NginxServer:
+                    name, make = "nginx-static", NginxHlsServer
+            server: Any
+            if make is OwnServer:
+                server = OwnServer(workdir, hls_mode, args.fragment_ms, extra)
+            elif make is NginxHlsServer:
+                server = NginxHlsServer(workdir, args.fragment_ms)
+            else:
+                server = make(workdir) if make is not None else None
             try:
                 if server is None:
                     rtmp, http, pid = (args.rtmp.rstrip("/"), (args.http or "").rstrip("/"),
@@ -436,8 +590,12 @@ def run(args: argparse.Namespace) -> int:
                     rtmp, http, pid = server.rtmp, server.http, server.pid
                 print(f"scenario {number} on {name}: running ({args.n} connections, "
                       f"{args.window:g}s window)...", file=sys.stderr, flush=True)
-                result = run_scenario(number, args, media, rtmp, http, pid, workdir, kbit)
+                hls_url = getattr(server, "hls", "") if (hls_mode or number == 4) else ""
+                result = run_scenario(number, args, media, rtmp, http, pid, workdir, kbit,
+                                      hls_url)
                 result["server"] = name
+                result["hls"] = hls_mode
+                result["record"] = ",".join(sorted(formats)) or None
                 results.append(result)
             finally:
                 if server is not None:

@@ -16,6 +16,7 @@ what resources read (:func:`route_path`), so ``/live/a%20b.flv`` is the stream
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from twisted.web import resource
@@ -100,6 +101,23 @@ class Router(resource.Resource):
             if route.matches(path):
                 return route
         return None
+
+    def fast_handler(self) -> Any:
+        """The site's ``fast_get`` when a route's resource answers polled GETs
+        without a twisted.web request (HLS), else None (then it costs nothing)."""
+        if not any(hasattr(r.target, "fast_get") for r in self.routes):
+            return None
+        return self._fast_get
+
+    def _fast_get(self, uri: bytes, headers: dict[bytes, bytes], channel: Any) -> bytes | None:
+        raw = uri.split(b"?", 1)[0]
+        try:
+            path = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        route = self.find(path)
+        fast = getattr(route.target, "fast_get", None) if route is not None else None
+        return fast(path, headers, channel) if fast is not None else None
 
     def render(self, request: IRequest) -> bytes | int:  # type: ignore[override]
         raw = request.path  # type: ignore[attr-defined]

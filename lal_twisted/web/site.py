@@ -28,6 +28,7 @@ from twisted.web import http, server
 from twisted.web.resource import IResource
 
 from lal_twisted.log import Logger
+from lal_twisted.net import EagerServer
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_REQUEST_HEADER_TIMEOUT", "LalChannel",
            "LalRequest", "LalSite"]
@@ -67,8 +68,58 @@ class LalChannel(http.HTTPChannel):
         self._start_header_clock()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted interface
-        if not self.refused:
-            super().dataReceived(data)
+        if self.refused:
+            return
+        if (self.site.fast_get is not None and data.startswith(b"GET ")
+                and data.endswith(b"\r\n\r\n") and self._idle()
+                and self._fast_get(data)):
+            return
+        super().dataReceived(data)
+
+    def _idle(self) -> bool:
+        """Between requests, with nothing buffered (then a whole request may be
+        answered without twisted.web's request machinery)."""
+        return bool(not self.requests and not self._buffer and self.line_mode
+                    and not self._handlingRequest
+                    and self._HTTPChannel__first_line == 1)  # type: ignore[attr-defined]
+
+    def _fast_get(self, data: bytes) -> bool:
+        """Answer one complete, simple HTTP/1.1 GET through ``site.fast_get``
+        (polled resources: HLS playlists and segments); False leaves it to
+        twisted.web (anything else: a body, pipelining, HTTP/1.0, no answer)."""
+        end = data.find(b"\r\n\r\n")
+        if end != len(data) - 4:
+            return False  # pipelined requests
+        lines = data[:end].split(b"\r\n")
+        parts = lines[0].split(b" ")
+        if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+            return False
+        headers: dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep or not name or name[-1:] in b" \t" or name[:1] in b" \t":
+                return False  # malformed or folded: twisted.web answers it
+            headers[name.lower()] = value.strip()
+        if b"content-length" in headers or b"transfer-encoding" in headers:
+            return False
+        close = headers.get(b"connection", b"").lower() == b"close"
+        response = self.site.fast_get(parts[1], headers, self)  # type: ignore[misc]
+        if response is None:
+            return False
+        self.resetTimeout()
+        transport: Any = self.transport
+        if close:
+            transport.write(response)
+            self._stop_header_clock()
+            transport.loseConnection()
+        else:
+            timer = self._header_timer
+            if timer is not None and timer.active():
+                timer.reset(self.site.request_header_timeout)  # cheaper than a new one
+            else:
+                self._start_header_clock()
+            transport.write(response)
+        return True
 
     def rawDataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted interface
         if not self.refused:
@@ -154,9 +205,24 @@ class LalChannel(http.HTTPChannel):
 
 
 class LalRequest(server.Request):
-    """A request whose (chunked) body is counted against the channel's bound."""
+    """A request whose (chunked) body is counted against the channel's bound, and
+    whose status line and headers leave in one send with the first body bytes
+    (twisted.web writes them separately: two system calls, and with Nagle's
+    algorithm the body of a small response waits for the client's ACK)."""
 
     body_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        channel = self.channel
+        transport = channel.transport if channel is not None else None
+        if self.startedWriting or not data or not isinstance(transport, EagerServer):
+            super().write(data)
+            return
+        transport.cork()
+        try:
+            super().write(data)
+        finally:
+            transport.uncork()
 
     def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 - Twisted interface
         channel = self.channel
@@ -179,6 +245,9 @@ class LalSite(server.Site):
     requestFactory = LalRequest
     noisy = False
     displayTracebacks = False
+    # (path, lower-cased headers, channel) -> a whole HTTP response, or None for
+    # the ordinary way; set from the router when a route offers one.
+    fast_get: Any = None
 
     def __init__(self, resource: IResource, *,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -187,6 +256,8 @@ class LalSite(server.Site):
         super().__init__(resource, **kwargs)
         self.max_body_bytes = max_body_bytes
         self.request_header_timeout = request_header_timeout
+        fast = getattr(resource, "fast_handler", None)
+        self.fast_get = fast() if fast is not None else None
 
     def log(self, request: Any) -> None:
         # Polled resources (HLS playlists and segments: a request per player every
