@@ -91,7 +91,8 @@ def test_listener_and_route_tables_name_their_config_keys() -> None:
         ("rtmp", "rtmp.addr"), ("http", "default_http.http_listen_addr"),
         ("http_api", "http_api.addr")]
     assert [(r.listener, r.pattern_key, r.suffix) for r in ROUTES] == [
-        ("http", "httpflv.url_pattern", ".flv"), ("http", "hls.url_pattern", "")]
+        ("http", "httpflv.url_pattern", ".flv"), ("http", "httpts.url_pattern", ".ts"),
+        ("http", "hls.url_pattern", "")]
 
 
 @pytest_twisted.inlineCallbacks
@@ -120,5 +121,5 @@ def test_listeners_bind_in_privileged_start_and_unknown_paths_are_404(tmp_path: 
 
 def test_http_listener_is_off_when_no_http_feature_is_on() -> None:
     lals = make_service(from_dict({"rtmp": {"addr": "127.0.0.1:0"},
-                                   "httpflv": {"enable": False}}))
+                                   "httpflv": {"enable": False}, "httpts": {"enable": False}}))
     assert sorted(lals.listeners) == ["rtmp"] and lals.http is None

@@ -40,7 +40,7 @@ def test_bench_tiny_run_has_every_figure(media: Media, tmp_path: Path) -> None:
 
 
 def test_bench_bad_arguments() -> None:
-    for args, message in ((["--scenario", "4"], "--scenario"), (["-n", "0"], "-n must be"),
+    for args, message in ((["--scenario", "5"], "--scenario"), (["-n", "0"], "-n must be"),
                           (["--file", "/nonexistent.flv", "-s", "1"], "nonexistent"),
                           (["--record", "avi"], "--record takes flv, mpegts"),
                           (["--record", "flv", "--rtmp", "rtmp://127.0.0.1/x"],
