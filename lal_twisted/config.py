@@ -125,8 +125,78 @@ class StreamConfig:
     gop_cache_max_bytes: int = 16 * 1024 * 1024
 
 
+@dataclass
+class InSessionConfig:
+    """lal's in_session: what is done to every incoming stream."""
+
+    add_dummy_audio_enable: bool = False
+    add_dummy_audio_wait_audio_ms: int = 150
+
+
 # Below this a GOP cache would not hold one keyframe of a small picture.
 _MIN_GOP_CACHE_BYTES = 64 * 1024
+
+
+@dataclass
+class HttpNotifyConfig:
+    """lal's http_notify; ``queue_max`` and ``timeout_ms`` are ours (lal: 1024, 3 s)."""
+
+    enable: bool = False
+    update_interval_sec: int = 5
+    on_server_start: str = ""
+    on_update: str = ""
+    on_pub_start: str = ""
+    on_pub_stop: str = ""
+    on_sub_start: str = ""
+    on_sub_stop: str = ""
+    on_relay_pull_start: str = ""
+    on_relay_pull_stop: str = ""
+    on_rtmp_connect: str = ""
+    on_hls_make_ts: str = ""
+    queue_max: int = 1024
+    timeout_ms: int = 3000
+
+
+@dataclass
+class SimpleAuthConfig:
+    """lal's simple_auth: ``lal_secret`` in the URL query is md5(key + stream_name)."""
+
+    key: str = ""
+    dangerous_lal_secret: str = ""
+    pub_rtmp_enable: bool = False
+    sub_rtmp_enable: bool = False
+    sub_httpflv_enable: bool = False
+    sub_httpts_enable: bool = False
+    hls_m3u8_enable: bool = False
+    pub_rtsp_enable: bool = False
+    sub_rtsp_enable: bool = False
+
+
+@dataclass
+class HttpHookConfig:
+    """Ours: an HTTP callback that can refuse a publish or a play."""
+
+    enable: bool = False
+    on_publish: str = ""
+    on_play: str = ""
+    timeout_ms: int = 3000
+
+
+@dataclass
+class MetricsConfig:
+    """Ours: Prometheus metrics on the HTTP listener."""
+
+    enable: bool = True
+    url_path: str = "/metrics"
+
+
+@dataclass
+class StatusPageConfig:
+    """Ours: the status page (``/`` on the HTTP listener, ``/lal.html`` on the API's).
+    An empty ``player_js_base_url`` loads mpegts.js and hls.js from jsDelivr."""
+
+    enable: bool = True
+    player_js_base_url: str = ""
 
 
 @dataclass
@@ -150,15 +220,21 @@ class Config:
     subscriber: SubscriberConfig = field(default_factory=SubscriberConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    http_notify: HttpNotifyConfig = field(default_factory=HttpNotifyConfig)
+    simple_auth: SimpleAuthConfig = field(default_factory=SimpleAuthConfig)
+    http_hook: HttpHookConfig = field(default_factory=HttpHookConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    status_page: StatusPageConfig = field(default_factory=StatusPageConfig)
+    in_session: InSessionConfig = field(default_factory=InSessionConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    server_id: str = "1"
     warnings: list[str] = field(default_factory=list)
 
 
 # Keys lal knows that this server does not implement yet: accepted silently so a
 # lal config loads, but listed by ``unimplemented_sections`` for one log line.
 _LAL_SECTIONS_NOT_IMPLEMENTED = {
-    "rtsp", "relay_push", "static_relay_pull",
-    "server_id", "http_notify", "simple_auth", "pprof", "in_session", "debug",
+    "rtsp", "relay_push", "static_relay_pull", "pprof", "debug",
 }
 _IGNORED_TOP_KEYS = {"# doc of config", "conf_version"}
 _LAL_KEYS_NOT_IMPLEMENTED = {
@@ -184,6 +260,12 @@ _SECTIONS: dict[str, type] = {
     "subscriber": SubscriberConfig,
     "limits": LimitsConfig,
     "stream": StreamConfig,
+    "http_notify": HttpNotifyConfig,
+    "simple_auth": SimpleAuthConfig,
+    "http_hook": HttpHookConfig,
+    "metrics": MetricsConfig,
+    "status_page": StatusPageConfig,
+    "in_session": InSessionConfig,
     "log": LogConfig,
 }
 
@@ -253,6 +335,11 @@ def from_dict(data: Any) -> Config:
     for top, value in data.items():
         if top in _IGNORED_TOP_KEYS:
             continue
+        if top == "server_id":
+            if not isinstance(value, str | int) or isinstance(value, bool):
+                raise ConfigError(f"server_id: expected a string, got {json.dumps(value)}")
+            config.server_id = str(value)
+            continue
         if top in _LAL_SECTIONS_NOT_IMPLEMENTED:
             config.warnings.append(f"config: section {top!r} is not supported yet and is ignored")
             continue
@@ -311,6 +398,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("subscriber.stall_timeout_ms: must be greater than 0")
     if config.default_http.read_header_timeout_ms == 0:
         raise ConfigError("default_http.read_header_timeout_ms: must be greater than 0")
+    _validate_control(config)
     if config.stream.gop_cache_max_bytes < _MIN_GOP_CACHE_BYTES:
         raise ConfigError(f"stream.gop_cache_max_bytes: must be at least {_MIN_GOP_CACHE_BYTES} "
                           f"(64 KiB), got {config.stream.gop_cache_max_bytes}; gop_num 0 "
@@ -337,6 +425,44 @@ def _validate_hls(hls: HlsConfig) -> None:
     if hls.enable and not hls.use_memory_as_disk_flag and not hls.out_path:
         raise ConfigError("hls.out_path: a directory for the HLS files is needed when "
                           "hls.use_memory_as_disk_flag is false")
+
+
+def _check_url(key: str, value: str) -> None:
+    if value and not re.match(r"^https?://[^/\s]+", value):
+        raise ConfigError(f"{key}: expected an http:// or https:// URL, got {value!r}")
+
+
+def _validate_control(config: Config) -> None:
+    notify = config.http_notify
+    for name in vars(notify):
+        if name.startswith("on_"):
+            _check_url(f"http_notify.{name}", getattr(notify, name))
+    if notify.enable and notify.update_interval_sec == 0:
+        raise ConfigError("http_notify.update_interval_sec: must be greater than 0")
+    if notify.queue_max == 0:
+        raise ConfigError("http_notify.queue_max: must be greater than 0")
+    if notify.timeout_ms == 0:
+        raise ConfigError("http_notify.timeout_ms: must be greater than 0")
+    hook = config.http_hook
+    _check_url("http_hook.on_publish", hook.on_publish)
+    _check_url("http_hook.on_play", hook.on_play)
+    if hook.timeout_ms == 0:
+        raise ConfigError("http_hook.timeout_ms: must be greater than 0")
+    if hook.enable and not (hook.on_publish or hook.on_play):
+        raise ConfigError("http_hook: enabled without on_publish or on_play; set one of "
+                          "them or set http_hook.enable to false")
+    auth = config.simple_auth
+    switches = [k for k in vars(auth) if k.endswith("_enable") and getattr(auth, k)]
+    if switches and not auth.key and not auth.dangerous_lal_secret:
+        raise ConfigError(f"simple_auth: {switches[0]} is on but simple_auth.key is empty; "
+                          "set a key (lal_secret = md5(key + stream_name))")
+    if not config.metrics.url_path.startswith("/"):
+        raise ConfigError(f"metrics.url_path: must start with '/', got "
+                          f"{config.metrics.url_path!r}")
+    base = config.status_page.player_js_base_url
+    if base and not re.match(r"^(https?:)?//|^/", base):
+        raise ConfigError(f"status_page.player_js_base_url: expected a URL or an absolute "
+                          f"path, got {base!r}")
 
 
 def load(path: str) -> Config:

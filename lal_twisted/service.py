@@ -25,6 +25,7 @@ from twisted.python import usage
 from twisted.web import resource, server
 
 from lal_twisted import log as lal_log
+from lal_twisted.api.plane import ControlPlane
 from lal_twisted.config import Config, ConfigError, load
 from lal_twisted.hls.manager import HlsManager
 from lal_twisted.hls.server import HlsResource
@@ -152,6 +153,7 @@ class RouteSpec:
     suffix: str
     enabled: Callable[[Config], bool]
     build: Callable[[LalService], resource.IResource]
+    exact: bool = False
 
 
 def _rtmp_factory(lals: LalService) -> Factory:
@@ -197,6 +199,16 @@ def _site(name: str) -> Callable[[LalService], server.Site]:
 
 HTTP_LISTENERS = ("http", "http_api")
 
+def _status_enabled(c: Config) -> bool:
+    return c.status_page.enable
+
+
+def _public_stat(path: str) -> RouteSpec:
+    """A read-only stat endpoint on the HTTP listener, for the status page."""
+    return RouteSpec("http", "status_page.enable", lambda c: path, "", _status_enabled,
+                     lambda lals: lals.control.public_stat_resource(), exact=True)
+
+
 ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("http", "httpflv.url_pattern", lambda c: c.httpflv.url_pattern, ".flv",
               lambda c: c.httpflv.enable, _httpflv_resource),
@@ -204,6 +216,20 @@ ROUTES: tuple[RouteSpec, ...] = (
               lambda c: c.httpts.enable, _httpts_resource),
     RouteSpec("http", "hls.url_pattern", lambda c: c.hls.url_pattern, "",
               lambda c: c.hls.enable, _hls_resource),
+    # The control plane (lal_twisted/api): lal's HTTP API answers every path of
+    # its listener (lal's JSON 404 for unknown ones); metrics and the status page.
+    RouteSpec("http_api", "http_api.addr", lambda c: "/", "", lambda c: c.http_api.enable,
+              lambda lals: lals.control.api_resource()),
+    RouteSpec("http_api", "status_page.enable", lambda c: "/lal.html", "",
+              lambda c: c.http_api.enable and c.status_page.enable,
+              lambda lals: lals.control.status_page("http_api"), exact=True),
+    RouteSpec("http", "metrics.url_path", lambda c: c.metrics.url_path, "",
+              lambda c: c.metrics.enable, lambda lals: lals.control.metrics_resource(),
+              exact=True),
+    RouteSpec("http", "status_page.enable", lambda c: "/", "", _status_enabled,
+              lambda lals: lals.control.status_page("http"), exact=True),
+    *(_public_stat(p) for p in ("/api/stat/lal_info", "/api/stat/all_group",
+                                "/api/stat/group")),
 )
 
 LISTENERS: tuple[ListenerSpec, ...] = (
@@ -224,6 +250,7 @@ class LalService(service.MultiService):
 
     config: Config
     routers: dict[str, Router]
+    control: ControlPlane
 
     def __init__(self, config: Config, reactor: Any = None) -> None:
         super().__init__()
@@ -242,8 +269,12 @@ class LalService(service.MultiService):
                                          if config.httpts.enable else 0),
             reactor=reactor, access_timeout=config.access_check.timeout_ms / 1000.0,
             gop_cache_max_bytes=config.stream.gop_cache_max_bytes,
+            dummy_audio_wait_ms=(config.in_session.add_dummy_audio_wait_audio_ms
+                                 if config.in_session.add_dummy_audio_enable else None),
         )
         self.registry.setServiceParent(self)
+        self.control = ControlPlane(self)  # API, notify, auth, hook, metrics, status page
+        self.control.setServiceParent(self)
         # Recording: a service that observes publishes (stopped before the registry).
         self.recorder: Recorder | None = None
         formats = record_formats(config.record)
@@ -259,7 +290,8 @@ class LalService(service.MultiService):
         for route in ROUTES:
             if route.enabled(config):
                 self.routers[route.listener].mount(route.pattern_key, route.pattern(config),
-                                                   route.build(self), suffix=route.suffix)
+                                                   route.build(self), suffix=route.suffix,
+                                                   exact=route.exact)
         self.guard = ConnectionGuard(reactor, config.limits.max_connections,
                                      config.limits.max_connections_per_addr)
         self.listeners: dict[str, Listener] = {}

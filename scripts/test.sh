@@ -12,6 +12,9 @@ command -v cvlc >/dev/null || missing+=(vlc-bin vlc-plugin-base)
 # Headless Chromium for the browser tests, npm for the players they load.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v npm >/dev/null || missing+=(nodejs npm)
+# nginx-rtmp as a relay peer in the tests (and as the benchmarks' yardstick).
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(libnginx-mod-rtmp)
 if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"

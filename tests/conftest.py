@@ -108,7 +108,10 @@ def write_config(path: Path, rtmp_port: int, http_port: int, **overrides: dict) 
         "log": {"level": "info", "filename": "", "is_to_stdout": True},
     }
     for section, values in overrides.items():
-        config.setdefault(section, {}).update(values)
+        if isinstance(values, dict):
+            config.setdefault(section, {}).update(values)
+        else:
+            config[section] = values  # a top-level value such as server_id
     path.write_text(json.dumps(config))
     return path
 

@@ -144,3 +144,21 @@ def test_sessions_carry_the_request_and_kick_ends_the_connection() -> None:
     hub.flush()
     assert player.server.close_reason == "kicked by test"
     assert [s.id for s in hub.registry.list_sessions()] == [publish.id]
+
+
+def test_rtmp_connect_is_an_event_with_app_flash_version_and_tc_url() -> None:
+    hub = Hub()
+    seen: list[tuple[str, str, str, str, bool]] = []
+
+    class Connects:
+        def rtmp_connected(self, session: Session, app: str, flash_ver: str,
+                           tc_url: str) -> None:
+            seen.append((session.id, app, flash_ver, tc_url,
+                         session.id in hub.registry.sessions))
+
+    hub.registry.add_observer(Connects())
+    hub.connect("publish")
+    assert len(seen) == 1
+    sid, app, flash_ver, tc_url, listed = seen[0]
+    assert sid.startswith("RTMPPUBSUB") and app == "live" and not listed
+    assert tc_url == "rtmp://127.0.0.1:1935/live" and flash_ver

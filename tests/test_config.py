@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -199,13 +200,17 @@ def test_lal_config_loads_with_warnings() -> None:
     assert config.log.level == "debug"  # lal's numeric level 1
     assert config.log.filename == "./logs/lalserver.log"
     assert config.http_api.enable and config.http_api.addr == "tcp:8083"
+    assert config.server_id == "1"
+    assert config.simple_auth.key == "q191201771"
+    assert config.simple_auth.dangerous_lal_secret == "pengrl"
+    assert config.http_notify.update_interval_sec == 5 and not config.http_notify.enable
     text = "\n".join(config.warnings)
     assert config.hls.enable and config.hls.url_pattern == "/hls/"
     assert config.hls.delete_threshold == config.hls.fragment_num
-    for section in ("rtsp", "relay_push", "static_relay_pull",
-                    "server_id", "http_notify", "simple_auth", "pprof",
-                    "in_session", "debug"):
+    for section in ("rtsp", "relay_push", "static_relay_pull", "pprof", "debug"):
         assert f"section {section!r} is not supported yet" in text
+    assert "in_session" not in text
+    assert not config.in_session.add_dummy_audio_enable
     for key in ("rtmp.rtmps_enable", "rtmp.merge_write_size", "default_http.https_listen_addr",
                 "httpflv.enable_https", "httpts.enable_https", "log.short_file_flag",
                 "log.assert_behavior"):
@@ -219,6 +224,8 @@ def test_repository_config_loads_cleanly() -> None:
     config = load(str(ROOT / "conf" / "lals.json"))
     assert config.warnings == []
     assert config.rtmp.addr.startswith(("tcp", "ssl", "unix"))
+    # the API can kick sessions: the shipped config keeps it on loopback
+    assert config.http_api.enable and config.http_api.addr.endswith("interface=127.0.0.1")
 
 
 @pytest.mark.parametrize(("level", "expected"), [
@@ -497,3 +504,33 @@ def test_twistd_binds_privileged_ports_then_drops_privileges(tmp_path: Path) -> 
         proc.terminate()
         out = proc.communicate(timeout=10)[0].decode(errors="replace")
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"server_id": ["a"]}, "server_id: expected a string"),
+    ({"http_notify": {"on_pub_start": "ftp://x"}}, "http_notify.on_pub_start: expected an http"),
+    ({"http_notify": {"enable": True, "update_interval_sec": 0}},
+     "http_notify.update_interval_sec: must be greater than 0"),
+    ({"http_notify": {"queue_max": 0}}, "http_notify.queue_max"),
+    ({"http_hook": {"enable": True}}, "http_hook: enabled without on_publish or on_play"),
+    ({"http_hook": {"on_play": "localhost:1"}}, "http_hook.on_play: expected an http"),
+    ({"http_hook": {"timeout_ms": 0}}, "http_hook.timeout_ms"),
+    ({"simple_auth": {"pub_rtmp_enable": True}}, "simple_auth: pub_rtmp_enable is on but"),
+    ({"simple_auth": {"sub_rtmp_enable": "yes"}}, "simple_auth.sub_rtmp_enable: expected true"),
+    ({"metrics": {"url_path": "metrics"}}, "metrics.url_path: must start with '/'"),
+    ({"status_page": {"player_js_base_url": "cdn"}}, "status_page.player_js_base_url"),
+])
+def test_control_plane_config_errors(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_dict(data)
+
+
+def test_control_plane_config_defaults() -> None:
+    config = from_dict({"server_id": 7})
+    assert config.server_id == "7"
+    assert not config.http_notify.enable and config.http_notify.queue_max == 1024
+    assert not config.http_hook.enable and config.http_hook.timeout_ms == 3000
+    assert config.metrics.enable and config.metrics.url_path == "/metrics"
+    assert config.status_page.enable and config.status_page.player_js_base_url == ""
+    assert not any(getattr(config.simple_auth, k) for k in vars(config.simple_auth)
+                   if k.endswith("_enable"))

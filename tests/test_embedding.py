@@ -26,11 +26,14 @@ from lal_twisted.media.flv import FlvReader
 
 
 def readme_example() -> str:
+    """The section's python blocks, in order: the access check and observer, then
+    the control-plane observer reading the session table."""
     text = (ROOT / "README.md").read_text()
     section = text.split("## Use it inside another Twisted application", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, "the README's embedding section has no python block"
-    return match.group(1)
+    section = section.split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2, "the README's embedding section has two python blocks"
+    return "\n".join(blocks)
 
 
 def sleep(seconds: float) -> defer.Deferred[None]:
@@ -110,6 +113,7 @@ def test_readme_embedding_example(tmp_path: Path, capsys: pytest.CaptureFixture[
         tags = FlvReader().feed(good.read_bytes())
         assert tags[0].tag_type == 18  # onMetaData first
     finally:
+        namespace["report"].stop()
         if publisher is not None:
             publisher.signalProcess("TERM")
         yield sleep(0.3)
@@ -118,6 +122,9 @@ def test_readme_embedding_example(tmp_path: Path, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert re.search(r"live/test is live \(RTMPPUBSUB\d+ from 127\.0\.0\.1:\d+\)", out), out
     assert re.search(r"FLVSUB\d+ stopped playing live/test after \d+ bytes", out), out
+    # the second block: events of the control plane's kind
+    assert re.search(r"RTMPPUBSUB\d+ connected to live with FMLE/3\.0", out), out
+    assert re.search(r"RTMPPUBSUB\d+ publish live/other refused: wrong or missing token", out), out
     log = (tmp_path / "lals.log").read_text()
     assert "publish live/other refused: wrong or missing token" in log
     assert "Traceback" not in log

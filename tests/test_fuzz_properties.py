@@ -38,6 +38,7 @@ _PREFIXES: dict[str, list[bytes]] = {
     "flv_reader": [flv.file_header()],
     "avpacket": [b"\x01\x00\x00\x00\x00\x17\x01", b"\x00\x00\x00\x00\x00\xaf\x00"],
     "track": [b"\x17\x00\x00\x00\x00\x01\x64", b"\xaf\x00", b"\x9c\x00hvc1"],
+    "enhanced": [b"\x96\x10hvc1\x00", b"\x97\x02abc\x06\x20", b"\x95\x20Opus\x00"],
 }
 
 

@@ -135,9 +135,10 @@ def test_tracks_from_real_sequence_headers_and_metadata(bframes: Path) -> None:
     assert video.config[0] == 1  # the AVCDecoderConfigurationRecord as sent
     assert (audio.codec, audio.sample_rate, audio.channels) == (Codec.AAC, 44100, 2)
     assert audio.config[:2] == bytes.fromhex("1210")  # AudioSpecificConfig: LC 44.1 kHz 2ch
-    assert stream.stats()["video"] == {"codec": "h264", "profile": video.profile,
-                                       "level": video.level, "width": 320, "height": 240}
-    assert stream.stats()["audio"] == {"codec": "aac", "profile": "LC",
+    assert stream.stats()["video"] == {"codec": "h264", "codec_name": "H264",
+                                       "profile": video.profile, "level": video.level,
+                                       "width": 320, "height": 240}
+    assert stream.stats()["audio"] == {"codec": "aac", "codec_name": "AAC", "profile": "LC",
                                        "sample_rate": 44100, "channels": 2}
 
 

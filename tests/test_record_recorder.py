@@ -77,11 +77,12 @@ def test_nothing_is_attached_when_recording_is_off() -> None:
 
     off = make_service(from_dict({"rtmp": {"addr": "127.0.0.1:0"},
                                   "default_http": {"http_listen_addr": "127.0.0.1:0"}}))
-    assert off.recorder is None and len(off.registry.observers) == 0
+    assert off.recorder is None
     on = make_service(from_dict({"rtmp": {"addr": "127.0.0.1:0"},
                                  "default_http": {"http_listen_addr": "127.0.0.1:0"},
                                  "record": {"enable_flv": True}}))
     assert on.recorder is not None and on.recorder.formats == [(FLV, "./lal_record/flv/")]
+    assert len(on.registry.observers) == len(off.registry.observers) + 1  # the recorder
 
 
 class Audience(Observer):

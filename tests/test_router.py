@@ -3,6 +3,7 @@ and the listeners the service builds from its table."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +91,17 @@ def test_listener_and_route_tables_name_their_config_keys() -> None:
     assert [(spec.name, spec.addr_key) for spec in LISTENERS] == [
         ("rtmp", "rtmp.addr"), ("http", "default_http.http_listen_addr"),
         ("http_api", "http_api.addr")]
-    assert [(r.listener, r.pattern_key, r.suffix) for r in ROUTES] == [
-        ("http", "httpflv.url_pattern", ".flv"), ("http", "httpts.url_pattern", ".ts"),
-        ("http", "hls.url_pattern", "")]
+    assert [(r.listener, r.pattern_key, r.suffix, r.exact) for r in ROUTES] == [
+        ("http", "httpflv.url_pattern", ".flv", False),
+        ("http", "httpts.url_pattern", ".ts", False),
+        ("http", "hls.url_pattern", "", False),
+        ("http_api", "http_api.addr", "", False),
+        ("http_api", "status_page.enable", "", True),
+        ("http", "metrics.url_path", "", True),
+        ("http", "status_page.enable", "", True),
+        ("http", "status_page.enable", "", True),
+        ("http", "status_page.enable", "", True),
+        ("http", "status_page.enable", "", True)]
 
 
 @pytest_twisted.inlineCallbacks
@@ -109,11 +118,15 @@ def test_listeners_bind_in_privileged_start_and_unknown_paths_are_404(tmp_path: 
         assert all(listener.port is not None for listener in lals.listeners.values())
         lals.startService()
         agent = Agent(reactor)
-        for listener, path in (("http", "/nothing/here"), ("http_api", "/api/stat/none")):
-            port = lals.listeners[listener].port.getHost().port  # type: ignore[union-attr]
-            response = yield agent.request(b"GET", f"http://127.0.0.1:{port}{path}".encode())
-            body = yield readBody(response)
-            assert response.code == 404 and body == f"not found: {path}\n".encode()
+        port = lals.listeners["http"].port.getHost().port  # type: ignore[union-attr]
+        response = yield agent.request(b"GET", f"http://127.0.0.1:{port}/nothing/here".encode())
+        body = yield readBody(response)
+        assert response.code == 404 and body == b"not found: /nothing/here\n"
+        # the API listener answers unknown paths as lal does, in JSON
+        port = lals.listeners["http_api"].port.getHost().port  # type: ignore[union-attr]
+        response = yield agent.request(b"GET", f"http://127.0.0.1:{port}/api/stat/none".encode())
+        body = yield readBody(response)
+        assert response.code == 404 and json.loads(body)["error_code"] == 404
     finally:
         yield lals.stopService()
         lal_log.reset()
@@ -121,5 +134,7 @@ def test_listeners_bind_in_privileged_start_and_unknown_paths_are_404(tmp_path: 
 
 def test_http_listener_is_off_when_no_http_feature_is_on() -> None:
     lals = make_service(from_dict({"rtmp": {"addr": "127.0.0.1:0"},
-                                   "httpflv": {"enable": False}, "httpts": {"enable": False}}))
+                                   "httpflv": {"enable": False}, "httpts": {"enable": False},
+                                   "metrics": {"enable": False},
+                                   "status_page": {"enable": False}}))
     assert sorted(lals.listeners) == ["rtmp"] and lals.http is None

@@ -23,6 +23,7 @@ from lal_twisted.log import Logger
 
 if TYPE_CHECKING:
     from lal_twisted.hls.segmenter import HlsMakeTsInfo
+    from lal_twisted.hub.access import Refused
     from lal_twisted.hub.registry import StreamRegistry
     from lal_twisted.hub.session import Session
 
@@ -72,6 +73,18 @@ class IObserver(Interface):
         :class:`lal_twisted.record.recorder.Recorded`: path, format, stream,
         times, bytes, and ``error`` when it stopped early)."""
 
+    def session_refused(session: Session, refusal: Refused) -> None:
+        """A publish or play was refused (bad name, access check, stream busy)."""
+
+    def rtmp_connected(session: Session, app: str, flash_ver: str, tc_url: str) -> None:
+        """An RTMP client sent ``connect`` (before it publishes or plays; the
+        session is not in the session table yet)."""
+
+    def hls_segment_made(info: dict[str, Any]) -> None:
+        """An HLS muxer closed a TS segment.  ``info`` has lal's on_hls_make_ts
+        fields: ``event`` ("open"/"close"), ``stream_name``, ``cwd``, ``ts_file``,
+        ``live_m3u8_file``, ``record_m3u8_file``, ``id`` (int), ``duration`` (s)."""
+
 
 EVENTS = tuple(IObserver.names())
 
@@ -114,6 +127,15 @@ class Observer:
         pass
 
     def record_finished(self, record: Any) -> None:
+        pass
+
+    def session_refused(self, session: Session, refusal: Refused) -> None:
+        pass
+
+    def rtmp_connected(self, session: Session, app: str, flash_ver: str, tc_url: str) -> None:
+        pass
+
+    def hls_segment_made(self, info: dict[str, Any]) -> None:
         pass
 
 

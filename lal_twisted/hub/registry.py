@@ -44,7 +44,9 @@ class StreamRegistry(service.Service):
     ``gop_num``, ``single_gop_max_frame_num`` and ``gop_cache_max_bytes`` size
     each stream's GOP cache;
     ``access_timeout`` bounds how long an access check may take (seconds);
-    ``update_interval`` is the period of the observers' ``periodic_update``.
+    ``update_interval`` is the period of the observers' ``periodic_update``;
+    ``dummy_audio_wait_ms`` (None: off) adds silent AAC to publishers without
+    audio (lal's ``in_session.add_dummy_audio_*``).
     """
 
     name = "registry"
@@ -52,7 +54,9 @@ class StreamRegistry(service.Service):
     def __init__(self, gop_num: int = 1, single_gop_max_frame_num: int = 0,
                  reactor: IReactorTime | None = None, access_timeout: float = 5.0,
                  update_interval: float = 5.0,
-                 gop_cache_max_bytes: int = DEFAULT_GOP_CACHE_MAX_BYTES) -> None:
+                 gop_cache_max_bytes: int = DEFAULT_GOP_CACHE_MAX_BYTES,
+                 dummy_audio_wait_ms: int | None = None) -> None:
+        self.dummy_audio_wait_ms = dummy_audio_wait_ms
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -126,8 +130,16 @@ class StreamRegistry(service.Service):
         """Valid names first (whatever the checks would say), then the access chain."""
         problem = check_names(session.app, session.stream)
         if problem is not None:
-            return defer.fail(Refused(f"invalid stream name: {problem}", bad_name=True))
-        return check_access(self.access_checks, session, self.access_timeout, self.reactor)
+            d: defer.Deferred[None] = defer.fail(
+                Refused(f"invalid stream name: {problem}", bad_name=True))
+        else:
+            d = check_access(self.access_checks, session, self.access_timeout, self.reactor)
+        return d.addErrback(self._refused, session)
+
+    def _refused(self, failure: Any, session: Session) -> Any:
+        if failure.check(Refused):
+            self.observers.emit("session_refused", session, failure.value)
+        return failure
 
     def _start_publish(self, session: Session, publisher: IPublisher) -> Stream:
         if session.ended:
@@ -136,8 +148,12 @@ class StreamRegistry(service.Service):
         stream = self._stream(key)
         if stream.publisher is not None and stream.publisher is not publisher:
             self._discard_if_idle(stream)
-            raise StreamBusy(key)
+            busy = StreamBusy(key)
+            self.observers.emit("session_refused", session, busy)
+            raise busy
         stream.start_publish(publisher)
+        if self.dummy_audio_wait_ms is not None:
+            stream.add_dummy_audio(self.dummy_audio_wait_ms)
         stream.publish_session = session
         self.sessions[session.id] = session
         log.info("stream {key} publishing from {who} ({subs} players waiting)", key=key,

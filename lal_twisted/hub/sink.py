@@ -96,6 +96,7 @@ class Sink:
         self._burst_writing = 0  # size of the burst while it is being written
         self._stale_headers = 0  # VIDEO / AUDIO bits: a sequence header of that kind was dropped
         self.closed = False
+        self.stalled = False  # closed for not reading (subscriber.stall_timeout_ms)
 
     # -- format hooks -------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -174,8 +175,8 @@ class Sink:
         stale, self._stale_headers = self._stale_headers, 0
         stream = self.stream
         if stream is not None:
-            for kind, header in ((VIDEO, stream.video_header), (AUDIO, stream.audio_header)):
-                if stale & (1 << kind) and header is not None:
+            for header in stream.headers():
+                if stale & (1 << header.kind):
                     self.send(header)
         return not self.waiting_keyframe
 
@@ -269,6 +270,7 @@ class Sink:
 
     def _stalled(self) -> None:
         self._stall_call = None
+        self.stalled = True
         reason = (f"player stalled: not reading for {self.stall_timeout:g}s "
                   f"({self.packets_dropped} packets dropped)")
         self.close(reason)

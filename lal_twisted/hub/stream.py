@@ -7,16 +7,20 @@ from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
 
+from lal_twisted.hub.dummy_audio import DummyAudio
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
+from lal_twisted.media.tags import Codec
 from lal_twisted.media.track import (
     AudioTrack,
     Tracks,
     VideoTrack,
     announced_tracks,
+    audio_frame_config,
     audio_track,
     describe,
     video_track,
+    vp9_frame_size,
 )
 from lal_twisted.media.ts import TsMuxer
 
@@ -28,6 +32,14 @@ log = Logger("lal_twisted.hub.stream")
 
 # At most one "stream ... video/audio: ..." line per kind this often (seconds).
 _DESCRIBE_EVERY = 10.0
+
+# At most this many headers besides the main video and audio ones (other
+# tracks' sequence starts, colorInfo metadata...): a publisher inventing track
+# sets must not grow them without bound.  Past it the oldest goes.
+MAX_EXTRA_HEADERS = 16
+
+# Audio codecs whose rate and channels are in their frames, not their sequence start.
+_FRAME_DESCRIBED_AUDIO = (Codec.AC3, Codec.EAC3)
 
 # Gap placed between the last timestamp a player saw and the first one of a
 # publisher that takes over the stream, so timestamps keep increasing.
@@ -49,11 +61,11 @@ class IPublisher(Interface):
 DEFAULT_GOP_CACHE_MAX_BYTES = 16 * 1024 * 1024
 
 # What one cached packet costs besides its payload and its encodings, measured
-# with tracemalloc on 64-bit CPython 3.11: the AVPacket with its slots (112 B),
+# with tracemalloc on 64-bit CPython 3.11: the AVPacket with its slots (120 B),
 # the payload bytes object's header (33 B, rounded up by the allocator), the dts
-# int (28 B) and the cache's list slot (8 B), 185 B in all; rounded up.  Without
+# int (28 B) and the cache's list slot (8 B), 193 B in all; rounded up.  Without
 # it a flood of 1-byte frames would cost ~50 times what the cache counts.
-PACKET_OVERHEAD = 192
+PACKET_OVERHEAD = 200
 
 
 class GopCache:
@@ -220,9 +232,17 @@ class Stream:
         self.metadata: AVPacket | None = None
         self.video_header: AVPacket | None = None
         self.audio_header: AVPacket | None = None
+        # Enhanced-RTMP headers other than track 0's sequence starts, by header_key.
+        self.extra_headers: dict[tuple[int | bytes, ...], AVPacket] = {}
         self.tracks = Tracks()
+        # A video frame has something to tell the track: there is none yet, or
+        # its size is only in keyframes (VP9).
+        self._video_pending = True
+        self._audio_pending = True  # as _video_pending: no track yet, or AC-3 rate unknown
+        self._dummy_audio: DummyAudio | None = None
         self._described: dict[str, tuple[str, float]] = {}
         self.packets_in = 0
+        self.video_in = 0  # video packets (lal's in_frame_per_sec counts these)
         self.bytes_in = 0
         self._offset = 0
         self._rebase_pending = False
@@ -243,16 +263,35 @@ class Stream:
 
     # -- publisher side -----------------------------------------------------
     def start_publish(self, publisher: Any) -> None:
+        self._feed_directly()
         self.publisher = publisher
         self.gop_cache.reset()
         self.metadata = self.video_header = self.audio_header = None
+        self.extra_headers = {}
         self.tracks = Tracks()
+        self._video_pending = self._audio_pending = True
         # A publisher taking over continues the timeline the players already saw.
         self._rebase_pending = self._last_ts is not None
         for sink in list(self.sinks):
             sink.publish_started(self)
 
+    def add_dummy_audio(self, wait_ms: int) -> None:
+        """Add silent AAC to this publisher's stream if it has no audio within
+        ``wait_ms`` (see :mod:`lal_twisted.hub.dummy_audio`).  Until it is known,
+        ``feed`` goes through the analysis; afterwards straight to the stream
+        again when audio was found."""
+        self._dummy_audio = DummyAudio(lambda packet: Stream.feed(self, packet), wait_ms,
+                                       self.key, self._feed_directly)
+        self.feed = self._dummy_audio.feed  # type: ignore[method-assign]
+
+    def _feed_directly(self) -> None:
+        self.__dict__.pop("feed", None)
+        self._dummy_audio = None
+
     def stop_publish(self) -> None:
+        if self._dummy_audio is not None:
+            self._dummy_audio.flush()
+            self._feed_directly()
         self.publisher = None
         for sink in list(self.sinks):
             sink.publish_stopped(self)
@@ -269,25 +308,31 @@ class Stream:
         self.packets_in += 1
         self.bytes_in += len(packet.payload)
         kind = packet.kind
-        tracks = self.tracks
         if kind == VIDEO:
+            self.video_in += 1
             if packet.is_sequence_header:
-                if self.video_header is None or self.video_header.payload != packet.payload:
-                    self._set_video(video_track(packet.payload))
-                self.video_header = packet
-                self.gop_cache.clear()
+                if packet.header_key is not None:
+                    self._extra_header(packet)
+                else:
+                    if self.video_header is None or self.video_header.payload != packet.payload:
+                        self._set_video(video_track(packet.payload))
+                    self.video_header = packet
+                    self.gop_cache.clear()
             else:
-                if tracks.video is None:
-                    tracks.video = VideoTrack(packet.codec)  # type: ignore[arg-type]
+                if self._video_pending:
+                    self._video_frame(packet)
                 self.gop_cache.add(packet)
         elif kind == AUDIO:
             if packet.is_sequence_header:
-                if self.audio_header is None or self.audio_header.payload != packet.payload:
-                    self._set_audio(audio_track(packet.payload))
-                self.audio_header = packet
+                if packet.header_key is not None:
+                    self._extra_header(packet)
+                else:
+                    if self.audio_header is None or self.audio_header.payload != packet.payload:
+                        self._set_audio(audio_track(packet.payload))
+                    self.audio_header = packet
             else:
-                if tracks.audio is None:
-                    tracks.audio = audio_track(packet.payload)
+                if self._audio_pending:
+                    self._audio_frame(packet)
                 self.gop_cache.add(packet)
         elif kind == DATA and is_metadata(packet.payload):
             if self.metadata is None or self.metadata.payload != packet.payload:
@@ -296,16 +341,67 @@ class Stream:
         for sink in self.sinks:
             sink.send(packet)
 
+    def _extra_header(self, packet: AVPacket) -> None:
+        headers = self.extra_headers
+        key = packet.header_key
+        assert key is not None
+        headers.pop(key, None)  # the latest goes last, after the ones it follows
+        if len(headers) >= MAX_EXTRA_HEADERS:
+            del headers[next(iter(headers))]
+        headers[key] = packet
+
+    def headers(self) -> list[AVPacket]:
+        """What a new player needs before any frame: metadata, sequence headers
+        (track 0's first, then the other tracks' and enhanced-RTMP extras)."""
+        out = [p for p in (self.metadata, self.video_header, self.audio_header) if p is not None]
+        out.extend(self.extra_headers.values())
+        return out
+
+    def _video_frame(self, packet: AVPacket) -> None:
+        """A frame while the video track is unknown or lacks its size."""
+        track = self.tracks.video
+        if track is None:
+            self.tracks.video = VideoTrack(packet.codec)  # type: ignore[arg-type]
+            self._video_pending = packet.codec == Codec.VP9
+        elif track.codec == Codec.VP9 and packet.is_keyframe:
+            self._video_pending = False
+            size = vp9_frame_size(packet.payload)
+            if size is not None:
+                track.width, track.height = size
+            self._describe("video", track)
+        elif track.codec != Codec.VP9:
+            self._video_pending = False
+
     def _set_video(self, track: VideoTrack) -> None:
         old = self.tracks.video
         if old is not None and not track.width:
             track.width, track.height = old.width, old.height  # announced by metadata
         self.tracks.video = track
-        self._describe("video", track)
+        self._video_pending = track.codec == Codec.VP9
+        if not self._video_pending or track.width:
+            self._describe("video", track)  # else once a keyframe tells the size
+
+    def _audio_frame(self, packet: AVPacket) -> None:
+        """A frame while the audio track is unknown or lacks its rate (AC-3)."""
+        track = self.tracks.audio
+        self._audio_pending = False
+        if track is None or self.audio_header is None:
+            # No sequence header (MP3, G.711...): the frame, or onMetaData, tells.
+            if track is None:
+                track = self.tracks.audio = audio_track(packet.payload)
+            self._describe("audio", track)
+            return
+        if track.codec in _FRAME_DESCRIBED_AUDIO and not track.sample_rate:
+            info = audio_frame_config(packet.payload)
+            if info is not None:
+                track.sample_rate, track.channels = info.sample_rate, info.channels
+            self._describe("audio", track)
 
     def _set_audio(self, track: AudioTrack) -> None:
+        self._audio_pending = track.codec in _FRAME_DESCRIBED_AUDIO and not track.sample_rate
         self.tracks.audio = track
-        self._describe("audio", track)
+        if not self._audio_pending:
+            self._describe("audio", track)  # else once a frame tells rate and channels
 
     def _describe(self, kind: str, track: VideoTrack | AudioTrack) -> None:
         """One log line when a track changes; a publisher that alternates headers
@@ -339,9 +435,8 @@ class Stream:
         sink.start(self)
         if self.publisher is None:
             return
-        for packet in (self.metadata, self.video_header, self.audio_header):
-            if packet is not None:
-                sink.send(packet)
+        for packet in self.headers():
+            sink.send(packet)
         cache = self.gop_cache
         packets = cache.packets(gop_num, getattr(sink, "max_backlog_bytes", None))
         if not packets:

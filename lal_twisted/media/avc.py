@@ -21,6 +21,7 @@ __all__ = [
     "parse_sps",
     "remove_emulation_prevention",
     "split_nalus",
+    "split_annexb",
     "to_annexb",
 ]
 
@@ -323,3 +324,19 @@ def to_annexb(nalus: Iterable[bytes]) -> bytes:
         parts.append(_START_CODE)
         parts.append(nal)
     return b"".join(parts)
+
+
+def split_annexb(data: bytes) -> list[bytes]:
+    """The NAL units of an Annex B byte stream (H.264 or H.265 elementary stream):
+    split at every 3- or 4-byte start code; trailing zero bytes of a unit (the
+    leading zero of a 4-byte start code) are dropped."""
+    nals: list[bytes] = []
+    pos = data.find(b"\x00\x00\x01")
+    while pos >= 0:
+        start = pos + 3
+        pos = data.find(b"\x00\x00\x01", start)
+        end = len(data) if pos < 0 else pos
+        nal = data[start:end].rstrip(b"\x00")
+        if nal:
+            nals.append(nal)
+    return nals

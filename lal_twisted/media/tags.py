@@ -24,6 +24,7 @@ __all__ = [
     "VideoCodecId",
     "VideoPacketType",
     "audio_codec_of",
+    "lal_codec_name",
     "video_codec_of",
 ]
 
@@ -192,3 +193,16 @@ def audio_codec_of(payload: bytes) -> Codec:
     if fmt == SoundFormat.EX_HEADER:
         return _AUDIO_FOURCC.get(payload[1:5], Codec.UNKNOWN)
     return _AUDIO_LEGACY.get(fmt, Codec.UNKNOWN)  # type: ignore[call-overload]
+
+
+# The names lal shows in its stats and logs (base.VideoCodec* / AudioCodec*); others
+# upper-cased.
+_LAL_NAMES = {Codec.H264: "H264", Codec.H265: "H265", Codec.AV1: "AV1", Codec.VP9: "VP9",
+              Codec.AAC: "AAC", Codec.OPUS: "OPUS", Codec.FLAC: "FLAC", Codec.AC3: "AC3",
+              Codec.EAC3: "EAC3", Codec.MP3: "MP3", Codec.G711A: "PCMA",
+              Codec.G711U: "PCMU"}
+
+
+def lal_codec_name(codec: Codec) -> str:
+    """``Codec.H265`` -> ``"H265"``, the way lal names codecs in its stats."""
+    return _LAL_NAMES.get(codec) or str(codec).upper()

@@ -14,20 +14,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lal_twisted.media import aac, amf0, avc, hevc
+from lal_twisted.media import aac, amf0, audio_config, av1, avc, enhanced, hevc, vp9
 from lal_twisted.media.tags import (
     AUDIO_CODEC_BY_NUMBER,
     VIDEO_CODEC_BY_NUMBER,
     Codec,
     SoundFormat,
     audio_codec_of,
+    lal_codec_name,
     video_codec_of,
 )
 
 __all__ = ["AudioTrack", "Tracks", "VideoTrack", "announced_tracks", "audio_track",
-           "describe", "video_track"]
+           "audio_frame_config", "describe", "video_track", "vp9_frame_size"]
 
-_ENHANCED_BODY = 5  # first byte + FourCC
 _LEGACY_VIDEO_BODY = 5  # first byte + AVCPacketType + CompositionTime
 _LEGACY_AAC_BODY = 2  # first byte + AACPacketType
 
@@ -51,7 +51,7 @@ class VideoTrack:
     error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"codec": str(self.codec)}
+        out: dict[str, Any] = {"codec": str(self.codec), "codec_name": lal_codec_name(self.codec)}
         if self.profile:
             out.update(profile=self.profile, level=self.level)
         if self.width:
@@ -74,7 +74,7 @@ class AudioTrack:
     error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"codec": str(self.codec)}
+        out: dict[str, Any] = {"codec": str(self.codec), "codec_name": lal_codec_name(self.codec)}
         if self.profile:
             out["profile"] = self.profile
         if self.sample_rate:
@@ -97,11 +97,28 @@ class Tracks:
                 "audio": self.audio.as_dict() if self.audio else {}}
 
 
+def _enhanced_record(payload: bytes, video: bool) -> tuple[Codec, bytes]:
+    """The codec and configuration record of an enhanced sequence start's
+    first track (multitrack and ModEx headers included)."""
+    header = enhanced.parse(payload, video)
+    if not header.tracks:
+        raise enhanced.EnhancedError("no track in the sequence start")
+    first = header.tracks[0]
+    prefix = b"\x80" if video else b"\x90"
+    codec = (video_codec_of if video else audio_codec_of)(prefix + first.fourcc)
+    return codec, payload[first.start:first.end]
+
+
 def video_track(payload: bytes) -> VideoTrack:
     """The track a video sequence-header tag body describes."""
-    codec = video_codec_of(payload)
+    if payload[:1] and payload[0] & 0x80:
+        try:
+            codec, record = _enhanced_record(payload, video=True)
+        except enhanced.EnhancedError as e:
+            return VideoTrack(Codec.UNKNOWN, error=str(e))
+    else:
+        codec, record = video_codec_of(payload), payload[_LEGACY_VIDEO_BODY:]
     track = VideoTrack(codec)
-    record = payload[_ENHANCED_BODY if payload[:1] and payload[0] & 0x80 else _LEGACY_VIDEO_BODY:]
     track.config = record
     try:
         if codec == Codec.H264:
@@ -116,29 +133,75 @@ def video_track(payload: bytes) -> VideoTrack:
             hconfig = hevc.parse_decoder_config(record)
             track.vps, track.sps, track.pps = hconfig.vps, hconfig.sps, hconfig.pps
             track.nal_length_size = hconfig.nal_length_size
-    except (avc.AvcError, hevc.HevcError) as e:
+            if hconfig.sps:
+                hsps = hevc.parse_sps(hconfig.sps[0])
+                track.profile, track.level = hsps.profile_name, hsps.level
+                track.width, track.height = hsps.width, hsps.height
+        elif codec == Codec.AV1:
+            aconfig = av1.parse_config(record)
+            track.profile, track.level = aconfig.profile_name, aconfig.level
+            track.width, track.height = aconfig.width, aconfig.height
+        elif codec == Codec.VP9:
+            vconfig = vp9.parse_config(record)
+            track.profile, track.level = vconfig.profile_name, vconfig.level / 10
+    except (avc.AvcError, hevc.HevcError, av1.Av1Error, vp9.Vp9Error) as e:
         track.error = str(e)
     return track
 
 
 def audio_track(payload: bytes) -> AudioTrack:
     """The track an audio sequence-header tag body describes."""
-    codec = audio_codec_of(payload)
-    track = AudioTrack(codec)
-    enhanced = bool(payload) and payload[0] >> 4 == SoundFormat.EX_HEADER
-    track.config = payload[_ENHANCED_BODY if enhanced else _LEGACY_AAC_BODY:]
-    if codec == Codec.AAC:
+    enhanced_header = bool(payload) and payload[0] >> 4 == SoundFormat.EX_HEADER
+    if enhanced_header:
         try:
-            asc = aac.parse_audio_specific_config(track.config)
+            codec, record = _enhanced_record(payload, video=False)
+        except enhanced.EnhancedError as e:
+            return AudioTrack(Codec.UNKNOWN, error=str(e))
+    else:
+        codec, record = audio_codec_of(payload), payload[_LEGACY_AAC_BODY:]
+    track = AudioTrack(codec)
+    track.config = record
+    try:
+        if codec == Codec.AAC:
+            asc = aac.parse_audio_specific_config(record)
             track.profile = asc.profile_name
             track.sample_rate, track.channels = asc.sample_rate, asc.channels
-        except aac.AacError as e:
-            track.error = str(e)
-    elif not enhanced and payload:
-        # Legacy non-AAC formats state rate and channels in the first byte.
-        track.sample_rate = (5512, 11025, 22050, 44100)[(payload[0] >> 2) & 0x03]
-        track.channels = 2 if payload[0] & 0x01 else 1
+        elif enhanced_header and codec in (Codec.OPUS, Codec.FLAC) and record:
+            parse = (audio_config.parse_opus_head if codec == Codec.OPUS
+                     else audio_config.parse_flac_streaminfo)
+            info = parse(record)
+            track.sample_rate, track.channels = info.sample_rate, info.channels
+        elif not enhanced_header and payload:
+            # Legacy non-AAC formats state rate and channels in the first byte.
+            track.sample_rate = (5512, 11025, 22050, 44100)[(payload[0] >> 2) & 0x03]
+            track.channels = 2 if payload[0] & 0x01 else 1
+    except (aac.AacError, audio_config.AudioConfigError) as e:
+        track.error = str(e)
     return track
+
+
+def vp9_frame_size(payload: bytes) -> tuple[int, int] | None:
+    """The picture size of an enhanced-RTMP VP9 keyframe tag body, or None."""
+    try:
+        header = enhanced.parse(payload, video=True)
+    except enhanced.EnhancedError:
+        return None
+    if not header.tracks:
+        return None
+    first = header.tracks[0]
+    return vp9.keyframe_size(payload[first.start:first.end])
+
+
+def audio_frame_config(payload: bytes) -> audio_config.AudioConfig | None:
+    """Rate and channels from an enhanced-RTMP AC-3 / E-AC-3 frame tag body, or None."""
+    try:
+        header = enhanced.parse(payload, video=False)
+        if not header.tracks:
+            return None
+        first = header.tracks[0]
+        return audio_config.parse_ac3_frame(payload[first.start:first.end])
+    except (enhanced.EnhancedError, audio_config.AudioConfigError):
+        return None
 
 
 def announced_tracks(metadata: bytes) -> Tracks:
@@ -172,8 +235,8 @@ def _whole(value: Any, default: int = -1) -> int:
 
 
 def describe(track: VideoTrack | AudioTrack) -> str:
-    """One short phrase for a log line: "h264 High 320x240", "aac LC 44100Hz 2ch"."""
-    parts = [str(track.codec)]
+    """One short phrase for a log line: "H264 High 320x240", "AAC LC 44100Hz 2ch"."""
+    parts = [lal_codec_name(track.codec)]
     if track.profile:
         parts.append(track.profile)
     if isinstance(track, VideoTrack):

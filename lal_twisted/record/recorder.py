@@ -25,7 +25,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from zope.interface import implementer
 
-from lal_twisted.httpflv.server import flv_header
+from lal_twisted.httpflv.sink import stream_flags
 from lal_twisted.hub.events import Observer
 from lal_twisted.hub.sink import IStreamSink
 from lal_twisted.log import Logger
@@ -61,7 +61,7 @@ class RecordFormat:
 
 
 FLV = RecordFormat("flv", ".flv", lambda stream: flv.TAG_ENCODER,
-                   lambda stream, encoder: flv_header(stream))
+                   lambda stream, encoder: flv.file_header(*stream_flags(stream)))
 # PAT and PMT once at the start of the file: its packets come from the
 # stream's shared muxer, whose continuity counters the file then follows.
 MPEGTS = RecordFormat("mpegts", ".ts", lambda stream: stream.ts_muxer,

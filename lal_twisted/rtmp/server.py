@@ -203,6 +203,8 @@ class RTMPServerProtocol(Protocol):
             self._deadline(self.factory.idle_timeout, "no publish or play within {:g}s of connect")
             log.debug("rtmp {id} {peer} connect app={app} tcUrl={tc}", id=self.info.id,
                       peer=self.description, app=event.app, tc=event.tc_url)
+            self.factory.registry.observers.emit("rtmp_connected", self.info, event.app,
+                                                 event.flash_ver, event.tc_url)
 
     def _begin(self, event: PublishRequest | PlayRequest) -> object | None:
         """Fill the hub session from a publish/play request; None if one is active."""

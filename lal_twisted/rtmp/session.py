@@ -9,7 +9,7 @@ objects); everything the protocol itself answers (acknowledgements, pings,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +26,38 @@ from lal_twisted.rtmp.message import MEDIA_CSID, SET_DATA_FRAME, Message, RtmpPr
 MEDIA_STREAM_ID = 1
 
 
+# Enhanced-RTMP capability negotiation (E-RTMP v2, "Enhancing NetConnection
+# connect"): a client names in connect the codecs it handles (fourCcList, or per
+# codec masks in video/audioFourCcInfoMap) and its extended capabilities
+# (capsEx); the server answers with its own in the _result properties.  This
+# server forwards every listed codec untouched, multitrack and ModEx included.
+FOURCC_CAN_FORWARD = 4.0  # FourCcInfoMask: CanDecode 1, CanEncode 2, CanForward 4
+CAPS_EX = float(2 | 4 | 8)  # CapsExMask: Multitrack 2, ModEx 4, TimestampNanoOffset 8
+VIDEO_FOURCCS = ("avc1", "hvc1", "av01", "vp09")
+AUDIO_FOURCCS = ("mp4a", "Opus", "fLaC", "ac-3", "ec-3", ".mp3")
+_NEGOTIATION_KEYS = ("fourCcList", "videoFourCcInfoMap", "audioFourCcInfoMap", "capsEx")
+
+
+def enhanced_capabilities(props: dict[str, Any]) -> dict[str, Any]:
+    """The properties to add to the connect reply for a client that negotiates
+    enhanced RTMP (empty for a client that does not ask)."""
+    if not any(key in props for key in _NEGOTIATION_KEYS):
+        return {}
+    known = VIDEO_FOURCCS + AUDIO_FOURCCS
+    asked = props.get("fourCcList")
+    if isinstance(asked, list):
+        wildcard = "*" in asked
+        fourccs = [f for f in known if wildcard or f in asked]
+    else:
+        fourccs = list(known)
+    return {
+        "fourCcList": fourccs,
+        "videoFourCcInfoMap": {f: FOURCC_CAN_FORWARD for f in VIDEO_FOURCCS},
+        "audioFourCcInfoMap": {f: FOURCC_CAN_FORWARD for f in AUDIO_FOURCCS},
+        "capsEx": CAPS_EX,
+    }
+
+
 class SessionError(RtmpProtocolError):
     """A peer broke the command protocol (e.g. publish before connect)."""
 
@@ -35,6 +67,8 @@ class ConnectRequest:
     app: str
     tc_url: str
     query: str
+    # Informational (on_rtmp_connect); not part of what the request asks for.
+    flash_ver: str = field(default="", compare=False)
 
 
 @dataclass
@@ -118,6 +152,8 @@ class ServerSession(RtmpConnection):
         self.stream_name = ""
         self._role: str | None = None
         self.connected = False
+        # What the connect reply offered of enhanced RTMP ({} if not asked).
+        self.enhanced: dict[str, Any] = {}
 
     @property
     def role(self) -> str | None:
@@ -216,11 +252,16 @@ class ServerSession(RtmpConnection):
         self._send_window_ack_size(self.window_ack_size)
         self._send_peer_bandwidth(self.window_ack_size, m.LIMIT_DYNAMIC)
         self._send_chunk_size()
-        self._result(txn, {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0}, {
+        properties: dict[str, Any] = {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0}
+        self.enhanced = enhanced_capabilities(props)
+        properties.update(self.enhanced)
+        self._result(txn, properties, {
             "level": "status", "code": "NetConnection.Connect.Success",
             "description": "Connection succeeded.",
             "objectEncoding": encoding if isinstance(encoding, float) else 0.0})
-        events.append(ConnectRequest(self.app, self.tc_url, self.query))
+        flash_ver = props.get("flashVer")
+        events.append(ConnectRequest(self.app, self.tc_url, self.query,
+                                     flash_ver if isinstance(flash_ver, str) else ""))
 
     def _data(self, payload: bytes, timestamp: int, type_id: int, events: list[Any]) -> None:
         if self._role != "publish":

@@ -1,4 +1,4 @@
-"""The ``lal`` command: push, pull, flv2es, modflv and bench as subcommands.
+"""The ``lal`` command: push, pull, flv2es, es2flv, modflv and bench as subcommands.
 
 Each tool module has ``add_parser(subparsers)`` (which sets ``func``) and does
 its work in ``run(args) -> int``.  A :class:`ToolError` is printed as one line
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from lal_twisted import __version__
-from lal_twisted.tools import bench, flv2es, modflv, pull, push
+from lal_twisted.tools import bench, es2flv, flv2es, modflv, pull, push
 from lal_twisted.tools.common import ToolError
 
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lal {__version__}")
     sub = parser.add_subparsers(dest="tool", metavar="TOOL")
     sub.required = True
-    for module in (push, pull, flv2es, modflv, bench):
+    for module in (push, pull, flv2es, es2flv, modflv, bench):
         module.add_parser(sub)
     return parser
 

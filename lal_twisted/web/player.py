@@ -128,6 +128,11 @@ class LiveStreamResource(resource.Resource):
         return b""
 
     def render_GET(self, request: server.Request) -> Any:  # noqa: N802 - twisted.web
+        return self.play(request, self.sink_class, "http")
+
+    def play(self, request: server.Request, sink_class: type[HttpSink], scheme: str) -> Any:
+        """Start a player session for ``request`` with a sink of ``sink_class``
+        (``scheme`` is the one of the session's URL: ``http``, ``ws``)."""
         parsed, error = self._parse(request)
         if parsed is None:
             return error
@@ -138,10 +143,9 @@ class LiveStreamResource(resource.Resource):
         session.app, session.stream = parsed
         session.query = request.uri.decode("utf-8", "replace").partition("?")[2]
         host = (request.getHeader(b"host") or b"").decode("utf-8", "replace")
-        session.url = f"http://{host}{request.uri.decode('utf-8', 'replace')}"
-        sink = self.sink_class(request, reactor=self.reactor, stall_timeout=self.stall_timeout,
-                               max_backlog_bytes=self.max_backlog_bytes,
-                               wait_timeout=self.wait_timeout)
+        session.url = f"{scheme}://{host}{request.uri.decode('utf-8', 'replace')}"
+        sink = sink_class(request, reactor=self.reactor, stall_timeout=self.stall_timeout,
+                          max_backlog_bytes=self.max_backlog_bytes, wait_timeout=self.wait_timeout)
         request.lal_sink = sink  # type: ignore[attr-defined]  # for lal_twisted.limits
         sink.begin_burst()  # container header and cached GOP in one write
         started = time.monotonic()
@@ -196,6 +200,8 @@ class LiveStreamResource(resource.Resource):
         request.finish()
 
     def _finished(self, result: Any, session: Session, sink: HttpSink, started: float) -> None:
+        if session.ended:
+            return  # a connection that was upgraded (WebSocket) ends once, whichever way
         session.ended = True
         self.registry.stop_play(session, sink)
         sink.stopProducing()
@@ -204,7 +210,7 @@ class LiveStreamResource(resource.Resource):
         if reason is None:
             reason = "player closed" if result is not None else "done"
         log.info("{proto} session {id} {peer} ended: stream={key} bytes_out={bout} "
-                 "duration={dur:.1f}s reason={why}", proto=self.protocol, id=session.id,
+                 "duration={dur:.1f}s reason={why}", proto=sink.protocol_name, id=session.id,
                  peer=session.remote_addr, key=session.key, bout=sink.bytes_out,
                  dur=time.monotonic() - started, why=reason)
 

@@ -95,7 +95,7 @@ def seeds(target: str) -> list[bytes]:
         selector = {flv.TAG_AUDIO: 0, flv.TAG_VIDEO: 1, flv.TAG_SCRIPT: 2}
         return [bytes((selector.get(t.tag_type, 0xFF),)) + t.timestamp.to_bytes(4, "big")
                 + t.payload[:2000] for t in tags[:6]]
-    if target == "track":
+    if target in ("track", "enhanced"):
         return [b[:2000] for b in bodies]
     raise SystemExit(f"unknown target {target!r}")
 

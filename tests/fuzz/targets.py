@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from lal_twisted.media import amf0, flv, track
+from lal_twisted.media import amf0, enhanced, flv, track
 from lal_twisted.media.amf0 import AMF0Error
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
 from lal_twisted.rtmp.chunk import MAX_HEADER_SIZE, ChunkReader
@@ -226,6 +226,20 @@ def tracks(data: bytes) -> None:
     announced.as_dict()
 
 
+def enhanced_header(data: bytes) -> None:
+    """The enhanced-RTMP header reader (ModEx, multitrack) on any video or audio
+    body: EnhancedError or tracks whose bodies lie within the input."""
+    for video in (True, False):
+        try:
+            header = enhanced.parse(data, video)
+        except enhanced.EnhancedError:
+            continue
+        for found in header.tracks:
+            assert 0 <= found.start <= found.end <= len(data)
+            if video:
+                track.vp9_frame_size(data)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "handshake_server": handshake_server,
     "handshake_client": handshake_client,
@@ -235,6 +249,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "flv_reader": flv_reader,
     "avpacket": avpacket,
     "track": tracks,
+    "enhanced": enhanced_header,
 }
 
 # What each target may raise: the parser's own error classes, nothing else.
@@ -248,4 +263,5 @@ ALLOWED: dict[str, tuple[type[BaseException], ...]] = {
     "flv_reader": (),
     "avpacket": (),
     "track": (),
+    "enhanced": (),
 }

@@ -1,0 +1,95 @@
+"""The control plane of one server: HTTP API, notify, simple_auth, the HTTP
+hook, metrics and the status page, wired to the registry from the config.
+
+:class:`ControlPlane` is built by :class:`~lal_twisted.service.LalService`
+(``lals.control``); everything it adds is an observer, an access check or a
+route, so the media path does not change whichever parts are on.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.web import resource
+
+from lal_twisted.api import stat
+from lal_twisted.api.auth import HttpHook, SimpleAuth
+from lal_twisted.api.http_api import ApiResource
+from lal_twisted.api.metrics import MetricsResource, SessionTotals, build_registry
+from lal_twisted.api.notify import HttpNotify, close_client
+from lal_twisted.api.status import StatusPage
+
+if TYPE_CHECKING:
+    from lal_twisted.service import LalService
+
+__all__ = ["ControlPlane"]
+
+
+class ControlPlane(service.Service):
+    """Owns the control-plane objects of ``lals``; its attributes are None for
+    the parts the config turns off (``notify``, ``simple_auth``, ``hook``)."""
+
+    name = "control"
+
+    def __init__(self, lals: LalService) -> None:
+        config = lals.config
+        self.lals = lals
+        self.config = config
+        self.registry = lals.registry
+        self.reactor: Any = lals.reactor
+        self.server_id = config.server_id
+        self.start_time = time.time()
+        self.rates = stat.FrameRates(self.registry, self.reactor)
+        self.totals = SessionTotals()
+        self.registry.add_observer(self.totals)
+        self.notify: HttpNotify | None = None
+        if config.http_notify.enable:
+            self.notify = HttpNotify(config.http_notify, self)
+            self.registry.add_observer(self.notify)
+        auth = config.simple_auth
+        self.simple_auth: SimpleAuth | None = None
+        if any(getattr(auth, k) for k in vars(auth) if k.endswith("_enable")):
+            self.simple_auth = SimpleAuth(auth)
+            self.registry.add_access_check(self.simple_auth)
+        self.hook: HttpHook | None = None
+        if config.http_hook.enable:
+            self.hook = HttpHook(config.http_hook, self)
+            self.registry.add_access_check(self.hook)
+        self.metrics_registry = build_registry(self, self.totals)
+
+    def lal_info(self) -> dict[str, Any]:
+        return stat.lal_info(self.server_id, self.start_time)
+
+    # -- resources (mounted through service.ROUTES) ------------------------------------
+    def api_resource(self) -> resource.IResource:
+        return ApiResource(self)
+
+    def public_stat_resource(self) -> resource.IResource:
+        """The read-only stat endpoints on the HTTP listener, for the status page."""
+        return ApiResource(self, read_only=True)
+
+    def metrics_resource(self) -> resource.IResource:
+        return MetricsResource(self.metrics_registry)
+
+    def status_page(self, listener: str) -> resource.IResource:
+        return StatusPage(self, listener)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def startService(self) -> None:  # noqa: N802 - Twisted interface
+        super().startService()
+        self.rates.start()
+        if self.notify is not None:
+            self.notify.start()
+
+    def stopService(self) -> Any:  # noqa: N802 - Twisted interface
+        self.rates.stop()
+        closing = []
+        if self.notify is not None:
+            closing.append(self.notify.stop())
+        if self.hook is not None:
+            closing.append(close_client(self.hook.client))
+        super().stopService()
+        return defer.gatherResults([d for d in closing if d is not None])

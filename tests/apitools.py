@@ -1,0 +1,156 @@
+"""Helpers for the control-plane tests: call the HTTP API, receive callbacks."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from conftest import Server, free_port, start_server, stop_server
+
+
+def http(url: str, body: bytes | None = None, method: str | None = None,
+         timeout: float = 10.0) -> tuple[int, bytes, dict[str, str]]:
+    """(status, body, headers) of a request; 4xx/5xx answers are returned too."""
+    req = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read(), {k.lower(): v for k, v in resp.headers.items()}
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), {k.lower(): v for k, v in e.headers.items()}
+
+
+def api(port: int, path: str, body: Any = None, raw: bytes | None = None,
+        method: str | None = None) -> tuple[int, dict[str, Any]]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    status, text, headers = http(f"http://127.0.0.1:{port}{path}", data, method)
+    assert headers.get("content-type") == "application/json", (status, text, headers)
+    return status, json.loads(text)
+
+
+@dataclass
+class ApiServer:
+    server: Server
+    api_port: int
+
+
+@contextmanager
+def api_server(tmp: Path, **overrides: dict) -> Iterator[ApiServer]:
+    api_port = free_port()
+    overrides.setdefault("http_api", {})
+    overrides["http_api"] = {"enable": True, "addr": f"127.0.0.1:{api_port}",
+                             **overrides["http_api"]}
+    srv = start_server(tmp, **overrides)
+    try:
+        yield ApiServer(srv, api_port)
+    finally:
+        stop_server(srv)
+    log = srv.log()
+    assert "Traceback" not in log, f"server logged a traceback:\n{log}"
+
+
+@dataclass
+class Received:
+    path: str
+    body: Any
+    at: float
+
+
+@dataclass
+class Callbacks:
+    """A real HTTP server that records every POST (path, JSON body, time).
+
+    ``answer(path)`` gives the status to answer with (200 by default);
+    ``hang`` holds each request that long before answering."""
+
+    port: int = 0
+    received: list[Received] = field(default_factory=list)
+    answer: Callable[[str], int] = lambda path: 200
+    hang: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def of(self, path: str) -> list[Any]:
+        with self.lock:
+            return [r.body for r in self.received if r.path == path]
+
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [r.path for r in self.received]
+
+    def wait(self, path: str, count: int = 1, timeout: float = 15.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.of(path)
+            if len(got) >= count:
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"{count} x {path} not received within {timeout}s: {self.paths()}")
+
+
+@contextmanager
+def callback_server(**kwargs: Any) -> Iterator[Callbacks]:
+    cb = Callbacks(**kwargs)
+    stop = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server interface
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw
+            with cb.lock:
+                cb.received.append(Received(self.path, body, time.monotonic()))
+            if cb.hang:
+                stop.wait(cb.hang)
+            code = cb.answer(self.path)
+            payload = b'{"ok":true}'
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    cb.port = httpd.server_address[1]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield cb
+    finally:
+        stop.set()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def metrics(port: int) -> dict[str, float]:
+    """Every sample of ``/metrics``, parsed with prometheus_client's text parser,
+    as {"name{label=value,...}": value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text, headers = http(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain"), (status, headers)
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out

@@ -1,0 +1,200 @@
+"""WebSocket-FLV against the real server with a WebSocket client written from
+RFC 6455: the upgrade, FLV in binary messages from a keyframe, ping/pong,
+close, a stalled reader dropped alone, bad upgrades answered 400."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+
+import pytest
+from conftest import Media, Server
+from mediatools import finish, push, wait_for
+from wsclient import WsClient, WsClosed
+
+from lal_twisted.httpflv.websocket import INBOUND_BURST, ws_frame
+from lal_twisted.media.flv import FlvReader
+from lal_twisted.media.packet import AUDIO, VIDEO, AVPacket
+
+
+def ws_url(server: Server, name: str) -> str:
+    return server.flv_url(name).replace("http://", "ws://")
+
+
+def read_flv(client: WsClient, seconds: float) -> bytes:
+    data = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        opcode, payload = client.frame()
+        assert opcode == 2  # binary
+        data.append(payload)
+    return b"".join(data)
+
+
+def test_ws_frame_lengths() -> None:
+    for size in (0, 125, 126, 65535, 65536):
+        frame = ws_frame(bytes(size))
+        header = len(frame) - size
+        assert header == (2 if size < 126 else 4 if size < 65536 else 10)
+        assert frame[0] == 0x82
+
+
+def test_late_joiner_starts_at_a_keyframe_and_ping_close_work(server: Server,
+                                                             media: Media) -> None:
+    pusher = push(media.long_av, server.rtmp_url("ws"))
+    try:
+        assert wait_for(lambda: "stream live/ws publishing" in server.log(), 15)
+        time.sleep(1.5)
+        client = WsClient(ws_url(server, "ws"))
+        assert client.status == 101
+        assert "sec-websocket-accept" in client.head.lower()
+        data = read_flv(client, 2.0)
+        client.send(0x9, b"are you there")  # ping
+        while True:
+            opcode, payload = client.frame()
+            if opcode == 0xA:
+                assert payload == b"are you there"
+                break
+        client.send(0x8, struct.pack(">H", 1000))  # close
+        with pytest.raises(WsClosed) as closed:
+            while True:
+                client.frame()
+        assert closed.value.code in (1000, None)
+        client.sock.close()
+    finally:
+        pusher.kill()
+        finish(pusher)
+    assert data[:3] == b"FLV"
+    packets = [AVPacket(t.tag_type, t.timestamp, t.payload) for t in FlvReader().feed(data)]
+    first_video = next(p for p in packets if p.kind == VIDEO and not p.is_sequence_header)
+    assert first_video.is_keyframe and first_video.dts > 0
+    headers = [p for p in packets[:packets.index(first_video)] if p.is_sequence_header]
+    assert {p.kind for p in headers} == {AUDIO, VIDEO}
+    assert wait_for(lambda: "wsflv session" in server.log() and "ended" in server.log(), 5)
+
+
+def test_stalled_reader_dropped_without_affecting_another(server: Server,
+                                                          media: Media) -> None:
+    pusher = push(media.noisy, server.rtmp_url("stall"))
+    try:
+        assert wait_for(lambda: "stream live/stall publishing" in server.log(), 15)
+        staller = WsClient(ws_url(server, "stall"), rcvbuf=4096)
+        assert staller.status == 101  # and then it reads nothing more
+        good = WsClient(ws_url(server, "stall"))
+        received: list[int] = []
+
+        def read_good() -> None:
+            deadline = time.monotonic() + 7
+            reader = FlvReader()
+            while time.monotonic() < deadline:
+                _, payload = good.frame()
+                received.extend(t.timestamp for t in reader.feed(payload))
+        thread = threading.Thread(target=read_good)
+        thread.start()
+        # subscriber.stall_timeout_ms is 3000 in the test config.
+        assert wait_for(lambda: "player stalled" in server.log(), 12), server.log()
+        thread.join(15)
+        good.close()
+        staller.sock.close()
+    finally:
+        pusher.kill()
+        finish(pusher)
+    assert received and max(received) - min(received) >= 5000, "the other reader kept going"
+    stalled = [line for line in server.log().splitlines() if "player stalled" in line]
+    assert len(stalled) == 1 and "wsflv" in stalled[0]
+
+
+@pytest.mark.parametrize(("headers", "why"), [
+    ({"Sec-WebSocket-Version": "8"}, "Sec-WebSocket-Version"),
+    ({"Sec-WebSocket-Key": "not base64!"}, "Sec-WebSocket-Key"),
+    ({"Sec-WebSocket-Key": ""}, "Sec-WebSocket-Key"),
+    ({"Connection": "keep-alive"}, "Connection: Upgrade"),
+])
+def test_bad_upgrade_gets_400(server: Server, headers: dict[str, str], why: str) -> None:
+    client = WsClient(ws_url(server, "any"), headers=headers)
+    assert client.status == 400
+    assert why in client.body.decode()
+    client.sock.close()
+
+
+def test_upgrade_over_http_1_0_gets_400(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
+        sock.sendall(b"GET /live/x.flv HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\n\r\n")
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.0 400") and b"needs HTTP/1.1" in answer
+
+
+def test_bad_stream_name_is_refused_before_the_upgrade(server: Server) -> None:
+    client = WsClient(server.flv_url("bad%00name").replace("http://", "ws://"))
+    assert client.status == 400
+    client.sock.close()
+
+
+def test_player_flooding_the_server_is_disconnected(server: Server, media: Media) -> None:
+    pusher = push(media.long_av, server.rtmp_url("flood"))
+    try:
+        assert wait_for(lambda: "stream live/flood publishing" in server.log(), 15)
+        client = WsClient(ws_url(server, "flood"))
+        assert client.status == 101
+        with pytest.raises((WsClosed, OSError)):
+            for _ in range(2 * INBOUND_BURST // 100 + 10):
+                client.send(0x2, bytes(100))
+            while True:
+                client.frame()
+        client.sock.close()
+        assert wait_for(lambda: "a player only sends control frames" in server.log(), 5)
+        # The stream and other players are fine.
+        other = WsClient(ws_url(server, "flood"))
+        assert read_flv(other, 1.0)[:3] == b"FLV"
+        other.close()
+    finally:
+        pusher.kill()
+        finish(pusher)
+
+
+def test_malformed_frames_close_that_player_only(server: Server, media: Media) -> None:
+    pusher = push(media.long_av, server.rtmp_url("garbage"))
+    try:
+        assert wait_for(lambda: "stream live/garbage publishing" in server.log(), 15)
+        client = WsClient(ws_url(server, "garbage"))
+        other = WsClient(ws_url(server, "garbage"))
+        client.sock.sendall(b"\x82\x05hello")  # unmasked: a protocol error from a client
+        with pytest.raises((WsClosed, OSError)):
+            while True:
+                client.frame()
+        client.sock.close()
+        assert read_flv(other, 1.0)[:3] == b"FLV"
+        other.close()
+    finally:
+        pusher.kill()
+        finish(pusher)
+
+
+def test_simple_auth_covers_websocket_flv(tmp_path, media: Media) -> None:  # type: ignore[no-untyped-def]
+    """lal's sub_httpflv_enable guards WebSocket-FLV too: refused before the upgrade."""
+    from conftest import start_server, stop_server
+
+    from lal_twisted.api.auth import lal_secret
+
+    srv = start_server(tmp_path, simple_auth={"key": "k", "sub_httpflv_enable": True})
+    try:
+        pusher = push(media.long_av, srv.rtmp_url("auth"))
+        try:
+            assert wait_for(lambda: "stream live/auth publishing" in srv.log(), 15)
+            refused = WsClient(ws_url(srv, "auth"))
+            assert refused.status == 403
+            refused.sock.close()
+            allowed = WsClient(ws_url(srv, "auth") + f"?lal_secret={lal_secret('k', 'auth')}")
+            assert allowed.status == 101
+            assert read_flv(allowed, 1.0)[:3] == b"FLV"
+            allowed.close()
+        finally:
+            pusher.kill()
+            finish(pusher)
+    finally:
+        stop_server(srv)
+    assert "Traceback" not in srv.log()
