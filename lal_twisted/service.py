@@ -273,8 +273,6 @@ class LalService(service.MultiService):
                                  if config.in_session.add_dummy_audio_enable else None),
         )
         self.registry.setServiceParent(self)
-        self.control = ControlPlane(self)  # API, notify, auth, hook, metrics, status page
-        self.control.setServiceParent(self)
         # Recording: a service that observes publishes (stopped before the registry).
         self.recorder: Recorder | None = None
         formats = record_formats(config.record)
@@ -286,6 +284,8 @@ class LalService(service.MultiService):
         if config.hls.enable:
             self.hls = HlsManager(self.registry, config.hls, reactor)
             self.hls.setServiceParent(self)
+        self.control = ControlPlane(self)  # API, notify, auth, hook, metrics, status page
+        self.control.setServiceParent(self)
         self.routers = {name: Router(name) for name in HTTP_LISTENERS}
         for route in ROUTES:
             if route.enabled(config):

@@ -4,13 +4,16 @@ ffmpeg/ffprobe play and decode what is served."""
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import m3u8
 import pytest
 import pytest_twisted
 from conftest import Media, Server, start_server, stop_server
-from mediatools import finish, push, wait_for
+from mediatools import finish, http_flv_bytes, push, wait_for
 from tsparse import count_frames, decode_errors, parse
 from twisted.internet import defer, reactor, task
 from twisted.web.client import Agent, readBody
@@ -26,7 +29,6 @@ from twisted.web.http_headers import Headers
 
 from lal_twisted import log as lal_log
 from lal_twisted.config import ConfigError, from_dict
-from lal_twisted.hls.segmenter import HlsMakeTsInfo
 from lal_twisted.hub.events import Observer
 from lal_twisted.hub.session import Session
 from lal_twisted.media.flv import FlvReader
@@ -295,8 +297,8 @@ class Recorder(Observer):
     def play_stopped(self, session: Session) -> None:
         self.events.append(("play_stopped", session))
 
-    def hls_make_ts(self, info: HlsMakeTsInfo) -> None:
-        self.events.append(("hls_make_ts", info))
+    def hls_segment_made(self, info: dict[str, Any]) -> None:
+        self.events.append(("hls_segment_made", info))
 
 
 def sleep(seconds: float) -> defer.Deferred[None]:
@@ -323,16 +325,16 @@ def test_viewers_are_sessions_and_segments_are_events(media: Media, tmp_path: Pa
             publisher.send_packet(AVPacket(tag.tag_type, tag.timestamp, bytes(tag.payload)))
         publisher.stop()
         yield sleep(0.5)
-        made = [e[1] for e in recorder.events if e[0] == "hls_make_ts"]
-        assert [m.id for m in made] == list(range(6))
-        assert all(m.event == "close" and m.stream_name == "ev" for m in made)
-        assert made[0].ts_file.endswith(f"ev/ev-{made[0].ts_file.rsplit('-', 2)[1]}-0.ts")
-        assert made[0].live_m3u8_file.endswith("ev/playlist.m3u8")
-        assert made[0].record_m3u8_file.endswith("ev/record.m3u8")
-        assert all(0.9 <= m.duration <= 1.2 for m in made)
-        assert set(made[0].as_dict()) >= {"event", "stream_name", "cwd", "ts_file",
-                                          "live_m3u8_file", "record_m3u8_file", "id",
-                                          "duration"}
+        made = [e[1] for e in recorder.events if e[0] == "hls_segment_made"]
+        assert [m["id"] for m in made] == list(range(6))
+        assert all(m["event"] == "close" and m["stream_name"] == "ev" for m in made)
+        first = made[0]
+        assert first["ts_file"].endswith(f"ev/ev-{first['ts_file'].rsplit('-', 2)[1]}-0.ts")
+        assert first["live_m3u8_file"].endswith("ev/playlist.m3u8")
+        assert first["record_m3u8_file"].endswith("ev/record.m3u8")
+        assert all(0.9 <= m["duration"] <= 1.2 for m in made)
+        assert set(first) == {"event", "stream_name", "cwd", "ts_file", "live_m3u8_file",
+                              "record_m3u8_file", "id", "duration"}
 
         agent = Agent(reactor)
         base = f"http://127.0.0.1:{http_port}/hls/ev"
@@ -442,3 +444,84 @@ def test_polled_requests_get_the_same_answers_on_one_connection(server: Server,
         pub.kill()
         finish(pub)
     assert "poller" not in server.log()  # no access-log line per request
+
+
+def test_sigterm_finishes_the_files(tmp_path: Path, media: Media) -> None:
+    out = tmp_path / "hls" / "term"
+    server = hls_server(tmp_path, use_memory_as_disk_flag=False, cleanup_mode=0)
+    pub = push(media.long_av, server.rtmp_url("term"), loop=True)
+    try:
+        wait_playlist(server, "term/record.m3u8", segments=3)
+        stop_server(server)
+        server.proc.wait(30)
+    finally:
+        pub.kill()
+        finish(pub)
+    record = m3u8.load(str(out / "record.m3u8"))
+    assert record.is_endlist and len(record.segments) >= 4
+    names = sorted(p.name for p in out.glob("*.ts"))
+    assert names == sorted(s.uri for s in record.segments)  # the last one included
+    assert not list(out.glob("*.tmp"))
+    assert decode_errors(out / "record.m3u8") == ""
+
+
+def test_an_unwritable_out_path_leaves_the_stream_playing(tmp_path: Path, media: Media) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the HLS directory should be")
+    server = hls_server(tmp_path, use_memory_as_disk_flag=False, out_path=str(blocker) + "/")
+    pub = push(media.long_av, server.rtmp_url("w"), loop=True)
+    try:
+        time.sleep(4)
+        status, _, flv = get_flv(server.flv_url("w"), seconds=3)
+        assert status == 200 and len(flv) > 50_000
+        assert get(url(server, "w.m3u8"))[0] == 404
+        assert wait_for(lambda: "hls: cannot write" in server.log(), timeout=10)
+        time.sleep(3)
+        assert server.log().count("hls: cannot write") == 1
+        assert server.alive()
+    finally:
+        pub.kill()
+        finish(pub)
+        stop_server(server)
+
+
+def get_flv(address: str, seconds: float) -> tuple[int, dict[str, str], bytes]:
+    headers, body = http_flv_bytes(address, seconds)
+    return 200, headers, body
+
+
+def test_http_notify_posts_each_segment(tmp_path: Path, media: Media) -> None:
+    posts: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append({"path": self.path, **json.loads(body)})
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    target = f"http://127.0.0.1:{hook.server_address[1]}/on_hls_make_ts"
+    server = start_server(tmp_path, hls={"enable": True, "use_memory_as_disk_flag": True,
+                                         "fragment_duration_ms": FRAGMENT_MS},
+                          http_notify={"enable": True, "on_hls_make_ts": target})
+    try:
+        pub = push(media.av, server.rtmp_url("note"))
+        assert finish(pub)[0] == 0
+        assert wait_for(lambda: len(posts) >= 6, timeout=10)
+    finally:
+        stop_server(server)
+        hook.shutdown()
+        hook.server_close()
+    assert [p["id"] for p in posts] == list(range(6))
+    first = posts[0]
+    assert first["path"] == "/on_hls_make_ts" and first["event"] == "close"
+    assert first["stream_name"] == "note" and "server_id" in first
+    assert first["ts_file"].endswith("note/" + first["ts_file"].rsplit("/", 1)[1])
+    assert first["live_m3u8_file"].endswith("note/playlist.m3u8")
+    assert 0.9 <= first["duration"] <= 1.2

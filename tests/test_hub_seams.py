@@ -323,7 +323,7 @@ def test_observers_are_told_in_order_and_a_raising_one_harms_nobody() -> None:
     assert set(EVENTS) == {"server_started", "publish_started", "publish_stopped",
                            "play_started", "play_stopped", "relay_pull_started",
                            "relay_pull_stopped", "stream_wanted", "stream_unwatched",
-                           "periodic_update", "hls_make_ts", "record_finished",
+                           "periodic_update", "record_finished",
                            "rtmp_connected", "hls_segment_made", "session_refused"}
 
 

@@ -64,3 +64,20 @@ def test_bench_with_recording_leaves_decodable_files(media: Media, tmp_path: Pat
         info = probe(path)
         assert info.decode_errors == "" and info.video_frames >= 2 * FPS, (path, info)
     assert "recording stopped" not in (tmp_path / "server.log").read_text()
+
+
+def test_bench_with_hls_and_hls_players(media: Media, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "lal_twisted.tools.cli", "bench", "-s", "1,4", "-n", "3",
+         "--window", "4", "--warmup", "3", "--file", str(media.long_av), "--json", str(out),
+         "--hls", "disk", "--fragment-ms", "1000"], capture_output=True, text=True,
+        timeout=240)
+    assert done.returncode == 0, done.stderr
+    one, four = json.loads(out.read_text())["results"]
+    # Scenario 1 with HLS on: every stream's playlist is current, no segment late.
+    assert one["hls"] == "disk" and one["hls_playlists_current"] == 3
+    assert one["hls_playlists_missing"] == 0 and one["hls_segment_drift_ms_max"] < 1000
+    # Scenario 4: HLS players polled and fetched the segments, no errors.
+    assert four["players_ok"] == 3 and four["hls_errors"] == 0 and four["hls_not_found"] == 0
+    assert four["hls_playlists"] > 3 * 4 and four["hls_segments"] >= 3 * 3

@@ -108,7 +108,7 @@ class HlsManager(service.Service, Observer):
         log.info("hls: files of stream {name} removed (hls.cleanup_mode 1)", name=name)
 
     def _made(self, info: HlsMakeTsInfo) -> None:
-        self.registry.observers.emit("hls_make_ts", info)
+        self.registry.observers.emit("hls_segment_made", info.as_dict())
 
     # -- lookups for the HTTP resource ---------------------------------------------------
     def get(self, name: str) -> HlsStream | None:
@@ -125,5 +125,4 @@ class HlsManager(service.Service, Observer):
             resource.close_all()
         for hls in self.streams.values():
             hls.end()
-        self.store.close()
-        return None
+        return self.store.close()  # the reactor waits for the last files

@@ -7,7 +7,7 @@ keyframe (any audio frame for an audio-only stream) and is cut at the first
 keyframe once ``fragment_duration_ms`` have passed.  A finished segment is
 stored (memory or disk, :mod:`lal_twisted.hls.store`); once it is readable
 it enters the live playlist (the last ``fragment_num``) and the record
-playlist (every segment of the publish), and observers get ``hls_make_ts``.
+playlist (every segment of the publish), and observers get ``hls_segment_made``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ class HlsMakeTsInfo:
     record_m3u8_file: str
     id: int
     duration: float
-    server_id: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

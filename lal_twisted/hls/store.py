@@ -53,8 +53,9 @@ class Store:
         """Remove ``path`` and everything under it."""
         raise NotImplementedError
 
-    def close(self) -> None:
-        """Finish pending work (server shutdown)."""
+    def close(self) -> defer.Deferred[None] | None:
+        """Finish pending work (server shutdown); a Deferred when that takes a while."""
+        return None
 
 
 class MemoryStore(Store):
@@ -141,7 +142,9 @@ class DiskStore(Store):
         directory = os.path.dirname(full)
         make_dir = directory not in self._made_dirs
         self._made_dirs.add(directory)
-        d = self._run(_write_file, full, data, make_dir)
+        # A new segment is listed only once written, so it is written in place; a
+        # playlist replaces an older one, so it goes through a rename.
+        d = self._run(_write_file, full, data, make_dir, path.endswith(".m3u8"))
 
         def done(result: Any) -> bool:
             self.pending -= len(data)
@@ -169,21 +172,42 @@ class DiskStore(Store):
         self._made_dirs.discard(os.path.dirname(self._full(path + "/x")))
         self._run(shutil.rmtree, self._full(path), True).addErrback(lambda _: None)
 
-    def close(self) -> None:
-        self._closed = True
-        if self._started:
+    def close(self) -> defer.Deferred[None] | None:
+        """Let the queued writes finish, and the writes their completions queue
+        (the playlists of the last segments), then stop the thread."""
+        if not self._started:
+            self._closed = True
+            return None
+
+        def stop(_: Any) -> None:
+            self._closed = True
             self._started = False
-            self.pool.stop()  # runs what is queued, then joins the thread
+            self.pool.stop()
+
+        d = self._run(_nothing)
+        d.addBoth(lambda _: self._run(_nothing))
+        return d.addBoth(stop)
 
 
-def _write_file(path: str, data: bytes, make_dir: bool = True) -> None:
-    """Write to a temporary name and rename, so readers never see half a file."""
+def _write_file(path: str, data: bytes, make_dir: bool = True, replace: bool = True) -> None:
+    """Write ``data`` to ``path``; with ``replace``, to a temporary name renamed
+    over it, so readers never see half a file."""
     if make_dir:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    target = path + ".tmp" if replace else path
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    if replace:
+        os.replace(target, path)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _read_file(path: str) -> bytes | None:

@@ -1,6 +1,5 @@
 """Events: observers are told when the server starts, sessions come and go,
-a stream is wanted or no longer watched, an HLS segment is made, a
-recording is finished, and
+a stream is wanted or no longer watched, a recording is finished, and
 periodically.
 
 Observers (HTTP notify, metrics, an on-demand relay, an application's own
@@ -22,7 +21,6 @@ from zope.interface import Interface, implementer
 from lal_twisted.log import Logger
 
 if TYPE_CHECKING:
-    from lal_twisted.hls.segmenter import HlsMakeTsInfo
     from lal_twisted.hub.access import Refused
     from lal_twisted.hub.registry import StreamRegistry
     from lal_twisted.hub.session import Session
@@ -64,9 +62,6 @@ class IObserver(Interface):
 
     def periodic_update(registry: StreamRegistry) -> None:
         """Every update interval, after the sessions' bitrates were refreshed."""
-
-    def hls_make_ts(info: HlsMakeTsInfo) -> None:
-        """An HLS segment was completed (lal's on_hls_make_ts)."""
 
     def record_finished(record: Any) -> None:
         """A recorded file was closed (``record`` is a
@@ -121,9 +116,6 @@ class Observer:
         pass
 
     def periodic_update(self, registry: StreamRegistry) -> None:
-        pass
-
-    def hls_make_ts(self, info: HlsMakeTsInfo) -> None:
         pass
 
     def record_finished(self, record: Any) -> None:

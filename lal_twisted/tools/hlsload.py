@@ -22,8 +22,8 @@ from urllib.parse import urljoin, urlsplit
 class _Http:
     """A minimal keep-alive HTTP/1.1 GET client (Content-Length bodies only)."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, agent: str) -> None:
+        self.host, self.port, self.agent = host, port, agent
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -31,7 +31,7 @@ class _Http:
         if self.writer is None or self.reader is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                          f"User-Agent: hlsload\r\n\r\n".encode())
+                          f"User-Agent: {self.agent}\r\n\r\n".encode())
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
@@ -70,9 +70,10 @@ class Stats:
         self.lag_ms: list[float] = []  # how long after the first player each player saw it
 
 
-async def player(url: str, interval: float, until: float, stats: Stats) -> None:
+async def player(number: int, url: str, interval: float, until: float, stats: Stats) -> None:
     parts = urlsplit(url)
-    http = _Http(parts.hostname or "127.0.0.1", parts.port or 80)
+    # Each player its own User-Agent: a server keying viewers by client sees N viewers.
+    http = _Http(parts.hostname or "127.0.0.1", parts.port or 80, f"hlsload/{number}")
     seen: set[str] = set()
     await asyncio.sleep(random.random() * interval)  # spread the polls
     while time.monotonic() < until:
@@ -114,8 +115,8 @@ async def main_async(args: argparse.Namespace) -> Stats:
     stats = Stats()
     until = time.monotonic() + args.duration
     tasks = []
-    for _ in range(args.n):
-        tasks.append(asyncio.create_task(player(args.url, args.interval, until, stats)))
+    for number in range(args.n):
+        tasks.append(asyncio.create_task(player(number, args.url, args.interval, until, stats)))
         await asyncio.sleep(1.0 / args.ramp)
     await asyncio.gather(*tasks)
     return stats
