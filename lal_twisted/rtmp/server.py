@@ -457,9 +457,17 @@ class ReadBatcher:
             return False
         return True
 
+    @staticmethod
+    def _selectable(transport: Any) -> Any:
+        """The TCP connection under any protocol wrappers (TLS for RTMPS): the
+        object the reactor reads, and whose end is reported to the wrappers."""
+        while not hasattr(type(transport), "doRead") and getattr(transport, "transport", None):
+            transport = transport.transport
+        return transport
+
     def _tick(self) -> None:
         for protocol in list(self._batched):
-            transport: Any = protocol.transport
+            transport: Any = self._selectable(protocol.transport)
             try:
                 if (protocol in self._batched and not transport.disconnecting
                         and not protocol.reading_paused):
