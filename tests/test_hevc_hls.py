@@ -158,13 +158,15 @@ def _one_track(first: int, rest: bytes, video: bool) -> bytes:
 
 
 def _many_codecs(first: int, rest: bytes, video: bool) -> bytes:
-    """Multitrack ManyTracksManyCodecs: a copy of the frame as track 1 first, then
-    track 0 (TS outputs carry track 0)."""
+    """Multitrack ManyTracksManyCodecs: a copy of the frame as track 1 first (with
+    composition time 0), then track 0 (TS outputs carry track 0, with its own
+    composition time)."""
     packet_type = first & 0x0F
     wrapper = (first & 0xF0) | (6 if video else 5)
     fourcc, body = rest[:4], rest[4:]
+    other = b"\x00\x00\x00" + body[3:] if video and packet_type == 1 else body
     size = len(body).to_bytes(3, "big")
-    return (bytes([wrapper, 0x20 | packet_type]) + fourcc + b"\x01" + size + body
+    return (bytes([wrapper, 0x20 | packet_type]) + fourcc + b"\x01" + size + other
             + fourcc + b"\x00" + size + body)
 
 
