@@ -53,7 +53,6 @@ from urllib.parse import urlsplit
 
 from twisted.internet import defer, endpoints, protocol, task
 from twisted.python.failure import Failure
-from twisted.web.client import HTTPConnectionPool
 
 from lal_twisted.rtmp.client import RTMPClientFactory, RTMPClientProtocol
 from lal_twisted.rtmp.client_session import ClientSession, RtmpUrl, RtmpUrlError
@@ -265,8 +264,8 @@ class Player(Puller):
     """A ``lal pull`` connection that can be asked to leave at any moment,
     even before the server has accepted it."""
 
-    def __init__(self, index: int, url: str, kind: str, pool: HTTPConnectionPool) -> None:
-        super().__init__(index, url, None, 1.0, pool, LOW_WATER if kind == "rtmp" else 0)
+    def __init__(self, index: int, url: str, kind: str) -> None:
+        super().__init__(index, url, None, 1.0, LOW_WATER if kind == "rtmp" else 0)
         self.kind = kind
         self.leaving = False
 
@@ -618,7 +617,6 @@ class Soak:
         self.samples.append(self.before)
         self.print_sample(self.before)
         self.probe = probe
-        self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.hostiles = Hostiles(reactor, self.rtmp, self.http, self.args.hostile_hold,
                                  self.args.publishers, self.rng, now())
         self.t0 = now()
@@ -695,7 +693,7 @@ class Soak:
         stream = self.rng.randrange(self.args.publishers)
         url = (f"{self.rtmp}/soak{stream}" if kind == "rtmp"
                else f"{self.http}/soak{stream}.flv")
-        player = Player(self.tally.started, url, kind, self.pool)
+        player = Player(self.tally.started, url, kind)
         self.tally.started += 1
         self.players.append(player)
         player.done.addCallback(lambda _: self.player_ended(player))
@@ -834,7 +832,6 @@ class Soak:
             await task.deferLater(reactor, 0.2, lambda: None)
         for push in self.pushes:
             push.reap()
-        await self.pool.closeCachedConnections()
 
     async def settle(self) -> dict[str, Any] | None:
         """Wait until the server's fds are back to where they were before the load

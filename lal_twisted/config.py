@@ -33,6 +33,11 @@ class RtmpConfig:
     read_batch_ms: int = 40
     pub_timeout_sec: int = 30
     idle_timeout_sec: int = 30
+    # RTMPS listener (lal's keys and shipped values; off unless enabled).
+    rtmps_enable: bool = False
+    rtmps_addr: str = ":4935"
+    rtmps_cert_file: str = "./conf/cert.pem"
+    rtmps_key_file: str = "./conf/key.pem"
 
 
 @dataclass
@@ -41,6 +46,10 @@ class HttpConfig:
     # Ours (lal has none): request headers must be complete within this long on
     # every HTTP listener, so slow clients cannot hold connections open.
     read_header_timeout_ms: int = 30000
+    # HTTPS listener (lal's keys): it serves the features whose enable_https is true.
+    https_listen_addr: str = ":4433"
+    https_cert_file: str = "./conf/cert.pem"
+    https_key_file: str = "./conf/key.pem"
 
 
 @dataclass
@@ -49,6 +58,8 @@ class HttpFlvConfig:
     url_pattern: str = "/"
     gop_num: int = 1
     single_gop_max_frame_num: int = 0
+    # lal ships true; false here so a config without certificate files starts.
+    enable_https: bool = False
 
 
 @dataclass
@@ -114,6 +125,39 @@ class InSessionConfig:
 
 # Below this a GOP cache would not hold one keyframe of a small picture.
 _MIN_GOP_CACHE_BYTES = 64 * 1024
+
+
+@dataclass
+class RelayPushConfig:
+    """lal's ``relay_push``: every published stream is pushed to each address."""
+
+    enable: bool = False
+    addr_list: list[str] = field(default_factory=list)
+    # Ours: what one push may hold unsent while the target is slow, before it
+    # reconnects and restarts at a keyframe; and its reconnect backoff bounds.
+    max_backlog_bytes: int = 4 * 1024 * 1024
+    retry_min_ms: int = 500
+    retry_max_ms: int = 30000
+
+
+@dataclass
+class StaticRelayPullConfig:
+    """lal's ``static_relay_pull``: a stream wanted here but not published is
+    pulled from ``addr``.  The other keys are ours, named as lal's API fields."""
+
+    enable: bool = False
+    addr: str = ""
+    pull_timeout_ms: int = 10000
+    pull_retry_num: int = 0  # -1: retry as long as players wait
+    auto_stop_pull_after_no_out_ms: int = 3000
+
+
+@dataclass
+class TlsClientConfig:
+    """Outgoing rtmps:// and https:// (ours)."""
+
+    ca_file: str = ""
+    verify: bool = True
 
 
 @dataclass
@@ -197,6 +241,9 @@ class Config:
     subscriber: SubscriberConfig = field(default_factory=SubscriberConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    relay_push: RelayPushConfig = field(default_factory=RelayPushConfig)
+    static_relay_pull: StaticRelayPullConfig = field(default_factory=StaticRelayPullConfig)
+    tls_client: TlsClientConfig = field(default_factory=TlsClientConfig)
     http_notify: HttpNotifyConfig = field(default_factory=HttpNotifyConfig)
     simple_auth: SimpleAuthConfig = field(default_factory=SimpleAuthConfig)
     http_hook: HttpHookConfig = field(default_factory=HttpHookConfig)
@@ -211,15 +258,11 @@ class Config:
 # Keys lal knows that this server does not implement yet: accepted silently so a
 # lal config loads, but listed by ``unimplemented_sections`` for one log line.
 _LAL_SECTIONS_NOT_IMPLEMENTED = {
-    "httpts", "rtsp", "record", "relay_push", "static_relay_pull",
-    "pprof", "debug",
+    "httpts", "rtsp", "record", "pprof", "debug",
 }
 _IGNORED_TOP_KEYS = {"# doc of config", "conf_version"}
 _LAL_KEYS_NOT_IMPLEMENTED = {
-    "rtmp": {"rtmps_enable", "rtmps_addr", "rtmps_cert_file", "rtmps_key_file",
-             "merge_write_size", "pull_timeout_sec"},
-    "default_http": {"https_listen_addr", "https_cert_file", "https_key_file"},
-    "httpflv": {"enable_https"},
+    "rtmp": {"merge_write_size", "pull_timeout_sec"},
     "hls": {"enable_https", "sub_session_hash_key"},
     "log": {"short_file_flag", "timestamp_flag", "timestamp_with_ms_flag", "level_flag",
             "assert_behavior"},
@@ -235,6 +278,9 @@ _SECTIONS: dict[str, type] = {
     "subscriber": SubscriberConfig,
     "limits": LimitsConfig,
     "stream": StreamConfig,
+    "relay_push": RelayPushConfig,
+    "static_relay_pull": StaticRelayPullConfig,
+    "tls_client": TlsClientConfig,
     "http_notify": HttpNotifyConfig,
     "simple_auth": SimpleAuthConfig,
     "http_hook": HttpHookConfig,
@@ -243,6 +289,9 @@ _SECTIONS: dict[str, type] = {
     "in_session": InSessionConfig,
     "log": LogConfig,
 }
+
+# Whole numbers that may be -1 (lal's "forever").
+_MINUS_ONE_OK = {"static_relay_pull.pull_retry_num"}
 
 _HOSTPORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[^:\[\]]*):(?P<port>\d{1,5})$")
 _ENDPOINT_PREFIXES = ("tcp:", "tcp6:", "ssl:", "unix:", "systemd:", "tls:")
@@ -336,6 +385,16 @@ def from_dict(data: Any) -> Config:
             if full == "log.level":
                 setattr(section, key, _log_level(item))
                 continue
+            if full in _MINUS_ONE_OK and item == -1 and not isinstance(item, bool):
+                setattr(section, key, -1)
+                continue
+            if full == "relay_push.addr_list":
+                if not isinstance(item, list) or not all(isinstance(a, str) and a.strip()
+                                                         for a in item):
+                    raise ConfigError(f"{full}: expected a list of addresses such as "
+                                      f"[\"127.0.0.1:19351\"], got {json.dumps(item)}")
+                setattr(section, key, [a.strip() for a in item])
+                continue
             setattr(section, key, _check_type(full, item, getattr(section, key)))
     _validate(config)
     return config
@@ -346,6 +405,10 @@ def _validate(config: Config) -> None:
     config.default_http.http_listen_addr = parse_listen_addr(
         config.default_http.http_listen_addr, "default_http.http_listen_addr")
     config.http_api.addr = parse_listen_addr(config.http_api.addr, "http_api.addr")
+    config.rtmp.rtmps_addr = parse_listen_addr(config.rtmp.rtmps_addr, "rtmp.rtmps_addr")
+    config.default_http.https_listen_addr = parse_listen_addr(
+        config.default_http.https_listen_addr, "default_http.https_listen_addr")
+    _validate_relays(config)
     if config.access_check.timeout_ms == 0:
         raise ConfigError("access_check.timeout_ms: must be greater than 0")
     if not 128 <= config.rtmp.chunk_size <= 0xFFFFFF:
@@ -394,6 +457,37 @@ def _validate_hls(hls: HlsConfig) -> None:
     if hls.enable and not hls.use_memory_as_disk_flag and not hls.out_path:
         raise ConfigError("hls.out_path: a directory for the HLS files is needed when "
                           "hls.use_memory_as_disk_flag is false")
+
+
+def _validate_relays(config: Config) -> None:
+    push, pull = config.relay_push, config.static_relay_pull
+    if push.enable and not push.addr_list:
+        raise ConfigError("relay_push.addr_list: relay_push is enabled but lists no address "
+                          "(e.g. [\"127.0.0.1:19351\"])")
+    if push.retry_min_ms == 0 or push.retry_max_ms < push.retry_min_ms:
+        raise ConfigError("relay_push.retry_min_ms must be above 0 and at most "
+                          "relay_push.retry_max_ms")
+    if push.max_backlog_bytes < _MIN_GOP_CACHE_BYTES:
+        raise ConfigError(f"relay_push.max_backlog_bytes: must be at least "
+                          f"{_MIN_GOP_CACHE_BYTES} (64 KiB)")
+    if pull.enable and not pull.addr.strip():
+        raise ConfigError("static_relay_pull.addr: static_relay_pull is enabled but has no "
+                          "address (\"host:port\" or an rtmp://, rtmps://, http:// or "
+                          "https:// base URL)")
+    if pull.pull_timeout_ms == 0:
+        raise ConfigError("static_relay_pull.pull_timeout_ms: must be greater than 0")
+    from lal_twisted.relay.upstream import UpstreamError, parse_base
+
+    for addr in push.addr_list:
+        try:
+            parse_base(addr, push=True)
+        except UpstreamError as e:
+            raise ConfigError(f"relay_push.addr_list: {e}") from None
+    if pull.addr.strip():
+        try:
+            parse_base(pull.addr.strip(), push=False)
+        except UpstreamError as e:
+            raise ConfigError(f"static_relay_pull.addr: {e}") from None
 
 
 def _check_url(key: str, value: str) -> None:

@@ -33,7 +33,9 @@ from lal_twisted.httpflv.server import HttpFlvResource
 from lal_twisted.hub.registry import StreamRegistry
 from lal_twisted.limits import ConnectionGuard, raise_fd_limit
 from lal_twisted.net import use_eager_writes
+from lal_twisted.relay.manager import RelayManager
 from lal_twisted.rtmp.server import RTMPServerFactory
+from lal_twisted.tls import ssl_endpoint
 from lal_twisted.web.router import Router
 from lal_twisted.web.site import LalSite
 
@@ -187,7 +189,19 @@ def _site(name: str) -> Callable[[LalService], server.Site]:
     return build
 
 
-HTTP_LISTENERS = ("http", "http_api")
+def _rtmps_addr(c: Config) -> str:
+    r = c.rtmp
+    return ssl_endpoint(r.rtmps_addr, r.rtmps_cert_file, r.rtmps_key_file,
+                        "rtmp.rtmps_cert_file", "rtmp.rtmps_key_file")
+
+
+def _https_addr(c: Config) -> str:
+    h = c.default_http
+    return ssl_endpoint(h.https_listen_addr, h.https_cert_file, h.https_key_file,
+                        "default_http.https_cert_file", "default_http.https_key_file")
+
+
+HTTP_LISTENERS = ("http", "https", "http_api")
 
 def _status_enabled(c: Config) -> bool:
     return c.status_page.enable
@@ -204,6 +218,8 @@ ROUTES: tuple[RouteSpec, ...] = (
               lambda c: c.httpflv.enable, _httpflv_resource),
     RouteSpec("http", "hls.url_pattern", lambda c: c.hls.url_pattern, "",
               lambda c: c.hls.enable, _hls_resource),
+    RouteSpec("https", "httpflv.url_pattern", lambda c: c.httpflv.url_pattern, ".flv",
+              lambda c: c.httpflv.enable and c.httpflv.enable_https, _httpflv_resource),
     # The control plane (lal_twisted/api): lal's HTTP API answers every path of
     # its listener (lal's JSON 404 for unknown ones); metrics and the status page.
     RouteSpec("http_api", "http_api.addr", lambda c: "/", "", lambda c: c.http_api.enable,
@@ -223,9 +239,13 @@ ROUTES: tuple[RouteSpec, ...] = (
 LISTENERS: tuple[ListenerSpec, ...] = (
     ListenerSpec("rtmp", "rtmp.addr", lambda c: c.rtmp.addr,
                  lambda lals: lals.config.rtmp.enable, _rtmp_factory),
+    ListenerSpec("rtmps", "rtmp.rtmps_addr", _rtmps_addr,
+                 lambda lals: lals.config.rtmp.rtmps_enable, _rtmp_factory),
     ListenerSpec("http", "default_http.http_listen_addr",
                  lambda c: c.default_http.http_listen_addr,
                  lambda lals: bool(lals.routers["http"].routes), _site("http")),
+    ListenerSpec("https", "default_http.https_listen_addr", _https_addr,
+                 lambda lals: bool(lals.routers["https"].routes), _site("https")),
     ListenerSpec("http_api", "http_api.addr", lambda c: c.http_api.addr,
                  lambda lals: lals.config.http_api.enable, _site("http_api")),
 )
@@ -265,6 +285,10 @@ class LalService(service.MultiService):
             self.hls.setServiceParent(self)
         self.control = ControlPlane(self)  # API, notify, auth, hook, metrics, status page
         self.control.setServiceParent(self)
+        # Relays (pushes, static pulls and pulls started on request): events only,
+        # nothing on the per-packet path of streams that are not relayed.
+        self.relays = RelayManager(self.registry, reactor, config)
+        self.relays.setServiceParent(self)
         self.routers = {name: Router(name) for name in HTTP_LISTENERS}
         for route in ROUTES:
             if route.enabled(config):

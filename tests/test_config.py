@@ -196,14 +196,16 @@ def test_lal_config_loads_with_warnings() -> None:
     text = "\n".join(config.warnings)
     assert config.hls.enable and config.hls.url_pattern == "/hls/"
     assert config.hls.delete_threshold == config.hls.fragment_num
-    for section in ("httpts", "rtsp", "record", "relay_push", "static_relay_pull",
-                    "pprof", "debug"):
+    for section in ("httpts", "rtsp", "record", "pprof", "debug"):
         assert f"section {section!r} is not supported yet" in text
     assert "in_session" not in text
     assert not config.in_session.add_dummy_audio_enable
-    for key in ("rtmp.rtmps_enable", "rtmp.merge_write_size", "default_http.https_listen_addr",
-                "httpflv.enable_https", "log.short_file_flag", "log.assert_behavior"):
+    for key in ("rtmp.merge_write_size", "log.short_file_flag", "log.assert_behavior"):
         assert f"{key} is not supported yet" in text
+    # Relays and TLS are lal's keys too.
+    assert "relay" not in text and "rtmps" not in text
+    assert "default_http" not in text and "httpflv.enable_https" not in text
+    assert config.default_http.https_listen_addr == "tcp:4433"
     # The documentation link and version marker are lal's own bookkeeping.
     assert "doc of config" not in text
     assert "conf_version" not in text

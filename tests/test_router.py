@@ -89,11 +89,13 @@ def test_embedding_code_mounting_on_httpflv_paths_is_refused() -> None:
 
 def test_listener_and_route_tables_name_their_config_keys() -> None:
     assert [(spec.name, spec.addr_key) for spec in LISTENERS] == [
-        ("rtmp", "rtmp.addr"), ("http", "default_http.http_listen_addr"),
-        ("http_api", "http_api.addr")]
+        ("rtmp", "rtmp.addr"), ("rtmps", "rtmp.rtmps_addr"),
+        ("http", "default_http.http_listen_addr"),
+        ("https", "default_http.https_listen_addr"), ("http_api", "http_api.addr")]
     assert [(r.listener, r.pattern_key, r.suffix, r.exact) for r in ROUTES] == [
         ("http", "httpflv.url_pattern", ".flv", False),
         ("http", "hls.url_pattern", "", False),
+        ("https", "httpflv.url_pattern", ".flv", False),
         ("http_api", "http_api.addr", "", False),
         ("http_api", "status_page.enable", "", True),
         ("http", "metrics.url_path", "", True),

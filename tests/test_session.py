@@ -839,6 +839,7 @@ def test_split_query(value: str, expected: tuple[str, str]) -> None:
     ("rtmp://h/app/inst/stream", "h", 1935, "app/inst", "stream", "rtmp://h:1935/app/inst"),
     ("rtmp://h/live/test/", "h", 1935, "live", "test", "rtmp://h:1935/live"),
     ("rtmp://[::1]:1936/live/test", "::1", 1936, "live", "test", "rtmp://[::1]:1936/live"),
+    ("rtmps://h/live/test", "h", 443, "live", "test", "rtmps://h:443/live"),
 ])
 def test_rtmp_url_parse(url: str, host: str, port: int, app: str, stream: str,
                         tc_url: str) -> None:
@@ -848,9 +849,9 @@ def test_rtmp_url_parse(url: str, host: str, port: int, app: str, stream: str,
 
 
 @pytest.mark.parametrize(("url", "why"), [
-    ("http://h/live/test", "not an rtmp:// URL"),
-    ("rtmps://h/live/test", "not an rtmp:// URL"),
-    ("h/live/test", "not an rtmp:// URL"),
+    ("http://h/live/test", "not an rtmp:// or rtmps:// URL"),
+    ("rtmpt://h/live/test", "not an rtmp:// or rtmps:// URL"),
+    ("h/live/test", "not an rtmp:// or rtmps:// URL"),
     ("rtmp:///live/test", "no host"),
     ("rtmp://h/live", "needs an app and a stream name"),
     ("rtmp://h/live/", "needs an app and a stream name"),

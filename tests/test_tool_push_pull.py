@@ -120,12 +120,12 @@ def test_bad_input_gives_one_line_and_nonzero_exit(server: Server, media: Media,
         (("push", str(tmp_path / "missing.flv"), server.rtmp_url("x")), "no such file"),
         (("push", str(text), server.rtmp_url("x")), "not an FLV"),
         (("push", str(truncated), server.rtmp_url("x")), "truncated"),
-        (("push", str(media.av), "http://127.0.0.1/live/x"), "not an rtmp:// URL"),
+        (("push", str(media.av), "http://127.0.0.1/live/x"), "not an rtmp:// or rtmps:// URL"),
         (("push", str(media.av), "rtmp://127.0.0.1:1/live/x"), "refused"),
         (("pull", "rtmp://127.0.0.1:1/live/x", str(tmp_path / "o.flv")), "refused"),
         (("pull", f"http://127.0.0.1:{server.http_port}/nothing", str(tmp_path / "o.flv")),
          "404"),
-        (("pull", "ftp://127.0.0.1/x.flv", str(tmp_path / "o.flv")), "not an rtmp://"),
+        (("pull", "ftp://127.0.0.1/x.flv", str(tmp_path / "o.flv")), "not an rtmp(s)://"),
     ]
     for args, message in cases:
         done = lal(*args)

@@ -36,6 +36,7 @@ GROUP_NOT_FOUND = (1001, "group not found")
 PARAM_MISSING = (1002, "param missing")
 SESSION_NOT_FOUND = (1003, "session not found")
 METHOD_NOT_ALLOWED = (405, "method not allowed")
+START_RELAY_PULL_FAIL = (2001, "start relay pull fail")
 
 _SERVER = f"lal-twisted/{__version__}".encode()
 
@@ -75,7 +76,13 @@ class ApiResource(resource.Resource):
             "/api/stat/group": self.group,
             "/api/stat/all_group": self.all_group,
         }
-        self._post = {} if read_only else {"/api/ctrl/kick_session": self.kick_session}
+        self._post = {} if read_only else {
+            "/api/ctrl/kick_session": self.kick_session,
+            "/api/ctrl/start_relay_pull": self.start_relay_pull,
+            "/api/ctrl/stop_relay_pull": self.stop_relay_pull,
+        }
+        if not read_only:  # lal documents stop_relay_pull as a GET
+            self._get["/api/ctrl/stop_relay_pull"] = self.stop_relay_pull
 
     def render(self, request: IRequest) -> bytes:  # type: ignore[override]
         path = route_path(request) or request.path.decode("utf-8", "replace")  # type: ignore[attr-defined]
@@ -140,6 +147,52 @@ class ApiResource(resource.Resource):
                  id=session.id, key=stream.key)
         self.registry.kick(session.id, "kicked by the HTTP API")
         return _basic(SUCCESS)
+
+
+    def start_relay_pull(self, request: IRequest) -> dict[str, Any]:
+        from lal_twisted.relay.manager import PullError
+
+        body = _json_body(request)
+        url = _string_field(body, "url")
+        stream_name = _string_field(body, "stream_name") if "stream_name" in body else ""
+        timeout = _int_field(body, "pull_timeout_ms", 10000)
+        retry = _int_field(body, "pull_retry_num", 0)
+        auto_stop = _int_field(body, "auto_stop_pull_after_no_out_ms", -1)
+        try:
+            pull = self.plane.lals.relays.start_pull(url, stream_name, timeout, retry, auto_stop)
+        except PullError as e:
+            log.info("http api from {peer}: start_relay_pull {url} refused: {why}",
+                     peer=_peer(request), url=safe(url), why=safe(str(e)))
+            return {"error_code": START_RELAY_PULL_FAIL[0], "desp": str(e)}
+        log.info("http api from {peer}: start_relay_pull {url} as {key}", peer=_peer(request),
+                 url=safe(url), key=pull.key)
+        return {**_basic(SUCCESS), "data": {"stream_name": pull.stream_name,
+                                            "session_id": pull.session_id}}
+
+    def stop_relay_pull(self, request: IRequest) -> dict[str, Any]:
+        name = _query_arg(request, "stream_name")
+        if not name:
+            raise BadRequest("the query parameter stream_name is required")
+        relays = self.plane.lals.relays
+        pull = relays.find_pull(name)
+        if pull is None:
+            code = GROUP_NOT_FOUND if stat.find_stream(self.registry, name) is None else (
+                SESSION_NOT_FOUND)
+            return {**_basic(code), "data": None}
+        session_id = pull.session_id
+        relays.stop_pull(name)
+        log.info("http api from {peer}: stop_relay_pull {key}", peer=_peer(request),
+                 key=pull.key)
+        return {**_basic(SUCCESS), "data": {"session_id": session_id}}
+
+
+def _int_field(body: dict[str, Any], name: str, default: int) -> int:
+    if name not in body:
+        return default
+    value = body[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise BadRequest(f"{name} must be a whole number")
+    return int(value)
 
 
 def _redact(group: dict[str, Any]) -> None:

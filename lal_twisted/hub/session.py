@@ -33,6 +33,7 @@ RTMP_SERVER = "RTMPPUBSUB"
 FLV_PLAYER = "FLVSUB"
 RTMP_PUSH = "RTMPPUSH"
 RTMP_PULL = "RTMPPULL"
+FLV_PULL = "FLVPULL"
 
 
 # Stream and app names become keys, URLs, log fields and (with HLS and

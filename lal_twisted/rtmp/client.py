@@ -104,6 +104,8 @@ class RTMPClientFactory(ClientFactory):
     """Creates one protocol for one connection; ``connected`` fires with it
     or errbacks when the TCP connection fails."""
 
+    noisy = False
+
     def __init__(self, make_protocol: Callable[[], RTMPClientProtocol]) -> None:
         self.make_protocol = make_protocol
         self.connected: defer.Deferred[RTMPClientProtocol] = defer.Deferred()
@@ -123,12 +125,27 @@ class RTMPClientFactory(ClientFactory):
 def connect(reactor: IReactorTCP, url: str | RtmpUrl, mode: str,
             on_packet: Callable[[AVPacket], None] | None = None,
             on_status: Callable[[Status], None] | None = None,
-            timeout: float = 10.0) -> defer.Deferred[RTMPClientProtocol]:
-    """Connect, handshake and publish/play; fires with the protocol once ready."""
+            timeout: float = 10.0, tls: Any = None) -> defer.Deferred[RTMPClientProtocol]:
+    """Connect, handshake and publish/play; fires with the protocol once ready.
+
+    An ``rtmps://`` URL connects with TLS: ``tls`` is the client TLS options
+    (:func:`lal_twisted.tls.client_tls`); by default the peer's certificate and
+    name are checked against the system trust store."""
     parsed = url if isinstance(url, RtmpUrl) else RtmpUrl.parse(url)
     factory = RTMPClientFactory(lambda: RTMPClientProtocol(
         ClientSession(parsed, mode), on_packet=on_packet, on_status=on_status))
-    reactor.connectTCP(parsed.host, parsed.port, factory, timeout=timeout)
+    dial(reactor, parsed, factory, timeout, tls)
     d = factory.connected
     d.addCallback(lambda proto: proto.ready)
     return d
+
+
+def dial(reactor: Any, parsed: RtmpUrl, factory: ClientFactory, timeout: float = 10.0,
+         tls: Any = None) -> Any:
+    """Open the TCP (``rtmps://``: TLS) connection for ``factory``; the connector."""
+    if parsed.secure:
+        from lal_twisted.tls import client_tls
+
+        options = tls if tls is not None else client_tls(parsed.host)
+        return reactor.connectSSL(parsed.host, parsed.port, factory, options, timeout=timeout)
+    return reactor.connectTCP(parsed.host, parsed.port, factory, timeout=timeout)

@@ -43,21 +43,24 @@ class RtmpUrl:
     app: str
     stream: str
     tc_url: str
+    secure: bool = False  # rtmps://: RTMP inside TLS
 
     @classmethod
     def parse(cls, url: str) -> RtmpUrl:
-        """``rtmp://host[:port]/app[/more]/stream[?query]``; the last path
-        element (with the query) is the stream name, the rest is the app."""
+        """``rtmp://host[:port]/app[/more]/stream[?query]`` (or ``rtmps://``,
+        port 443 by default); the last path element (with the query) is the
+        stream name, the rest is the app."""
         try:
             parts = urlsplit(url)
         except ValueError as e:
             raise RtmpUrlError(f"bad URL {url!r}: {e}") from None
-        if parts.scheme != "rtmp":
-            raise RtmpUrlError(f"not an rtmp:// URL: {url!r}")
+        if parts.scheme not in ("rtmp", "rtmps"):
+            raise RtmpUrlError(f"not an rtmp:// or rtmps:// URL: {url!r}")
+        secure = parts.scheme == "rtmps"
         if not parts.hostname:
             raise RtmpUrlError(f"no host in {url!r}")
         try:
-            port = parts.port or 1935
+            port = parts.port or (443 if secure else 1935)
         except ValueError:
             raise RtmpUrlError(f"bad port in {url!r}") from None
         path = parts.path.strip("/")
@@ -69,7 +72,7 @@ class RtmpUrl:
             stream = f"{stream}?{parts.query}"
         host = parts.hostname
         netloc = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-        return cls(host, port, app, stream, f"rtmp://{netloc}/{app}")
+        return cls(host, port, app, stream, f"{parts.scheme}://{netloc}/{app}", secure)
 
 
 @dataclass

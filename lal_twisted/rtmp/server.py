@@ -82,6 +82,19 @@ class RtmpSink(Sink):
         self.protocol.session.play_unpublish_notify()
         self.protocol.flush()
 
+    def not_found(self, reason: str) -> None:
+        """The stream will not come (a relay pull gave up): say
+        ``NetStream.Play.StreamNotFound``, then close."""
+        if self.closed:
+            return
+        self.closed = True
+        self._cancel_stall()
+        self._cancel_wait()
+        self.protocol.session.reject_play(reason, not_found=True)
+        self.protocol.flush()
+        self.protocol.close_reason = reason
+        self.protocol.transport.loseConnection()  # type: ignore[union-attr]
+
 
 @implementer(IPublisher)
 class RTMPServerProtocol(Protocol):

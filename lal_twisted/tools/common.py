@@ -17,6 +17,33 @@ class ToolError(Exception):
     """A user-facing failure: bad file, bad URL, refused stream..."""
 
 
+def add_tls_options(parser: Any) -> None:
+    """``--ca-file`` and ``--insecure`` for rtmps:// and https:// URLs."""
+    parser.add_argument("--ca-file", metavar="PEM",
+                        help="rtmps:// / https://: trust the certificates in PEM instead of "
+                             "the system store")
+    parser.add_argument("--insecure", action="store_true",
+                        help="rtmps:// / https://: do not check the server's certificate")
+
+
+def tls_options(url: str, args: Any) -> Any:
+    """Client TLS options for ``url`` from ``--ca-file`` / ``--insecure`` (None for a
+    URL without TLS: the connection then needs none)."""
+    from urllib.parse import urlsplit
+
+    from lal_twisted.config import ConfigError
+    from lal_twisted.tls import client_tls
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("rtmps", "https"):
+        return None
+    try:
+        return client_tls(parts.hostname or "", getattr(args, "ca_file", None) or "",
+                          not getattr(args, "insecure", False))
+    except ConfigError as e:
+        raise ToolError(str(e).replace("tls_client.ca_file", "--ca-file")) from None
+
+
 def expand_urls(url: str, count: int) -> list[str]:
     """``count`` URLs, ``{i}`` replaced by 0..count-1 (or the same URL repeated)."""
     if count < 1:

@@ -17,7 +17,6 @@ import sys
 from typing import IO, Any
 
 from twisted.internet import defer
-from twisted.web.client import HTTPConnectionPool
 
 from lal_twisted.httpflv.client import HttpFlvPull
 from lal_twisted.media import flv
@@ -28,11 +27,13 @@ from lal_twisted.tools.common import (
     Ending,
     StatusLine,
     ToolError,
+    add_tls_options,
     expand_urls,
     mbit,
     now,
     open_in_batches,
     run_reactor,
+    tls_options,
 )
 
 # Packets held back before the FLV header is written, so its audio/video flags
@@ -59,9 +60,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--connect-rate", type=float, default=200, metavar="R",
                    help="open at most R connections per second (200)")
     p.add_argument("--low-water", type=int, default=0, metavar="BYTES",
-                   help="RTMP: once playing, wake up only when BYTES are waiting "
+                   help="once playing, wake up only when BYTES are waiting "
                         "(SO_RCVLOWAT); fewer, larger reads for load tests (default 0: off)")
     p.add_argument("--quiet", "-q", action="store_true", help="no status line")
+    add_tls_options(p)
     p.set_defaults(func=run)
 
 
@@ -109,13 +111,13 @@ class Puller:
     settle = 3.0
 
     def __init__(self, index: int, url: str, writer: FlvFileWriter | None, stall: float,
-                 pool: HTTPConnectionPool | None, low_water: int = 0) -> None:
+                 low_water: int = 0, tls: Any = None) -> None:
         self.index = index
         self.low_water = low_water
+        self.tls = tls
         self.url = url
         self.writer = writer
         self.stall = stall
-        self.pool = pool
         self.rtmp: RTMPClientProtocol | None = None
         self.http: HttpFlvPull | None = None
         self.started = 0.0
@@ -137,11 +139,11 @@ class Puller:
 
     def start(self, reactor: Any) -> None:
         self.started = now()
-        if self.url.startswith("rtmp://"):
-            d = connect(reactor, self.url, "play", on_packet=self.on_packet)
+        if self.url.startswith(("rtmp://", "rtmps://")):
+            d = connect(reactor, self.url, "play", on_packet=self.on_packet, tls=self.tls)
             d.addCallbacks(self._rtmp_ready, self._failed)
         else:
-            self.http = HttpFlvPull(reactor, self.url, self.on_packet, pool=self.pool)
+            self.http = HttpFlvPull(reactor, self.url, self.on_packet, tls=self.tls)
             self.http.start().addCallbacks(self._http_ready, self._failed)
 
     def _rtmp_ready(self, proto: RTMPClientProtocol) -> None:
@@ -153,6 +155,10 @@ class Puller:
 
     def _http_ready(self, pull: HttpFlvPull) -> None:
         pull.done.addBoth(self._ended)
+        transport = pull.protocol.transport if pull.protocol is not None else None
+        sock = getattr(transport, "socket", None)
+        if self.low_water and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self.low_water)
 
     def _failed(self, failure: Any) -> None:
         self.error = failure.getErrorMessage()
@@ -241,15 +247,16 @@ def _ms(t: float | None, start: float) -> float | None:
 def run(args: argparse.Namespace) -> int:
     urls = expand_urls(args.url, args.n)
     for url in set(urls):
-        if url.startswith("rtmp://"):
+        if url.startswith(("rtmp://", "rtmps://")):
             try:
                 RtmpUrl.parse(url)
             except RtmpUrlError as e:
                 raise ToolError(str(e)) from None
         elif not url.startswith(("http://", "https://")):
-            raise ToolError(f"not an rtmp:// or http(s):// URL: {url!r}")
+            raise ToolError(f"not an rtmp(s):// or http(s):// URL: {url!r}")
     if args.connect_rate <= 0:
         raise ToolError("--connect-rate must be positive")
+    args.tls_by_url = {url: tls_options(url, args) for url in set(urls)}
     writers: list[FlvFileWriter | None] = []
     for i in range(args.n):
         if args.out is None or (i > 0 and "{i}" not in args.out):
@@ -261,8 +268,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _pull(reactor: Any, args: argparse.Namespace, urls: list[str],
           writers: list[FlvFileWriter | None]) -> defer.Deferred[int]:
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    pullers = [Puller(i, url, writers[i], args.stall, pool, args.low_water)
+    tls = args.tls_by_url
+    pullers = [Puller(i, url, writers[i], args.stall, args.low_water, tls[url])
                for i, url in enumerate(urls)]
     started = now()
 

@@ -33,11 +33,13 @@ from lal_twisted.tools.common import (
     Ending,
     StatusLine,
     ToolError,
+    add_tls_options,
     expand_urls,
     mbit,
     now,
     open_in_batches,
     run_reactor,
+    tls_options,
 )
 from lal_twisted.tools.flvfile import iter_file
 
@@ -62,6 +64,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--connect-rate", type=float, default=200, metavar="R",
                    help="open at most R connections per second (200)")
     p.add_argument("--quiet", "-q", action="store_true", help="no status line")
+    add_tls_options(p)
     p.set_defaults(func=run)
 
 
@@ -143,6 +146,7 @@ class FilePublisher:
         self.reconnect = options.reconnect
         self.reactor = reactor
         self.on_done = on_done
+        self.tls = getattr(options, "tls_by_url", {}).get(url)
         self.proto: RTMPClientProtocol | None = None
         self.paused = False
         self.finished = False
@@ -157,7 +161,7 @@ class FilePublisher:
 
     def start(self) -> None:
         self.connects += 1
-        d = connect(self.reactor, self.url, "publish")
+        d = connect(self.reactor, self.url, "publish", tls=self.tls)
         d.addCallbacks(self._ready, self._failed)
 
     def _ready(self, proto: RTMPClientProtocol) -> None:
@@ -254,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
             RtmpUrl.parse(url)
         except RtmpUrlError as e:
             raise ToolError(str(e)) from None
+    args.tls_by_url = {url: tls_options(url, args) for url in set(urls)}
     return run_reactor(lambda reactor: _push(reactor, args, tags, urls))
 
 

@@ -1,0 +1,280 @@
+"""Relay push: one published stream forwarded to one other server over RTMP(S).
+
+A :class:`RelayPush` is a sink of the stream (a ``relay_push`` session,
+``RTMPPUSH`` id) and an ``IPushProducer`` on its own connection.  It never
+slows the stream: while the target does not read, what it cannot send is
+kept, up to ``max_backlog_bytes``; past that it drops the connection,
+reconnects and starts again at the stream's latest keyframe.  A connection
+that fails or ends is retried with exponential backoff and jitter
+(``retry_min`` doubling up to ``retry_max``, each delay drawn between half
+and all of it) as long as the stream is published; a target whose TLS
+certificate is refused is not retried.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from lal_twisted.hub.sink import IStreamSink
+from lal_twisted.log import Logger
+from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
+from lal_twisted.rtmp.session import MEDIA_STREAM_ID, media_encoder
+from lal_twisted.tls import verification_error
+
+if TYPE_CHECKING:
+    from lal_twisted.hub.session import Session
+    from lal_twisted.hub.stream import Stream
+    from lal_twisted.rtmp.client import RTMPClientProtocol
+
+log = Logger("lal_twisted.relay.push")
+
+# A connection live at least this long resets the backoff to retry_min.
+_STABLE_AFTER = 10.0
+
+
+@implementer(IStreamSink, IPushProducer)
+class RelayPush:
+    """Pushes one stream to ``url``; see the module docstring."""
+
+    protocol_name = "relay_push"
+
+    def __init__(self, reactor: Any, session: Session, url: str, *, tls: Any = None,
+                 max_backlog_bytes: int = 4 * 1024 * 1024, retry_min: float = 0.5,
+                 retry_max: float = 30.0, timeout: float = 10.0,
+                 rng: random.Random | None = None, on_close: Any = None) -> None:
+        self.reactor = reactor
+        self.session = session
+        self.url = url
+        self.tls = tls
+        self.max_backlog_bytes = max_backlog_bytes
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.timeout = timeout
+        self.rng = rng or random.Random()
+        self.on_close = on_close  # called once with this push when it stops
+        self.stream: Stream | None = None
+        self.proto: RTMPClientProtocol | None = None
+        self.closed = False
+        self.paused = False
+        self.waiting_keyframe = True
+        self.failures = 0
+        self.connects = 0
+        self.delays: list[float] = []  # every reconnect delay, for the stats and tests
+        self.bytes_out = 0
+        self.packets_out = 0
+        self.packets_dropped = 0
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._retry: IDelayedCall | None = None
+        self._live_since: float | None = None
+        self._connector: Any = None
+        self._connecting: RTMPClientProtocol | None = None
+        # The RTMP players' shared encoder, when this connection's stream id and
+        # chunk size make its bytes the same as ours (the usual case).
+        self._shared: Any = None
+        self._attempt = 0  # tells the callbacks of an abandoned attempt apart
+
+    # -- IStreamSink --------------------------------------------------------------------
+    def start(self, stream: Stream) -> None:
+        self.stream = stream
+        if self.proto is None and self._retry is None and not self.closed:
+            self._connect()
+
+    def publish_started(self, stream: Stream) -> None:
+        self.waiting_keyframe = True
+
+    def publish_stopped(self, stream: Stream) -> None:
+        pass  # the relay manager closes the push
+
+    def begin_burst(self) -> None:
+        pass
+
+    def end_burst(self, prefix: bytes = b"") -> None:
+        pass
+
+    def send(self, packet: AVPacket) -> None:
+        proto = self.proto
+        if proto is None or self.closed:
+            return  # not connected: the next connection starts from the GOP cache
+        if self.waiting_keyframe:
+            kind = packet.kind
+            if packet.is_keyframe and kind == VIDEO and not packet.is_sequence_header:
+                self.waiting_keyframe = False
+            elif packet.is_sequence_header or kind == DATA:
+                pass
+            elif (kind == AUDIO and self.stream is not None
+                  and self.stream.tracks.video is None):
+                self.waiting_keyframe = False
+            else:
+                self.packets_dropped += 1
+                return
+        shared = self._shared
+        if shared is not None and packet.kind != DATA:
+            data = packet.encoded(shared)  # the same bytes the RTMP players write
+        else:
+            data = proto.session.encode_packet(packet)
+        self.packets_out += 1
+        if self.paused:
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+            if self._pending_bytes > self.max_backlog_bytes:
+                self._restart(f"target too slow: over {self.max_backlog_bytes} bytes "
+                              "waiting (relay_push.max_backlog_bytes); reconnecting to "
+                              "restart at a keyframe")
+            return
+        self.bytes_out += len(data)
+        proto.transport.write(data)  # type: ignore[union-attr]
+
+    def close(self, reason: str) -> None:
+        """Stop for good (the publisher left, the server stops, a kick)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._attempt += 1
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        proto, self.proto = self.proto, None
+        if proto is not None and proto.transport is not None:
+            proto.stop()
+        elif self._connector is not None and getattr(self._connector, "state", "") == "connecting":
+            self._connector.stopConnecting()
+        self._drop_pending()
+        log.info("relay push {id} {key} to {url} stopped: {why} (bytes_out={b})",
+                 id=self.session.id, key=self.session.key, url=self.url, why=reason,
+                 b=self.bytes_out)
+        if self.on_close is not None:
+            self.on_close(self)
+
+    # -- IPushProducer (the target's connection) --------------------------------------------
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted interface
+        self.paused = True
+
+    def resumeProducing(self) -> None:  # noqa: N802 - Twisted interface
+        self.paused = False
+        if self._pending and self.proto is not None:
+            pending, size = self._pending, self._pending_bytes
+            self._drop_pending()
+            self.bytes_out += size
+            self.proto.transport.writeSequence(pending)  # type: ignore[union-attr]
+
+    def stopProducing(self) -> None:  # noqa: N802 - Twisted interface
+        pass
+
+    # -- connection ----------------------------------------------------------------------
+    def _connect(self) -> None:
+        from lal_twisted.rtmp.client import RTMPClientFactory, RTMPClientProtocol, dial
+        from lal_twisted.rtmp.client_session import ClientSession, RtmpUrl
+
+        self._retry = None
+        self._attempt += 1
+        attempt = self._attempt
+        self.connects += 1
+        parsed = RtmpUrl.parse(self.url)
+        factory = RTMPClientFactory(lambda: RTMPClientProtocol(ClientSession(parsed, "publish")))
+        try:
+            self._connector = dial(self.reactor, parsed, factory, self.timeout, self.tls)
+        except Exception as e:  # a TLS setup problem (bad CA file) is not retried
+            self.close(f"cannot connect: {e}")
+            return
+        d = factory.connected
+        d.addCallback(self._connected, attempt)
+        d.addTimeout(self.timeout, self.reactor)
+        d.addCallbacks(self._ready, self._failed, callbackArgs=(attempt,),
+                       errbackArgs=(attempt,))
+
+    def _connected(self, proto: RTMPClientProtocol, attempt: int) -> Any:
+        proto.done.addBoth(self._lost, proto, attempt)
+        self._connecting = proto
+        return proto.ready
+
+    def _ready(self, proto: RTMPClientProtocol, attempt: int) -> None:
+        if attempt != self._attempt or self.closed:
+            proto.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        self.proto = proto
+        session = proto.session
+        self._shared = (media_encoder(session.writer.chunk_size)
+                        if session.stream_id == MEDIA_STREAM_ID else None)
+        self._live_since = self.reactor.seconds()
+        self.paused = False
+        proto.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        log.info("relay push {id} {key} to {url} publishing", id=self.session.id,
+                 key=self.session.key, url=self.url)
+        self._replay()
+
+    def _replay(self) -> None:
+        """Metadata, sequence headers and the cached GOP, so the target starts
+        at a keyframe and decodes at once."""
+        stream = self.stream
+        self.waiting_keyframe = True
+        if stream is None or stream.publisher is None:
+            return
+        for packet in (stream.metadata, stream.video_header, stream.audio_header):
+            if packet is not None:
+                self.send(packet)
+        for packet in stream.gop_cache.packets():
+            self.send(packet)
+
+    def _failed(self, failure: Failure, attempt: int) -> None:
+        if attempt != self._attempt or self.closed:
+            return
+        proto, self._connecting = self._connecting, None
+        if proto is not None and proto.transport is not None:
+            proto.transport.abortConnection()  # type: ignore[attr-defined]
+        self._retry_later(failure.getErrorMessage() or type(failure.value).__name__)
+
+    def _lost(self, result: Any, proto: RTMPClientProtocol, attempt: int) -> None:
+        if attempt != self._attempt or self.closed or proto is not self.proto:
+            return None
+        self.proto = None
+        self._drop_pending()
+        cause = proto.error or (result.getErrorMessage() if isinstance(result, Failure)
+                                else "the target closed the connection")
+        live = self.reactor.seconds() - (self._live_since or 0)
+        if live >= _STABLE_AFTER:
+            self.failures = 0
+        self._retry_later(cause)
+        return None
+
+    def _restart(self, why: str) -> None:
+        proto, self.proto = self.proto, None
+        self._drop_pending()
+        self._attempt += 1
+        if proto is not None and proto.transport is not None:
+            proto.transport.abortConnection()  # type: ignore[union-attr,attr-defined]
+        log.warn("relay push {id} {key} to {url}: {why}", id=self.session.id,
+                 key=self.session.key, url=self.url, why=why)
+        self._connect()
+
+    def _retry_later(self, cause: str) -> None:
+        tls_problem = verification_error(cause)
+        if tls_problem is not None:
+            log.error("relay push {id} {key} to {url} refused: {why}; not retried "
+                      "(check the certificate, tls_client.ca_file or tls_client.verify)",
+                      id=self.session.id, key=self.session.key, url=self.url, why=tls_problem)
+            self.close("refused by TLS verification")
+            return
+        self.failures += 1
+        ceiling = min(self.retry_max, self.retry_min * 2 ** (self.failures - 1))
+        delay = ceiling * self.rng.uniform(0.5, 1.0)
+        self.delays.append(delay)
+        log.warn("relay push {id} {key} to {url}: {why}; retry {n} in {d:.1f}s",
+                 id=self.session.id, key=self.session.key, url=self.url, why=cause,
+                 n=self.failures, d=delay)
+        self._retry = self.reactor.callLater(delay, self._connect)
+
+    def _drop_pending(self) -> None:
+        self._pending = []
+        self._pending_bytes = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {"protocol": self.protocol_name, "url": self.url, "bytes_out": self.bytes_out,
+                "packets_out": self.packets_out, "packets_dropped": self.packets_dropped,
+                "connected": self.proto is not None, "connects": self.connects,
+                "paused": self.paused}

@@ -1,0 +1,189 @@
+"""RTMPS and HTTPS: listeners from cert/key files, verified relays to TLS peers.
+
+A throwaway CA and certificates are made in the test; ffmpeg publishes over
+rtmps and plays over https; an edge relays from a TLS origin, and refuses one
+whose certificate does not name the host it dialled.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BIN, FPS, Media, Server, free_port, start_server, stop_server
+from mediatools import finish, probe, pull, push, wait_for
+from relaytools import http_status
+from tlscerts import CA, Pair
+
+from lal_twisted.config import ConfigError, from_dict
+from lal_twisted.service import make_service
+
+WINDOW = 3.0
+
+
+def _tls_server(tmp: Path, pair: Pair, **more: dict) -> tuple[Server, int, int]:
+    rtmps, https = free_port(), free_port()
+    tmp.mkdir()
+    srv = start_server(
+        tmp,
+        rtmp={"rtmps_enable": True, "rtmps_addr": f"127.0.0.1:{rtmps}",
+              "rtmps_cert_file": str(pair.cert), "rtmps_key_file": str(pair.key)},
+        default_http={"https_listen_addr": f"127.0.0.1:{https}",
+                      "https_cert_file": str(pair.cert), "https_key_file": str(pair.key)},
+        httpflv={"enable_https": True}, **more)
+    return srv, rtmps, https
+
+
+def _check(out: Path, seconds: float) -> None:
+    info = probe(out)
+    assert info.codecs == {"video": "h264", "audio": "aac"}, info
+    assert info.first_video_key and info.decode_errors == "", info
+    assert info.video_frames >= 0.7 * seconds * FPS, info
+
+
+def test_rtmps_publish_https_play_and_verified_relay(media: Media, tmp_path: Path) -> None:
+    ca = CA(tmp_path)
+    good = ca.issue("origin", ["localhost"], ["127.0.0.1"])
+    origin, rtmps, https = _tls_server(tmp_path / "origin", good)
+    edges: list[Server] = []
+    publisher = push(media.long_av, f"rtmps://127.0.0.1:{rtmps}/live/t", loop=True)
+    try:
+        assert wait_for(lambda: "publishing live/t started" in origin.log(), 15), origin.log()
+        out = tmp_path / "https.flv"
+        code, err = finish(pull(f"https://127.0.0.1:{https}/live/t.flv", out, WINDOW))
+        assert code == 0, err
+        _check(out, WINDOW)
+        out = tmp_path / "rtmps.flv"
+        code, err = finish(pull(f"rtmps://127.0.0.1:{rtmps}/live/t", out, WINDOW))
+        assert code == 0, err
+        _check(out, WINDOW)
+        # Edges that trust the test CA pull over rtmps and https, by name.
+        for i, base in enumerate((f"rtmps://localhost:{rtmps}", f"https://localhost:{https}")):
+            d = tmp_path / f"edge{i}"
+            d.mkdir()
+            edge = start_server(d, static_relay_pull={"enable": True, "addr": base},
+                                tls_client={"ca_file": str(ca.cert)})
+            edges.append(edge)
+            out = tmp_path / f"edge{i}.flv"
+            code, err = finish(pull(edge.rtmp_url("t"), out, WINDOW))
+            assert code == 0, (err, edge.log())
+            _check(out, WINDOW)
+        # The tools: lal push over rtmps and lal pull over https, trusting the test CA.
+        lal = str(BIN / "lal")
+        pushed = subprocess.Popen([lal, "push", "-q", "--loop", "--duration", "8", "--ca-file",
+                                   str(ca.cert), str(media.long_av),
+                                   f"rtmps://localhost:{rtmps}/live/tool"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert wait_for(lambda: "publishing live/tool started" in origin.log(), 15)
+        out = tmp_path / "tool-https.flv"
+        done = subprocess.run([lal, "pull", "-q", "--duration", "4", "--ca-file", str(ca.cert),
+                               f"https://localhost:{https}/live/tool.flv", str(out)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        _check(out, 2.0)
+        finish(pushed)
+        # Without the CA the certificate is refused, in one line.
+        done = subprocess.run([lal, "pull", "-q", "--duration", "3",
+                               f"https://localhost:{https}/live/t.flv", str(out)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0
+        assert "certificate verify failed" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        # An edge that trusts only the system store refuses the test CA's certificate.
+        d = tmp_path / "edge-untrusting"
+        d.mkdir()
+        edge = start_server(d, static_relay_pull={"enable": True,
+                                                  "addr": f"rtmps://localhost:{rtmps}"})
+        edges.append(edge)
+        assert http_status(edge.flv_url("t"), 20) == 404
+        assert "TLS certificate not trusted" in edge.log(), edge.log()
+    finally:
+        publisher.kill()
+        finish(publisher)
+        for e in edges:
+            stop_server(e)
+        stop_server(origin)
+    for s in (origin, *edges):
+        assert "Traceback" not in s.log(), s.log()
+
+
+def test_relay_to_a_server_with_the_wrong_name_is_refused(media: Media, tmp_path: Path) -> None:
+    ca = CA(tmp_path)
+    wrong = ca.issue("wrong", ["wrong.example"])
+    origin, rtmps, https = _tls_server(tmp_path / "origin", wrong)
+    publisher = push(media.long_av, origin.rtmp_url("w"), loop=True)
+    d = tmp_path / "edge"
+    d.mkdir()
+    # The edge pulls over rtmps and also pushes what is published to it over rtmps.
+    edge = start_server(d, static_relay_pull={"enable": True, "addr": f"rtmps://localhost:{rtmps}"},
+                        relay_push={"enable": True, "addr_list": [f"rtmps://localhost:{rtmps}"]},
+                        tls_client={"ca_file": str(ca.cert)})
+    local = None
+    try:
+        assert wait_for(lambda: "publishing live/w started" in origin.log(), 15)
+        out = tmp_path / "refused.flv"
+        start = time.monotonic()
+        code, err = finish(pull(edge.rtmp_url("w"), out, WINDOW, timeout=15))
+        assert code != 0 and time.monotonic() - start < 15
+        assert "stream live/w not found (relay pull gave up)" in err, err
+        log = edge.log()
+        lines = [line for line in log.splitlines() if "refused: TLS certificate name does not "
+                 "match" in line]
+        assert len(lines) == 1, log
+        # A push to the same origin is refused once, not retried.
+        local = push(media.long_av, edge.rtmp_url("pushed"), loop=True)
+        assert wait_for(lambda: "relay push" in edge.log() and "not retried" in edge.log(), 15), \
+            edge.log()
+        time.sleep(2.0)
+        assert edge.log().count("not retried") == 1
+        assert "publishing live/pushed started" not in origin.log()
+    finally:
+        for p in (publisher, local):
+            if p is not None:
+                p.kill()
+                finish(p)
+        stop_server(edge)
+        stop_server(origin)
+    for s in (origin, edge):
+        assert "Traceback" not in s.log(), s.log()
+
+
+def _config(tmp: Path, **rtmp: object) -> dict:
+    return {"rtmp": {"addr": "127.0.0.1:0", "rtmps_enable": True, "rtmps_addr": "127.0.0.1:0",
+                     **rtmp},
+            "default_http": {"http_listen_addr": "127.0.0.1:0"}}
+
+
+@pytest.mark.parametrize("case", ["missing", "not_pem", "mismatch"])
+def test_tls_listener_startup_errors_are_one_clear_line(tmp_path: Path, case: str) -> None:
+    ca = CA(tmp_path)
+    a, b = ca.issue("a", ["a.example"]), ca.issue("b", ["b.example"])
+    cert, key = str(a.cert), str(a.key)
+    expected = ""
+    if case == "missing":
+        key = str(tmp_path / "nope.key")
+        expected = f"rtmp.rtmps_key_file: file {key!r} not found"
+    elif case == "not_pem":
+        garbage = tmp_path / "garbage.pem"
+        garbage.write_text("hello")
+        cert = str(garbage)
+        expected = f"rtmp.rtmps_cert_file: {cert!r} is not a PEM certificate"
+    else:
+        key = str(b.key)
+        expected = "does not match the certificate"
+    config = from_dict(_config(tmp_path, rtmps_cert_file=cert, rtmps_key_file=key))
+    with pytest.raises(ConfigError) as e:
+        make_service(config)
+    assert expected in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_tls_listeners_are_built_from_good_files(tmp_path: Path) -> None:
+    ca = CA(tmp_path)
+    a = ca.issue("a", ["a.example"])
+    config = from_dict(_config(tmp_path, rtmps_cert_file=str(a.cert), rtmps_key_file=str(a.key)))
+    lals = make_service(config)
+    assert lals.listeners["rtmps"].description.startswith("ssl:0:interface=127.0.0.1:")
+    assert "https" not in lals.listeners  # no feature has enable_https
