@@ -328,3 +328,43 @@ def test_av1_opus_gives_no_playlist_and_one_line_per_track(server: Server,
     assert sum("video" in line and "av1" in line for line in lines) == 1
     assert sum("audio" in line and "opus" in line for line in lines) == 1
     assert get(url(server, "av1.m3u8"))[0] == 404
+
+
+def test_multitrack_stream_carries_track_0(server: Server, media_dir: Path) -> None:
+    """The newer ffmpeg publishes H.265 and AAC on track 0 with AV1 and Opus on
+    track 1 (multitrack packets): the playlists carry track 0, every frame."""
+    need_encoders("libx265", "libsvtav1", "aac", "libopus")
+    src = media_dir / "multi.flv"
+    subprocess.run([
+        FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+        "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}",
+        "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate={FPS}",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-f", "lavfi", "-i", "sine=frequency=880:sample_rate=48000",
+        "-t", "6", "-map", "0", "-map", "1", "-map", "2", "-map", "3", "-pix_fmt", "yuv420p",
+        "-c:v:0", "libx265", "-preset:v:0", "ultrafast",
+        "-x265-params", f"log-level=error:keyint={FPS}:min-keyint={FPS}:scenecut=0:bframes=0",
+        "-c:v:1", "libsvtav1", "-preset:v:1", "12", "-g", str(FPS),
+        "-c:a:0", "aac", "-c:a:1", "libopus", "-f", "flv", str(src)],
+        check=True, capture_output=True, timeout=300)
+    track0 = media_dir / "multi_track0.flv"
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+                    "-i", str(src), "-map", "0:v:0", "-map", "0:a:0", "-c", "copy",
+                    "-f", "flv", str(track0)], check=True, capture_output=True, timeout=120)
+    frames = source_frames(track0)
+    assert frames["video"] == 6 * FPS
+    pusher = push(src, server.rtmp_url("multi"))
+    try:
+        wait_playlist(server, "multi.m3u8", segments=2)
+        check_hevc_segments(server, "multi", audio=True)
+        assert finish(pusher)[0] == 0
+    finally:
+        pusher.kill()
+        finish(pusher)
+    record = record_when_ended(server, "multi")
+    whole = play(record)
+    assert whole.returncode == 0 and whole.stderr == "", whole.stderr
+    errors, streams = ffprobe_streams(record)
+    assert errors == ""
+    assert streams == {"video": ("hevc", frames["video"]), "audio": ("aac", frames["audio"])}
+    assert skip_lines(server) == []
