@@ -63,6 +63,27 @@ class HttpFlvConfig:
 
 
 @dataclass
+class HttpTsConfig:
+    """HTTP-TS: live MPEG-TS over one chunked HTTP response (``/APP/STREAM.ts``)."""
+
+    enable: bool = True
+    url_pattern: str = "/"
+    # lal ships 0; 1 as for rtmp and httpflv here, so a player starts at once.
+    gop_num: int = 1
+    single_gop_max_frame_num: int = 0
+
+
+@dataclass
+class RecordConfig:
+    """Recording of every publish to a file per format (lal's keys and defaults)."""
+
+    enable_flv: bool = False
+    flv_out_path: str = "./lal_record/flv/"
+    enable_mpegts: bool = False
+    mpegts_out_path: str = "./lal_record/mpegts"
+
+
+@dataclass
 class HlsConfig:
     """lal's ``hls`` section.  ``enable`` is off when the key is missing (lal's
     zero value); the shipped config turns it on, as lal's does."""
@@ -235,6 +256,8 @@ class Config:
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
     default_http: HttpConfig = field(default_factory=HttpConfig)
     httpflv: HttpFlvConfig = field(default_factory=HttpFlvConfig)
+    httpts: HttpTsConfig = field(default_factory=HttpTsConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
     http_api: HttpApiConfig = field(default_factory=HttpApiConfig)
     hls: HlsConfig = field(default_factory=HlsConfig)
     access_check: AccessCheckConfig = field(default_factory=AccessCheckConfig)
@@ -258,11 +281,12 @@ class Config:
 # Keys lal knows that this server does not implement yet: accepted silently so a
 # lal config loads, but listed by ``unimplemented_sections`` for one log line.
 _LAL_SECTIONS_NOT_IMPLEMENTED = {
-    "httpts", "rtsp", "record", "pprof", "debug",
+    "rtsp", "pprof", "debug",
 }
 _IGNORED_TOP_KEYS = {"# doc of config", "conf_version"}
 _LAL_KEYS_NOT_IMPLEMENTED = {
     "rtmp": {"merge_write_size", "pull_timeout_sec"},
+    "httpts": {"enable_https"},
     "hls": {"enable_https", "sub_session_hash_key"},
     "log": {"short_file_flag", "timestamp_flag", "timestamp_with_ms_flag", "level_flag",
             "assert_behavior"},
@@ -272,6 +296,8 @@ _SECTIONS: dict[str, type] = {
     "rtmp": RtmpConfig,
     "default_http": HttpConfig,
     "httpflv": HttpFlvConfig,
+    "httpts": HttpTsConfig,
+    "record": RecordConfig,
     "http_api": HttpApiConfig,
     "hls": HlsConfig,
     "access_check": AccessCheckConfig,
@@ -419,12 +445,18 @@ def _validate(config: Config) -> None:
                           f"{config.rtmp.read_batch_ms}; 0 turns read batching off")
     if config.rtmp.max_message_size < 1024:
         raise ConfigError("rtmp.max_message_size: must be at least 1024 bytes")
-    pattern = config.httpflv.url_pattern
-    if not pattern.startswith("/"):
-        raise ConfigError(f"httpflv.url_pattern: must start with '/', got {pattern!r} "
-                          "(use \"/\" to serve any path, or e.g. \"/live/\")")
-    if not pattern.endswith("/"):
-        config.httpflv.url_pattern = pattern + "/"
+    for name in ("httpflv", "httpts"):
+        section = getattr(config, name)
+        pattern = section.url_pattern
+        if not pattern.startswith("/"):
+            raise ConfigError(f"{name}.url_pattern: must start with '/', got {pattern!r} "
+                              "(use \"/\" to serve any path, or e.g. \"/live/\")")
+        if not pattern.endswith("/"):
+            section.url_pattern = pattern + "/"
+    for key in ("flv_out_path", "mpegts_out_path"):
+        if not getattr(config.record, key).strip():
+            raise ConfigError(f"record.{key}: must name a directory, got an empty string "
+                              "(e.g. \"./lal_record/flv/\")")
     _validate_hls(config.hls)
     if config.subscriber.stall_timeout_ms == 0:
         raise ConfigError("subscriber.stall_timeout_ms: must be greater than 0")

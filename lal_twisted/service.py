@@ -30,9 +30,11 @@ from lal_twisted.config import Config, ConfigError, load
 from lal_twisted.hls.manager import HlsManager
 from lal_twisted.hls.server import HlsResource
 from lal_twisted.httpflv.server import HttpFlvResource
+from lal_twisted.httpts.server import HttpTsResource
 from lal_twisted.hub.registry import StreamRegistry
 from lal_twisted.limits import ConnectionGuard, raise_fd_limit
 from lal_twisted.net import use_eager_writes
+from lal_twisted.record.recorder import Recorder, record_formats
 from lal_twisted.relay.manager import RelayManager
 from lal_twisted.rtmp.server import RTMPServerFactory
 from lal_twisted.tls import ssl_endpoint
@@ -175,6 +177,14 @@ def _httpflv_resource(lals: LalService) -> resource.IResource:
                            wait_timeout=c.subscriber.publisher_wait_timeout_ms / 1000.0)
 
 
+def _httpts_resource(lals: LalService) -> resource.IResource:
+    c = lals.config
+    return HttpTsResource(lals.registry, lals.reactor, gop_num=c.httpts.gop_num,
+                          stall_timeout=c.subscriber.stall_timeout_ms / 1000.0,
+                          max_backlog_bytes=c.subscriber.max_backlog_bytes,
+                          wait_timeout=c.subscriber.publisher_wait_timeout_ms / 1000.0)
+
+
 def _hls_resource(lals: LalService) -> resource.IResource:
     c = lals.config.hls
     assert lals.hls is not None
@@ -216,6 +226,8 @@ def _public_stat(path: str) -> RouteSpec:
 ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("http", "httpflv.url_pattern", lambda c: c.httpflv.url_pattern, ".flv",
               lambda c: c.httpflv.enable, _httpflv_resource),
+    RouteSpec("http", "httpts.url_pattern", lambda c: c.httpts.url_pattern, ".ts",
+              lambda c: c.httpts.enable, _httpts_resource),
     RouteSpec("http", "hls.url_pattern", lambda c: c.hls.url_pattern, "",
               lambda c: c.hls.enable, _hls_resource),
     RouteSpec("https", "httpflv.url_pattern", lambda c: c.httpflv.url_pattern, ".flv",
@@ -269,15 +281,24 @@ class LalService(service.MultiService):
         self.config = config
         self.reactor = reactor
         self.registry = StreamRegistry(
-            gop_num=max(config.rtmp.gop_num, config.httpflv.gop_num),
+            gop_num=max(config.rtmp.gop_num, config.httpflv.gop_num,
+                        config.httpts.gop_num if config.httpts.enable else 0),
             single_gop_max_frame_num=max(config.rtmp.single_gop_max_frame_num,
-                                         config.httpflv.single_gop_max_frame_num),
+                                         config.httpflv.single_gop_max_frame_num,
+                                         config.httpts.single_gop_max_frame_num
+                                         if config.httpts.enable else 0),
             reactor=reactor, access_timeout=config.access_check.timeout_ms / 1000.0,
             gop_cache_max_bytes=config.stream.gop_cache_max_bytes,
             dummy_audio_wait_ms=(config.in_session.add_dummy_audio_wait_audio_ms
                                  if config.in_session.add_dummy_audio_enable else None),
         )
         self.registry.setServiceParent(self)
+        # Recording: a service that observes publishes (stopped before the registry).
+        self.recorder: Recorder | None = None
+        formats = record_formats(config.record)
+        if formats:
+            self.recorder = Recorder(self.registry, formats, reactor)
+            self.recorder.setServiceParent(self)
         # HLS: a segmenter on every published stream (nothing at all when disabled).
         self.hls: HlsManager | None = None
         if config.hls.enable:

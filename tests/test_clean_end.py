@@ -1,4 +1,4 @@
-"""A player whose stream ended sees a clean end: HTTP-FLV's chunked response
+"""A player whose stream ended sees a clean end: an HTTP-FLV or HTTP-TS chunked response
 ends with its terminating chunk and the connection closes without a reset;
 WebSocket-FLV gets a close frame (1001, going away) before the connection
 closes.  A player that stopped reading is still reset (its buffer never
@@ -23,18 +23,19 @@ from lal_twisted.media.flv import FlvReader
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    srv = start_server(tmp_path, subscriber={"publisher_wait_timeout_ms": 1000})
+    srv = start_server(tmp_path, subscriber={"publisher_wait_timeout_ms": 1000},
+                       httpts={"enable": True})
     yield srv
     stop_server(srv)
     assert "Traceback" not in srv.log(), srv.log()
 
 
-def raw_http_flv(server: Server, name: str, out: dict[str, object]) -> threading.Thread:
-    """Read a whole HTTP-FLV response on a plain socket: the bytes, and how the
-    connection ended (``"eof"`` or ``"reset"``)."""
+def raw_http(server: Server, path: str, out: dict[str, object]) -> threading.Thread:
+    """Read a whole HTTP-FLV or HTTP-TS response on a plain socket: the bytes,
+    and how the connection ended (``"eof"`` or ``"reset"``)."""
     def run() -> None:
         sock = socket.create_connection(("127.0.0.1", server.http_port), timeout=30)
-        sock.sendall(f"GET /live/{name}.flv HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         data = bytearray()
         try:
             while chunk := sock.recv(65536):
@@ -68,12 +69,14 @@ def dechunk(body: bytes) -> tuple[bytes, bool]:
         pos += size + 2
 
 
-def test_http_flv_player_sees_the_end_of_the_response(server: Server, media: Media) -> None:
+def test_http_flv_and_ts_players_see_the_end_of_the_response(server: Server, media: Media) -> None:
     pub = push(media.av, server.rtmp_url("ends"))
     try:
         assert wait_for(lambda: "live/ends publishing" in server.log(), 15), server.log()
         result: dict[str, object] = {}
-        reader = raw_http_flv(server, "ends", result)
+        reader = raw_http(server, "/live/ends.flv", result)
+        ts_result: dict[str, object] = {}
+        ts_reader = raw_http(server, "/live/ends.ts", ts_result)
         # urllib too reads to a clean end, no ConnectionResetError.
         with urllib.request.urlopen(server.flv_url("ends"), timeout=30) as response:
             body = response.read()
@@ -82,8 +85,15 @@ def test_http_flv_player_sees_the_end_of_the_response(server: Server, media: Med
         pub.kill()
         finish(pub)
     reader.join(30)
-    assert not reader.is_alive()
-    assert result["end"] == "eof"
+    ts_reader.join(30)
+    assert not reader.is_alive() and not ts_reader.is_alive()
+    assert result["end"] == "eof" and ts_result["end"] == "eof"
+    ts_raw = ts_result["data"]
+    assert isinstance(ts_raw, bytes)
+    ts_head, _, ts_chunked = ts_raw.partition(b"\r\n\r\n")
+    assert b"video/mp2t" in ts_head.lower()
+    ts_data, ts_terminated = dechunk(ts_chunked)
+    assert ts_terminated and len(ts_data) > 100 * 188 and len(ts_data) % 188 == 0
     raw = result["data"]
     assert isinstance(raw, bytes)
     head, _, chunked = raw.partition(b"\r\n\r\n")
@@ -95,7 +105,7 @@ def test_http_flv_player_sees_the_end_of_the_response(server: Server, media: Med
         tags = FlvReader().feed(flv)
         assert len(tags) > 100
     log = server.log()
-    assert log.count("reason=no publisher for 1s") == 2, log
+    assert log.count("reason=no publisher for 1s") == 3, log
 
 
 def test_websocket_flv_player_gets_a_close_frame(server: Server, media: Media) -> None:

@@ -164,6 +164,12 @@ def test_defaults() -> None:
     assert config.httpflv.gop_num == 1
     assert config.subscriber.stall_timeout_ms == 10000
     assert config.subscriber.max_backlog_bytes == 2 * 1024 * 1024
+    assert config.httpts.enable is True
+    assert config.httpts.url_pattern == "/"
+    assert (config.httpts.gop_num, config.httpts.single_gop_max_frame_num) == (1, 0)
+    assert config.record.enable_flv is False and config.record.enable_mpegts is False
+    assert config.record.flv_out_path == "./lal_record/flv/"
+    assert config.record.mpegts_out_path == "./lal_record/mpegts"
     assert config.log.level == "info"
     assert config.log.filename == ""
     assert config.log.is_to_stdout is True
@@ -186,6 +192,11 @@ def test_lal_config_loads_with_warnings() -> None:
     assert config.default_http.http_listen_addr == "tcp:8080"
     assert config.httpflv.url_pattern == "/"
     assert config.httpflv.gop_num == 0
+    assert config.httpts.enable and config.httpts.url_pattern == "/"
+    assert config.httpts.gop_num == 0
+    assert not config.record.enable_flv and not config.record.enable_mpegts
+    assert config.record.flv_out_path == "./lal_record/flv/"
+    assert config.record.mpegts_out_path == "./lal_record/mpegts"
     assert config.log.level == "debug"  # lal's numeric level 1
     assert config.log.filename == "./logs/lalserver.log"
     assert config.http_api.enable and config.http_api.addr == "tcp:8083"
@@ -196,11 +207,12 @@ def test_lal_config_loads_with_warnings() -> None:
     text = "\n".join(config.warnings)
     assert config.hls.enable and config.hls.url_pattern == "/hls/"
     assert config.hls.delete_threshold == config.hls.fragment_num
-    for section in ("httpts", "rtsp", "record", "pprof", "debug"):
+    for section in ("rtsp", "pprof", "debug"):
         assert f"section {section!r} is not supported yet" in text
     assert "in_session" not in text
     assert not config.in_session.add_dummy_audio_enable
-    for key in ("rtmp.merge_write_size", "log.short_file_flag", "log.assert_behavior"):
+    for key in ("rtmp.merge_write_size", "httpts.enable_https", "log.short_file_flag",
+                "log.assert_behavior"):
         assert f"{key} is not supported yet" in text
     # Relays and TLS are lal's keys too.
     assert "relay" not in text and "rtmps" not in text
@@ -291,9 +303,19 @@ def test_url_pattern_gets_a_trailing_slash(pattern: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize("pattern", ["live/", "live", ""])
-def test_url_pattern_needs_a_leading_slash(pattern: str) -> None:
-    message = error_of({"httpflv": {"url_pattern": pattern}})
-    assert message.startswith("httpflv.url_pattern: must start with '/'")
+@pytest.mark.parametrize("section", ["httpflv", "httpts"])
+def test_url_pattern_needs_a_leading_slash(section: str, pattern: str) -> None:
+    message = error_of({section: {"url_pattern": pattern}})
+    assert message.startswith(f"{section}.url_pattern: must start with '/'")
+
+
+def test_httpts_url_pattern_gets_a_trailing_slash() -> None:
+    assert from_dict({"httpts": {"url_pattern": "/live"}}).httpts.url_pattern == "/live/"
+
+
+@pytest.mark.parametrize("key", ["flv_out_path", "mpegts_out_path"])
+def test_record_paths_must_not_be_empty(key: str) -> None:
+    assert error_of({"record": {key: " "}}).startswith(f"record.{key}: must name a directory")
 
 
 @pytest.mark.parametrize("size", [128, 4096, 60000, 0xFFFFFF])

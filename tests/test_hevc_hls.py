@@ -368,3 +368,41 @@ def test_multitrack_stream_carries_track_0(server: Server, media_dir: Path) -> N
     assert errors == ""
     assert streams == {"video": ("hevc", frames["video"]), "audio": ("aac", frames["audio"])}
     assert skip_lines(server) == []
+
+
+def test_httpts_plays_hevc(tmp_path: Path, media_dir: Path) -> None:
+    """HTTP-TS of an enhanced-RTMP H.265 + AAC stream: an ffmpeg that joins late
+    reads it to the end of the response (the publisher left) and decodes every
+    frame as H.265 and AAC, with ffprobe silent at ``-v error``."""
+    src = make_media(media_dir / "hevc_aac8.flv", "hevc", "aac", seconds=8)
+    srv = start_server(tmp_path, subscriber={"publisher_wait_timeout_ms": 1000},
+                       httpts={"enable": True})
+    try:
+        pusher = push(src, srv.rtmp_url("tsh265"))
+        try:
+            assert wait_for(lambda: "stream live/tsh265 video: H265" in srv.log(), 15)
+            time.sleep(1.5)  # join late: the GOP cache gives a keyframe first
+            out = tmp_path / "played.ts"
+            pull = subprocess.run(
+                [FFMPEG, "-v", "error", "-nostdin", "-rw_timeout", "20000000", "-i",
+                 f"http://127.0.0.1:{srv.http_port}/live/tsh265.ts", "-map", "0", "-c", "copy",
+                 "-f", "mpegts", "-y", str(out)], capture_output=True, text=True, timeout=120)
+            # ffmpeg 9's MPEG-TS demuxer ends a live HTTP input with one "Error
+            # during demuxing: Input/output error" line after "Last chunk received,
+            # closing conn" (-v debug): the server ended the response cleanly.
+            lines = [line for line in pull.stderr.splitlines()
+                     if "Error during demuxing: Input/output error" not in line]
+            assert pull.returncode == 0 and lines == [], pull.stderr
+            assert finish(pusher)[0] == 0
+        finally:
+            pusher.kill()
+            finish(pusher)
+        errors, streams = ffprobe_streams(str(out))
+        assert errors == ""
+        assert streams["video"][0] == "hevc" and streams["audio"][0] == "aac"
+        assert streams["video"][1] >= 5 * FPS
+        decoded = play(str(out))
+        assert decoded.returncode == 0 and decoded.stderr == "", decoded.stderr
+        assert "Traceback" not in srv.log()
+    finally:
+        stop_server(srv)

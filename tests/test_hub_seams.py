@@ -323,8 +323,8 @@ def test_observers_are_told_in_order_and_a_raising_one_harms_nobody() -> None:
     assert set(EVENTS) == {"server_started", "publish_started", "publish_stopped",
                            "play_started", "play_stopped", "relay_pull_started",
                            "relay_pull_stopped", "stream_wanted", "stream_unwatched",
-                           "periodic_update", "rtmp_connected", "hls_segment_made",
-                           "session_refused"}
+                           "periodic_update", "record_finished",
+                           "rtmp_connected", "hls_segment_made", "session_refused"}
 
 
 def test_stream_wanted_only_for_the_first_player_of_an_unpublished_stream() -> None:

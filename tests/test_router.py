@@ -94,6 +94,7 @@ def test_listener_and_route_tables_name_their_config_keys() -> None:
         ("https", "default_http.https_listen_addr"), ("http_api", "http_api.addr")]
     assert [(r.listener, r.pattern_key, r.suffix, r.exact) for r in ROUTES] == [
         ("http", "httpflv.url_pattern", ".flv", False),
+        ("http", "httpts.url_pattern", ".ts", False),
         ("http", "hls.url_pattern", "", False),
         ("https", "httpflv.url_pattern", ".flv", False),
         ("http_api", "http_api.addr", "", False),
@@ -135,7 +136,7 @@ def test_listeners_bind_in_privileged_start_and_unknown_paths_are_404(tmp_path: 
 
 def test_http_listener_is_off_when_no_http_feature_is_on() -> None:
     lals = make_service(from_dict({"rtmp": {"addr": "127.0.0.1:0"},
-                                   "httpflv": {"enable": False},
+                                   "httpflv": {"enable": False}, "httpts": {"enable": False},
                                    "metrics": {"enable": False},
                                    "status_page": {"enable": False}}))
     assert sorted(lals.listeners) == ["rtmp"] and lals.http is None

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Media
+from conftest import FPS, Media
+from mediatools import probe
 
 FIGURES = {"scenario", "publishers", "players", "protocol", "window_s", "stream_kbit",
            "server_cpu_percent", "server_rss_mb", "push_cpu_percent", "pull_cpu_percent",
@@ -40,11 +41,29 @@ def test_bench_tiny_run_has_every_figure(media: Media, tmp_path: Path) -> None:
 
 def test_bench_bad_arguments() -> None:
     for args, message in ((["--scenario", "5"], "--scenario"), (["-n", "0"], "-n must be"),
-                          (["--file", "/nonexistent.flv", "-s", "1"], "nonexistent")):
+                          (["--file", "/nonexistent.flv", "-s", "1"], "nonexistent"),
+                          (["--record", "avi"], "--record takes flv, mpegts"),
+                          (["--record", "flv", "--rtmp", "rtmp://127.0.0.1/x"],
+                           "not with --rtmp")):
         done = subprocess.run([sys.executable, "-m", "lal_twisted.tools.cli", "bench", *args],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 1 and message in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_bench_with_recording_leaves_decodable_files(media: Media, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "lal_twisted.tools.cli", "bench", "-s", "1", "-n", "2",
+         "--window", "3", "--warmup", "2", "--file", str(media.long_av), "--record",
+         "flv,mpegts", "--keep", str(tmp_path)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    files = sorted((tmp_path / "rec").iterdir())
+    assert [f.suffix for f in files].count(".flv") == 2, files
+    assert [f.suffix for f in files].count(".ts") == 2, files
+    for path in files:
+        info = probe(path)
+        assert info.decode_errors == "" and info.video_frames >= 2 * FPS, (path, info)
+    assert "recording stopped" not in (tmp_path / "server.log").read_text()
 
 
 def test_bench_with_hls_and_hls_players(media: Media, tmp_path: Path) -> None:

@@ -6,13 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.web import server
-from twisted.web.http import NOT_FOUND
 
-from lal_twisted.hub.sink import Sink
 from lal_twisted.hub.stream import Stream
 from lal_twisted.media import flv
 from lal_twisted.media.packet import Encoder
-from lal_twisted.web.router import plain_error
+from lal_twisted.web.player import HttpSink, abort
 
 __all__ = ["FlvSink", "abort", "stream_flags"]
 
@@ -31,15 +29,14 @@ def stream_flags(stream: Stream) -> tuple[bool, bool]:
     return tracks.audio is not None, tracks.video is not None
 
 
-class FlvSink(Sink):
+class FlvSink(HttpSink):
     """A player's side of a Stream: writes shared FLV tag bytes to an HTTP response."""
 
     protocol_name = "httpflv"
     encoder: Encoder = flv.TAG_ENCODER
 
     def __init__(self, request: server.Request, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.request = request
+        super().__init__(request, **kwargs)
         self.header_sent = False
 
     def container_header(self, has_audio: bool, has_video: bool) -> bytes:
@@ -52,37 +49,3 @@ class FlvSink(Sink):
             self.header_sent = True
             self.emit(self.container_header(*stream_flags(self.stream)))
         super().send(packet)
-
-    def write(self, data: bytes) -> None:
-        self.request.write(data)
-
-    def disconnect(self, reason: str) -> None:
-        request = self.request
-        if not request.startedWriting and not request.finished:
-            # Nothing sent yet (a player that waited for a publisher): a clear answer.
-            request.close_reason = reason  # type: ignore[attr-defined]
-            request.unregisterProducer()
-            request.write(plain_error(request, NOT_FOUND, f"not found: {reason}"))
-            request.finish()
-            return
-        if self.paused or request.finished or request.channel is None:
-            # A player that is not reading would never take the end of the
-            # response from a full buffer: reset it.
-            abort(request, reason)
-            return
-        # The stream ended (or the server stops): the terminating chunk, then the
-        # connection closes as a clean end (twisted.web resets it if the player
-        # has not read it within its abort timeout).
-        request.close_reason = reason  # type: ignore[attr-defined]
-        channel = request.channel  # finish() forgets it
-        request.unregisterProducer()
-        request.finish()
-        channel.loseConnection()
-
-
-def abort(request: server.Request, reason: str) -> None:
-    """End a streaming response at once, keeping ``reason`` for the end-of-session log."""
-    request.close_reason = reason  # type: ignore[attr-defined]
-    transport = request.channel.transport if request.channel is not None else None
-    if transport is not None:
-        transport.abortConnection()  # type: ignore[attr-defined]

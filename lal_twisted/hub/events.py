@@ -1,5 +1,6 @@
 """Events: observers are told when the server starts, sessions come and go,
-a stream is wanted or no longer watched, and periodically.
+a stream is wanted or no longer watched, a recording is finished, and
+periodically.
 
 Observers (HTTP notify, metrics, an on-demand relay, an application's own
 code) implement :class:`IObserver`, usually by subclassing :class:`Observer`
@@ -62,6 +63,11 @@ class IObserver(Interface):
     def periodic_update(registry: StreamRegistry) -> None:
         """Every update interval, after the sessions' bitrates were refreshed."""
 
+    def record_finished(record: Any) -> None:
+        """A recorded file was closed (``record`` is a
+        :class:`lal_twisted.record.recorder.Recorded`: path, format, stream,
+        times, bytes, and ``error`` when it stopped early)."""
+
     def session_refused(session: Session, refusal: Refused) -> None:
         """A publish or play was refused (bad name, access check, stream busy)."""
 
@@ -110,6 +116,9 @@ class Observer:
         pass
 
     def periodic_update(self, registry: StreamRegistry) -> None:
+        pass
+
+    def record_finished(self, record: Any) -> None:
         pass
 
     def session_refused(self, session: Session, refusal: Refused) -> None:

@@ -157,7 +157,7 @@ class StreamRegistry(service.Service):
         stream.publish_session = session
         self.sessions[session.id] = session
         log.info("stream {key} publishing from {who} ({subs} players waiting)", key=key,
-                 who=session.remote_addr, subs=len(stream.sinks))
+                 who=session.remote_addr, subs=stream.player_count)
         self.observers.emit("relay_pull_started" if session.role == Role.RELAY_PULL
                             else "publish_started", session)
         return stream
@@ -191,7 +191,7 @@ class StreamRegistry(service.Service):
         if session.ended:
             raise SessionGone(session.id)
         stream = self._stream(session.key)
-        first_waiting = not stream.sinks and stream.publisher is None
+        first_waiting = not stream.player_count and stream.publisher is None
         stream.add_sink(sink, gop_num)
         self.sessions[session.id] = session
         self.observers.emit("play_started", session)
@@ -208,7 +208,7 @@ class StreamRegistry(service.Service):
             return
         stream.remove_sink(sink)
         self.observers.emit("play_stopped", session)
-        if not stream.sinks:
+        if not stream.player_count:
             self.observers.emit("stream_unwatched", stream.key)
         self._discard_if_idle(stream)
 
@@ -235,9 +235,10 @@ class StreamRegistry(service.Service):
 
     def subscribe(self, key: str, sink: IStreamSink, gop_num: int | None = None) -> Stream:
         """Attach ``sink`` to ``key`` directly, without a session, access checks or
-        events (an in-process consumer such as a test or an analysis tool)."""
+        events (an in-process consumer such as a recording, a test or an analysis
+        tool; it is not counted as a player)."""
         stream = self._stream(key)
-        stream.add_sink(sink, gop_num)
+        stream.add_sink(sink, gop_num, player=False)
         return stream
 
     def unsubscribe(self, key: str, sink: IStreamSink) -> None:

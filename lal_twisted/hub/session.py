@@ -31,6 +31,7 @@ class Role(StrEnum):
 # Prefixes of session ids, as lal names its session types.
 RTMP_SERVER = "RTMPPUBSUB"
 FLV_PLAYER = "FLVSUB"
+TS_PLAYER = "TSSUB"
 RTMP_PUSH = "RTMPPUSH"
 RTMP_PULL = "RTMPPULL"
 FLV_PULL = "FLVPULL"

@@ -223,7 +223,11 @@ class Stream:
         self.key = key
         self.publisher: Any = None
         self.publish_session: Session | None = None
-        self.sinks: dict[IStreamSink, None] = {}
+        # Every sink, and whether it is a player's (a session's) rather than an
+        # in-process consumer's (a recording, a segmenter): only players count
+        # as the stream's audience.
+        self.sinks: dict[IStreamSink, bool] = {}
+        self.player_count = 0
         self.gop_cache = GopCache(gop_num, single_gop_max_frame_num, gop_cache_max_bytes, key)
         self.metadata: AVPacket | None = None
         self.video_header: AVPacket | None = None
@@ -416,14 +420,18 @@ class Stream:
             self.tracks.audio = announced.audio
 
     # -- subscriber side -------------------------------------------------------
-    def add_sink(self, sink: IStreamSink, gop_num: int | None = None) -> None:
+    def add_sink(self, sink: IStreamSink, gop_num: int | None = None,
+                 player: bool = True) -> None:
         """Attach a sink and replay metadata, sequence headers and the last
-        ``gop_num`` cached GOPs (all cached when None).
+        ``gop_num`` cached GOPs (all cached when None).  ``player`` is False for
+        an in-process consumer (a recording), which ``player_count`` leaves out.
 
         Only the newest GOPs that may fit in the sink's ``max_backlog_bytes``
         are replayed (the sink trims its burst to the exact bytes).
         """
-        self.sinks[sink] = None
+        if sink not in self.sinks:
+            self.player_count += player
+        self.sinks[sink] = player
         sink.start(self)
         if self.publisher is None:
             return
@@ -443,7 +451,8 @@ class Stream:
             cache.recount()
 
     def remove_sink(self, sink: IStreamSink) -> None:
-        self.sinks.pop(sink, None)
+        if self.sinks.pop(sink, False):
+            self.player_count -= 1
 
     @property
     def idle(self) -> bool:
@@ -453,7 +462,7 @@ class Stream:
         return {
             "key": self.key,
             "publishing": self.publisher is not None,
-            "subscribers": len(self.sinks),
+            "subscribers": self.player_count,
             "packets_in": self.packets_in,
             "bytes_in": self.bytes_in,
             **self.tracks.as_dict(),

@@ -85,6 +85,9 @@ def add_parser(sub: Any) -> None:
                         "files under the bench's directory) and check the playlists")
     p.add_argument("--fragment-ms", type=int, default=3000, metavar="MS",
                    help="with --hls or scenario 4: hls.fragment_duration_ms (default 3000)")
+    p.add_argument("--record", metavar="FORMATS",
+                   help="the project's server records every publish: flv, mpegts or "
+                        "flv,mpegts (files under the bench's work directory)")
     p.add_argument("--json", metavar="PATH", help="write all figures as JSON")
     p.add_argument("--keep", metavar="DIR", help="keep logs and player figures in DIR")
     p.set_defaults(func=run)
@@ -164,13 +167,15 @@ class OwnServer:
 
     name = "lals"
 
-    def __init__(self, workdir: Path, hls: str | None = None, fragment_ms: int = 3000) -> None:
+    def __init__(self, workdir: Path, hls: str | None = None, fragment_ms: int = 3000,
+                 extra: dict[str, Any] | None = None) -> None:
         self.rtmp_port, self.http_port = free_port(), free_port()
         conf: dict[str, Any] = {
             "rtmp": {"addr": f"127.0.0.1:{self.rtmp_port}", "gop_num": 1},
             "default_http": {"http_listen_addr": f"127.0.0.1:{self.http_port}"},
             "httpflv": {"gop_num": 1},
             "log": {"level": "warn", "filename": ""},
+            **(extra or {}),
         }
         self.hls_root = workdir / "hls"
         if hls:
@@ -537,10 +542,22 @@ def run(args: argparse.Namespace) -> int:
         raise ToolError(f"-n must be at least 1, got {args.n}")
     if args.http and not args.rtmp:
         raise ToolError("--http goes with --rtmp (a server given by URL)")
+    formats: set[str] = set()
+    if args.record:
+        if args.rtmp:
+            raise ToolError("--record configures the project's own server: not with --rtmp")
+        formats = {f.strip() for f in args.record.split(",") if f.strip()}
+        if not formats or formats - {"flv", "mpegts"}:
+            raise ToolError(f"--record takes flv, mpegts or flv,mpegts, got {args.record!r}")
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="lal-bench-"))
     media, kbit = bench_media(args.file, workdir)
     if args.compare and args.protocol == "httpflv":
         raise ToolError("nginx-rtmp has no HTTP-FLV: --compare nginx needs --protocol rtmp")
+    extra: dict[str, Any] = {}
+    if formats:
+        extra["record"] = {"enable_flv": "flv" in formats, "flv_out_path": str(workdir / "rec"),
+                           "enable_mpegts": "mpegts" in formats,
+                           "mpegts_out_path": str(workdir / "rec")}
     targets: list[tuple[str, Any]] = []
     if args.rtmp:
         if args.protocol == "httpflv" and not args.http:
@@ -560,7 +577,7 @@ def run(args: argparse.Namespace) -> int:
                     name, make = "nginx-static", NginxHlsServer
             server: Any
             if make is OwnServer:
-                server = OwnServer(workdir, hls_mode, args.fragment_ms)
+                server = OwnServer(workdir, hls_mode, args.fragment_ms, extra)
             elif make is NginxHlsServer:
                 server = NginxHlsServer(workdir, args.fragment_ms)
             else:
@@ -578,6 +595,7 @@ def run(args: argparse.Namespace) -> int:
                                       hls_url)
                 result["server"] = name
                 result["hls"] = hls_mode
+                result["record"] = ",".join(sorted(formats)) or None
                 results.append(result)
             finally:
                 if server is not None:

@@ -1,0 +1,1 @@
+"""Recording every publish to FLV and MPEG-TS files (``record.*`` config keys)."""

@@ -1,0 +1,28 @@
+"""What a browser user sees: HTTP-TS played by mpegts.js in headless Chromium,
+the page served from another origin than the server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from browser import PlayerSite, watch
+from conftest import Media, Server
+from mediatools import finish, push
+
+
+def test_chromium_plays_httpts_with_mpegts_js(server: Server, media: Media,
+                                              chromium: Any, player_site: PlayerSite,
+                                              tmp_path: Path) -> None:
+    publisher = push(media.long_av, server.rtmp_url("browserts"), loop=True)
+    try:
+        url = f"http://127.0.0.1:{server.http_port}/live/browserts.ts"
+        seen = watch(chromium, player_site, "ts", url, seconds=9)
+        print(seen)
+        assert seen.errors == [], (seen.errors, seen.console[-10:])
+        assert seen.advanced >= 4.0, seen
+        assert seen.frames > 0, seen
+        assert (seen.width, seen.height) == (320, 240), seen
+    finally:
+        publisher.kill()
+        finish(publisher)
