@@ -142,6 +142,24 @@ def test_h265(tmp_path: Path) -> None:
         assert types[:4] == [35, 32, 33, 34], types
 
 
+def test_enhanced_h264_aac_in_every_wrapping(media: Media, tmp_path: Path) -> None:
+    """avc1/mp4a frames plain, behind ModEx and in each multitrack form (track 0
+    carried, with its own composition time), colorInfo Metadata beside the
+    sequence starts: the same frames, pts and dts as the legacy tags give."""
+    from mediatools import read_tags, to_enhanced
+    from test_hevc_hls import wrapped
+
+    flv = tmp_path / "wrapped.flv"
+    flv.write_bytes(wrapped([to_enhanced(t) for t in read_tags(media.av)], b"avc1"))
+    ts = mux(packets(flv), tmp_path / "wrapped.ts")
+    assert decode_errors(ts) == ""
+    assert count_frames(ts) == source_counts(media.av)
+    plain = mux(packets(media.av), tmp_path / "plain.ts")
+    assert any(p["pts"] != p["dts"] for p in ffprobe_packets(plain))  # B-frames
+    for stream in ("v", "a"):
+        assert ffprobe_packets(ts, stream) == ffprobe_packets(plain, stream)
+
+
 def test_timestamps_run_on_across_the_32_bit_wrap(media: Media, tmp_path: Path) -> None:
     # The source starts 3 s before RTMP time wraps: its dts go 4294964296 ... 0 ... 2999.
     shift = WRAP - 3000

@@ -31,9 +31,15 @@ import struct
 from typing import Protocol
 
 from lal_twisted.log import Logger
-from lal_twisted.media import aac
+from lal_twisted.media import aac, enhanced
 from lal_twisted.media.packet import AUDIO, VIDEO, AVPacket
-from lal_twisted.media.tags import Codec
+from lal_twisted.media.tags import (
+    AudioPacketType,
+    Codec,
+    VideoPacketType,
+    audio_codec_of,
+    video_codec_of,
+)
 from lal_twisted.media.track import AudioTrack, Tracks, VideoTrack, audio_track, video_track
 
 __all__ = ["AUDIO_PID", "PMT_PID", "TS_PACKET_SIZE", "VIDEO_PID", "TsMuxer",
@@ -64,7 +70,15 @@ _AUD = {Codec.H264: _START + b"\x09\xf0", Codec.H265: _START + b"\x46\x01\x50"}
 # enhanced [first][FourCC:4] then a CTS for CodedFrames (packet type 1), none for
 # CodedFramesX (3).
 _LEGACY_NALU_OFFSET = 5
-_ENHANCED_OFFSETS = {1: 8, 3: 5}
+_CODED_FRAMES = int(VideoPacketType.CODED_FRAMES)
+_CODED_FRAMES_X = int(VideoPacketType.CODED_FRAMES_X)
+_ENHANCED_OFFSETS = {_CODED_FRAMES: 8, _CODED_FRAMES_X: 5}
+_CTS_SIZE = {_CODED_FRAMES: 3, _CODED_FRAMES_X: 0}  # before the NAL units of a track body
+# Enhanced tags whose body is found by parsing their header (ModEx, multitrack).
+_VIDEO_WRAPPED = (int(VideoPacketType.MULTITRACK), int(VideoPacketType.MOD_EX))
+_AUDIO_WRAPPED = (int(AudioPacketType.MULTITRACK), int(AudioPacketType.MOD_EX))
+_AUDIO_CODED_FRAMES = int(AudioPacketType.CODED_FRAMES)
+_MAIN_TRACK = 0  # the track a TS output carries from a multitrack stream
 
 
 def _crc_table() -> list[int]:
@@ -327,24 +341,40 @@ class TsMuxer:
     def _own_tracks(self, packet: AVPacket) -> None:
         """Tracks from the packets, as a Stream keeps them (no source given)."""
         tracks = self.source.tracks
+        # Only track 0's sequence start (header_key None) is a decoder
+        # configuration; colorInfo, the other tracks' headers... are not.
+        main_header = packet.is_sequence_header and packet.header_key is None
         if packet.kind == VIDEO:
-            if packet.is_sequence_header:
+            if main_header:
                 tracks.video = video_track(packet.payload)
-            elif tracks.video is None and packet.codec is not None:
+            elif (tracks.video is None and packet.codec is not None
+                  and not packet.is_sequence_header):
                 tracks.video = VideoTrack(packet.codec)
         elif packet.kind == AUDIO:
-            if packet.is_sequence_header or tracks.audio is None:
+            if main_header or (tracks.audio is None and not packet.is_sequence_header):
                 tracks.audio = audio_track(packet.payload)
 
     def _encode_video(self, packet: AVPacket) -> bytes:
         self._refresh()
         track = self._video
-        if track is None or packet.codec != track.codec:
-            return b""
         payload = packet.payload
+        if track is None or not payload:
+            return b""
         first = payload[0]
-        if first & 0x80:
-            offset = _ENHANCED_OFFSETS.get(first & 0x0F)
+        end = len(payload)
+        pts = packet.pts
+        if first & 0x80 and first & 0x0F in _VIDEO_WRAPPED:
+            # ModEx / multitrack: track 0's body, wherever the header puts it (its
+            # codec is checked there: packet.codec names the first track's).
+            body = _main_track_body(payload, True, track.codec, _CTS_SIZE)
+            if body is None:
+                return b""
+            offset, end, cts = body
+            pts = packet.dts + cts
+        elif packet.codec != track.codec:
+            return b""
+        elif first & 0x80:
+            offset = _ENHANCED_OFFSETS.get(first & 0x0F)  # type: ignore[assignment]
             if offset is None:
                 return b""
         else:
@@ -353,7 +383,7 @@ class TsMuxer:
             offset = _LEGACY_NALU_OFFSET
         h265 = track.codec == Codec.H265
         try:
-            nalus, has_params = _annexb(payload, offset, track.nal_length_size, h265)
+            nalus, has_params = _annexb(payload, offset, end, track.nal_length_size, h265)
         except ValueError:
             return b""  # a frame whose NAL lengths run past its end: not decodable
         if not nalus:
@@ -365,7 +395,7 @@ class TsMuxer:
         parts.append(nalus)
         es = b"".join(parts)
         dts = (packet.dts * 90) & _TS_MASK
-        pts = (packet.pts * 90) & _TS_MASK
+        pts = (pts * 90) & _TS_MASK
         if pts != dts:
             flags, stamps = b"\x80\xc0\x0a", _timestamp(3, pts) + _timestamp(1, dts)
         else:
@@ -384,18 +414,37 @@ class TsMuxer:
 
     def _encode_audio(self, packet: AVPacket) -> bytes:
         self._refresh()
-        if self._audio is None or packet.codec != Codec.AAC:
-            return b""
         payload = packet.payload
-        # Legacy: [SoundFormat...][AACPacketType=1]; enhanced: [9x][FourCC:4].
-        offset = 5 if payload[0] >> 4 == 9 else 2
-        size = len(payload) - offset
+        if self._audio is None or not payload:
+            return b""
+        first = payload[0]
+        end = len(payload)
+        if first >> 4 == 9 and first & 0x0F not in _AUDIO_WRAPPED and packet.codec != Codec.AAC:
+            return b""
+        if first >> 4 == 9:
+            # Enhanced: [9x][FourCC:4] then the frame, or ModEx / multitrack wrappers.
+            packet_type = first & 0x0F
+            if packet_type in _AUDIO_WRAPPED:
+                body = _main_track_body(payload, False, Codec.AAC, {_AUDIO_CODED_FRAMES: 0})
+                if body is None:
+                    return b""
+                offset, end, _cts = body
+            elif packet_type == _AUDIO_CODED_FRAMES:
+                offset = 5
+            else:
+                return b""
+        else:
+            # Legacy: [SoundFormat...][AACPacketType=1], then the raw frame.
+            if packet.codec != Codec.AAC or len(payload) < 2 or payload[1] != 1:
+                return b""
+            offset = 2
+        size = end - offset
         if size <= 0 or size > _MAX_ADTS_PAYLOAD:
             return b""
         adts = (self._adts_base | ((size + 7) << 13)).to_bytes(7, "big")
         pts = (packet.dts * 90) & _TS_MASK
         pes = b"".join((_AUDIO_PES_START, (15 + size).to_bytes(2, "big"), b"\x80\x80\x05",
-                        _timestamp(2, pts), adts, payload[offset:]))
+                        _timestamp(2, pts), adts, payload[offset:end]))
         return self._pes_packets(AUDIO_PID, pes, pts, True)
 
     def _pes_packets(self, pid: int, pes: bytes, dts: int, random_access: bool) -> bytes:
@@ -409,12 +458,42 @@ _LENGTH_READERS = {1: struct.Struct(">B").unpack_from, 2: struct.Struct(">H").un
                    4: struct.Struct(">I").unpack_from}
 
 
-def _annexb(payload: bytes, offset: int, length_size: int,
+def _main_track_body(payload: bytes, video: bool, codec: Codec,
+                     skip: dict[int, int]) -> tuple[int, int, int] | None:
+    """Where the frame data of track 0 lies in an enhanced tag with ModEx or
+    multitrack wrappers, and its composition time: (start, end, cts), the
+    start past the composition time of video CodedFrames.  None when the tag
+    is no coded frame of ``codec`` for track 0 (a sequence end, other tracks
+    only, another codec) or is malformed."""
+    try:
+        header = enhanced.parse(payload, video)
+    except enhanced.EnhancedError:
+        return None
+    before = skip.get(header.packet_type)
+    if before is None:
+        return None
+    codec_of, prefix = (video_codec_of, b"\x80") if video else (audio_codec_of, b"\x90")
+    for track in header.tracks:
+        if track.track_id == _MAIN_TRACK:
+            if codec_of(prefix + track.fourcc) != codec:
+                return None
+            start = track.start + before
+            if start >= track.end:
+                return None
+            cts = 0
+            if before:
+                cts = int.from_bytes(payload[track.start:start], "big")
+                if cts & 0x800000:
+                    cts -= 0x1000000
+            return start, track.end, cts
+    return None
+
+
+def _annexb(payload: bytes, offset: int, end: int, length_size: int,
             h265: bool) -> tuple[bytes, bool]:
-    """The AVCC/HVCC NAL units of a frame in Annex-B form, without access unit
-    delimiters, and whether they include a sequence parameter set."""
+    """The AVCC/HVCC NAL units of ``payload[offset:end]`` in Annex-B form, without
+    access unit delimiters, and whether they include a sequence parameter set."""
     parts: list[bytes] = []
-    end = len(payload)
     pos = offset
     has_sps = False
     aud, sps = (35, 33) if h265 else (9, 7)

@@ -72,7 +72,19 @@ class HttpSink(Sink):
             request.write(plain_error(request, NOT_FOUND, f"not found: {reason}"))
             request.finish()
             return
-        abort(request, reason)
+        if self.paused or request.finished or request.channel is None:
+            # A player that is not reading would never take the end of the
+            # response from a full buffer: reset it.
+            abort(request, reason)
+            return
+        # The stream ended (or the server stops): the terminating chunk, then the
+        # connection closes as a clean end (twisted.web resets it if the player
+        # has not read it within its abort timeout).
+        request.close_reason = reason  # type: ignore[attr-defined]
+        channel = request.channel  # finish() forgets it
+        request.unregisterProducer()
+        request.finish()
+        channel.loseConnection()
 
 
 class LiveStreamResource(resource.Resource):
