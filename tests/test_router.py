@@ -140,3 +140,32 @@ def test_http_listener_is_off_when_no_http_feature_is_on() -> None:
                                    "metrics": {"enable": False},
                                    "status_page": {"enable": False}}))
     assert sorted(lals.listeners) == ["rtmp"] and lals.http is None
+
+
+def test_live_media_paths_answer_preflight_and_refuse_other_methods(tmp_path: Path) -> None:
+    """HTTP-FLV, HTTP-TS and HLS paths: OPTIONS is a CORS preflight (204), and a
+    method other than GET/HEAD/OPTIONS gets a one-line 405 naming the allowed ones."""
+    import http.client
+
+    from conftest import start_server, stop_server
+
+    srv = start_server(tmp_path, hls={"enable": True, "use_memory_as_disk_flag": True})
+    try:
+        for path in ("/live/x.flv", "/live/x.ts", "/hls/x.m3u8", "/hls/x/playlist.m3u8"):
+            for method, code in (("OPTIONS", 204), ("DELETE", 405), ("PUT", 405)):
+                conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10)
+                conn.request(method, path)
+                response = conn.getresponse()
+                body = response.read()
+                conn.close()
+                assert response.status == code, (method, path, response.status, body)
+                assert response.getheader("Access-Control-Allow-Origin") == "*"
+                if code == 405:
+                    assert response.getheader("Allow") == "GET, HEAD, OPTIONS"
+                    assert body == f"method {method} not allowed (allowed: GET, HEAD, " \
+                                   f"OPTIONS)\n".encode(), body
+                else:
+                    assert response.getheader("Access-Control-Allow-Methods") == \
+                        "GET, HEAD, OPTIONS"
+    finally:
+        stop_server(srv)

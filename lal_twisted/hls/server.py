@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import task
 from twisted.python.failure import Failure
-from twisted.web import resource, server
+from twisted.web import server
 from twisted.web.http import (
     FORBIDDEN,
     INTERNAL_SERVER_ERROR,
-    NOT_ALLOWED,
     NOT_FOUND,
     datetimeToString,
 )
@@ -29,7 +28,7 @@ from twisted.web.http import (
 from lal_twisted.hls.segmenter import LIVE_PLAYLIST, RECORD_PLAYLIST
 from lal_twisted.hub.access import Refused
 from lal_twisted.log import Logger
-from lal_twisted.web.router import plain_error, route_path
+from lal_twisted.web.router import ReadOnlyResource, plain_error, route_path
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -44,8 +43,6 @@ log = Logger("lal_twisted.hls.server")
 
 HLS_PLAYER = "HLSSUB"  # lal's session type name
 
-_METHODS = (b"GET", b"HEAD", b"OPTIONS")
-_ALLOW = b", ".join(_METHODS)
 _M3U8_TYPE = b"application/vnd.apple.mpegurl"
 _TS_TYPE = b"video/mp2t"
 
@@ -94,7 +91,7 @@ class _Viewer:
         self.waiting: list[tuple[server.Request, str, str]] = []
 
 
-class HlsResource(resource.Resource):
+class HlsResource(ReadOnlyResource):
     """Serves playlists and segments from the :class:`HlsManager`'s streams."""
 
     isLeaf = True
@@ -114,21 +111,6 @@ class HlsResource(resource.Resource):
         self._sweeper.clock = reactor
         self._sweep_every = max(0.25, min(1.0, session_timeout / 4))
         manager.resources.append(self)
-
-    def render(self, request: server.Request) -> Any:
-        if request.method not in _METHODS:
-            request.setHeader(b"Allow", _ALLOW)
-            method = request.method.decode("ascii", "replace")
-            return plain_error(request, NOT_ALLOWED,
-                               f"method {method} not allowed (allowed: {_ALLOW.decode()})")
-        return super().render(request)
-
-    def render_OPTIONS(self, request: server.Request) -> bytes:  # noqa: N802 - twisted.web
-        request.setHeader(b"Access-Control-Allow-Origin", b"*")
-        request.setHeader(b"Access-Control-Allow-Methods", _ALLOW)
-        request.setHeader(b"Access-Control-Allow-Headers", b"*")
-        request.setResponseCode(204)
-        return b""
 
     def render_HEAD(self, request: server.Request) -> Any:  # noqa: N802 - twisted.web
         return self.render_GET(request)

@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from twisted.web import resource, server
-from twisted.web.http import BAD_REQUEST, FORBIDDEN, INTERNAL_SERVER_ERROR, NOT_ALLOWED, NOT_FOUND
+from twisted.web import server
+from twisted.web.http import BAD_REQUEST, FORBIDDEN, INTERNAL_SERVER_ERROR, NOT_FOUND
 from twisted.web.iweb import IRequest
 
 from lal_twisted.hub.registry import Refused, SessionGone, StreamRegistry
@@ -31,15 +31,13 @@ from lal_twisted.hub.session import Session
 from lal_twisted.hub.sink import Sink
 from lal_twisted.hub.stream import Stream
 from lal_twisted.log import Logger
-from lal_twisted.web.router import plain_error, route_path
+from lal_twisted.web.router import ReadOnlyResource, plain_error, route_path
 
 __all__ = ["HttpSink", "LiveStreamResource", "parse_stream_path"]
 
 log = Logger("lal_twisted.web.player")
 
 # Every other method answers 405 (twisted.web would answer 501, or 405 with HTML).
-_METHODS = (b"GET", b"HEAD", b"OPTIONS")
-_ALLOW = b", ".join(_METHODS)
 
 
 def parse_stream_path(path: str, suffix: str) -> tuple[str, str] | None:
@@ -87,7 +85,7 @@ class HttpSink(Sink):
         channel.loseConnection()
 
 
-class LiveStreamResource(resource.Resource):
+class LiveStreamResource(ReadOnlyResource):
     """Serves every routed ``.../APP/STREAM<suffix>`` path as a live stream."""
 
     isLeaf = True
@@ -113,21 +111,6 @@ class LiveStreamResource(resource.Resource):
         self.gop_num = gop_num
         self.stall_timeout = stall_timeout
         self.max_backlog_bytes = max_backlog_bytes
-
-    def render(self, request: server.Request) -> Any:
-        if request.method not in _METHODS:
-            request.setHeader(b"Allow", _ALLOW)
-            method = request.method.decode("ascii", "replace")
-            return plain_error(request, NOT_ALLOWED,
-                               f"method {method} not allowed (allowed: {_ALLOW.decode()})")
-        return super().render(request)
-
-    def render_OPTIONS(self, request: server.Request) -> bytes:  # noqa: N802 - twisted.web
-        cors(request)
-        request.setHeader(b"Access-Control-Allow-Methods", _ALLOW)
-        request.setHeader(b"Access-Control-Allow-Headers", b"*")
-        request.setResponseCode(204)
-        return b""
 
     def render_HEAD(self, request: server.Request) -> bytes:  # noqa: N802 - twisted.web
         """A GET's headers, at once: no player session, no access check."""

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from twisted.web import resource
-from twisted.web.http import BAD_REQUEST, NOT_FOUND
+from twisted.web.http import BAD_REQUEST, NOT_ALLOWED, NOT_FOUND
 from twisted.web.iweb import IRequest
 
 from lal_twisted.config import ConfigError
@@ -65,6 +65,30 @@ def plain_error(request: IRequest, code: int, text: str) -> bytes:
     request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
     request.setHeader(b"Access-Control-Allow-Origin", b"*")
     return (text.replace("\n", " ")[:500] + "\n").encode("utf-8", "replace")
+
+
+_READ_METHODS = (b"GET", b"HEAD", b"OPTIONS")
+_READ_ALLOW = b", ".join(_READ_METHODS)
+
+
+class ReadOnlyResource(resource.Resource):
+    """A resource that answers GET, HEAD and a CORS preflight (OPTIONS), and a
+    one-line 405 naming the allowed methods to anything else."""
+
+    def render(self, request: Any) -> Any:
+        if request.method not in _READ_METHODS:
+            request.setHeader(b"Allow", _READ_ALLOW)
+            method = request.method.decode("ascii", "replace")
+            return plain_error(request, NOT_ALLOWED,
+                               f"method {method} not allowed (allowed: {_READ_ALLOW.decode()})")
+        return super().render(request)
+
+    def render_OPTIONS(self, request: Any) -> bytes:  # noqa: N802 - twisted.web
+        request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        request.setHeader(b"Access-Control-Allow-Methods", _READ_ALLOW)
+        request.setHeader(b"Access-Control-Allow-Headers", b"*")
+        request.setResponseCode(204)
+        return b""
 
 
 class Router(resource.Resource):
