@@ -537,3 +537,27 @@ def test_control_plane_config_defaults() -> None:
     assert config.status_page.enable and config.status_page.player_js_base_url == ""
     assert not any(getattr(config.simple_auth, k) for k in vars(config.simple_auth)
                    if k.endswith("_enable"))
+
+
+def test_every_config_key_is_documented_in_the_readme() -> None:
+    """Each key of each section appears in README.md, as `section.key` or, in a
+    row that names the section's keys together, as `key`."""
+    import dataclasses
+
+    from lal_twisted.config import Config
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    missing = []
+    for section in dataclasses.fields(Config):
+        if section.name == "warnings":
+            continue
+        value = getattr(Config(), section.name)
+        if not dataclasses.is_dataclass(value):
+            if f"`{section.name}`" not in readme:
+                missing.append(section.name)
+            continue
+        for key in dataclasses.fields(value):
+            full = f"{section.name}.{key.name}"
+            if f"`{full}`" not in readme and f"`{key.name}`" not in readme:
+                missing.append(full)
+    assert missing == []
