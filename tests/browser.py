@@ -130,3 +130,13 @@ def watch(browser: Any, site: PlayerSite, kind: str, url: str,
     finally:
         page.close()
     return out
+
+
+def assert_played(seen: Watched, size: tuple[int, int] = (320, 240)) -> None:
+    """What a viewer must have seen: no player error, at least 4 s of playback
+    in the 9 s watched, decoded frames, and the picture at ``size``."""
+    print(seen)
+    assert seen.errors == [], (seen.errors, seen.console[-10:])
+    assert seen.advanced >= 4.0, seen
+    assert seen.frames > 0, seen
+    assert (seen.width, seen.height) == size, seen
