@@ -59,8 +59,29 @@ class EagerServer(tcp.Server):
         super().write(data)
 
     def writeSequence(self, iovec: Any) -> None:  # noqa: N802 - Twisted interface
-        # twisted.web writes each chunk of a chunked body as [size, data, CRLF].
-        self.write(b"".join(iovec))
+        """Send the pieces with one ``sendmsg`` when nothing is queued (no join:
+        an HLS segment and its headers go out without a copy); what the kernel
+        does not take is queued, in order.  twisted.web writes each chunk of a
+        chunked body as [size, data, CRLF]."""
+        if self._corked is not None:
+            self._corked.extend(iovec)
+            return
+        if (self._tempDataLen or self.offset != len(self.dataBuffer) or not self.connected
+                or self.disconnecting or self._writeDisconnected):
+            for piece in iovec:
+                super().write(piece)
+            return
+        pieces = [piece for piece in iovec if piece]
+        try:
+            sent = self.socket.sendmsg(pieces)
+        except OSError:
+            sent = 0  # EAGAIN, or an error the normal write path will report
+        for piece in pieces:
+            if sent >= len(piece):
+                sent -= len(piece)
+                continue
+            super().write(piece[sent:] if sent else piece)
+            sent = 0
 
 
 def use_eager_writes(port: Any) -> None:

@@ -86,6 +86,47 @@ def test_late_joiner_gets_pat_pmt_then_a_keyframe(server: Server, media: Media,
     assert played.first_video_key and played.decode_errors == ""
 
 
+def test_pat_pmt_before_every_keyframe_so_a_mid_stream_join_plays(server: Server,
+                                                                   media: Media,
+                                                                   tmp_path: Path) -> None:
+    """Every video keyframe comes right after a PAT and a PMT: a reader that starts
+    anywhere in the stream (a player joining through a proxy, resyncing after a
+    loss) finds the program at the next keyframe and decodes from there."""
+    publisher = push(media.long_av, server.rtmp_url("resync"))
+    try:
+        time.sleep(1.0)
+        _, body = http_flv_bytes(ts_url(server, "resync"), 4.5)
+    finally:
+        publisher.kill()
+        finish(publisher)
+    data = body[:len(body) // 188 * 188]
+    info = parse(data)
+    assert info.cc_errors == []  # the PSI counters run on from keyframe to keyframe
+    keyframes = [p for p in info.pes if p.pid == VIDEO_PID and p.random_access]
+    assert len(keyframes) >= 4  # one a second
+    for key in keyframes:
+        pids = [((data[i + 1] & 0x1F) << 8) | data[i + 2]
+                for i in range(188 * (key.index - 2), 188 * key.index, 188)]
+        assert pids == [0, PMT_PID], key.index
+    # A reader that starts in the middle of the second GOP (a player joining
+    # through a relay, or resyncing after a loss) learns the program at the
+    # next keyframe, and its first picture is that keyframe.
+    cut = (keyframes[1].index + keyframes[2].index) // 2
+    tail = parse(data[188 * cut:])
+    assert tail.streams == {VIDEO_PID: 0x1B, AUDIO_PID: 0x0F}
+    assert tail.pes[0].pid == VIDEO_PID and tail.pes[0].random_access
+    assert tail.pes[0].index == keyframes[2].index - cut
+    # ffmpeg plays from that PAT on: both tracks, a keyframe first, no error.
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(data[188 * (keyframes[2].index - 2):])
+    played = probe(joined)
+    assert played.codecs == {"video": "h264", "audio": "aac"}
+    assert played.first_video_key and played.decode_errors == ""
+    frames_after = sum(1 for p in info.pes if p.pid == VIDEO_PID
+                       and p.index >= keyframes[2].index)
+    assert played.video_frames >= frames_after - 1  # the last PES may be cut short
+
+
 def test_stalled_httpts_player_is_dropped_without_harming_another(server: Server, media: Media,
                                                                   tmp_path: Path) -> None:
     # ~10 Mbit/s, so a player that stops reading fills the socket buffers within seconds.

@@ -525,3 +525,93 @@ def test_http_notify_posts_each_segment(tmp_path: Path, media: Media) -> None:
     assert first["ts_file"].endswith("note/" + first["ts_file"].rsplit("/", 1)[1])
     assert first["live_m3u8_file"].endswith("note/playlist.m3u8")
     assert 0.9 <= first["duration"] <= 1.2
+
+
+def _flv_packets(path: Path, shift: int = 0) -> list[AVPacket]:
+    tags = FlvReader().feed(path.read_bytes())
+    return [AVPacket(t.tag_type, t.timestamp + shift, bytes(t.payload)) for t in tags]
+
+
+def test_batched_segmenter_keeps_the_stream_order_for_other_consumers(media: Media,
+                                                                       tmp_path: Path) -> None:
+    """The segmenter holds packets and encodes them in batches; another TS
+    consumer that encodes packets of the shared muxer in between still gets every
+    packet encoded in the stream's order: the same bytes as one consumer muxing
+    in order, and the segments decode cleanly with every frame."""
+    from lal_twisted.hls.segmenter import HlsStream, SegmenterConfig
+    from lal_twisted.hls.store import MemoryStore
+    from lal_twisted.hub.stream import Stream
+    from lal_twisted.media.ts import TsMuxer
+
+    stream = Stream("live/batch")
+    stream.start_publish(object())
+    store = MemoryStore()
+    due: list[HlsStream] = []
+    hls = HlsStream("batch", store, SegmenterConfig(fragment_duration_ms=1000),
+                    schedule=due.append)
+    hls.begin(stream)
+    stream.add_sink(hls)
+    fed = _flv_packets(media.av)
+    for i, packet in enumerate(fed):
+        stream.feed(packet)
+        if i % 7 == 3:
+            stream.ts_muxer.feed(packet)  # another consumer, ahead of the batch
+        elif i % 11 == 5:
+            packet.encoded(stream.ts_muxer.keyframe_psi)  # an HTTP-TS player's
+        if i % 40 == 39:
+            hls.drain()
+    stream.stop_publish()
+    assert due and not hls._queue
+    reference = TsMuxer(name="ref")
+    expected = [reference.feed(p) for p in _flv_packets(media.av)]
+    assert [p.encoded(stream.ts_muxer) for p in fed] == expected
+    segments = sorted(hls.record, key=lambda s: s.sequence)
+    assert len(segments) >= 4
+    whole = tmp_path / "all.ts"
+    whole.write_bytes(b"".join(store.files[f"batch/{s.name}"] for s in segments))
+    assert decode_errors(whole) == ""
+    assert count_frames(whole) == count_frames(media.av)
+
+
+def test_batched_packets_are_encoded_with_the_tracks_they_came_with(media: Media,
+                                                                    tmp_path: Path) -> None:
+    """A publisher that changes its video mid-stream (a new size, so new SPS and
+    PPS): the packets held for the segmenter when the new sequence header comes
+    are encoded with the old ones, those after with the new, and every segment
+    decodes cleanly."""
+    from conftest import generate
+
+    from lal_twisted.hls.segmenter import HlsStream, SegmenterConfig
+    from lal_twisted.hls.store import MemoryStore
+    from lal_twisted.hub.stream import Stream
+
+    other = generate(tmp_path / "wide.flv", 3, size="480x270")
+    first = _flv_packets(media.av)
+    second = _flv_packets(other, shift=max(p.dts for p in first) + 100)
+    stream = Stream("live/change")
+    stream.start_publish(object())
+    store = MemoryStore()
+    due: list[HlsStream] = []
+    hls = HlsStream("change", store, SegmenterConfig(fragment_duration_ms=1000),
+                    schedule=due.append)
+    hls.begin(stream)
+    stream.add_sink(hls)
+    for packet in first:
+        stream.feed(packet)
+    assert hls._queue  # nothing taken yet: the change comes while packets wait
+    for packet in second:
+        stream.feed(packet)
+    stream.stop_publish()
+    segments = sorted(hls.record, key=lambda s: s.sequence)
+    whole = tmp_path / "all.ts"
+    whole.write_bytes(b"".join(store.files[f"change/{s.name}"] for s in segments))
+    assert decode_errors(whole) == ""
+    frames = count_frames(whole)
+    assert frames["video"][1] == (count_frames(media.av)["video"][1]
+                                  + count_frames(other)["video"][1])
+    last = tmp_path / "last.ts"
+    last.write_bytes(store.files[f"change/{segments[-1].name}"])
+    size = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                           "stream=width,height", "-of", "csv=p=0", str(last)],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert set(size.split()) == {"480,270"}  # the new size (listed per program and stream)

@@ -315,6 +315,47 @@ def test_eager_transport_sends_at_once_and_buffers_the_rest() -> None:
     b.close()
 
 
+def test_eager_write_sequence_sends_pieces_together_and_queues_the_rest() -> None:
+    """writeSequence sends its pieces with one sendmsg when idle (HLS headers and
+    segment, not joined first); what the kernel leaves is queued in order."""
+    import socket
+
+    from twisted.internet.protocol import Protocol
+
+    from lal_twisted.net import EagerServer
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    proto = Protocol()
+    reactor = MemoryReactorClock()
+    transport = EagerServer(a, proto, ("127.0.0.1", 1), None, 1, reactor)
+    proto.makeConnection(transport)
+    transport.writeSequence([b"head:", b"", b"body"])
+    assert b.recv(100) == b"head:body"      # both pieces at once, nothing queued
+    assert not transport._tempDataBuffer and transport not in reactor.getWriters()
+    big = bytes(range(256)) * 4096           # 1 MiB: more than the socket takes
+    transport.writeSequence([b"HEAD", big, b"end"])
+    transport.writeSequence([b"more", b"!"])  # queued behind, not sent ahead
+    expected = b"HEAD" + big + b"end" + b"more!"
+    queued = transport._tempDataLen + len(transport.dataBuffer) - transport.offset
+    assert 0 < queued < len(expected)
+    assert transport in reactor.getWriters()
+    got = b""
+    b.settimeout(2)
+    while len(got) < len(expected) - queued:
+        got += b.recv(1 << 20)
+    while len(got) < len(expected):  # Twisted's write path sends the rest
+        transport.doWrite()
+        try:
+            got += b.recv(1 << 20)
+        except TimeoutError:
+            break
+    assert got == expected                   # in order, no byte lost or repeated
+    a.close()
+    b.close()
+
+
 class LowWaterSocket:
     """Stands in for a transport's socket: records SO_RCVLOWAT."""
 

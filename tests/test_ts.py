@@ -18,7 +18,14 @@ from lal_twisted import log as lal_log
 from lal_twisted.media.flv import TAG_AUDIO, TAG_VIDEO, FlvReader
 from lal_twisted.media.packet import AVPacket
 from lal_twisted.media.track import Tracks
-from lal_twisted.media.ts import AUDIO_PID, PMT_PID, VIDEO_PID, TsMuxer, crc32_mpeg2
+from lal_twisted.media.ts import (
+    AUDIO_PID,
+    PMT_PID,
+    VIDEO_PID,
+    TsMuxer,
+    crc32_mpeg2,
+    video_start,
+)
 
 WRAP = 1 << 32
 
@@ -29,7 +36,8 @@ def packets(path: Path, shift: int = 0) -> Iterator[AVPacket]:
 
 
 def mux(source: Iterable[AVPacket], out: Path, muxer: TsMuxer | None = None) -> Path:
-    """Mux like a TS consumer does: PAT/PMT at the first frame, then every packet."""
+    """Mux like a TS consumer does: PAT/PMT at the first frame, then every packet,
+    and at the end the audio frames the muxer holds for its next PES."""
     muxer = muxer or TsMuxer(name="test")
     parts: list[bytes] = []
     for packet in source:
@@ -38,6 +46,7 @@ def mux(source: Iterable[AVPacket], out: Path, muxer: TsMuxer | None = None) -> 
             if not parts:
                 parts.append(muxer.header(0))
             parts.append(data)
+    parts.append(muxer.flush())
     out.write_bytes(b"".join(parts))
     return out
 
@@ -285,3 +294,144 @@ def _muxer_with_tracks() -> TsMuxer:
 
 
 _MUXER_WITH_TRACKS = _muxer_with_tracks()
+
+
+def _pes_time(first_bytes: bytes) -> int:
+    """The PTS of a PES header."""
+    t = first_bytes[9:14]
+    return (((t[0] >> 1) & 7) << 30) | (t[1] << 22) | ((t[2] >> 1) << 15) | (t[3] << 7) \
+        | (t[4] >> 1)
+
+
+def _aac_frames(source: list[AVPacket]) -> list[AVPacket]:
+    return [p for p in source if p.kind == TAG_AUDIO and not p.is_sequence_header]
+
+
+def test_audio_frames_share_a_pes_and_keep_their_times(media: Media, tmp_path: Path) -> None:
+    source = list(packets(media.av))
+    audio = _aac_frames(source)
+    ts = mux(source, tmp_path / "av.ts")
+    assert decode_errors(ts) == ""
+    pes = [p for p in parse(ts.read_bytes()).pes if p.pid == AUDIO_PID]
+    assert len(audio) / 8 <= len(pes) < len(audio) / 3  # several frames a PES, at most 8
+    got = [int(p["pts"]) for p in ffprobe_packets(ts, "a")]
+    assert len(got) == len(audio)  # every frame, each with its own time: ffprobe
+    # gives the frames after a PES's first their times from the sample count,
+    # within a millisecond of the source's rounded millisecond times.
+    assert all(abs(g - p.dts * 90) <= 90 for g, p in zip(got, audio, strict=True))
+
+
+def test_with_a_live_reader_every_audio_frame_leaves_at_once(media: Media,
+                                                             tmp_path: Path) -> None:
+    """An HTTP-TS player waits for nothing: one frame per PES, in the frame's own
+    bytes, from the moment a live reader is there; what was held leaves first."""
+    source = list(packets(media.av))
+    muxer = TsMuxer(name="test")
+    split = len(source) // 2
+    first = [muxer.feed(p) for p in source[:split]]
+    assert any(not data for p, data in zip(source, first, strict=False)
+               if p.kind == TAG_AUDIO and not p.is_sequence_header)  # held while nobody waits
+    muxer.live_readers.add(object())
+    rest = [muxer.feed(p) for p in source[split:]]
+    later_audio = [data for p, data in zip(source[split:], rest, strict=True)
+                   if p.kind == TAG_AUDIO]
+    assert all(later_audio)
+    ts = tmp_path / "live.ts"
+    ts.write_bytes(muxer.header(0) + b"".join(first + rest))
+    assert decode_errors(ts) == ""
+    assert count_frames(ts) == source_counts(media.av)
+    audio_pes = [p for p in parse(ts.read_bytes()).pes if p.pid == AUDIO_PID]
+    late = [p for p in audio_pes if _pes_time(p.first_bytes) > source[split].dts * 90 + 90]
+    assert len(late) == len([p for p in _aac_frames(source[split:])
+                             if p.dts * 90 > source[split].dts * 90 + 90])
+
+
+def test_an_audio_gap_starts_a_new_pes(media: Media, tmp_path: Path) -> None:
+    source = list(packets(media.av))
+    frames = [i for i, p in enumerate(source) if p.kind == TAG_AUDIO and not p.is_sequence_header]
+    drop = set(frames[100:120])  # ~460 ms of audio missing
+    kept = [p for i, p in enumerate(source) if i not in drop]
+    audio = _aac_frames(kept)
+    ts = mux(kept, tmp_path / "gap.ts")
+    assert decode_errors(ts) == ""
+    got = [int(p["pts"]) for p in ffprobe_packets(ts, "a")]
+    assert len(got) == len(audio)
+    assert all(abs(g - p.dts * 90) <= 90 for g, p in zip(got, audio, strict=True))
+    first_after = source[frames[120]].dts * 90  # starts a PES: not timed after the gap's start
+    assert first_after in {_pes_time(p.first_bytes) for p in parse(ts.read_bytes()).pes
+                           if p.pid == AUDIO_PID}
+
+
+def test_a_gap_while_frames_are_held_loses_none(media: Media, tmp_path: Path) -> None:
+    """The gap comes while frames wait for their PES: those go out, and the frame
+    after the gap starts the next PES; no frame is lost."""
+    source = list(packets(media.av))
+    muxer = TsMuxer(name="test")
+    out = [muxer.header(0)]
+    fed: list[AVPacket] = []
+    skipping = 0
+    gaps = 0
+    for p in source:
+        audio = p.kind == TAG_AUDIO and not p.is_sequence_header
+        if audio and skipping:
+            skipping -= 1
+            continue
+        if audio and len(muxer._held) >= 4 and gaps < 3 and p.dts > 1000 * (gaps + 1):
+            gaps += 1
+            skipping = 10  # ~230 ms of audio missing, with 2+ frames held
+            continue
+        out.append(muxer.feed(p))
+        fed.append(p)
+    out.append(muxer.flush())
+    assert gaps == 3
+    ts = tmp_path / "gaps.ts"
+    ts.write_bytes(b"".join(out))
+    assert decode_errors(ts) == ""
+    audio = _aac_frames(fed)
+    got = [int(p["pts"]) for p in ffprobe_packets(ts, "a")]
+    assert len(got) == len(audio)
+    assert all(abs(g - p.dts * 90) <= 90 for g, p in zip(got, audio, strict=True))
+
+
+def test_audio_held_at_a_keyframe_goes_out_before_it(media: Media) -> None:
+    muxer = TsMuxer(name="test")
+    out = [(p, muxer.feed(p)) for p in packets(media.av)]
+    keyframes = [(p, data) for p, data in out if p.kind == TAG_VIDEO and p.is_keyframe and data]
+    assert len(keyframes) == 6
+    prefixed = 0
+    for p, data in keyframes:
+        info = parse(muxer.header(0) + data)
+        kinds = [s.pid for s in info.pes]
+        assert kinds == sorted(kinds, key=lambda pid: pid != AUDIO_PID)  # audio first
+        audio = [s for s in info.pes if s.pid == AUDIO_PID]
+        if audio:
+            prefixed += 1
+            assert all(_pes_time(s.first_bytes) <= p.dts * 90 for s in audio)
+            # video_start finds the keyframe's first TS packet after them
+            assert video_start(data) == (info.pes[kinds.index(VIDEO_PID)].index - 2) * 188
+        else:
+            assert video_start(data) == 0
+    assert prefixed >= 3
+
+
+def test_flush_gives_every_ending_consumer_the_held_audio(media: Media) -> None:
+    """flush() is for a consumer whose output ends: the held frames as TS
+    packets, the same for each consumer that ends there, and still held for
+    the others, which get them later in the stream."""
+    source = list(packets(media.av))
+    muxer = TsMuxer(name="test")
+    i = 0
+    while True:
+        muxer.feed(source[i])
+        i += 1
+        if muxer._held and i > 20:
+            break
+    tail = muxer.flush()
+    assert tail and tail == muxer.flush()
+    assert {s.pid for s in parse(muxer.header(0) + tail).pes} == {AUDIO_PID}
+    rest = b"".join(muxer.feed(p) for p in source[i:]) + muxer.flush()
+    # The frames of the tail come again in the stream that goes on: a PES with
+    # the tail's time.
+    tail_time = _pes_time(parse(muxer.header(0) + tail).pes[0].first_bytes)
+    assert tail_time in {_pes_time(s.first_bytes) for s in parse(muxer.header(0) + rest).pes
+                         if s.pid == AUDIO_PID}

@@ -26,6 +26,7 @@ from lal_twisted.hls.store import Store
 from lal_twisted.hub.sink import IStreamSink
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import VIDEO, AVPacket
+from lal_twisted.media.ts import video_start
 
 if TYPE_CHECKING:
     from lal_twisted.hub.stream import Stream
@@ -99,8 +100,15 @@ class HlsStream:
     """The HLS output of one stream name: its segments, playlists and files."""
 
     def __init__(self, name: str, store: Store, config: SegmenterConfig,
-                 emit: Callable[[HlsMakeTsInfo], None] = lambda info: None) -> None:
+                 emit: Callable[[HlsMakeTsInfo], None] = lambda info: None,
+                 schedule: Callable[[HlsStream], None] | None = None) -> None:
+        """``schedule(self)``, when given, is called when packets start to wait
+        and must see that :meth:`drain` is called soon (the manager does, for
+        every stream together); without it each packet is taken as it comes."""
         self.name = name
+        self.schedule = schedule
+        self._queue: list[AVPacket] = []
+        self._draining = False
         self.store = store
         self.config = config
         self.emit = emit
@@ -125,6 +133,7 @@ class HlsStream:
     # -- the publish -------------------------------------------------------------
     def begin(self, stream: Stream) -> None:
         """A publisher starts feeding ``stream`` (its key may be new)."""
+        self.drain()
         self.key = stream.key
         self.publishing = True
         self._building = None
@@ -135,12 +144,18 @@ class HlsStream:
     def end(self) -> None:
         """The publisher left: the last segment is finished and the record
         playlist gets EXT-X-ENDLIST."""
+        self.drain()
         if not self.publishing:
             return
         self.publishing = False
         building = self._building
         self._building = None
         if building is not None:
+            stream = self.stream
+            held = stream.ts_muxer.flush() if stream is not None else b""
+            if held:  # the audio the muxer holds for its next PES
+                building.parts.append(held)
+                building.size += len(held)
             self._finish(building, building.last_dts + building.last_step, ended=True)
         elif not self._pending:
             self._publish_playlists(ended=True)
@@ -165,20 +180,71 @@ class HlsStream:
         pass
 
     def send(self, packet: AVPacket) -> None:
+        schedule = self.schedule
+        stream = self.stream
+        if schedule is None or stream is None or not self.publishing:
+            self._send(packet)
+            return
+        # Held, in order, and encoded with the other streams' packets in one go.
+        queue = self._queue
+        if not queue:
+            schedule(self)
+            stream.ts_muxer.catch_up = self.drain
+        queue.append(packet)
+
+    def drain(self, until: AVPacket | None = None) -> None:
+        """Take the packets held so far (only those before ``until``: another
+        consumer of the muxer is about to encode that one)."""
+        queue = self._queue
+        if not queue or self._draining:
+            return
+        if until is None:
+            todo, self._queue = queue, []
+        else:
+            end = 0
+            for packet in queue:
+                if packet is until:
+                    break
+                end += 1
+            if not end:
+                return
+            todo, self._queue = queue[:end], queue[end:]
+        stream = self.stream
+        if not self._queue and stream is not None and stream.ts_muxer.catch_up == self.drain:
+            stream.ts_muxer.catch_up = None
+        self._draining = True
+        try:
+            send = self._send
+            for packet in todo:
+                send(packet)
+        finally:
+            self._draining = False
+
+    def _send(self, packet: AVPacket) -> None:
         stream = self.stream
         if stream is None or not self.publishing:
             return
         muxer = stream.ts_muxer
-        data = muxer.feed(packet)
+        data = packet.encoded(muxer)
         if not data:
             return
         building = self._building
         dts = packet.dts
-        if muxer.has_video:
-            if packet.kind == VIDEO and packet.is_keyframe:
+        if muxer.writes_video:  # current: the packet was just encoded
+            if packet.is_keyframe and packet.kind == VIDEO:
+                # Audio the muxer held from before the keyframe comes first in its
+                # bytes: it ends the segment before, a segment starts with video.
                 if building is None:
                     building = self._open(dts)
+                    start = video_start(data)
+                    if start:  # nothing from before the first keyframe
+                        data = data[start:]
                 elif _since(dts, building.first_dts) >= self.config.fragment_duration_ms:
+                    start = video_start(data)
+                    if start:
+                        building.parts.append(data[:start])
+                        building.size += start
+                        data = data[start:]
                     self._finish(building, dts)
                     building = self._open(dts)
             elif building is None:

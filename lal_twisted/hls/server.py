@@ -136,10 +136,13 @@ class HlsResource(ReadOnlyResource):
             self._admit(viewer)
         return server.NOT_DONE_YET
 
-    def fast_get(self, path: str, headers: dict[bytes, bytes], channel: Any) -> bytes | None:
-        """A whole response for an admitted viewer's playlist or in-memory segment,
-        without a twisted.web request (a thousand players poll every second);
-        None for everything else, which takes the ordinary way."""
+    def fast_get(self, path: str, headers: dict[bytes, bytes],
+                 channel: Any) -> list[bytes] | None:
+        """A whole response (status line and headers, then the body, sent
+        together without joining them) for an admitted viewer's playlist or
+        in-memory segment, without a twisted.web request (a thousand players
+        poll every second); None for everything else, which takes the ordinary
+        way."""
         if not path.startswith(self.url_pattern):
             return None
         parsed = parse_hls_path(path[len(self.url_pattern):])
@@ -169,7 +172,7 @@ class HlsResource(ReadOnlyResource):
             return None
         viewer.last = self.reactor.seconds()
         viewer.session.bytes_out += len(body)
-        return b"".join((head, b"%d\r\nDate: " % len(body), _http_date(), b"\r\n\r\n", body))
+        return [b"".join((head, b"%d\r\nDate: " % len(body), _http_date(), b"\r\n\r\n")), body]
 
     # -- viewers ----------------------------------------------------------------------
     def _viewer(self, request: server.Request, name: str) -> _Viewer:

@@ -15,18 +15,20 @@ from typing import Any
 from lal_twisted.hub.session import TS_PLAYER
 from lal_twisted.hub.stream import Stream
 from lal_twisted.media.packet import DATA, AVPacket
-from lal_twisted.media.ts import TsMuxer
+from lal_twisted.media.ts import KeyframePsi
 from lal_twisted.web.player import HttpSink, LiveStreamResource
 
 __all__ = ["HttpTsResource", "TsSink"]
 
 
 class TsSink(HttpSink):
-    """A player's side of a Stream: PAT and PMT, then the stream's shared TS
-    packets from a keyframe on."""
+    """A player's side of a Stream: the stream's shared TS packets from a
+    keyframe on, with PAT and PMT before every video keyframe (a player that
+    joins or resyncs mid-stream finds them there); an audio-only output starts
+    with PAT and PMT."""
 
     protocol_name = "httpts"
-    encoder: TsMuxer
+    encoder: KeyframePsi
 
     def __init__(self, request: Any, **kwargs: Any) -> None:
         super().__init__(request, **kwargs)
@@ -34,8 +36,23 @@ class TsSink(HttpSink):
         self._need_header = True
 
     def start(self, stream: Stream) -> None:
-        self.encoder = stream.ts_muxer
+        muxer = stream.ts_muxer
+        self.encoder = muxer.keyframe_psi
+        muxer.live_readers.add(self)  # audio one frame per PES while it plays
         super().start(stream)
+
+    def _leave(self) -> None:
+        encoder = getattr(self, "encoder", None)
+        if encoder is not None:
+            encoder.muxer.live_readers.discard(self)
+
+    def close(self, reason: str) -> None:
+        self._leave()
+        super().close(reason)
+
+    def stopProducing(self) -> None:  # noqa: N802 - Twisted interface
+        self._leave()
+        super().stopProducing()
 
     def publish_started(self, stream: Stream) -> None:
         # A new publisher may bring other tracks: PAT/PMT again before its media.
@@ -43,12 +60,16 @@ class TsSink(HttpSink):
         super().publish_started(stream)
 
     def send(self, packet: AVPacket) -> None:
-        # PAT/PMT wait for the first frame: by then the sequence headers told the tracks.
+        # PAT/PMT wait for the first frame: by then the sequence headers told the
+        # tracks.  With video, the first frame a player gets is a keyframe, which
+        # brings them.
         if (self._need_header and packet.kind != DATA and not packet.is_sequence_header
                 and self.stream is not None and self.stream.publisher is not None):
             self._need_header = False
-            self.emit(self.encoder.header(self.headers_sent))
-            self.headers_sent += 1
+            muxer = self.encoder.muxer
+            if not muxer.has_video:
+                self.emit(muxer.header(self.headers_sent))
+                self.headers_sent += 1
         super().send(packet)
 
 

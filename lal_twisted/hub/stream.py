@@ -261,8 +261,18 @@ class Stream:
             muxer = self._ts_muxer = TsMuxer(self, self.key)
         return muxer
 
+    def _settle_ts(self) -> None:
+        """Before the tracks change: packets a TS consumer holds to encode later
+        are encoded now, with the tracks they were sent with."""
+        muxer = self._ts_muxer
+        if muxer is not None and muxer.catch_up is not None:
+            muxer.catch_up(None)
+
     # -- publisher side -----------------------------------------------------
     def start_publish(self, publisher: Any) -> None:
+        self._settle_ts()
+        if self._ts_muxer is not None:
+            self._ts_muxer.drop_held()  # the old publisher's last audio
         self._feed_directly()
         self.publisher = publisher
         self.gop_cache.reset()
@@ -361,6 +371,7 @@ class Stream:
         """A frame while the video track is unknown or lacks its size."""
         track = self.tracks.video
         if track is None:
+            self._settle_ts()
             self.tracks.video = VideoTrack(packet.codec)  # type: ignore[arg-type]
             self._video_pending = packet.codec == Codec.VP9
         elif track.codec == Codec.VP9 and packet.is_keyframe:
@@ -373,6 +384,7 @@ class Stream:
             self._video_pending = False
 
     def _set_video(self, track: VideoTrack) -> None:
+        self._settle_ts()
         old = self.tracks.video
         if old is not None and not track.width:
             track.width, track.height = old.width, old.height  # announced by metadata
@@ -388,6 +400,7 @@ class Stream:
         if track is None or self.audio_header is None:
             # No sequence header (MP3, G.711...): the frame, or onMetaData, tells.
             if track is None:
+                self._settle_ts()
                 track = self.tracks.audio = audio_track(packet.payload)
             self._describe("audio", track)
             return
@@ -398,6 +411,7 @@ class Stream:
             self._describe("audio", track)
 
     def _set_audio(self, track: AudioTrack) -> None:
+        self._settle_ts()
         self._audio_pending = track.codec in _FRAME_DESCRIBED_AUDIO and not track.sample_rate
         self.tracks.audio = track
         if not self._audio_pending:
@@ -414,6 +428,7 @@ class Stream:
 
     def _announce(self, announced: Tracks) -> None:
         """Tracks named by onMetaData, kept until their sequence headers arrive."""
+        self._settle_ts()
         if announced.video is not None and self.video_header is None:
             self.tracks.video = announced.video
         if announced.audio is not None and self.audio_header is None:

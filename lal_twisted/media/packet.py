@@ -234,7 +234,10 @@ class AVPacket:
         more = self._more_encodings
         if more is None:
             return len(self._first_encoding) + _BYTES_HEADER
-        return (len(self._first_encoding) + sum(map(len, more.values()))
+        first = self._first_encoding
+        # An encoding that is the first one's object (a format that adds bytes
+        # to some packets only) costs nothing more.
+        return (len(first) + sum(len(data) for data in more.values() if data is not first)
                 + _BYTES_HEADER * (1 + len(more)) + getsizeof(more))
 
     def __repr__(self) -> str:

@@ -13,9 +13,15 @@ What is written:
   (0x24) on PID 0x100, AAC (0x0F, as ADTS) on PID 0x101.  Other codecs are
   left out of the PMT and their packets skipped, with one log line per track;
   the other track still plays.
-- One PES per frame with PTS, and DTS when they differ (B-frames); video
+- One PES per video frame with PTS, and DTS when they differ (B-frames); video
   frames get an access unit delimiter and, on keyframes, the parameter sets
   (SPS/PPS, VPS/SPS/PPS for H.265) in Annex-B form unless the frame has them.
+- AAC frames (as ADTS) one per PES while a live reader (``live_readers``: an
+  HTTP-TS player) is attached or there is no video; otherwise several to a
+  PES (see ``_AUDIO_FRAMES_PER_PES``): a held frame's bytes are b"" and the
+  group leaves with the packet that completes it, or in front of the next
+  video keyframe (``video_start`` finds where the video begins).  A consumer
+  whose output ends writes ``flush()`` last.
 - PCR in the first TS packet of every PES of the PCR PID (video, or audio for
   an audio-only stream), the random-access indicator on keyframes (and audio
   frames), continuity counters per PID, adaptation-field stuffing.
@@ -28,6 +34,7 @@ time; TS players handle the 33-bit wrap itself.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Protocol
 
 from lal_twisted.log import Logger
@@ -42,8 +49,8 @@ from lal_twisted.media.tags import (
 )
 from lal_twisted.media.track import AudioTrack, Tracks, VideoTrack, audio_track, video_track
 
-__all__ = ["AUDIO_PID", "PMT_PID", "TS_PACKET_SIZE", "VIDEO_PID", "TsMuxer",
-           "crc32_mpeg2"]
+__all__ = ["AUDIO_PID", "PMT_PID", "TS_PACKET_SIZE", "VIDEO_PID", "KeyframePsi", "TsMuxer",
+           "crc32_mpeg2", "video_start"]
 
 log = Logger("lal_twisted.media.ts")
 
@@ -60,6 +67,20 @@ _AUDIO_STREAM_ID = 0xC0
 _TS_MASK = (1 << 33) - 1
 _AUDIO_PES_START = b"\x00\x00\x01\xc0"
 _MAX_ADTS_PAYLOAD = (1 << 13) - 1 - 7
+# With video and no live reader (only HLS, which takes packets in batches, and
+# recordings), AAC frames go out several to a PES, as ffmpeg and nginx-rtmp write
+# them: a PES and its TS packets cost about as much CPU as the frame itself, and
+# a frame of 64 kbit/s AAC fills one TS packet and a bit of a second.  At most
+# this many frames and bytes, only frames that follow each other without a gap
+# (within the jitter of millisecond timestamps); those held when a video
+# keyframe comes go out in front of it, so an HLS segment cut there ends with
+# them.  A live reader (an HTTP-TS player) gets one frame per PES, never held.
+_AUDIO_FRAMES_PER_PES = 8
+_AUDIO_PES_MAX = 4096
+_AUDIO_JITTER_MS = 2.5
+# Held frames further than this from the next frame (the stream paused) are
+# dropped rather than sent late.
+_STALE_AUDIO_MS = 1000
 
 # Access unit delimiters: H.264 NAL type 9 (primary_pic_type 7: any slice);
 # H.265 NAL type 35 (pic_type 2: any slice).
@@ -125,15 +146,53 @@ def _pmt(version: int, pcr_pid: int, streams: list[tuple[int, int]]) -> bytes:
             + loop)
 
 
+def _signed(diff: int) -> int:
+    """A difference of 32-bit RTMP times as a signed number (wrap-safe)."""
+    diff &= 0xFFFFFFFF
+    return diff - 0x100000000 if diff & 0x80000000 else diff
+
+
+def video_start(data: bytes) -> int:
+    """Where the first video TS packet is in ``data`` (a keyframe's bytes, which
+    may start with audio held before it); ``len(data)`` if there is none."""
+    pos = 0
+    end = len(data)
+    while pos < end and ((data[pos + 1] & 0x1F) << 8 | data[pos + 2]) != VIDEO_PID:
+        pos += TS_PACKET_SIZE
+    return pos
+
+
 def _timestamp(prefix: int, ts: int) -> bytes:
     """A 33-bit PTS or DTS in the PES header's 5-byte layout, with its marker bits."""
     return ((prefix << 36) | ((ts >> 30) << 33) | (((ts >> 15) & 0x7FFF) << 17)
             | ((ts & 0x7FFF) << 1) | 0x100010001).to_bytes(5, "big")
 
 
-# Headers of continuation packets (no payload_unit_start, payload only), by PID and cc.
+# TS packet headers from tables, by PID and continuity counter: a PES becomes
+# its packets in one join, without building a header per packet.
+_PIDS = (VIDEO_PID, AUDIO_PID)
+# Continuation packets (no payload_unit_start), payload only: for each starting
+# counter, the headers of a run of packets (cc, cc+1, ...), long enough for a
+# 128 KiB frame; longer runs repeat it (the counter cycles every 16).
+_RUN = 16 * 45
 _CONTINUATION = {pid: [bytes((0x47, pid >> 8, pid & 0xFF, 0x10 | cc)) for cc in range(16)]
-                 for pid in (VIDEO_PID, AUDIO_PID)}
+                 for pid in _PIDS}
+_RUNS = {pid: [[_CONTINUATION[pid][(cc + i) & 0x0F] for i in range(_RUN)] for cc in range(16)]
+         for pid in _PIDS}
+# First packets (payload_unit_start): payload only; or with an adaptation field
+# of n bytes (n = 1: flags, 7: flags and PCR), by PID, cc and n.
+_FIRST = {pid: [bytes((0x47, 0x40 | pid >> 8, pid & 0xFF, 0x10 | cc)) for cc in range(16)]
+          for pid in _PIDS}
+_FIRST_WITH_FIELD = {pid: [[bytes((0x47, 0x40 | pid >> 8, pid & 0xFF, 0x30 | cc, n))
+                            for n in range(8)] for cc in range(16)]
+                     for pid in _PIDS}
+# The last packet of a PES, when short: header with an adaptation field by PID
+# and cc, then (by the room left) the field's length, flags 0 and stuffing.
+_LAST = {pid: [bytes((0x47, pid >> 8, pid & 0xFF, 0x30 | cc)) for cc in range(16)]
+         for pid in _PIDS}
+_FILL = [b"\x00"] + [bytes((room - 1,)) + b"\x00" + b"\xff" * (room - 2)
+                     for room in range(2, _PAYLOAD + 1)]
+_FILL.insert(0, b"")  # index by room: _FILL[1] is a field of length 0
 
 
 def _packetize(pid: int, cc: int, pes: bytes, pcr: int | None,
@@ -152,21 +211,32 @@ def _packetize(pid: int, cc: int, pes: bytes, pcr: int | None,
         field = b"\x40"
     else:
         field = b""
-    first_len = _PAYLOAD - 1 - len(field) if field else _PAYLOAD
-    if first_len > size:
-        first_len = size
-    parts = [_packet(pid, 0x40, cc, field, pes[:first_len])]
-    pos = first_len
-    full_end = pos + (size - pos) // _PAYLOAD * _PAYLOAD
-    if full_end > pos:
-        continuation = _CONTINUATION[pid]
-        for start in range(pos, full_end, _PAYLOAD):
-            cc = (cc + 1) & 0x0F
-            parts.append(continuation[cc])
-            parts.append(pes[start:start + _PAYLOAD])
-    if full_end < size:
+    if field:
+        pos = _PAYLOAD - 1 - len(field)
+        if size < pos:  # one short packet
+            return _packet(pid, 0x40, cc, field, pes), cc
+        parts = [_FIRST_WITH_FIELD[pid][cc][len(field)], field, pes[:pos]]
+    elif size >= _PAYLOAD:
+        pos = _PAYLOAD
+        parts = [_FIRST[pid][cc], pes[:_PAYLOAD]]
+    else:
+        return _packet(pid, 0x40, cc, b"", pes), cc
+    full = (size - pos) // _PAYLOAD
+    if full:
+        # [header, payload] pairs: headers from the run table, payloads sliced.
+        middle: list[bytes] = [b""] * (2 * full)
+        run = _RUNS[pid][(cc + 1) & 0x0F]
+        middle[0::2] = run[:full] if full <= _RUN else [run[i % _RUN] for i in range(full)]
+        end = pos + full * _PAYLOAD
+        middle[1::2] = [pes[i:i + _PAYLOAD] for i in range(pos, end, _PAYLOAD)]
+        parts += middle
+        pos = end
+        cc = (cc + full) & 0x0F
+    if pos < size:
         cc = (cc + 1) & 0x0F
-        parts.append(_packet(pid, 0, cc, b"", pes[full_end:]))
+        parts.append(_LAST[pid][cc])
+        parts.append(_FILL[_PAYLOAD - (size - pos)])
+        parts.append(pes[pos:])
     return b"".join(parts), cc
 
 
@@ -224,6 +294,26 @@ class TsMuxer:
         self._seen_video: VideoTrack | None = None
         self._seen_audio: AudioTrack | None = None
         self._adts_base = 0  # the ADTS header as an int, frame length 0
+        # Whether a video track is written, as of the latest packet encoded
+        # (has_video looks at the source's tracks first).
+        self.writes_video = False
+        # Set by a consumer that holds packets to encode them in batches (the HLS
+        # segmenter: many encodings in a row cost less CPU than one at a time
+        # between the server's other work).  Called with a packet about to be
+        # encoded (None: all), it encodes the packets it holds before that one,
+        # in order, so packets are encoded in stream order whoever asks first.
+        self.catch_up: Callable[[AVPacket | None], None] | None = None
+        self._keyframe_psi: KeyframePsi | None = None
+        # Consumers that must get every frame as it comes (HTTP-TS players):
+        # while there are any, audio frames are not grouped.
+        self.live_readers: set[object] = set()
+        # Audio frames held for one PES: [ADTS header, frame, ...], their size,
+        # the first one's PTS and the last one's RTMP time; one frame in ms.
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._held_pts = 0
+        self._held_last = 0
+        self._audio_frame_ms = 0.0
 
     # -- the API consumers use -------------------------------------------------------
     def feed(self, packet: AVPacket) -> bytes:
@@ -243,6 +333,15 @@ class TsMuxer:
         return data
 
     @property
+    def keyframe_psi(self) -> KeyframePsi:
+        """The same bytes with PAT and PMT before every video keyframe (live
+        HTTP-TS: a player that joins or resyncs finds them); made on first use."""
+        psi = self._keyframe_psi
+        if psi is None:
+            psi = self._keyframe_psi = KeyframePsi(self)
+        return psi
+
+    @property
     def has_video(self) -> bool:
         """A video track the muxer writes (H.264 or H.265 with parameter sets)."""
         self._refresh()
@@ -260,6 +359,9 @@ class TsMuxer:
 
     # -- Encoder ------------------------------------------------------------------
     def encode(self, packet: AVPacket) -> bytes:
+        catch_up = self.catch_up
+        if catch_up is not None:  # the packets held before this one first
+            catch_up(packet)
         if self._owns_tracks:
             self._own_tracks(packet)
         if packet.is_sequence_header:
@@ -287,6 +389,7 @@ class TsMuxer:
             audio = None
         key = (video.codec if video else None, audio.codec if audio else None)
         self._video, self._audio = video, audio
+        self.writes_video = video is not None
         if key != self._pmt_key:
             self._pmt_key = key
             self._pmt_version = (self._pmt_version + 1) & 0x1F
@@ -334,6 +437,7 @@ class TsMuxer:
                 info = None
             self._adts = (track.config, info)
             if info is not None:
+                self._audio_frame_ms = 1024000 / (info.core_sample_rate or info.sample_rate)
                 self._adts_base = int.from_bytes(aac.adts_header(info, 0), "big") & ~(
                     0x1FFF << 13)
         return info
@@ -381,29 +485,37 @@ class TsMuxer:
             if len(payload) < _LEGACY_NALU_OFFSET or payload[1] != 1:
                 return b""
             offset = _LEGACY_NALU_OFFSET
-        h265 = track.codec == Codec.H265
+        # The PES in one join: [PES header, AUD, (parameter sets), NAL units...].
+        parts: list[bytes] = [b"", _AUD[track.codec]]
         try:
-            nalus, has_params = _annexb(payload, offset, end, track.nal_length_size, h265)
+            has_params = _annexb(payload, offset, end, track.nal_length_size,
+                                 track.codec == Codec.H265, parts)
         except ValueError:
             return b""  # a frame whose NAL lengths run past its end: not decodable
-        if not nalus:
+        if len(parts) == 2:
             return b""
-        parts = [_AUD[track.codec]]
         keyframe = packet.is_keyframe
         if keyframe and not has_params:
-            parts.append(self._param_sets(track))
-        parts.append(nalus)
-        es = b"".join(parts)
+            parts.insert(2, self._param_sets(track))
         dts = (packet.dts * 90) & _TS_MASK
         pts = (pts * 90) & _TS_MASK
         if pts != dts:
-            flags, stamps = b"\x80\xc0\x0a", _timestamp(3, pts) + _timestamp(1, dts)
+            length = 13 + sum(map(len, parts))
+            parts[0] = b"".join((b"\x00\x00\x01\xe0", (length if length <= 0xFFFF else 0)
+                                 .to_bytes(2, "big"), b"\x80\xc0\x0a",
+                                 _timestamp(3, pts), _timestamp(1, dts)))
         else:
-            flags, stamps = b"\x80\x80\x05", _timestamp(2, pts)
-        length = 3 + len(stamps) + len(es)
-        pes = b"".join((b"\x00\x00\x01\xe0", struct.pack(">H", length if length <= 0xFFFF else 0),
-                        flags, stamps, es))
-        return self._pes_packets(VIDEO_PID, pes, dts, keyframe)
+            length = 8 + sum(map(len, parts))
+            parts[0] = b"".join((b"\x00\x00\x01\xe0", (length if length <= 0xFFFF else 0)
+                                 .to_bytes(2, "big"), b"\x80\x80\x05", _timestamp(2, pts)))
+        data, self._cc[VIDEO_PID] = _packetize(VIDEO_PID, (self._cc[VIDEO_PID] + 1) & 0x0F,
+                                               b"".join(parts), dts, keyframe)
+        if self._held and (keyframe or self.live_readers):
+            # The audio held so far goes out first: an HLS segment starting at
+            # this keyframe holds no audio from before it.
+            audio = self._release(abs(_signed(packet.dts - self._held_last)) < _STALE_AUDIO_MS)
+            return audio + data
+        return data
 
     def _param_sets(self, track: VideoTrack) -> bytes:
         cached_track, data = self._params
@@ -442,15 +554,88 @@ class TsMuxer:
         if size <= 0 or size > _MAX_ADTS_PAYLOAD:
             return b""
         adts = (self._adts_base | ((size + 7) << 13)).to_bytes(7, "big")
-        pts = (packet.dts * 90) & _TS_MASK
-        pes = b"".join((_AUDIO_PES_START, (15 + size).to_bytes(2, "big"), b"\x80\x80\x05",
-                        _timestamp(2, pts), adts, payload[offset:end]))
-        return self._pes_packets(AUDIO_PID, pes, pts, True)
+        frame = payload[offset:end] if offset or end != len(payload) else payload
+        dts = packet.dts
+        held = self._held
+        if self._video is None or self.live_readers:
+            out = self._release(abs(_signed(dts - self._held_last)) < _STALE_AUDIO_MS) \
+                if held else b""
+            pts = (dts * 90) & _TS_MASK
+            pes = b"".join((_AUDIO_PES_START, (15 + size).to_bytes(2, "big"),
+                            b"\x80\x80\x05", _timestamp(2, pts), adts, frame))
+            data = self._pes_packets(AUDIO_PID, pes, pts, True)
+            return out + data if out else data
+        out = b""
+        if held:
+            step = (dts - self._held_last) & 0xFFFFFFFF
+            if step & 0x80000000:
+                step -= 0x100000000
+            if (abs(step - self._audio_frame_ms) > _AUDIO_JITTER_MS
+                    or self._held_bytes + size > _AUDIO_PES_MAX):
+                out = self._release(abs(step) < _STALE_AUDIO_MS)
+                held = self._held
+        if not held:
+            self._held_pts = (dts * 90) & _TS_MASK
+        held.append(adts)
+        held.append(frame)
+        self._held_bytes += size + 7
+        self._held_last = dts
+        if len(held) >= 2 * _AUDIO_FRAMES_PER_PES:
+            return out + self._release() if out else self._release()
+        return out
+
+    def _held_pes(self) -> tuple[bytes, int]:
+        held = self._held
+        pes = b"".join((_AUDIO_PES_START, (8 + self._held_bytes).to_bytes(2, "big"),
+                        b"\x80\x80\x05", _timestamp(2, self._held_pts), *held))
+        return pes, self._held_pts
+
+    def _release(self, keep: bool = True) -> bytes:
+        """The held audio frames as one PES, now (none if not ``keep``)."""
+        data = self._pes_packets(AUDIO_PID, *self._held_pes(), True) if keep else b""
+        self._held = []
+        self._held_bytes = 0
+        return data
+
+    def flush(self) -> bytes:
+        """The audio frames held for the next PES, as TS packets, for a consumer
+        whose output ends here (a recording that stops, the last HLS segment of
+        a publish).  The muxer keeps them: every consumer that ends now gets the
+        same bytes, and the others get the frames later as usual."""
+        if self.catch_up is not None:
+            self.catch_up(None)
+        if not self._held:
+            return b""
+        data, _cc = _packetize(AUDIO_PID, (self._cc[AUDIO_PID] + 1) & 0x0F,
+                               self._held_pes()[0], None, True)
+        return data
+
+    def drop_held(self) -> None:
+        """Forget the held audio frames (a new publisher: they belong to the old one)."""
+        self._held = []
+        self._held_bytes = 0
 
     def _pes_packets(self, pid: int, pes: bytes, dts: int, random_access: bool) -> bytes:
         pcr = dts if pid == VIDEO_PID or self._video is None else None
         data, self._cc[pid] = _packetize(pid, (self._cc[pid] + 1) & 0x0F, pes, pcr,
                                          random_access)
+        return data
+
+
+class KeyframePsi:
+    """An encoder giving a :class:`TsMuxer`'s bytes for each packet, with PAT and
+    PMT in front of every video keyframe's.  Other packets' bytes are the
+    muxer's own objects; PAT/PMT continuity counters run on per stream."""
+
+    def __init__(self, muxer: TsMuxer) -> None:
+        self.muxer = muxer
+        self.count = 0  # PAT/PMT pairs written
+
+    def encode(self, packet: AVPacket) -> bytes:
+        data = packet.encoded(self.muxer)
+        if data and packet.is_keyframe and packet.kind == VIDEO:
+            self.count += 1
+            return self.muxer.header(self.count) + data
         return data
 
 
@@ -489,15 +674,16 @@ def _main_track_body(payload: bytes, video: bool, codec: Codec,
     return None
 
 
-def _annexb(payload: bytes, offset: int, end: int, length_size: int,
-            h265: bool) -> tuple[bytes, bool]:
-    """The AVCC/HVCC NAL units of ``payload[offset:end]`` in Annex-B form, without
-    access unit delimiters, and whether they include a sequence parameter set."""
-    parts: list[bytes] = []
+def _annexb(payload: bytes, offset: int, end: int, length_size: int, h265: bool,
+            parts: list[bytes]) -> bool:
+    """Append the AVCC/HVCC NAL units of ``payload[offset:end]`` in Annex-B form
+    to ``parts``, without access unit delimiters; whether they include a
+    sequence parameter set."""
     pos = offset
     has_sps = False
     aud, sps = (35, 33) if h265 else (9, 7)
     read = _LENGTH_READERS.get(length_size)
+    append = parts.append
     while pos + length_size <= end:
         if read is None:
             size = int.from_bytes(payload[pos:pos + length_size], "big")
@@ -511,7 +697,7 @@ def _annexb(payload: bytes, offset: int, end: int, length_size: int,
             if nal_type != aud:
                 if nal_type == sps:
                     has_sps = True
-                parts.append(_START)
-                parts.append(payload[pos:pos + size])
+                append(_START)
+                append(payload[pos:pos + size])
         pos += size
-    return b"".join(parts), has_sps
+    return has_sps

@@ -171,6 +171,13 @@ class RecordingSink:
         if self.stopped:
             return
         self.stopped = True
+        flush = getattr(self.encoder, "flush", None)  # TS: the audio frames held
+        if flush is not None and self.started and not self.file.closing:
+            try:
+                self.file.write(flush())
+            except Exception:  # the file still closes
+                log.failure("record {fmt} {key}: cannot flush", fmt=self.fmt.name,
+                            key=self.session.key)
         self.file.close()
         self.on_stop(self)
 

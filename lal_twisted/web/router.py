@@ -133,7 +133,8 @@ class Router(resource.Resource):
             return None
         return self._fast_get
 
-    def _fast_get(self, uri: bytes, headers: dict[bytes, bytes], channel: Any) -> bytes | None:
+    def _fast_get(self, uri: bytes, headers: dict[bytes, bytes],
+                  channel: Any) -> list[bytes] | None:
         raw = uri.split(b"?", 1)[0]
         try:
             path = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("utf-8")

@@ -109,7 +109,7 @@ class LalChannel(http.HTTPChannel):
         self.resetTimeout()
         transport: Any = self.transport
         if close:
-            transport.write(response)
+            transport.writeSequence(response)
             self._stop_header_clock()
             transport.loseConnection()
         else:
@@ -118,7 +118,7 @@ class LalChannel(http.HTTPChannel):
                 timer.reset(self.site.request_header_timeout)  # cheaper than a new one
             else:
                 self._start_header_clock()
-            transport.write(response)
+            transport.writeSequence(response)
         return True
 
     def rawDataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted interface
