@@ -210,13 +210,37 @@ class HlsStream:
                 return
             todo, self._queue = queue[:end], queue[end:]
         stream = self.stream
-        if not self._queue and stream is not None and stream.ts_muxer.catch_up == self.drain:
-            stream.ts_muxer.catch_up = None
+        if stream is None or not self.publishing:
+            self._queue = []
+            return
+        muxer = stream.ts_muxer
+        if not self._queue and muxer.catch_up == self.drain:
+            muxer.catch_up = None
         self._draining = True
         try:
-            send = self._send
+            # The common case inline (a frame inside the segment being built);
+            # keyframes, the first segment and audio-only streams go to _place.
+            encoded = AVPacket.encoded
+            place = self._place
             for packet in todo:
-                send(packet)
+                data = encoded(packet, muxer)
+                if not data:
+                    continue
+                building = self._building
+                if (building is None or not muxer.writes_video
+                        or (packet.is_keyframe and packet.kind == VIDEO)):
+                    place(packet, data, muxer.writes_video)
+                    continue
+                dts = packet.dts
+                step = (dts - building.last_dts) & 0xFFFFFFFF
+                if 0 < step < 0x80000000:  # forward in 32-bit time
+                    building.last_step = step
+                    building.last_dts = dts
+                building.parts.append(data)
+                building.size += len(data)
+                if building.size > MAX_SEGMENT_BYTES:
+                    self._building = None
+                    self._finish(building, building.last_dts + building.last_step)
         finally:
             self._draining = False
 
@@ -226,11 +250,15 @@ class HlsStream:
             return
         muxer = stream.ts_muxer
         data = packet.encoded(muxer)
-        if not data:
-            return
+        if data:
+            # muxer.writes_video is current: the packet was just encoded.
+            self._place(packet, data, muxer.writes_video)
+
+    def _place(self, packet: AVPacket, data: bytes, video: bool) -> None:
+        """Add a packet's TS bytes to the segment, cutting it where one ends."""
         building = self._building
         dts = packet.dts
-        if muxer.writes_video:  # current: the packet was just encoded
+        if video:
             if packet.is_keyframe and packet.kind == VIDEO:
                 # Audio the muxer held from before the keyframe comes first in its
                 # bytes: it ends the segment before, a segment starts with video.

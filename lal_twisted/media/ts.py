@@ -43,6 +43,7 @@ from lal_twisted.media.packet import AUDIO, VIDEO, AVPacket
 from lal_twisted.media.tags import (
     AudioPacketType,
     Codec,
+    SoundFormat,
     VideoPacketType,
     audio_codec_of,
     video_codec_of,
@@ -99,6 +100,7 @@ _CTS_SIZE = {_CODED_FRAMES: 3, _CODED_FRAMES_X: 0}  # before the NAL units of a 
 _VIDEO_WRAPPED = (int(VideoPacketType.MULTITRACK), int(VideoPacketType.MOD_EX))
 _AUDIO_WRAPPED = (int(AudioPacketType.MULTITRACK), int(AudioPacketType.MOD_EX))
 _AUDIO_CODED_FRAMES = int(AudioPacketType.CODED_FRAMES)
+_SOUND_AAC = int(SoundFormat.AAC)
 _MAIN_TRACK = 0  # the track a TS output carries from a multitrack stream
 
 
@@ -186,6 +188,9 @@ _FIRST = {pid: [bytes((0x47, 0x40 | pid >> 8, pid & 0xFF, 0x10 | cc)) for cc in 
 _FIRST_WITH_FIELD = {pid: [[bytes((0x47, 0x40 | pid >> 8, pid & 0xFF, 0x30 | cc, n))
                             for n in range(8)] for cc in range(16)]
                      for pid in _PIDS}
+# With an adaptation field holding only the random-access flag: header and field.
+_FIRST_RANDOM_ACCESS = {pid: [bytes((0x47, 0x40 | pid >> 8, pid & 0xFF, 0x30 | cc, 1, 0x40))
+                              for cc in range(16)] for pid in _PIDS}
 # The last packet of a PES, when short: header with an adaptation field by PID
 # and cc, then (by the room left) the field's length, flags 0 and stuffing.
 _LAST = {pid: [bytes((0x47, pid >> 8, pid & 0xFF, 0x30 | cc)) for cc in range(16)]
@@ -207,15 +212,15 @@ def _packetize(pid: int, cc: int, pes: bytes, pcr: int | None,
     if pcr is not None:
         field = ((0x50 if random_access else 0x10) << 48 | (pcr << 15) | 0x7E00).to_bytes(
             7, "big")
-    elif random_access:
-        field = b"\x40"
-    else:
-        field = b""
-    if field:
-        pos = _PAYLOAD - 1 - len(field)
+        pos = _PAYLOAD - 8
         if size < pos:  # one short packet
             return _packet(pid, 0x40, cc, field, pes), cc
-        parts = [_FIRST_WITH_FIELD[pid][cc][len(field)], field, pes[:pos]]
+        parts = [_FIRST_WITH_FIELD[pid][cc][7], field, pes[:pos]]
+    elif random_access:
+        pos = _PAYLOAD - 2
+        if size < pos:
+            return _packet(pid, 0x40, cc, b"\x40", pes), cc
+        parts = [_FIRST_RANDOM_ACCESS[pid][cc], pes[:pos]]
     elif size >= _PAYLOAD:
         pos = _PAYLOAD
         parts = [_FIRST[pid][cc], pes[:_PAYLOAD]]
@@ -223,15 +228,24 @@ def _packetize(pid: int, cc: int, pes: bytes, pcr: int | None,
         return _packet(pid, 0x40, cc, b"", pes), cc
     full = (size - pos) // _PAYLOAD
     if full:
-        # [header, payload] pairs: headers from the run table, payloads sliced.
-        middle: list[bytes] = [b""] * (2 * full)
-        run = _RUNS[pid][(cc + 1) & 0x0F]
-        middle[0::2] = run[:full] if full <= _RUN else [run[i % _RUN] for i in range(full)]
         end = pos + full * _PAYLOAD
-        middle[1::2] = [pes[i:i + _PAYLOAD] for i in range(pos, end, _PAYLOAD)]
-        parts += middle
-        pos = end
-        cc = (cc + full) & 0x0F
+        if full <= 8:  # most frames: a plain loop is quickest
+            headers = _CONTINUATION[pid]
+            append = parts.append
+            while pos < end:
+                cc = (cc + 1) & 0x0F
+                append(headers[cc])
+                append(pes[pos:pos + _PAYLOAD])
+                pos += _PAYLOAD
+        else:
+            # [header, payload] pairs: headers from the run table, payloads sliced.
+            middle: list[bytes] = [b""] * (2 * full)
+            run = _RUNS[pid][(cc + 1) & 0x0F]
+            middle[0::2] = run[:full] if full <= _RUN else [run[i % _RUN] for i in range(full)]
+            middle[1::2] = [pes[i:i + _PAYLOAD] for i in range(pos, end, _PAYLOAD)]
+            parts += middle
+            pos = end
+            cc = (cc + full) & 0x0F
     if pos < size:
         cc = (cc + 1) & 0x0F
         parts.append(_LAST[pid][cc])
@@ -459,7 +473,9 @@ class TsMuxer:
                 tracks.audio = audio_track(packet.payload)
 
     def _encode_video(self, packet: AVPacket) -> bytes:
-        self._refresh()
+        tracks = self.source.tracks
+        if tracks.video is not self._seen_video or tracks.audio is not self._seen_audio:
+            self._refresh()
         track = self._video
         payload = packet.payload
         if track is None or not payload:
@@ -525,15 +541,23 @@ class TsMuxer:
         return data
 
     def _encode_audio(self, packet: AVPacket) -> bytes:
-        self._refresh()
+        tracks = self.source.tracks
+        if tracks.video is not self._seen_video or tracks.audio is not self._seen_audio:
+            self._refresh()
         payload = packet.payload
         if self._audio is None or not payload:
             return b""
         first = payload[0]
         end = len(payload)
-        if first >> 4 == 9 and first & 0x0F not in _AUDIO_WRAPPED and packet.codec != Codec.AAC:
+        if first >> 4 == _SOUND_AAC:
+            # Legacy: [SoundFormat...][AACPacketType=1], then the raw frame.
+            if end < 2 or payload[1] != 1:
+                return b""
+            offset = 2
+        elif first >> 4 != 9 or (first & 0x0F not in _AUDIO_WRAPPED
+                                 and packet.codec != Codec.AAC):
             return b""
-        if first >> 4 == 9:
+        else:
             # Enhanced: [9x][FourCC:4] then the frame, or ModEx / multitrack wrappers.
             packet_type = first & 0x0F
             if packet_type in _AUDIO_WRAPPED:
@@ -545,11 +569,6 @@ class TsMuxer:
                 offset = 5
             else:
                 return b""
-        else:
-            # Legacy: [SoundFormat...][AACPacketType=1], then the raw frame.
-            if packet.codec != Codec.AAC or len(payload) < 2 or payload[1] != 1:
-                return b""
-            offset = 2
         size = end - offset
         if size <= 0 or size > _MAX_ADTS_PAYLOAD:
             return b""
