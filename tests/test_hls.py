@@ -446,6 +446,43 @@ def test_polled_requests_get_the_same_answers_on_one_connection(server: Server,
     assert "poller" not in server.log()  # no access-log line per request
 
 
+def test_a_repeated_poll_is_answered_afresh_and_sessions_still_end(server: Server,
+                                                                   media: Media) -> None:
+    """The same request again on a keep-alive connection (a player polling its
+    playlist) is answered with the playlist of that moment; when the viewer's
+    session has ended (sub_session_timeout_ms 3 s without a request), the same
+    request bytes start a new session, admitted like the first."""
+    pub = push(media.long_av, server.rtmp_url("again"), loop=True)
+    request = b"GET /hls/again/playlist.m3u8 HTTP/1.1\r\nHost: x\r\nUser-Agent: again\r\n\r\n"
+    try:
+        wait_playlist(server, "again.m3u8", segments=2)
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
+            buf = bytearray()
+            newest = []
+            for _ in range(4):
+                sock.sendall(request)
+                status, _, body = read_response(sock, buf)
+                assert status == b"HTTP/1.1 200 OK"
+                newest.append(m3u8.loads(body.decode()).segments[-1].uri)
+                time.sleep(0.9)
+            assert len(set(newest)) >= 2  # the live playlist of each moment, not a copy
+            # The sessions end (this one, and the one of the urllib polls above).
+            assert wait_for(lambda: server.log().count("ended: stream=again") == 2, timeout=10)
+            sock.sendall(request)
+            status, _, body = read_response(sock, buf)
+            assert status == b"HTTP/1.1 200 OK" and b"#EXTM3U" in body
+    finally:
+        pub.kill()
+        finish(pub)
+    log = server.log()
+    started = [line.split("hls session ")[1].split()[:2] for line in log.splitlines()
+               if "hls session" in line and "playing again started" in line]
+    # The urllib polls' session, then two sessions of this one connection.
+    assert len(started) == 3, started
+    (first_id, first_peer), (second_id, second_peer) = started[1:]
+    assert first_peer == second_peer and first_id != second_id
+
+
 def test_sigterm_finishes_the_files(tmp_path: Path, media: Media) -> None:
     out = tmp_path / "hls" / "term"
     server = hls_server(tmp_path, use_memory_as_disk_flag=False, cleanup_mode=0)

@@ -13,6 +13,8 @@ by the access chain on their first request and ended after
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import task
@@ -137,28 +139,36 @@ class HlsResource(ReadOnlyResource):
         return server.NOT_DONE_YET
 
     def fast_get(self, path: str, headers: dict[bytes, bytes],
-                 channel: Any) -> list[bytes] | None:
-        """A whole response (status line and headers, then the body, sent
-        together without joining them) for an admitted viewer's playlist or
-        in-memory segment, without a twisted.web request (a thousand players
-        poll every second); None for everything else, which takes the ordinary
-        way."""
+                 channel: Any) -> Callable[[], list[bytes] | None] | None:
+        """A responder for an admitted viewer's playlist or in-memory segment,
+        answered without a twisted.web request (a thousand players poll every
+        second); None for everything else, which takes the ordinary way.  The
+        channel may call the responder again for the same request bytes."""
         if not path.startswith(self.url_pattern):
             return None
         parsed = parse_hls_path(path[len(self.url_pattern):])
         if parsed is None:
             return None
         name, file = parsed
-        hls = self.manager.get(name)
-        if hls is None:
-            return None
         host = getattr(channel, "lal_peer_host", None)
         if host is None:
             peer = channel.transport.getPeer()
             host = channel.lal_peer_host = str(getattr(peer, "host", peer))
         agent = headers.get(b"user-agent", b"").decode("utf-8", "replace")[:200]
-        viewer = self.viewers.get((host, agent, name))
+        key = (host, agent, name)
+        viewer = self.viewers.get(key)
         if viewer is None or not viewer.admitted:
+            return None
+        return partial(self._fast_answer, key, name, file)
+
+    def _fast_answer(self, key: tuple[str, str, str], name: str,
+                     file: str) -> list[bytes] | None:
+        """The response (status line and headers, then the body, sent together
+        without joining them), or None: the viewer is gone (a new one is
+        admitted the ordinary way), or the file is not served from memory."""
+        viewer = self.viewers.get(key)
+        hls = self.manager.get(name)
+        if viewer is None or not viewer.admitted or hls is None:
             return None
         if file == LIVE_PLAYLIST:
             body, head = hls.live_playlist, _M3U8_HEAD

@@ -15,6 +15,7 @@ what resources read (:func:`route_path`), so ``/live/a%20b.flv`` is the stream
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -134,7 +135,7 @@ class Router(resource.Resource):
         return self._fast_get
 
     def _fast_get(self, uri: bytes, headers: dict[bytes, bytes],
-                  channel: Any) -> list[bytes] | None:
+                  channel: Any) -> Callable[[], list[bytes] | None] | None:
         raw = uri.split(b"?", 1)[0]
         try:
             path = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("utf-8")

@@ -19,6 +19,7 @@ Only HTTP/1.1 (and 1.0) is spoken: the limits live in the HTTP/1 parser.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
@@ -58,6 +59,8 @@ class LalChannel(http.HTTPChannel):
     refused = False
     _header_timer: IDelayedCall | None = None
     _abort_call: IDelayedCall | None = None
+    # The last fast-path request on this connection and its responder.
+    _fast_memo: tuple[bytes, Callable[[], list[bytes] | None], bool] | None = None
 
     @property
     def max_body_bytes(self) -> int:
@@ -86,25 +89,41 @@ class LalChannel(http.HTTPChannel):
     def _fast_get(self, data: bytes) -> bool:
         """Answer one complete, simple HTTP/1.1 GET through ``site.fast_get``
         (polled resources: HLS playlists and segments); False leaves it to
-        twisted.web (anything else: a body, pipelining, HTTP/1.0, no answer)."""
-        end = data.find(b"\r\n\r\n")
-        if end != len(data) - 4:
-            return False  # pipelined requests
-        lines = data[:end].split(b"\r\n")
-        parts = lines[0].split(b" ")
-        if len(parts) != 3 or parts[2] != b"HTTP/1.1":
-            return False
-        headers: dict[bytes, bytes] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name[-1:] in b" \t" or name[:1] in b" \t":
-                return False  # malformed or folded: twisted.web answers it
-            headers[name.lower()] = value.strip()
-        if b"content-length" in headers or b"transfer-encoding" in headers:
-            return False
-        close = headers.get(b"connection", b"").lower() == b"close"
-        response = self.site.fast_get(parts[1], headers, self)  # type: ignore[misc]
+        twisted.web (anything else: a body, pipelining, HTTP/1.0, no answer).
+
+        ``site.fast_get`` gives a responder (a callable making the response
+        now, or None to leave it to twisted.web); the channel keeps the last
+        one with its request bytes, so a player asking the same thing again on
+        this connection (its playlist, every second) skips the parsing and the
+        routing.  The responder checks all the rest (session, stream, file)
+        every time."""
+        memo = self._fast_memo
+        if memo is not None and memo[0] == data:
+            _, responder, close = memo
+        else:
+            end = data.find(b"\r\n\r\n")
+            if end != len(data) - 4:
+                return False  # pipelined requests
+            lines = data[:end].split(b"\r\n")
+            parts = lines[0].split(b" ")
+            if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+                return False
+            headers: dict[bytes, bytes] = {}
+            for line in lines[1:]:
+                name, sep, value = line.partition(b":")
+                if not sep or not name or name[-1:] in b" \t" or name[:1] in b" \t":
+                    return False  # malformed or folded: twisted.web answers it
+                headers[name.lower()] = value.strip()
+            if b"content-length" in headers or b"transfer-encoding" in headers:
+                return False
+            close = headers.get(b"connection", b"").lower() == b"close"
+            responder = self.site.fast_get(parts[1], headers, self)  # type: ignore[misc]
+            if responder is None:
+                return False
+            self._fast_memo = (data, responder, close)
+        response = responder()
         if response is None:
+            self._fast_memo = None
             return False
         self.resetTimeout()
         transport: Any = self.transport
@@ -245,8 +264,9 @@ class LalSite(server.Site):
     requestFactory = LalRequest
     noisy = False
     displayTracebacks = False
-    # (path, lower-cased headers, channel) -> a whole HTTP response, or None for
-    # the ordinary way; set from the router when a route offers one.
+    # (path, lower-cased headers, channel) -> a responder (called, it gives a
+    # whole HTTP response as pieces, or None for the ordinary way), or None;
+    # set from the router when a route offers one.
     fast_get: Any = None
 
     def __init__(self, resource: IResource, *,
