@@ -180,16 +180,17 @@ class HlsStream:
         pass
 
     def send(self, packet: AVPacket) -> None:
+        queue = self._queue
+        if queue:  # held, in order, encoded with the other streams' packets in one go
+            queue.append(packet)
+            return
         schedule = self.schedule
         stream = self.stream
         if schedule is None or stream is None or not self.publishing:
             self._send(packet)
             return
-        # Held, in order, and encoded with the other streams' packets in one go.
-        queue = self._queue
-        if not queue:
-            schedule(self)
-            stream.ts_muxer.catch_up = self.drain
+        schedule(self)
+        stream.ts_muxer.catch_up = self.drain
         queue.append(packet)
 
     def drain(self, until: AVPacket | None = None) -> None:
