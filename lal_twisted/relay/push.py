@@ -182,7 +182,8 @@ class RelayPush:
         parsed = RtmpUrl.parse(self.url)
         factory = RTMPClientFactory(lambda: RTMPClientProtocol(ClientSession(parsed, "publish")))
         try:
-            self._connector = dial(self.reactor, parsed, factory, self.timeout, self.tls)
+            self._connector = dial(self.reactor, parsed, factory, self.timeout, self.tls,
+                                   eager=True)
         except Exception as e:  # a TLS setup problem (bad CA file) is not retried
             self.close(f"cannot connect: {e}")
             return
