@@ -78,7 +78,7 @@ class _EagerWrites:
         if (self._tempDataLen or self.offset != len(self.dataBuffer) or not self.connected
                 or self.disconnecting or self._writeDisconnected):
             for piece in iovec:
-                super().write(piece)
+                super().write(piece)  # type: ignore[misc]
             return
         pieces = [piece for piece in iovec if piece]
         try:
@@ -89,7 +89,7 @@ class _EagerWrites:
             if sent >= len(piece):
                 sent -= len(piece)
                 continue
-            super().write(piece[sent:] if sent else piece)
+            super().write(piece[sent:] if sent else piece)  # type: ignore[misc]
             sent = 0
 
 
