@@ -169,3 +169,16 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 # Headless Chromium and the players' test page (tests/browser.py).
 from browser import chromium, player_site  # noqa: E402, F401
+
+# Tests that judge wall-clock time or CPU carry the ``serial`` mark: scripts/test.sh
+# runs the rest in parallel processes, then these alone, so that the load of other
+# tests cannot skew what they measure.  A browser's playback is judged by how far
+# it got in a given time, so every test that uses Chromium is one of them.
+SERIAL_FIXTURES = {"chromium"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERIAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.serial)
