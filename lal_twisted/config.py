@@ -32,6 +32,9 @@ class RtmpConfig:
     max_message_size: int = 16 * 1024 * 1024
     read_batch_ms: int = 40
     pub_timeout_sec: int = 30
+    # lal's: a relay pull whose upstream sends nothing for this long is closed
+    # (then retried or given up as its pull_retry_num says); 0: never.
+    pull_timeout_sec: int = 30
     idle_timeout_sec: int = 30
     # RTMPS listener (lal's keys and shipped values; off unless enabled).
     rtmps_enable: bool = False
@@ -71,6 +74,7 @@ class HttpTsConfig:
     # lal ships 0; 1 as for rtmp and httpflv here, so a player starts at once.
     gop_num: int = 1
     single_gop_max_frame_num: int = 0
+    enable_https: bool = False  # lal's: serve HTTP-TS on the HTTPS listener too
 
 
 @dataclass
@@ -97,6 +101,7 @@ class HlsConfig:
     cleanup_mode: int = 1
     use_memory_as_disk_flag: bool = False
     sub_session_timeout_ms: int = 30000
+    enable_https: bool = False  # lal's: serve HLS on the HTTPS listener too
 
 
 @dataclass
@@ -285,9 +290,8 @@ _LAL_SECTIONS_NOT_IMPLEMENTED = {
 }
 _IGNORED_TOP_KEYS = {"# doc of config", "conf_version"}
 _LAL_KEYS_NOT_IMPLEMENTED = {
-    "rtmp": {"merge_write_size", "pull_timeout_sec"},
-    "httpts": {"enable_https"},
-    "hls": {"enable_https", "sub_session_hash_key"},
+    "rtmp": {"merge_write_size"},
+    "hls": {"sub_session_hash_key"},
     "log": {"short_file_flag", "timestamp_flag", "timestamp_with_ms_flag", "level_flag",
             "assert_behavior"},
 }

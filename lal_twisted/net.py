@@ -12,6 +12,10 @@ Measured with one 275 kbit/s publisher and 1000 players on a 2-core machine
 (py-spy had shown 15% in epoll add/remove and 10% in event dispatch): RTMP
 went from 86% to 41% of a core, HTTP-FLV from 94% to 73%; what remains is
 mostly the kernel's work inside send().
+
+A relay push writes the same packets to its target as a player does, over a
+connection it dialled: :func:`connect_eager` gives it the same writes
+(:class:`EagerClient`).
 """
 
 from __future__ import annotations
@@ -19,16 +23,21 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.internet.posixbase import PosixReactorBase
 
 
-class EagerServer(tcp.Server):
-    """A TCP server connection whose ``write`` sends at once when it can.
+class _EagerWrites:
+    """``write`` that sends at once when nothing is queued (see the module)."""
 
-    Nagle's algorithm stays on: it merges a player's small live packets while an
-    ACK is outstanding (fewer segments, much less kernel time: TCP_NODELAY cost
-    60% more CPU in the bench).  Bursts that must arrive together (a new
-    player's replies and GOP cache) are written as one ``write``.
-    """
+    # The attributes of twisted.internet.abstract.FileDescriptor / tcp.Connection
+    # this mixin reads; the class it is mixed into has them.
+    _tempDataLen: int
+    offset: int
+    dataBuffer: bytes
+    connected: int
+    disconnecting: Any
+    _writeDisconnected: bool
+    socket: Any
 
     _corked: list[bytes] | None = None
 
@@ -56,11 +65,40 @@ class EagerServer(tcp.Server):
                 return
             if sent:
                 data = data[sent:]
-        super().write(data)
+        super().write(data)  # type: ignore[misc]
 
     def writeSequence(self, iovec: Any) -> None:  # noqa: N802 - Twisted interface
         # twisted.web writes each chunk of a chunked body as [size, data, CRLF].
         self.write(b"".join(iovec))
+
+
+class EagerServer(_EagerWrites, tcp.Server):
+    """A TCP server connection whose ``write`` sends at once when it can.
+
+    Nagle's algorithm stays on: it merges a player's small live packets while an
+    ACK is outstanding (fewer segments, much less kernel time: TCP_NODELAY cost
+    60% more CPU in the bench).  Bursts that must arrive together (a new
+    player's replies and GOP cache) are written as one ``write``.
+    """
+
+
+class EagerClient(_EagerWrites, tcp.Client):
+    """A TCP client connection whose ``write`` sends at once when it can."""
+
+
+class _EagerConnector(tcp.Connector):
+    def _makeTransport(self) -> tcp.Client:  # noqa: N802 - Twisted interface
+        return EagerClient(self.host, self.port, self.bindAddress, self, self.reactor)
+
+
+def connect_eager(reactor: Any, host: str, port: int, factory: Any, timeout: float) -> Any:
+    """``reactor.connectTCP`` with :class:`EagerClient` writes on a real reactor
+    (any other, such as a test's memory reactor, connects as usual)."""
+    if not isinstance(reactor, PosixReactorBase):
+        return reactor.connectTCP(host, port, factory, timeout=timeout)
+    connector = _EagerConnector(host, port, factory, timeout, None, reactor)
+    connector.connect()
+    return connector
 
 
 def use_eager_writes(port: Any) -> None:

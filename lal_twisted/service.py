@@ -232,6 +232,10 @@ ROUTES: tuple[RouteSpec, ...] = (
               lambda c: c.hls.enable, _hls_resource),
     RouteSpec("https", "httpflv.url_pattern", lambda c: c.httpflv.url_pattern, ".flv",
               lambda c: c.httpflv.enable and c.httpflv.enable_https, _httpflv_resource),
+    RouteSpec("https", "httpts.url_pattern", lambda c: c.httpts.url_pattern, ".ts",
+              lambda c: c.httpts.enable and c.httpts.enable_https, _httpts_resource),
+    RouteSpec("https", "hls.url_pattern", lambda c: c.hls.url_pattern, "",
+              lambda c: c.hls.enable and c.hls.enable_https, _hls_resource),
     # The control plane (lal_twisted/api): lal's HTTP API answers every path of
     # its listener (lal's JSON 404 for unknown ones); metrics and the status page.
     RouteSpec("http_api", "http_api.addr", lambda c: "/", "", lambda c: c.http_api.enable,

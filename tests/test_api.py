@@ -18,7 +18,7 @@ SESSION_FIELDS = {"session_id", "protocol", "base_type", "remote_addr", "start_t
                   "read_bytes_sum", "wrote_bytes_sum", "bitrate_kbits", "read_bitrate_kbits",
                   "write_bitrate_kbits"}
 GROUP_FIELDS = {"stream_name", "app_name", "audio_codec", "video_codec", "video_width",
-                "video_height", "pub", "subs", "pull", "in_frame_per_sec"}
+                "video_height", "pub", "subs", "pull", "pushs", "in_frame_per_sec"}
 EMPTY_SESSION = {"session_id": "", "protocol": "", "base_type": "", "remote_addr": "",
                  "start_time": "", "read_bytes_sum": 0, "wrote_bytes_sum": 0,
                  "bitrate_kbits": 0, "read_bitrate_kbits": 0, "write_bitrate_kbits": 0}
@@ -79,6 +79,7 @@ def test_stat_endpoints_describe_publisher_and_players_field_by_field(
                 assert 100 <= sub["write_bitrate_kbits"] <= 800, sub
                 assert sub["bitrate_kbits"] == sub["write_bitrate_kbits"]
             assert group["pull"] == EMPTY_SESSION
+            assert group["pushs"] == []
             fps = group["in_frame_per_sec"]
             assert fps and all(set(x) == {"unix_sec", "v"} for x in fps)
             assert [x["unix_sec"] for x in fps] == sorted((x["unix_sec"] for x in fps),

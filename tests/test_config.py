@@ -211,9 +211,9 @@ def test_lal_config_loads_with_warnings() -> None:
         assert f"section {section!r} is not supported yet" in text
     assert "in_session" not in text
     assert not config.in_session.add_dummy_audio_enable
-    for key in ("rtmp.merge_write_size", "httpts.enable_https", "log.short_file_flag",
-                "log.assert_behavior"):
+    for key in ("rtmp.merge_write_size", "log.short_file_flag", "log.assert_behavior"):
         assert f"{key} is not supported yet" in text
+    assert "enable_https" not in text and "pull_timeout_sec" not in text
     # Relays and TLS are lal's keys too.
     assert "relay" not in text and "rtmps" not in text
     assert "default_http" not in text and "httpflv.enable_https" not in text

@@ -16,6 +16,11 @@ def _subs(port: int, name: str) -> list[dict]:
     return (body.get("data") or {}).get("subs", []) if status == 200 else []
 
 
+def _pushs(port: int, name: str) -> list[dict]:
+    status, body = api(port, f"/api/stat/group?stream_name={name}")
+    return (body.get("data") or {}).get("pushs", []) if status == 200 else []
+
+
 def test_start_and_stop_relay_pull(media: Media, tmp_path: Path) -> None:
     (tmp_path / "origin").mkdir()
     (tmp_path / "edge").mkdir()
@@ -111,10 +116,25 @@ def test_a_push_can_be_kicked(media: Media, tmp_path: Path) -> None:
                 assert wait_for(lambda: "publishing live/k started" in target.log(), 15)
                 found = re.search(r"relay push (RTMPPUSH\d+) live/k", origin.server.log())
                 assert found, origin.server.log()
+                # lal's "pushs" of the stat group lists it, with its session fields.
+                assert wait_for(lambda: _pushs(origin.api_port, "k") and _pushs(
+                    origin.api_port, "k")[0]["wrote_bytes_sum"] > 10000, 10)
+                pushs = _pushs(origin.api_port, "k")
+                assert len(pushs) == 1, pushs
+                entry = pushs[0]
+                assert entry["session_id"] == found.group(1), entry
+                assert (entry["protocol"], entry["base_type"]) == ("RTMP", "PUSH"), entry
+                assert entry["remote_addr"] == f"127.0.0.1:{target.rtmp_port}", entry
+                assert entry["start_time"] and entry["read_bytes_sum"] == 0, entry
+                status, body = api(origin.api_port, "/api/stat/all_group")
+                (group,) = [g for g in body["data"]["groups"] if g["stream_name"] == "k"]
+                assert [p["session_id"] for p in group["pushs"]] == [found.group(1)], group
+                assert group["subs"] == [], group  # a push is not a player
                 status, body = api(origin.api_port, "/api/ctrl/kick_session",
                                    {"stream_name": "k", "session_id": found.group(1)})
                 assert body["error_code"] == 0, body
                 assert wait_for(lambda: "stream live/k unpublished" in target.log(), 10)
+                assert wait_for(lambda: _pushs(origin.api_port, "k") == [], 5)
                 time.sleep(2.0)  # and it is not retried
                 assert target.log().count("publishing live/k started") == 1
                 assert "kicked by the HTTP API" in origin.server.log()

@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 from lal_twisted.config import ConfigError, from_dict
-from lal_twisted.relay.upstream import MAX_HOPS, UpstreamError, parse_base, relay_via
+from lal_twisted.relay.upstream import (
+    LOOP_REFUSAL,
+    MAX_HOPS,
+    UpstreamError,
+    is_loop_refusal,
+    parse_base,
+    relay_via,
+    with_via,
+)
 
 
 def test_defaults() -> None:
@@ -76,3 +84,28 @@ def test_relay_marker() -> None:
     assert relay_via("a=1&lal_relay_via=ab.cd") == ["ab", "cd"]
     assert relay_via("lal_relay_via=") == ["?"]  # a mangled marker still counts
     assert len(relay_via("lal_relay_via=" + ".".join("x" * 100))) <= MAX_HOPS * 4
+
+
+def test_marker_added_to_any_url() -> None:
+    assert with_via("rtmp://h:1935/live/s", ["ab12"]) == "rtmp://h:1935/live/s?lal_relay_via=ab12"
+    # Other query parameters stay; a marker already there is replaced, not doubled.
+    url = with_via("http://h/live/s.flv?token=x&lal_relay_via=zz&b=1", ["a", "b"])
+    assert url == "http://h/live/s.flv?token=x&b=1&lal_relay_via=a.b"
+    assert relay_via(url.split("?", 1)[1]) == ["a", "b"]
+
+
+def test_loop_refusals_are_recognised() -> None:
+    assert is_loop_refusal("server refused publish: NetStream.Publish.Unauthorized "
+                           f"{LOOP_REFUSAL} live/x was relayed through this server already")
+    assert not is_loop_refusal("server refused publish: NetStream.Publish.BadName busy")
+    assert not is_loop_refusal("Connection refused")
+
+
+def test_pull_timeout_sec() -> None:
+    assert from_dict({}).rtmp.pull_timeout_sec == 30
+    c = from_dict({"rtmp": {"pull_timeout_sec": 0}})
+    assert c.rtmp.pull_timeout_sec == 0 and c.warnings == []
+    with pytest.raises(ConfigError, match="rtmp.pull_timeout_sec: must not be negative"):
+        from_dict({"rtmp": {"pull_timeout_sec": -1}})
+    c = from_dict({"hls": {"enable_https": True}, "httpts": {"enable_https": True}})
+    assert c.hls.enable_https and c.httpts.enable_https and c.warnings == []

@@ -187,3 +187,41 @@ def test_tls_listeners_are_built_from_good_files(tmp_path: Path) -> None:
     lals = make_service(config)
     assert lals.listeners["rtmps"].description.startswith("ssl:0:interface=127.0.0.1:")
     assert "https" not in lals.listeners  # no feature has enable_https
+
+
+def test_https_serves_http_ts_and_hls_when_asked(media: Media, tmp_path: Path) -> None:
+    """``httpts.enable_https`` and ``hls.enable_https``: the HTTPS listener serves
+    them as HTTP does; ffmpeg checks the certificate against the test CA."""
+    ca = CA(tmp_path)
+    pair = ca.issue("server", ["localhost"], ["127.0.0.1"])
+    srv, _, https = _tls_server(
+        tmp_path / "srv", pair, httpts={"enable_https": True},
+        hls={"enable": True, "enable_https": True, "use_memory_as_disk_flag": True,
+             "fragment_duration_ms": 1000, "fragment_num": 4})
+    publisher = push(media.long_av, srv.rtmp_url("both"), loop=True)
+    verify = ["-ca_file", str(ca.cert), "-tls_verify", "1"]
+    try:
+        assert wait_for(lambda: "publishing live/both started" in srv.log(), 15)
+        out = tmp_path / "ts.flv"
+        code, err = finish(pull(f"https://localhost:{https}/live/both.ts", out, WINDOW,
+                                input_opts=verify))
+        assert code == 0, err
+        _check(out, WINDOW)
+        # The check is real: without the CA, ffmpeg refuses the certificate.
+        code, err = finish(pull(f"https://localhost:{https}/live/both.ts",
+                                tmp_path / "no.flv", 1.0, input_opts=["-tls_verify", "1"]))
+        assert code != 0, err
+        playlist = f"https://localhost:{https}/hls/both.m3u8"
+        assert wait_for(lambda: http_status(f"http://127.0.0.1:{srv.http_port}/hls/both.m3u8",
+                                            5) == 200, 20)
+        out = tmp_path / "hls.flv"
+        code, err = finish(pull(playlist, out, WINDOW, input_opts=verify))
+        assert code == 0, err
+        info = probe(out)
+        assert info.codecs == {"video": "h264", "audio": "aac"}, info
+        assert info.decode_errors == "" and info.video_frames >= 0.7 * WINDOW * FPS, info
+    finally:
+        publisher.kill()
+        finish(publisher)
+        stop_server(srv)
+    assert "Traceback" not in srv.log(), srv.log()

@@ -97,6 +97,8 @@ def test_listener_and_route_tables_name_their_config_keys() -> None:
         ("http", "httpts.url_pattern", ".ts", False),
         ("http", "hls.url_pattern", "", False),
         ("https", "httpflv.url_pattern", ".flv", False),
+        ("https", "httpts.url_pattern", ".ts", False),
+        ("https", "hls.url_pattern", "", False),
         ("http_api", "http_api.addr", "", False),
         ("http_api", "status_page.enable", "", True),
         ("http", "metrics.url_path", "", True),

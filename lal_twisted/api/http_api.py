@@ -20,6 +20,7 @@ from twisted.web.iweb import IRequest
 
 from lal_twisted import __version__
 from lal_twisted.api import stat
+from lal_twisted.hub.session import Role
 from lal_twisted.log import Logger, safe
 from lal_twisted.web.router import route_path
 
@@ -127,7 +128,8 @@ class ApiResource(resource.Resource):
         if stream is None:
             return {**_basic(GROUP_NOT_FOUND), "data": None}
         players = stat.players_by_key(self.registry).get(stream.key, [])
-        group = stat.group_stat(stream, players, self.plane.rates)
+        pushes = stat.sessions_by_key(self.registry, Role.RELAY_PUSH).get(stream.key, [])
+        group = stat.group_stat(stream, players, self.plane.rates, pushes)
         if self.read_only:
             _redact(group)
         return {**_basic(SUCCESS), "data": group}
@@ -197,7 +199,7 @@ def _int_field(body: dict[str, Any], name: str, default: int) -> int:
 
 def _redact(group: dict[str, Any]) -> None:
     """The public copy (on the HTTP listener) does not tell who the clients are."""
-    for session in (group["pub"], group["pull"], *group["subs"]):
+    for session in (group["pub"], group["pull"], *group["subs"], *group["pushs"]):
         session["remote_addr"] = ""
 
 

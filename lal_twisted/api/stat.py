@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["API_VERSION", "LAL_VERSION", "NOTIFY_VERSION", "FrameRates", "base_type",
            "group_stat", "lal_info", "lal_time", "protocol_name", "session_event",
-           "session_stat", "split_key"]
+           "session_stat", "sessions_by_key", "split_key"]
 
 # The lal release whose HTTP API and notify shapes these follow.
 LAL_VERSION = "v0.37.4"
@@ -103,8 +103,10 @@ def _codec(track: Any) -> str:
 
 
 def group_stat(stream: Stream, players: Iterable[Session],
-               rates: FrameRates | None = None) -> dict[str, Any]:
-    """lal's ``StatGroup`` for ``stream``; ``players`` are its play sessions."""
+               rates: FrameRates | None = None,
+               pushes: Iterable[Session] = ()) -> dict[str, Any]:
+    """lal's ``StatGroup`` for ``stream``; ``players`` are its play sessions,
+    ``pushes`` its relay pushes to other servers (lal's ``pushs``)."""
     app, name = split_key(stream.key)
     video = stream.tracks.video
     source = stream.publish_session if stream.publisher is not None else None
@@ -119,21 +121,28 @@ def group_stat(stream: Stream, players: Iterable[Session],
         "pub": session_stat(None if pulled else source),
         "subs": [session_stat(s) for s in players],
         "pull": session_stat(source if pulled else None),
+        "pushs": [session_stat(s) for s in pushes],
         "in_frame_per_sec": rates.of(stream.key) if rates is not None else [],
     }
 
 
-def players_by_key(registry: StreamRegistry) -> dict[str, list[Session]]:
+def sessions_by_key(registry: StreamRegistry, role: Role) -> dict[str, list[Session]]:
+    """The sessions of ``role`` (players, relay pushes) by stream key."""
     out: dict[str, list[Session]] = {}
     for session in registry.sessions.values():
-        if session.role == Role.PLAY:
+        if session.role == role:
             out.setdefault(session.key, []).append(session)
     return out
 
 
+def players_by_key(registry: StreamRegistry) -> dict[str, list[Session]]:
+    return sessions_by_key(registry, Role.PLAY)
+
+
 def all_groups(registry: StreamRegistry, rates: FrameRates | None = None) -> list[dict[str, Any]]:
     players = players_by_key(registry)
-    return [group_stat(stream, players.get(key, ()), rates)
+    pushes = sessions_by_key(registry, Role.RELAY_PUSH)
+    return [group_stat(stream, players.get(key, ()), rates, pushes.get(key, ()))
             for key, stream in list(registry.streams.items())]
 
 

@@ -30,7 +30,15 @@ from lal_twisted.hub.session import RTMP_PUSH, Role, check_names
 from lal_twisted.log import Logger
 from lal_twisted.relay.pull import RelayPull
 from lal_twisted.relay.push import RelayPush
-from lal_twisted.relay.upstream import MAX_HOPS, Base, UpstreamError, parse_base, relay_via
+from lal_twisted.relay.upstream import (
+    LOOP_REFUSAL,
+    MAX_HOPS,
+    Base,
+    UpstreamError,
+    parse_base,
+    relay_via,
+    with_via,
+)
 from lal_twisted.tls import client_tls
 
 if TYPE_CHECKING:
@@ -90,10 +98,11 @@ class RelayManager(Observer, service.Service):
         key = session.key
         via = relay_via(session.query)
         if self.relay_id in via:
-            return Refused(f"relay loop: {key} was relayed through this server already",
+            return Refused(f"{LOOP_REFUSAL} {key} was relayed through this server already",
                            not_found=True)
         if len(via) >= MAX_HOPS:
-            return Refused(f"{key} was relayed {len(via)} times already", not_found=True)
+            return Refused(f"{LOOP_REFUSAL} {key} was relayed {len(via)} times already "
+                           f"(at most {MAX_HOPS - 1} relays)", not_found=True)
         if session.role == Role.PUBLISH:
             pull = self.pulls.get(key)
             if pull is not None:
@@ -102,9 +111,16 @@ class RelayManager(Observer, service.Service):
         if session.role != Role.PLAY or not via:
             return None
         stream = self.registry.get(key)
-        if (stream is None or stream.publisher is None) and key not in self.pulls and (
-                self.pull_base is None):
+        if stream is not None and stream.publisher is not None:
+            return None
+        pull = self.pulls.get(key)
+        if pull is None and self.pull_base is None:
             return Refused(f"stream {key} is not published here", not_found=True)
+        if pull is not None and not pull.static:
+            # Two servers whose API pulls point at each other would each wait on
+            # the other's pull: refused here at once, as not (yet) found.
+            return Refused(f"stream {key} is not live here: its relay pull has no media yet",
+                           not_found=True)
         return None
 
     # -- pushes ---------------------------------------------------------------------------
@@ -200,7 +216,8 @@ class RelayManager(Observer, service.Service):
             self.registry, self.reactor, session.app, session.stream, url,
             timeout=cfg.pull_timeout_ms / 1000, retry_num=cfg.pull_retry_num,
             auto_stop_after=cfg.auto_stop_pull_after_no_out_ms / 1000,
-            tls=self.tls_for(url), static=True, on_end=self._pull_ended))
+            tls=self.tls_for(url), static=True, on_end=self._pull_ended,
+            idle_timeout=self.config.rtmp.pull_timeout_sec))
 
     def _start(self, pull: RelayPull) -> None:
         self.pulls[pull.key] = pull
@@ -251,11 +268,14 @@ class RelayManager(Observer, service.Service):
             raise PullError(f"stream {key} is already published here", exists=True)
         if pull_timeout_ms <= 0:
             raise PullError("pull_timeout_ms must be above 0")
+        # The loop marker, as static pulls carry it (lal_twisted.relay.upstream).
+        url = with_via(url, [self.relay_id])
         pull = RelayPull(self.registry, self.reactor, app, name, url,
                          timeout=pull_timeout_ms / 1000, retry_num=pull_retry_num,
                          auto_stop_after=(auto_stop_pull_after_no_out_ms / 1000
                                           if auto_stop_pull_after_no_out_ms >= 0 else -1.0),
-                         tls=self.tls_for(url), static=False, on_end=self._pull_ended)
+                         tls=self.tls_for(url), static=False, on_end=self._pull_ended,
+                         idle_timeout=self.config.rtmp.pull_timeout_sec)
         self._start(pull)
         return pull
 

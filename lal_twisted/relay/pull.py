@@ -11,14 +11,17 @@ packet), or an upstream that ends, is retried ``retry_num`` times (-1: as long
 as it is wanted), one second apart doubling up to ten; then the players are
 told (RTMP ``NetStream.Play.StreamNotFound``; HTTP-FLV a 404 if nothing was
 sent yet, else the end of the body).  A retry count starts afresh once a
-pull has delivered media for ``_STABLE_AFTER`` seconds.
+pull has delivered media for ``_STABLE_AFTER`` seconds.  An upstream that
+stops sending mid-stream (``idle_timeout``, lal's ``rtmp.pull_timeout_sec``)
+is closed and counts as ended: a check a few times per timeout compares the
+packet count, so nothing is added per packet.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -55,7 +58,7 @@ class RelayPull:
     def __init__(self, registry: StreamRegistry, reactor: Any, app: str, stream: str,
                  url: str, *, timeout: float = 10.0, retry_num: int = 0,
                  auto_stop_after: float = -1.0, tls: Any = None, static: bool = True,
-                 on_end: Any = None) -> None:
+                 on_end: Any = None, idle_timeout: float = 0.0) -> None:
         self.registry = registry
         self.reactor = reactor
         self.app = app
@@ -67,6 +70,7 @@ class RelayPull:
         self.tls = tls
         self.static = static
         self.on_end = on_end
+        self.idle_timeout = idle_timeout  # 0: an upstream may be silent forever
         self.description = url
         self.session: Session | None = None
         self.stream: Stream | None = None
@@ -80,6 +84,8 @@ class RelayPull:
         self._stop_timer: IDelayedCall | None = None
         self._live_since: float | None = None
         self._reserved_id: str | None = None
+        self._idle_check: task.LoopingCall | None = None
+        self._idle_seen = (0, 0.0)  # packets_in at the last check, and when it last moved
 
     @property
     def session_id(self) -> str:
@@ -164,12 +170,37 @@ class RelayPull:
         if stream is not None:
             self.session.bytes_in += len(packet.payload)  # type: ignore[union-attr]
             if self._live_since is None:
-                self._cancel(self._timer)
-                self._timer = None
-                self._live_since = self.reactor.seconds()
+                self._went_live()
             stream.feed(packet)
         elif self._early is not None and len(self._early) < _EARLY_PACKETS:
             self._early.append(packet)
+
+    def _went_live(self) -> None:
+        self._cancel(self._timer)
+        self._timer = None
+        self._live_since = now = self.reactor.seconds()
+        if self.idle_timeout > 0 and self._idle_check is None:
+            self._idle_seen = (self.packets_in, now)
+            self._idle_check = task.LoopingCall(self._check_idle)
+            self._idle_check.clock = self.reactor
+            self._idle_check.start(self.idle_timeout / 4, now=False)
+
+    def _check_idle(self) -> None:
+        upstream, now = self.upstream, self.reactor.seconds()
+        count, since = self._idle_seen
+        if self.packets_in != count:
+            self._idle_seen = (self.packets_in, now)
+        elif upstream is not None and now - since >= self.idle_timeout:
+            self._stop_idle_check()
+            upstream.error = (f"no data from the upstream for {now - since:.1f}s "
+                              f"(rtmp.pull_timeout_sec {self.idle_timeout:g})")
+            upstream.stop()
+            self._upstream_ended(None, upstream, stopped=True)
+
+    def _stop_idle_check(self) -> None:
+        check, self._idle_check = self._idle_check, None
+        if check is not None and check.running:
+            check.stop()
 
     def _no_media(self, upstream: Upstream) -> None:
         self._timer = None
@@ -194,6 +225,7 @@ class RelayPull:
         self.upstream = None
         self._cancel(self._timer)
         self._timer = None
+        self._stop_idle_check()
         self._unpublish()
         live = self._live_since is not None and (
             self.reactor.seconds() - self._live_since >= _STABLE_AFTER)
@@ -252,6 +284,7 @@ class RelayPull:
         if self.ended:
             return
         self.ended = True
+        self._stop_idle_check()
         for timer in (self._timer, self._stop_timer):
             self._cancel(timer)
         self._timer = self._stop_timer = None

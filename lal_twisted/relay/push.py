@@ -8,7 +8,8 @@ reconnects and starts again at the stream's latest keyframe.  A connection
 that fails or ends is retried with exponential backoff and jitter
 (``retry_min`` doubling up to ``retry_max``, each delay drawn between half
 and all of it) as long as the stream is published; a target whose TLS
-certificate is refused is not retried.
+certificate is refused, or that refuses the stream as a relay loop (a ring of
+pushes closing on itself, :mod:`lal_twisted.relay.upstream`), is not retried.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from zope.interface import implementer
 from lal_twisted.hub.sink import IStreamSink
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
+from lal_twisted.relay.upstream import is_loop_refusal
 from lal_twisted.rtmp.session import MEDIA_STREAM_ID, media_encoder
 from lal_twisted.tls import verification_error
 
@@ -130,8 +132,9 @@ class RelayPush:
         self.bytes_out += len(data)
         proto.transport.write(data)  # type: ignore[union-attr]
 
-    def close(self, reason: str) -> None:
-        """Stop for good (the publisher left, the server stops, a kick)."""
+    def close(self, reason: str, quiet: bool = False) -> None:
+        """Stop for good (the publisher left, the server stops, a kick);
+        ``quiet``: the caller logged why already."""
         if self.closed:
             return
         self.closed = True
@@ -145,9 +148,10 @@ class RelayPush:
         elif self._connector is not None and getattr(self._connector, "state", "") == "connecting":
             self._connector.stopConnecting()
         self._drop_pending()
-        log.info("relay push {id} {key} to {url} stopped: {why} (bytes_out={b})",
-                 id=self.session.id, key=self.session.key, url=self.url, why=reason,
-                 b=self.bytes_out)
+        if not quiet:
+            log.info("relay push {id} {key} to {url} stopped: {why} (bytes_out={b})",
+                     id=self.session.id, key=self.session.key, url=self.url, why=reason,
+                     b=self.bytes_out)
         if self.on_close is not None:
             self.on_close(self)
 
@@ -178,7 +182,8 @@ class RelayPush:
         parsed = RtmpUrl.parse(self.url)
         factory = RTMPClientFactory(lambda: RTMPClientProtocol(ClientSession(parsed, "publish")))
         try:
-            self._connector = dial(self.reactor, parsed, factory, self.timeout, self.tls)
+            self._connector = dial(self.reactor, parsed, factory, self.timeout, self.tls,
+                                   eager=True)
         except Exception as e:  # a TLS setup problem (bad CA file) is not retried
             self.close(f"cannot connect: {e}")
             return
@@ -258,7 +263,13 @@ class RelayPush:
             log.error("relay push {id} {key} to {url} refused: {why}; not retried "
                       "(check the certificate, tls_client.ca_file or tls_client.verify)",
                       id=self.session.id, key=self.session.key, url=self.url, why=tls_problem)
-            self.close("refused by TLS verification")
+            self.close("refused by TLS verification", quiet=True)
+            return
+        if is_loop_refusal(cause):
+            log.warn("relay push {id} {key} to {url} stopped for good: the target refused "
+                     "it as a relay loop ({why}); not retried", id=self.session.id,
+                     key=self.session.key, url=self.url, why=cause)
+            self.close("refused as a relay loop", quiet=True)
             return
         self.failures += 1
         ceiling = min(self.retry_max, self.retry_min * 2 ** (self.failures - 1))

@@ -8,12 +8,15 @@ over HTTP); a path in the base URL goes before the app.
 Loops.  Every server has a random relay id (8 hex digits, new at each start).
 Every relay request carries in its URL query the marker
 ``lal_relay_via=ID1.ID2...``: the ids of the servers the stream has been
-relayed through, this one last.  A server refuses (as "not found") a relayed
-play or publish whose marker holds its own id, or ``MAX_HOPS`` ids or more; it
-never starts a pull for a relayed play it could not serve anyway, and never
-pushes a pulled stream back to the server it came from.  So two servers that
-pull from each other answer "not found" at once instead of waiting on each
-other, and a ring of pushes is refused where it closes.
+relayed through, this one last; pulls started by the API carry it too.  A
+server refuses (as "not found", with a reason that starts ``relay loop:``) a
+relayed play or publish whose marker holds its own id, or ``MAX_HOPS`` ids or
+more; it never starts a pull for a relayed play it could not serve anyway, does
+not let a relayed play wait on a pull of its own that the API started and that
+has no media yet, and never pushes a pulled stream back to the server it came
+from.  So two servers that pull from each other answer "not found" at once
+instead of waiting on each other, and a ring of pushes is refused where it
+closes: the push refused that way stops for good (:func:`is_loop_refusal`).
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ from twisted.internet import defer
 
 from lal_twisted.media.packet import AVPacket
 
-__all__ = ["MAX_HOPS", "RELAY_QUERY", "Base", "Upstream", "UpstreamError", "parse_base",
-           "relay_via"]
+__all__ = ["LOOP_REFUSAL", "MAX_HOPS", "RELAY_QUERY", "Base", "Upstream", "UpstreamError",
+           "is_loop_refusal", "parse_base", "relay_via", "with_via"]
 
 RELAY_QUERY = "lal_relay_via"
 # A stream relayed through this many servers is relayed no further.
 MAX_HOPS = 4
+# How every loop refusal's reason starts; a peer's refusal carries it back (the
+# RTMP onStatus description), so the relay that caused it can stop for good.
+LOOP_REFUSAL = "relay loop:"
 
 _PULL_SCHEMES = ("rtmp", "rtmps", "http", "https")
 _PUSH_SCHEMES = ("rtmp", "rtmps")
@@ -108,6 +114,19 @@ def relay_via(query: str) -> list[str]:
         if name == RELAY_QUERY:
             return [v for v in value.split(".") if v][:MAX_HOPS * 4] or ["?"]
     return []
+
+
+def is_loop_refusal(cause: str) -> bool:
+    """Whether a peer's answer is a lals refusal of a relay loop."""
+    return LOOP_REFUSAL in cause
+
+
+def with_via(url: str, via: list[str]) -> str:
+    """``url`` with the relay marker ``via`` in its query (replacing one it had)."""
+    parts = urlsplit(url)
+    kept = [p for p in parts.query.split("&") if p and p.split("=", 1)[0] != RELAY_QUERY]
+    query = "&".join([*kept, f"{RELAY_QUERY}={'.'.join(via)}"])
+    return parts._replace(query=query).geturl()
 
 
 class Upstream:

@@ -141,11 +141,19 @@ def connect(reactor: IReactorTCP, url: str | RtmpUrl, mode: str,
 
 
 def dial(reactor: Any, parsed: RtmpUrl, factory: ClientFactory, timeout: float = 10.0,
-         tls: Any = None) -> Any:
-    """Open the TCP (``rtmps://``: TLS) connection for ``factory``; the connector."""
+         tls: Any = None, eager: bool = False) -> Any:
+    """Open the TCP (``rtmps://``: TLS) connection for ``factory``; the connector.
+
+    ``eager``: a plain TCP connection sends each write at once when it can, as
+    the server's player connections do (:mod:`lal_twisted.net`); for a relay
+    push, which writes every packet of a stream."""
     if parsed.secure:
         from lal_twisted.tls import client_tls
 
         options = tls if tls is not None else client_tls(parsed.host)
         return reactor.connectSSL(parsed.host, parsed.port, factory, options, timeout=timeout)
+    if eager:
+        from lal_twisted.net import connect_eager
+
+        return connect_eager(reactor, parsed.host, parsed.port, factory, timeout)
     return reactor.connectTCP(parsed.host, parsed.port, factory, timeout=timeout)
