@@ -130,22 +130,29 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -
 
 
 def start_server(tmp: Path, **overrides: dict) -> Server:
-    rtmp_port, http_port = free_port(), free_port()
-    conf = write_config(tmp / "lals.json", rtmp_port, http_port, **overrides)
-    log_path = tmp / "server.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "twistd"), "-n", "--pidfile=", "lals", "--config", str(conf)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
-    server = Server(rtmp_port, http_port, proc, log_path)
-    try:
-        wait_port(rtmp_port, proc)
-        wait_port(http_port, proc)
-    except RuntimeError:
-        stop_server(server)
-        raise RuntimeError(f"server failed to start:\n{server.log()}") from None
-    return server
+    # A port free_port() found free can be taken by another process's connection
+    # before the server binds it (more likely with tests in parallel): then the
+    # server says so and exits, and it is started again on other ports.
+    for attempt in range(3):
+        rtmp_port, http_port = free_port(), free_port()
+        conf = write_config(tmp / "lals.json", rtmp_port, http_port, **overrides)
+        log_path = tmp / "server.log"
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(
+                [str(BIN / "twistd"), "-n", "--pidfile=", "lals", "--config", str(conf)],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+        server = Server(rtmp_port, http_port, proc, log_path)
+        try:
+            wait_port(rtmp_port, proc)
+            wait_port(http_port, proc)
+        except RuntimeError:
+            stop_server(server)
+            if attempt < 2 and not server.alive() and "Address already in use" in server.log():
+                continue
+            raise RuntimeError(f"server failed to start:\n{server.log()}") from None
+        return server
+    raise AssertionError("unreachable")
 
 
 def stop_server(server: Server) -> None:
@@ -169,3 +176,16 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 # Headless Chromium and the players' test page (tests/browser.py).
 from browser import chromium, player_site  # noqa: E402, F401
+
+# Tests that judge wall-clock time or CPU carry the ``serial`` mark: scripts/test.sh
+# runs the rest in parallel processes, then these alone, so that the load of other
+# tests cannot skew what they measure.  A browser's playback is judged by how far
+# it got in a given time, so every test that uses Chromium is one of them.
+SERIAL_FIXTURES = {"chromium"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERIAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.serial)

@@ -28,6 +28,9 @@ from twisted.python.failure import Failure
 from lal_twisted.limits import ConnectionGuard
 from lal_twisted.rtmp.client_session import ClientSession, Ready, RtmpUrl
 
+# Timeouts are judged by the wall clock (closed within so many seconds).
+pytestmark = pytest.mark.serial
+
 
 class RawClient:
     """The project's RTMP client engine on a blocking socket, so a test decides

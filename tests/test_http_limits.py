@@ -8,6 +8,7 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 from conftest import FPS, Media, Server, start_server, stop_server
 from mediatools import finish, probe, pull, push, wait_for
 
@@ -69,6 +70,7 @@ def keep_sending(sock: socket.socket, seconds: float) -> int:
     return sent
 
 
+@pytest.mark.serial  # answered within 1 s
 def test_request_bodies_are_refused_unread(server: Server) -> None:
     pid = server.proc.pid
     before = rss_bytes(pid)
@@ -119,6 +121,7 @@ def test_request_bodies_are_refused_unread(server: Server) -> None:
     assert log.count("413 request body too large") == 2
 
 
+@pytest.mark.serial  # cut off within windows of half a second
 def test_slow_request_headers_are_cut_off_and_players_play(tmp_path: Path,
                                                            media: Media) -> None:
     server = start_server(tmp_path, default_http={"read_header_timeout_ms": 2000})

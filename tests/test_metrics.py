@@ -27,6 +27,9 @@ def test_metrics_follow_sessions(server: Server, media: Media, tmp_path: Path) -
         player = pull(server.flv_url("test"), tmp_path / "out.flv", 3)
         assert wait_for(lambda: metrics(server.http_port).get(
             "lals_sessions{protocol=httpflv,role=play}") == 1, 10)
+        # the publisher's first second may still be on its way in
+        assert wait_for(lambda: metrics(server.http_port)["lals_received_bytes_total"] > 10_000,
+                        10)
         during = metrics(server.http_port)
         assert during["lals_sessions{protocol=rtmp,role=publish}"] == 1
         assert during["lals_sessions_started_total{protocol=rtmp,role=publish}"] == 1

@@ -95,7 +95,8 @@ def test_push_to_another_lals_stops_with_the_publisher(media: Media, tmp_path: P
         finish(publisher)
         # The push ends with the publisher: the target's stream goes away.
         assert wait_for(lambda: "stream live/p unpublished" in target.log(), 10), target.log()
-        assert "relay push RTMPPUSH" in origin.log() and "the publisher stopped" in origin.log()
+        assert wait_for(lambda: "relay push RTMPPUSH" in origin.log()
+                        and "the publisher stopped" in origin.log(), 10), origin.log()
     finally:
         publisher.kill()
         finish(publisher)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.application import service
 from twisted.internet import defer, reactor, task
@@ -114,6 +115,7 @@ def test_log_level_filters_the_file(tmp_path: Path) -> Any:
     assert "listening on" not in text            # info: filtered out
 
 
+@pytest.mark.serial  # a steady bitrate for 5 s of wall clock
 @pytest_twisted.inlineCallbacks
 def test_publisher_reads_are_batched_after_five_seconds(tmp_path: Path) -> Any:
     """rtmp.read_batch_ms: after 5 s at ~50 kB/s the batcher reads the publisher
@@ -156,6 +158,7 @@ def test_publisher_reads_are_batched_after_five_seconds(tmp_path: Path) -> Any:
         lal_log.reset()
 
 
+@pytest.mark.serial  # latency judged in milliseconds
 @pytest_twisted.inlineCallbacks
 def test_batched_reads_add_at_most_read_batch_ms_when_the_bitrate_drops(
         tmp_path: Path) -> Any:

@@ -18,6 +18,9 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import Media
 
+# A soak judges how many players kept receiving media in real time.
+pytestmark = pytest.mark.serial
+
 ROOT = Path(__file__).resolve().parent.parent
 SOAK = ROOT / "bench" / "soak.py"
 SAMPLE_FIELDS = {"t", "phase", "rss_mib", "fds", "sockets", "cpu_percent", "players",

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import FPS, Media, Server
 from mediatools import finish, probe, pull, push, read_tags, wait_for
 
@@ -85,6 +86,7 @@ def test_push_loop_keeps_timestamps_increasing(server: Server, media: Media,
     assert probe(out).decode_errors == ""
 
 
+@pytest.mark.serial  # first video within 1 s, no stalls
 def test_many_streams_push_and_pull(server: Server, media: Media, tmp_path: Path) -> None:
     pusher = lal_bg("push", "-q", "-n", "3", "--duration", "8", str(media.long_av),
                     server.rtmp_url("multi{i}"))
