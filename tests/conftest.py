@@ -129,12 +129,15 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -
     raise RuntimeError(f"server did not listen on {port} within {timeout}s")
 
 
-def start_server(tmp: Path, **overrides: dict) -> Server:
+def start_server(tmp: Path, rtmp_port: int | None = None, **overrides: dict) -> Server:
+    """twistd lals on free ports (``rtmp_port``: on that RTMP port, for servers
+    that must know each other's address before they start)."""
     # A port free_port() found free can be taken by another process's connection
     # before the server binds it (more likely with tests in parallel): then the
     # server says so and exits, and it is started again on other ports.
+    fixed_rtmp = rtmp_port
     for attempt in range(3):
-        rtmp_port, http_port = free_port(), free_port()
+        rtmp_port, http_port = fixed_rtmp or free_port(), free_port()
         conf = write_config(tmp / "lals.json", rtmp_port, http_port, **overrides)
         log_path = tmp / "server.log"
         env = dict(os.environ, PYTHONPATH=str(ROOT))

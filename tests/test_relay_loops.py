@@ -10,25 +10,19 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 from apitools import api, api_server
 from conftest import (
-    BIN,
     FPS,
-    ROOT,
     Media,
     Server,
     free_port,
     start_server,
     stop_server,
-    wait_port,
-    write_config,
 )
 from mediatools import finish, probe, pull, push, wait_for
 
@@ -50,10 +44,10 @@ def test_a_ring_of_pushes_stops_where_it_closes(media: Media, tmp_path: Path) ->
     b_dir.mkdir()
     # Each one pushes to the other: both RTMP ports must be known before either starts.
     a_port, b_port = free_port(), free_port()
-    a = _start_on(a_dir, a_port, relay_push={
+    a = start_server(a_dir, rtmp_port=a_port, relay_push={
         "enable": True, "addr_list": [f"127.0.0.1:{b_port}"], "retry_min_ms": 200,
         "retry_max_ms": 1000})
-    b = _start_on(b_dir, b_port, relay_push={
+    b = start_server(b_dir, rtmp_port=b_port, relay_push={
         "enable": True, "addr_list": [f"127.0.0.1:{a_port}"], "retry_min_ms": 200,
         "retry_max_ms": 1000})
     publisher = push(media.long_av, a.rtmp_url("ring"), loop=True)
@@ -78,21 +72,6 @@ def test_a_ring_of_pushes_stops_where_it_closes(media: Media, tmp_path: Path) ->
         finish(publisher)
         _clean(a, b)
 
-
-def _start_on(tmp: Path, rtmp_port: int, **overrides: dict) -> Server:
-    """start_server, on a given RTMP port."""
-    http_port = free_port()
-    conf = write_config(tmp / "lals.json", rtmp_port, http_port, **overrides)
-    log_path = tmp / "server.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen([str(BIN / "twistd"), "-n", "--pidfile=", "lals", "--config",
-                                 str(conf)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                env=env)
-    server = Server(rtmp_port, http_port, proc, log_path)
-    wait_port(rtmp_port, proc)
-    wait_port(http_port, proc)
-    return server
 
 
 def test_api_pulls_towards_each_other_end_with_a_refusal(tmp_path: Path) -> None:

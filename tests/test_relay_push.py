@@ -15,16 +15,13 @@ from string import Template
 
 import pytest
 from conftest import (
-    BIN,
     FPS,
-    ROOT,
     Media,
     Server,
     free_port,
     start_server,
     stop_server,
     wait_port,
-    write_config,
 )
 from mediatools import finish, probe, pull, push, wait_for
 from relaytools import http_status
@@ -204,21 +201,6 @@ def test_upstream_that_goes_away_is_retried_and_waiting_players_resume(
         _clean(origin, edge)
 
 
-def _start_on(tmp: Path, rtmp_port: int, **overrides: dict) -> Server:
-    """start_server, on a given RTMP port."""
-    http_port = free_port()
-    conf = write_config(tmp / "lals.json", rtmp_port, http_port, **overrides)
-    log_path = tmp / "server.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen([str(BIN / "twistd"), "-n", "--pidfile=", "lals", "--config",
-                                 str(conf)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                env=env)
-    server = Server(rtmp_port, http_port, proc, log_path)
-    wait_port(rtmp_port, proc)
-    wait_port(http_port, proc)
-    return server
-
 
 def test_two_servers_pulling_from_each_other_do_not_loop(tmp_path: Path) -> None:
     a_rtmp, b_rtmp = free_port(), free_port()
@@ -226,9 +208,9 @@ def test_two_servers_pulling_from_each_other_do_not_loop(tmp_path: Path) -> None
     a_dir.mkdir()
     b_dir.mkdir()
     # Each one's static pull points at the other.
-    a = _start_on(a_dir, a_rtmp, static_relay_pull={"enable": True,
+    a = start_server(a_dir, rtmp_port=a_rtmp, static_relay_pull={"enable": True,
                                                     "addr": f"127.0.0.1:{b_rtmp}"})
-    b = _start_on(b_dir, b_rtmp, static_relay_pull={"enable": True,
+    b = start_server(b_dir, rtmp_port=b_rtmp, static_relay_pull={"enable": True,
                                                     "addr": f"127.0.0.1:{a_rtmp}"})
     try:
         start = time.monotonic()
