@@ -569,25 +569,33 @@ def _flv_packets(path: Path, shift: int = 0) -> list[AVPacket]:
     return [AVPacket(t.tag_type, t.timestamp + shift, bytes(t.payload)) for t in tags]
 
 
+def _batched_segmenter(name: str) -> tuple[Any, Any, list[Any], Any]:
+    """A publishing Stream with an HLS segmenter (1 s fragments, in memory) that
+    takes its packets only when the test drains it."""
+    from lal_twisted.hls.segmenter import HlsStream, SegmenterConfig
+    from lal_twisted.hls.store import MemoryStore
+    from lal_twisted.hub.stream import Stream
+
+    stream = Stream(f"live/{name}")
+    stream.start_publish(object())
+    store = MemoryStore()
+    due: list[HlsStream] = []
+    hls = HlsStream(name, store, SegmenterConfig(fragment_duration_ms=1000),
+                    schedule=due.append)
+    hls.begin(stream)
+    stream.add_sink(hls)
+    return stream, store, due, hls
+
+
 def test_batched_segmenter_keeps_the_stream_order_for_other_consumers(media: Media,
                                                                        tmp_path: Path) -> None:
     """The segmenter holds packets and encodes them in batches; another TS
     consumer that encodes packets of the shared muxer in between still gets every
     packet encoded in the stream's order: the same bytes as one consumer muxing
     in order, and the segments decode cleanly with every frame."""
-    from lal_twisted.hls.segmenter import HlsStream, SegmenterConfig
-    from lal_twisted.hls.store import MemoryStore
-    from lal_twisted.hub.stream import Stream
     from lal_twisted.media.ts import TsMuxer
 
-    stream = Stream("live/batch")
-    stream.start_publish(object())
-    store = MemoryStore()
-    due: list[HlsStream] = []
-    hls = HlsStream("batch", store, SegmenterConfig(fragment_duration_ms=1000),
-                    schedule=due.append)
-    hls.begin(stream)
-    stream.add_sink(hls)
+    stream, store, due, hls = _batched_segmenter("batch")
     fed = _flv_packets(media.av)
     for i, packet in enumerate(fed):
         stream.feed(packet)
@@ -618,21 +626,11 @@ def test_batched_packets_are_encoded_with_the_tracks_they_came_with(media: Media
     decodes cleanly."""
     from conftest import generate
 
-    from lal_twisted.hls.segmenter import HlsStream, SegmenterConfig
-    from lal_twisted.hls.store import MemoryStore
-    from lal_twisted.hub.stream import Stream
 
     other = generate(tmp_path / "wide.flv", 3, size="480x270")
     first = _flv_packets(media.av)
     second = _flv_packets(other, shift=max(p.dts for p in first) + 100)
-    stream = Stream("live/change")
-    stream.start_publish(object())
-    store = MemoryStore()
-    due: list[HlsStream] = []
-    hls = HlsStream("change", store, SegmenterConfig(fragment_duration_ms=1000),
-                    schedule=due.append)
-    hls.begin(stream)
-    stream.add_sink(hls)
+    stream, store, due, hls = _batched_segmenter("change")
     for packet in first:
         stream.feed(packet)
     assert hls._queue  # nothing taken yet: the change comes while packets wait

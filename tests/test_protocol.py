@@ -282,8 +282,8 @@ def test_silent_connection_is_closed_after_handshake_timeout() -> None:
     assert "no RTMP connect" in (server.close_reason or "")
 
 
-def test_eager_transport_sends_at_once_and_buffers_the_rest() -> None:
-    """EagerServer writes through when idle and keeps order when the kernel is full."""
+def _eager_pair() -> tuple[Any, Any, MemoryReactorClock, Any]:
+    """An EagerServer on one end of a socket pair whose send buffer is small."""
     import socket
 
     from twisted.internet.protocol import Protocol
@@ -297,6 +297,12 @@ def test_eager_transport_sends_at_once_and_buffers_the_rest() -> None:
     reactor = MemoryReactorClock()
     transport = EagerServer(a, proto, ("127.0.0.1", 1), None, 1, reactor)
     proto.makeConnection(transport)
+    return a, b, reactor, transport
+
+
+def test_eager_transport_sends_at_once_and_buffers_the_rest() -> None:
+    """EagerServer writes through when idle and keeps order when the kernel is full."""
+    a, b, reactor, transport = _eager_pair()
     transport.write(b"hello")
     assert b.recv(100) == b"hello"          # sent at once, nothing queued
     assert not transport._tempDataBuffer
@@ -318,19 +324,7 @@ def test_eager_transport_sends_at_once_and_buffers_the_rest() -> None:
 def test_eager_write_sequence_sends_pieces_together_and_queues_the_rest() -> None:
     """writeSequence sends its pieces with one sendmsg when idle (HLS headers and
     segment, not joined first); what the kernel leaves is queued in order."""
-    import socket
-
-    from twisted.internet.protocol import Protocol
-
-    from lal_twisted.net import EagerServer
-
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    proto = Protocol()
-    reactor = MemoryReactorClock()
-    transport = EagerServer(a, proto, ("127.0.0.1", 1), None, 1, reactor)
-    proto.makeConnection(transport)
+    a, b, reactor, transport = _eager_pair()
     transport.writeSequence([b"head:", b"", b"body"])
     assert b.recv(100) == b"head:body"      # both pieces at once, nothing queued
     assert not transport._tempDataBuffer and transport not in reactor.getWriters()
