@@ -221,10 +221,8 @@ class HlsStream:
         try:
             # The common case inline (a frame inside the segment being built);
             # keyframes, the first segment and audio-only streams go to _place.
-            encoded = AVPacket.encoded
             place = self._place
-            for packet in todo:
-                data = encoded(packet, muxer)
+            for packet, data in zip(todo, muxer.encode_many(todo), strict=True):
                 if not data:
                     continue
                 building = self._building

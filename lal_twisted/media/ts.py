@@ -87,6 +87,11 @@ _STALE_AUDIO_MS = 1000
 # H.265 NAL type 35 (pic_type 2: any slice).
 _START = b"\x00\x00\x00\x01"
 _AUD = {Codec.H264: _START + b"\x09\xf0", Codec.H265: _START + b"\x46\x01\x50"}
+_START_AUD = {codec: aud + _START for codec, aud in _AUD.items()}
+# NAL types (by h265) a frame of one NAL unit is not written directly for: an
+# AUD (dropped: the muxer writes its own) and an SPS (no parameter sets added).
+_NO_SINGLE = {False: (9, 7), True: (35, 33)}
+_U32 = struct.Struct(">I").unpack_from
 
 # The offset of the NAL units in a video tag body: legacy [first][AVCPacketType][CTS:3];
 # enhanced [first][FourCC:4] then a CTS for CodedFrames (packet type 1), none for
@@ -308,6 +313,7 @@ class TsMuxer:
         self._seen_video: VideoTrack | None = None
         self._seen_audio: AudioTrack | None = None
         self._adts_base = 0  # the ADTS header as an int, frame length 0
+        self._adts_sizes: dict[int, bytes] = {}  # ADTS headers by frame size
         # Whether a video track is written, as of the latest packet encoded
         # (has_video looks at the source's tracks first).
         self.writes_video = False
@@ -387,6 +393,73 @@ class TsMuxer:
             return self._encode_audio(packet)
         return b""
 
+    def encode_many(self, packets: list[AVPacket]) -> list[bytes]:
+        """Each packet's TS bytes, as :meth:`feed` gives them (encoded once,
+        cached on the packet), for a consumer that takes packets in batches.
+
+        The tracks cannot change within a batch (the stream has the held packets
+        encoded before a new sequence header takes effect), so they are looked
+        at once; the frames of the common kinds (a legacy H.264/H.265 frame of
+        one NAL unit, a legacy AAC frame while frames are grouped) are encoded
+        here in line, and the others by :meth:`encode`.
+        """
+        tracks = self.source.tracks
+        if (self._owns_tracks or self.catch_up is not None
+                or tracks.video is not self._seen_video or tracks.audio is not self._seen_audio):
+            # New tracks (rare) are taken up by the first frame encoded one by one.
+            return [packet.encoded(self) for packet in packets]
+        video = self._video
+        audio = self._audio
+        # Frames of one NAL unit behind a 4-byte length (what encoders send):
+        # the codec id and the NAL types that send a frame the general way.
+        single_nal = video is not None and video.nal_length_size == 4
+        if single_nal:
+            assert video is not None
+            h265 = video.codec == Codec.H265
+            legacy_id = 12 if h265 else 7
+            plain = _START_AUD[video.codec]
+            with_params = _AUD[video.codec] + self._param_sets(video) + _START
+        group_audio = video is not None and audio is not None and not self.live_readers
+        adts_sizes = self._adts_sizes
+        out: list[bytes] = []
+        append = out.append
+        for packet in packets:
+            if packet._first_encoder is not None:
+                append(packet.encoded(self))
+                continue
+            payload = packet.payload
+            kind = packet.kind
+            data: bytes | None = None
+            if packet.is_sequence_header or not payload:
+                data = b""
+            elif kind == VIDEO:
+                end = len(payload)
+                if (single_nal and end > 9 and payload[0] & 0x8F == legacy_id
+                        and payload[1] == 1):
+                    size = _U32(payload, 5)[0]
+                    if size + 9 == end:
+                        nal = payload[9]
+                        nal = (nal >> 1) & 0x3F if h265 else nal & 0x1F
+                        if nal not in _NO_SINGLE[h265]:
+                            keyframe = packet.is_keyframe
+                            data = self._video_pes(
+                                packet, keyframe, packet.dts + packet.cts,
+                                [b"", with_params if keyframe else plain, payload[9:]])
+            elif kind == AUDIO and group_audio and payload[0] >> 4 == _SOUND_AAC:
+                size = len(payload) - 2
+                if 0 < size <= _MAX_ADTS_PAYLOAD and payload[1] == 1:
+                    adts = adts_sizes.get(size)
+                    if adts is None:
+                        adts = adts_sizes[size] = (
+                            self._adts_base | ((size + 7) << 13)).to_bytes(7, "big")
+                    data = self._hold_audio(packet.dts, adts, payload[2:], size)
+            if data is None:
+                data = self.encode(packet)
+            packet._first_encoder = self
+            packet._first_encoding = data
+            append(data)
+        return out
+
     # -- internals -------------------------------------------------------------------
     def _refresh(self) -> None:
         """Follow the source's tracks; a change gives a new PMT version.
@@ -454,6 +527,7 @@ class TsMuxer:
                 self._audio_frame_ms = 1024000 / (info.core_sample_rate or info.sample_rate)
                 self._adts_base = int.from_bytes(aac.adts_header(info, 0), "big") & ~(
                     0x1FFF << 13)
+                self._adts_sizes = {}
         return info
 
     def _own_tracks(self, packet: AVPacket) -> None:
@@ -513,6 +587,12 @@ class TsMuxer:
         keyframe = packet.is_keyframe
         if keyframe and not has_params:
             parts.insert(2, self._param_sets(track))
+        return self._video_pes(packet, keyframe, pts, parts)
+
+    def _video_pes(self, packet: AVPacket, keyframe: bool, pts: int,
+                   parts: list[bytes]) -> bytes:
+        """A video frame's TS packets: ``parts`` is [b"" (room for the PES
+        header), the Annex-B data...], ``pts`` in RTMP milliseconds."""
         dts = (packet.dts * 90) & _TS_MASK
         pts = (pts * 90) & _TS_MASK
         if pts != dts:
@@ -584,6 +664,13 @@ class TsMuxer:
                             b"\x80\x80\x05", _timestamp(2, pts), adts, frame))
             data = self._pes_packets(AUDIO_PID, pes, pts, True)
             return out + data if out else data
+        return self._hold_audio(dts, adts, frame, size)
+
+    def _hold_audio(self, dts: int, adts: bytes, frame: bytes, size: int) -> bytes:
+        """Hold an AAC frame (``size`` bytes, with its ADTS header) for the next
+        PES; the PES of the frames held before, if this one cannot join them,
+        or of all of them, once there are enough."""
+        held = self._held
         out = b""
         if held:
             step = (dts - self._held_last) & 0xFFFFFFFF
