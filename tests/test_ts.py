@@ -313,7 +313,12 @@ def test_audio_frames_share_a_pes_and_keep_their_times(media: Media, tmp_path: P
     ts = mux(source, tmp_path / "av.ts")
     assert decode_errors(ts) == ""
     pes = [p for p in parse(ts.read_bytes()).pes if p.pid == AUDIO_PID]
-    assert len(audio) / 8 <= len(pes) < len(audio) / 3  # several frames a PES, at most 8
+    # Several frames a PES, at most 12 and 300 ms (13 frames of 44.1 kHz AAC).
+    assert len(audio) / 12 <= len(pes) < len(audio) / 3
+    frame_ms = 1024000 / 44100
+    starts = sorted(_pes_time(p.first_bytes) for p in pes)
+    assert all(b - a <= 300 * 90 for a, b in zip(starts, starts[1:], strict=False))
+    assert max(b - a for a, b in zip(starts, starts[1:], strict=False)) >= 8 * frame_ms * 90
     got = [int(p["pts"]) for p in ffprobe_packets(ts, "a")]
     assert len(got) == len(audio)  # every frame, each with its own time: ffprobe
     # gives the frames after a PES's first their times from the sample count,
