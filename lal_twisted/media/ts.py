@@ -95,6 +95,7 @@ _START_AUD = {codec: aud + _START for codec, aud in _AUD.items()}
 # AUD (dropped: the muxer writes its own) and an SPS (no parameter sets added).
 _NO_SINGLE = {False: (9, 7), True: (35, 33)}
 _U32 = struct.Struct(">I").unpack_from
+_NO_FRAMES = (False, False, 0, b"", b"")
 
 # The offset of the NAL units in a video tag body: legacy [first][AVCPacketType][CTS:3];
 # enhanced [first][FourCC:4] then a CTS for CodedFrames (packet type 1), none for
@@ -344,6 +345,8 @@ class TsMuxer:
         # Whether a video track is written, as of the latest packet encoded
         # (has_video looks at the source's tracks first).
         self.writes_video = False
+        self._group_audio = False
+        self._frames = _NO_FRAMES
         # Set by a consumer that holds packets to encode them in batches (the HLS
         # segmenter: many encodings in a row cost less CPU than one at a time
         # between the server's other work).  Called with a packet about to be
@@ -436,18 +439,8 @@ class TsMuxer:
                 or tracks.video is not self._seen_video or tracks.audio is not self._seen_audio):
             # New tracks (rare) are taken up by the first frame encoded one by one.
             return [packet.encoded(self) for packet in packets]
-        video = self._video
-        audio = self._audio
-        # Frames of one NAL unit behind a 4-byte length (what encoders send):
-        # the codec id and the NAL types that send a frame the general way.
-        single_nal = video is not None and video.nal_length_size == 4
-        if single_nal:
-            assert video is not None
-            h265 = video.codec == Codec.H265
-            legacy_id = 12 if h265 else 7
-            plain = _START_AUD[video.codec]
-            with_params = _AUD[video.codec] + self._param_sets(video) + _START
-        group_audio = video is not None and audio is not None and not self.live_readers
+        single_nal, h265, legacy_id, plain, with_params = self._frames
+        group_audio = self._group_audio and not self.live_readers
         adts_sizes = self._adts_sizes
         frame_ms = self._audio_frame_ms
         out: list[bytes] = []
@@ -516,6 +509,16 @@ class TsMuxer:
         key = (video.codec if video else None, audio.codec if audio else None)
         self._video, self._audio = video, audio
         self.writes_video = video is not None
+        self._group_audio = video is not None and audio is not None
+        if video is not None and video.nal_length_size == 4:
+            # For encode_many: frames of one NAL unit behind a 4-byte length (what
+            # encoders send) are written in line; their codec id, and what goes
+            # in front of the NAL unit without and with the parameter sets.
+            h265 = video.codec == Codec.H265
+            self._frames = (True, h265, 12 if h265 else 7, _START_AUD[video.codec],
+                            _AUD[video.codec] + self._param_sets(video) + _START)
+        else:
+            self._frames = _NO_FRAMES
         if key != self._pmt_key:
             self._pmt_key = key
             self._pmt_version = (self._pmt_version + 1) & 0x1F
