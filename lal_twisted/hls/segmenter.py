@@ -228,9 +228,7 @@ class HlsStream:
             # The common case inline (a frame inside the segment being built);
             # keyframes, the first segment and audio-only streams go to _place.
             place = self._place
-            for packet, data in zip(todo, muxer.encode_many(todo), strict=True):
-                if not data:
-                    continue
+            for packet, data in muxer.encode_many(todo):
                 building = self._building
                 if (building is None or not muxer.writes_video
                         or (packet.is_keyframe and packet.kind == VIDEO)):

@@ -424,9 +424,10 @@ class TsMuxer:
             return self._encode_audio(packet)
         return b""
 
-    def encode_many(self, packets: list[AVPacket]) -> list[bytes]:
-        """Each packet's TS bytes, as :meth:`feed` gives them (encoded once,
-        cached on the packet), for a consumer that takes packets in batches.
+    def encode_many(self, packets: list[AVPacket]) -> list[tuple[AVPacket, bytes]]:
+        """The packets that have TS bytes, with them, as :meth:`feed` gives them
+        (encoded once, cached on the packet), for a consumer that takes packets
+        in batches (packets whose bytes are b"" are left out).
 
         The tracks cannot change within a batch (the stream has the held packets
         encoded before a new sequence header takes effect), so they are looked
@@ -438,37 +439,29 @@ class TsMuxer:
         if (self._owns_tracks or self.catch_up is not None
                 or tracks.video is not self._seen_video or tracks.audio is not self._seen_audio):
             # New tracks (rare) are taken up by the first frame encoded one by one.
-            return [packet.encoded(self) for packet in packets]
+            pairs = [(packet, packet.encoded(self)) for packet in packets]
+            return [pair for pair in pairs if pair[1]]
         single_nal, h265, legacy_id, plain, with_params = self._frames
         group_audio = self._group_audio and not self.live_readers
         adts_sizes = self._adts_sizes
         frame_ms = self._audio_frame_ms
-        out: list[bytes] = []
+        out: list[tuple[AVPacket, bytes]] = []
         append = out.append
         for packet in packets:
+            data: bytes | None = None
             if packet._first_encoder is not None:
-                append(packet.encoded(self))
+                data = packet.encoded(self)
+                if data:
+                    append((packet, data))
                 continue
             payload = packet.payload
-            kind = packet.kind
-            data: bytes | None = None
-            if packet.is_sequence_header or not payload:
-                data = b""
-            elif kind == VIDEO:
+            # The fast paths take raw frames only (AACPacketType / AVCPacketType
+            # 1): sequence headers, empty tags and anything else go to encode().
+            if packet.kind == AUDIO:
                 end = len(payload)
-                if (single_nal and end > 9 and payload[0] & 0x8F == legacy_id
-                        and payload[1] == 1):
-                    size = _U32(payload, 5)[0]
-                    if size + 9 == end:
-                        nal = payload[9]
-                        nal = (nal >> 1) & 0x3F if h265 else nal & 0x1F
-                        if nal not in _NO_SINGLE[h265]:
-                            keyframe = packet.is_keyframe
-                            data = self._frame_ts(packet, keyframe,
-                                                  with_params if keyframe else plain)
-            elif kind == AUDIO and group_audio and payload[0] >> 4 == _SOUND_AAC:
-                size = len(payload) - 2
-                if 0 < size <= _MAX_ADTS_PAYLOAD and payload[1] == 1:
+                if (group_audio and 2 < end <= _MAX_ADTS_PAYLOAD + 2
+                        and payload[0] >> 4 == _SOUND_AAC and payload[1] == 1):
+                    size = end - 2
                     adts = adts_sizes.get(size)
                     if adts is None:
                         adts = adts_sizes[size] = (
@@ -485,11 +478,22 @@ class TsMuxer:
                         data = self._release() if len(held) >= self._held_pieces else b""
                     else:
                         data = self._hold_audio(dts, adts, payload[2:], size)
+            elif packet.kind == VIDEO:
+                end = len(payload)
+                if (single_nal and end > 9 and payload[0] & 0x8F == legacy_id
+                        and payload[1] == 1 and _U32(payload, 5)[0] + 9 == end):
+                    nal = payload[9]
+                    nal = (nal >> 1) & 0x3F if h265 else nal & 0x1F
+                    if nal not in _NO_SINGLE[h265]:
+                        keyframe = packet.is_keyframe
+                        data = self._frame_ts(packet, keyframe,
+                                              with_params if keyframe else plain)
             if data is None:
                 data = self.encode(packet)
             packet._first_encoder = self
             packet._first_encoding = data
-            append(data)
+            if data:
+                append((packet, data))
         return out
 
     # -- internals -------------------------------------------------------------------
