@@ -37,10 +37,12 @@ log = Logger("lal_twisted.hls.manager")
 # Packets wait at most this long before the segmenters take them, every
 # stream's together (one timer while any stream publishes): one pass over a
 # few thousand packets costs much less CPU than a little TS work between every
-# two RTMP reads (200 publishers: see bench/README.md).  A segment is finished
-# that much later, nothing next to its seconds; other TS consumers are not
-# delayed (TsMuxer.catch_up).
-DRAIN_EVERY_S = 0.1
+# two RTMP reads, and each pass has a cost per stream, so fewer passes cost
+# less (200 publishers: see bench/README.md).  A segment is finished up to
+# that much later, nothing next to its seconds (an HLS player polls its
+# playlist once a segment duration); other TS consumers are not delayed
+# (TsMuxer.catch_up).
+DRAIN_EVERY_S = 0.2
 
 
 class HlsManager(service.Service, Observer):
