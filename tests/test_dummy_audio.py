@@ -39,7 +39,7 @@ class Collect:
 
 def stream_with(wait_ms: int) -> tuple[Stream, Collect]:
     stream, sink = Stream("live/x"), Collect()
-    stream.sinks[sink] = None  # type: ignore[index]
+    stream.add_sink(sink, player=False)  # type: ignore[arg-type]
     stream.start_publish(object())
     stream.add_dummy_audio(wait_ms)
     return stream, sink
