@@ -8,10 +8,7 @@ the memory store by bytes held, the disk store by bytes waiting to be written.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
-import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,6 +17,7 @@ from typing import Any
 
 from twisted.internet import defer, threads
 
+from lal_twisted.hls import files
 from lal_twisted.log import Logger
 
 __all__ = ["DiskStore", "MemoryStore", "Store"]
@@ -55,6 +53,10 @@ class Store:
     def delete_dir(self, path: str) -> None:
         """Remove ``path`` and everything under it."""
         raise NotImplementedError
+
+    def settled(self, path: str) -> None:
+        """The files under ``path`` will not change for a while (the publish
+        ended): what the store keeps to replace them fast can go."""
 
     def close(self) -> defer.Deferred[None] | None:
         """Finish pending work (server shutdown); a Deferred when that takes a while."""
@@ -127,6 +129,7 @@ class DiskStore(Store):
         self._overflowing = False
         self._failed: set[str] = set()
         self._made_dirs: set[str] = set()  # directories the writer thread created
+        self._spares: set[str] = set()  # the writer thread's (hls.files.replace)
         self._batch: list[_Job] = []  # asked for in this reactor turn
         self._flush_call: Any = None
         self._queue: SimpleQueue[list[_Job] | None] = SimpleQueue()
@@ -199,21 +202,28 @@ class DiskStore(Store):
             d.callback(True)
 
         # A new segment is listed only once written, so it is written in place; a
-        # playlist replaces an older one, so it goes through a rename.
-        self._ask(_write_file, (full, data, make_dir, path.endswith(".m3u8")), done)
+        # playlist replaces an older one, so it goes through a spare file.
+        if path.endswith(".m3u8"):
+            self._ask(files.replace, (full, data, make_dir, self._spares), done)
+        else:
+            self._ask(files.write_new, (full, data, make_dir), done)
         return d
 
     def get(self, path: str) -> defer.Deferred[bytes | None]:
         # Reads go to the reactor's pool, not behind queued writes.
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                         _read_file, self._full(path))
+                                         files.read, self._full(path))
 
     def delete(self, path: str) -> None:
-        self._ask(_remove, (self._full(path),), _ignore)
+        self._ask(files.remove, (self._full(path),), _ignore)
 
     def delete_dir(self, path: str) -> None:
-        self._made_dirs.discard(os.path.dirname(self._full(path + "/x")))
-        self._ask(shutil.rmtree, (self._full(path), True), _ignore)
+        directory = self._full(path).rstrip("/")
+        self._made_dirs.discard(directory)
+        self._ask(files.remove_tree, (directory, self._spares), _ignore)
+
+    def settled(self, path: str) -> None:
+        self._ask(files.drop_spares, (self._full(path).rstrip("/"), self._spares), _ignore)
 
     def close(self, timeout: float = 10.0) -> defer.Deferred[None] | None:
         """Let the queued writes finish, and the writes their completions queue
@@ -279,86 +289,5 @@ def _ignore(error: OSError | None) -> None:
     pass
 
 
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-
-
-def _write_file(path: str, data: bytes, make_dir: bool = True, replace: bool = True) -> None:
-    """Write ``data`` to ``path``; with ``replace``, to a temporary name put in
-    its place, so readers never see half a file."""
-    if make_dir:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    target = path + ".tmp" if replace else path
-    fd = os.open(target, _WRITE_FLAGS, 0o644)
-    try:
-        written = os.write(fd, data)
-        if written < len(data):
-            view = memoryview(data)[written:]
-            while view:
-                view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    if replace:
-        _replace(target, path)
-
-
-# renameat2(2) flags and its "the current directory" descriptor.
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
-
-
-def _find_renameat2() -> Any:
-    try:
-        func = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):  # not Linux, or a C library without it
-        return None
-    func.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                     ctypes.c_uint)
-    func.restype = ctypes.c_int
-    return func
-
-
-_renameat2 = _find_renameat2()
-
-
-def _replace(new: str, path: str) -> None:
-    """Put the file ``new`` in place of ``path`` in one step, ``new`` gone after.
-
-    A rename over an existing file makes ext4 (``auto_da_alloc``, the default)
-    start writing the new file's blocks out in the renaming thread: twice the
-    CPU of the write itself, for a playlist that is replaced seconds later
-    anyway.  Exchanging the two names (renameat2 ``RENAME_EXCHANGE``), then
-    unlinking the old file under the temporary name, is as atomic for readers
-    and leaves the write-out to the kernel's flusher.  Where the exchange is
-    not available (other systems, file systems without it), a plain rename.
-    """
-    global _renameat2
-    if _renameat2 is not None:
-        if _renameat2(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(path),
-                      _RENAME_EXCHANGE) == 0:
-            os.unlink(new)
-            return
-        error = ctypes.get_errno()
-        if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            _renameat2 = None  # this system cannot exchange: rename from now on
-        elif error != errno.ENOENT:  # ENOENT: no file to replace yet
-            raise OSError(error, os.strerror(error), path)
-    os.rename(new, path)
-
-
 def _nothing() -> None:
     pass
-
-
-def _read_file(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
