@@ -1,6 +1,6 @@
 """Micro-benchmarks of the hot paths: chunk parsing, media through the RTMP
-sessions' receive(), chunk writing, FLV parsing and the fan-out from one Stream
-to many sinks.
+sessions' receive(), chunk writing, FLV parsing, the fan-out from one Stream
+to many sinks, and HLS segmenters (TS muxing) of many streams.
 
 A regression guard, not a test: it prints figures and asserts nothing about
 time.  CI runs it after the tests (``python bench/micro.py``); compare the
@@ -201,6 +201,72 @@ def bench_fan_out(players: int, packets: int) -> dict[str, Any]:
             "packets_per_s_per_core": round(len(msgs) / seconds, 1)}
 
 
+# Real H.264 (SPS, PPS) and AAC sequence headers for the HLS case.
+_AVC_HEADER = bytes.fromhex("17000000000164000dffe1001967640 00dacd94141fb0110000003001000000303"
+                            " 20f142996001000568ebecb22c".replace(" ", ""))
+_AAC_HEADER = b"\xaf\x00\x12\x10"
+
+
+def hls_stream(seconds: int) -> list[tuple[int, int, bytes]]:
+    """A 275 kbit/s-like H.264 + AAC stream, as encoders send it: 25 fps of
+    one-NAL frames (500 bytes, a 6 kB keyframe every 2 s, B-frame offsets) and
+    44.1 kHz AAC frames of 200 bytes."""
+    out = [(VIDEO, 0, _AVC_HEADER), (AUDIO, 0, _AAC_HEADER)]
+    frames = []
+    for i in range(seconds * 25):
+        key = i % 50 == 0
+        size = 6000 if key else 500
+        cts = (0, 80, 40)[i % 3] if not key else 0
+        nal = bytes((0x65 if key else 0x41,)) + os.urandom(size - 1)
+        frames.append((i * 40, VIDEO, bytes((0x17 if key else 0x27, 1)) + cts.to_bytes(3, "big")
+                       + size.to_bytes(4, "big") + nal))
+    for i in range(int(seconds * 44100 / 1024)):
+        frames.append((int(i * 1024000 / 44100), AUDIO, b"\xaf\x01" + os.urandom(200)))
+    frames.sort(key=lambda f: f[0])
+    return out + [(kind, ts, payload) for ts, kind, payload in frames]
+
+
+def bench_hls_segmenters(streams: int, seconds: int) -> dict[str, Any]:
+    """``streams`` streams published at once with HLS in memory: each 200 ms of
+    media, every stream's packets fed, then every segmenter drained (as the
+    server's HlsManager does).  Timed: the drains (TS muxing and segments)."""
+    from lal_twisted.hls.segmenter import HlsStream, SegmenterConfig
+    from lal_twisted.hls.store import MemoryStore
+
+    source = hls_stream(seconds)
+    batches: dict[int, list[tuple[int, int, bytes]]] = {}
+    for message in source:
+        batches.setdefault(message[1] // 200, []).append(message)
+
+    def run() -> int:
+        store = MemoryStore(max_bytes=1 << 40)
+        pairs = []
+        for i in range(streams):
+            stream = Stream(f"live/s{i}")
+            stream.start_publish(object())
+            hls = HlsStream(f"s{i}", store, SegmenterConfig(), schedule=lambda h: None)
+            hls.begin(stream)
+            stream.add_sink(hls, player=False)
+            pairs.append((stream, hls))
+        spent = 0.0
+        for key in sorted(batches):
+            batch = batches[key]
+            for stream, _hls in pairs:
+                for kind, ts, payload in batch:
+                    stream.feed(AVPacket(kind, ts, payload))
+            t0 = time.perf_counter()
+            for _stream, hls in pairs:
+                hls.drain()
+            spent += time.perf_counter() - t0
+        return int(spent * 1e9)
+
+    best = min(run() for _ in range(3)) / 1e9
+    packets = streams * (len(source) - 2)
+    return {"case": f"hls segmenters ({streams} streams, {seconds}s)",
+            "us_per_packet": round(best / packets * 1e6, 2),
+            "cpu_pct_for_200_streams": round(best / (streams * seconds) * 200 * 100, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
@@ -216,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_flv_reader(300 * scale),
         bench_amf0(200 * scale),
         bench_fan_out(100 if args.quick else 1000, 30 if args.quick else 300),
+        bench_hls_segmenters(10 if args.quick else 100, 4 if args.quick else 12),
     ]
     for r in results:
         figures = ", ".join(f"{k} {v}" for k, v in r.items() if k != "case")
