@@ -9,14 +9,15 @@ the memory store by bytes held, the disk store by bytes waiting to be written.
 from __future__ import annotations
 
 import os
-import shutil
+import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from queue import SimpleQueue
 from typing import Any
 
 from twisted.internet import defer, threads
-from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
+from lal_twisted.hls import files
 from lal_twisted.log import Logger
 
 __all__ = ["DiskStore", "MemoryStore", "Store"]
@@ -52,6 +53,10 @@ class Store:
     def delete_dir(self, path: str) -> None:
         """Remove ``path`` and everything under it."""
         raise NotImplementedError
+
+    def settled(self, path: str) -> None:
+        """The files under ``path`` will not change for a while (the publish
+        ended): what the store keeps to replace them fast can go."""
 
     def close(self) -> defer.Deferred[None] | None:
         """Finish pending work (server shutdown); a Deferred when that takes a while."""
@@ -100,8 +105,19 @@ class MemoryStore(Store):
             self.delete(name)
 
 
+# One file operation: what the writer thread runs, and what the reactor hears of it.
+_Job = tuple[Callable[..., None], tuple[Any, ...], Callable[[OSError | None], None]]
+
+
 class DiskStore(Store):
-    """Files under ``root``, written and deleted in order by one thread."""
+    """Files under ``root``, written and deleted in order by one thread.
+
+    What the reactor asks for in one turn (the segments finished by one
+    segmenter pass, or the playlists of the segments just written) goes to the
+    thread as one batch, and comes back as one call: a thread hand-off per
+    file (a queue put, a thread wake-up, a call back through the reactor's
+    waker) cost more than writing a small playlist.
+    """
 
     def __init__(self, root: str, reactor: Any,
                  max_pending_bytes: int = DEFAULT_DISK_MAX_PENDING_BYTES) -> None:
@@ -109,117 +125,169 @@ class DiskStore(Store):
         self.reactor = reactor
         self.max_pending_bytes = max_pending_bytes
         self.pending = 0
+        self.batches = 0  # batches handed to the thread
         self._overflowing = False
         self._failed: set[str] = set()
         self._made_dirs: set[str] = set()  # directories the writer thread created
+        self._spares: set[str] = set()  # the writer thread's (hls.files.replace)
+        self._batch: list[_Job] = []  # asked for in this reactor turn
+        self._flush_call: Any = None
+        self._queue: SimpleQueue[list[_Job] | None] = SimpleQueue()
         # One thread: writes and deletions happen in the order they were asked for.
-        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="lal-hls-writer")
-        self._started = False
+        self._thread: threading.Thread | None = None
         self._closed = False
 
-    def _run(self, func: Any, *args: Any) -> defer.Deferred[Any]:
+    # -- the reactor's side ----------------------------------------------------------
+    def _ask(self, func: Callable[..., None], args: tuple[Any, ...],
+             done: Callable[[OSError | None], None]) -> None:
+        """Have ``func(*args)`` run by the writer thread after everything asked
+        before; ``done(error)`` follows on the reactor thread."""
         if self._closed:
             # Shutting down: the last playlists are written at once.
-            return defer.maybeDeferred(func, *args)
-        if not self._started:
-            self._started = True
-            self.pool.start()
-        return threads.deferToThreadPool(self.reactor, self.pool, func, *args)
+            done(_attempt(func, args))
+            return
+        self._batch.append((func, args, done))
+        if self._flush_call is None:
+            self._flush_call = self.reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        """Hand the batch of this turn to the writer thread."""
+        call, self._flush_call = self._flush_call, None
+        if call is not None and call.active():
+            call.cancel()
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="lal-hls-writer",
+                                            daemon=True)
+            self._thread.start()
+        self.batches += 1
+        self._queue.put(batch)
+
+    def _done(self, batch: list[_Job], errors: list[OSError | None]) -> None:
+        for job, error in zip(batch, errors, strict=True):
+            job[2](error)
 
     def _full(self, path: str) -> str:
         return os.path.join(self.root, path)
 
     def put(self, path: str, data: bytes) -> defer.Deferred[bool]:
-        if self.pending + len(data) > self.max_pending_bytes:
+        size = len(data)
+        if self.pending + size > self.max_pending_bytes:
             if not self._overflowing:
                 self._overflowing = True
                 log.warn("hls: {n} bytes wait to be written under {root}; the disk is slower "
                          "than the streams, segments are skipped", n=self.pending, root=self.root)
             return defer.succeed(False)
         self._overflowing = False
-        self.pending += len(data)
+        self.pending += size
         full = self._full(path)
         directory = os.path.dirname(full)
         make_dir = directory not in self._made_dirs
         self._made_dirs.add(directory)
-        # A new segment is listed only once written, so it is written in place; a
-        # playlist replaces an older one, so it goes through a rename.
-        d = self._run(_write_file, full, data, make_dir, path.endswith(".m3u8"))
+        d: defer.Deferred[bool] = defer.Deferred()
 
-        def done(result: Any) -> bool:
-            self.pending -= len(data)
-            if isinstance(result, Failure):
+        def done(error: OSError | None) -> None:
+            self.pending -= size
+            if error is not None:
                 self._made_dirs.discard(directory)
                 if directory not in self._failed:  # one line until a write there succeeds
                     self._failed.add(directory)
-                    log.error("hls: cannot write {path}: {err}", path=self._full(path),
-                              err=result.getErrorMessage())
-                return False
+                    log.error("hls: cannot write {path}: {err}", path=full,
+                              err=str(error))
+                d.callback(False)
+                return
             self._failed.discard(directory)
-            return True
+            d.callback(True)
 
-        return d.addBoth(done)
+        # A new segment is listed only once written, so it is written in place; a
+        # playlist replaces an older one, so it goes through a spare file.
+        if path.endswith(".m3u8"):
+            self._ask(files.replace, (full, data, make_dir, self._spares), done)
+        else:
+            self._ask(files.write_new, (full, data, make_dir), done)
+        return d
 
     def get(self, path: str) -> defer.Deferred[bytes | None]:
         # Reads go to the reactor's pool, not behind queued writes.
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                         _read_file, self._full(path))
+                                         files.read, self._full(path))
 
     def delete(self, path: str) -> None:
-        self._run(_remove, self._full(path)).addErrback(lambda _: None)
+        self._ask(files.remove, (self._full(path),), _ignore)
 
     def delete_dir(self, path: str) -> None:
-        self._made_dirs.discard(os.path.dirname(self._full(path + "/x")))
-        self._run(shutil.rmtree, self._full(path), True).addErrback(lambda _: None)
+        directory = self._full(path).rstrip("/")
+        self._made_dirs.discard(directory)
+        self._ask(files.remove_tree, (directory, self._spares), _ignore)
 
-    def close(self) -> defer.Deferred[None] | None:
+    def settled(self, path: str) -> None:
+        self._ask(files.drop_spares, (self._full(path).rstrip("/"), self._spares), _ignore)
+
+    def close(self, timeout: float = 10.0) -> defer.Deferred[None] | None:
         """Let the queued writes finish, and the writes their completions queue
-        (the playlists of the last segments), then stop the thread."""
-        if not self._started:
+        (the playlists of the last segments), then stop the thread; after
+        ``timeout`` seconds (a disk that hangs) give up with one log line."""
+        if self._thread is None and not self._batch:
             self._closed = True
             return None
+        closed: defer.Deferred[None] = defer.Deferred()
 
-        def stop(_: Any) -> None:
+        def settled(_: OSError | None) -> None:
+            if closed.called:
+                return
+            # Everything asked before has run and been answered; what those
+            # answers asked for is in the batch, behind which we wait again.
+            if self._batch:
+                self._ask(_nothing, (), settled)
+                self._flush()
+                return
+            stop()
+
+        def stop() -> None:
+            if call.active():
+                call.cancel()
             self._closed = True
-            self._started = False
-            self.pool.stop()
+            self._queue.put(None)
+            self._thread = None
+            closed.callback(None)
 
-        d = self._run(_nothing)
-        d.addBoth(lambda _: self._run(_nothing))
-        return d.addBoth(stop)
+        def too_long() -> None:
+            log.error("hls: files under {root} not written after {t:g}s (is the disk "
+                      "stuck?); shutting down anyway", root=self.root, t=timeout)
+            stop()
+
+        call = self.reactor.callLater(timeout, too_long)
+        self._ask(_nothing, (), settled)
+        self._flush()
+        return closed
+
+    # -- the writer thread -------------------------------------------------------------
+    def _work(self) -> None:
+        queue, reactor, done = self._queue, self.reactor, self._done
+        while True:
+            batch = queue.get()
+            if batch is None:
+                return
+            errors = [_attempt(func, args) for func, args, _ in batch]
+            reactor.callFromThread(done, batch, errors)
 
 
-def _write_file(path: str, data: bytes, make_dir: bool = True, replace: bool = True) -> None:
-    """Write ``data`` to ``path``; with ``replace``, to a temporary name renamed
-    over it, so readers never see half a file."""
-    if make_dir:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    target = path + ".tmp" if replace else path
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def _attempt(func: Callable[..., None], args: tuple[Any, ...]) -> OSError | None:
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    if replace:
-        os.replace(target, path)
+        func(*args)
+    except OSError as e:
+        return e
+    except Exception as e:  # a bug, not a disk error: keep the thread for the others
+        log.failure("hls: unexpected error writing files")
+        return OSError(str(e))
+    return None
+
+
+def _ignore(error: OSError | None) -> None:
+    pass
 
 
 def _nothing() -> None:
     pass
-
-
-def _read_file(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
