@@ -170,7 +170,7 @@ class HlsResource(ReadOnlyResource):
         one is admitted the ordinary way), or the file is not served from
         memory."""
         viewer = self.viewers.get(key)
-        hls = self.manager.get(name)
+        hls = self.manager.streams.get(name)
         if viewer is None or not viewer.admitted or hls is None:
             return None
         if file == LIVE_PLAYLIST:
@@ -185,7 +185,7 @@ class HlsResource(ReadOnlyResource):
             return None
         viewer.last = self.reactor.seconds()
         viewer.session.bytes_out += len(body)
-        return [b"".join((head, b"%d\r\nDate: " % len(body), _http_date(), b"\r\n\r\n")), body]
+        return [b"%s%d\r\nDate: %s\r\n\r\n" % (head, len(body), _http_date()), body]
 
     # -- viewers ----------------------------------------------------------------------
     def _viewer(self, request: server.Request, name: str) -> _Viewer:
