@@ -3,6 +3,7 @@ layer (continuity, PCR, random access, PSI) is checked by an independent reader.
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -282,13 +283,17 @@ def test_any_payload_gives_whole_ts_packets_or_nothing(kind: int, payload: bytes
     assert all(data[i] == 0x47 for i in range(0, len(data), 188))
 
 
+# Real H.264 (SPS, PPS) and AAC sequence headers.
+_AVC_HEADER = bytes.fromhex("17000000000164000dffe1001967640 00dacd94141fb0110000003001000000303"
+                            " 20f142996001000568ebecb22c".replace(" ", ""))
+_AAC_HEADER = b"\xaf\x00\x12\x10"
+
+
 def _muxer_with_tracks() -> TsMuxer:
     """A muxer that has seen real H.264 and AAC sequence headers."""
     muxer = TsMuxer(name="fuzz")
-    avc = bytes.fromhex("17000000000164000dffe1001967640 00dacd94141fb0110000003001000000303 20f1"
-                        "42996001000568ebecb22c".replace(" ", ""))
-    muxer.feed(AVPacket(TAG_VIDEO, 0, avc))
-    muxer.feed(AVPacket(TAG_AUDIO, 0, b"\xaf\x00\x12\x10"))
+    muxer.feed(AVPacket(TAG_VIDEO, 0, _AVC_HEADER))
+    muxer.feed(AVPacket(TAG_AUDIO, 0, _AAC_HEADER))
     assert muxer.has_video and muxer.has_audio
     return muxer
 
@@ -313,7 +318,12 @@ def test_audio_frames_share_a_pes_and_keep_their_times(media: Media, tmp_path: P
     ts = mux(source, tmp_path / "av.ts")
     assert decode_errors(ts) == ""
     pes = [p for p in parse(ts.read_bytes()).pes if p.pid == AUDIO_PID]
-    assert len(audio) / 8 <= len(pes) < len(audio) / 3  # several frames a PES, at most 8
+    # Several frames a PES, at most 12 and 300 ms (13 frames of 44.1 kHz AAC).
+    assert len(audio) / 12 <= len(pes) < len(audio) / 3
+    frame_ms = 1024000 / 44100
+    starts = sorted(_pes_time(p.first_bytes) for p in pes)
+    assert all(b - a <= 300 * 90 for a, b in zip(starts, starts[1:], strict=False))
+    assert max(b - a for a, b in zip(starts, starts[1:], strict=False)) >= 8 * frame_ms * 90
     got = [int(p["pts"]) for p in ffprobe_packets(ts, "a")]
     assert len(got) == len(audio)  # every frame, each with its own time: ffprobe
     # gives the frames after a PES's first their times from the sample count,
@@ -435,3 +445,95 @@ def test_flush_gives_every_ending_consumer_the_held_audio(media: Media) -> None:
     tail_time = _pes_time(parse(muxer.header(0) + tail).pes[0].first_bytes)
     assert tail_time in {_pes_time(s.first_bytes) for s in parse(muxer.header(0) + rest).pes
                          if s.pid == AUDIO_PID}
+
+
+class _Source:
+    """What a Stream gives its muxer: the tracks, from the sequence headers."""
+
+    def __init__(self) -> None:
+        self.tracks = Tracks()
+
+
+# NAL sizes around the TS packet boundaries (176 after a PES header with PTS and
+# DTS, 184 per packet), a frame over 8 packets, and one over 64 KiB.
+_NAL_SIZES = [1, 2, 40, 150, 157, 158, 162, 170, 175, 176, 177, 183, 184, 185, 368, 900,
+              1500, 2000, 70000]
+
+
+@st.composite
+def _frames(draw: st.DrawFn) -> list[AVPacket]:
+    """A stream of legacy H.264 and AAC tags: frames of one NAL unit (slices,
+    SEI, AUD, SPS) and of several, B-frame offsets or none, AAC frames that
+    follow each other or leave gaps, and sequence headers again mid-stream."""
+    from lal_twisted.media.track import audio_track, video_track
+
+    out = [AVPacket(TAG_VIDEO, 0, _AVC_HEADER), AVPacket(TAG_AUDIO, 0, _AAC_HEADER)]
+    assert video_track(_AVC_HEADER).sps and audio_track(_AAC_HEADER).config
+    video_ms = audio_ms = 0.0
+    for _ in range(draw(st.integers(20, 60))):
+        if draw(st.booleans()):
+            key = draw(st.booleans())
+            nals = b""
+            for _n in range(draw(st.sampled_from([1, 1, 1, 2, 3]))):
+                size = draw(st.sampled_from(_NAL_SIZES))
+                kind = draw(st.sampled_from([5 if key else 1, 6, 9, 7]))
+                nals += size.to_bytes(4, "big") + bytes((0x60 | kind,)) + b"\xab" * (size - 1)
+            cts = draw(st.sampled_from([0, 0, 40, 80]))
+            head = bytes((0x17 if key else 0x27, 1)) + cts.to_bytes(3, "big")
+            out.append(AVPacket(TAG_VIDEO, int(video_ms), head + nals))
+            video_ms += 40
+        else:
+            size = draw(st.sampled_from([1, 6, 180, 400, 3000]))
+            out.append(AVPacket(TAG_AUDIO, int(audio_ms), b"\xaf\x01" + b"\x21" * size))
+            audio_ms += draw(st.sampled_from([1024000 / 44100] * 5 + [0.0, 30.0, 1500.0]))
+        if draw(st.integers(0, 40)) == 0:
+            out.append(AVPacket(TAG_AUDIO, int(audio_ms), _AAC_HEADER))
+    return out
+
+
+@given(_frames(), st.lists(st.integers(1, 9), min_size=1, max_size=20))
+@settings(max_examples=150, deadline=None)
+def test_batch_encoding_gives_the_same_bytes_as_one_by_one(frames: list[AVPacket],
+                                                           cuts: list[int]) -> None:
+    """encode_many (what the HLS segmenter uses, with frames written in line)
+    gives exactly what encoding each packet in turn gives, whatever the frame
+    layout and however the packets are cut into batches; and the continuity
+    counters run on unbroken."""
+    from lal_twisted.media.track import audio_track, video_track
+
+    def copy(p: AVPacket) -> AVPacket:
+        return AVPacket(p.kind, p.dts, p.payload)
+
+    def run(batched: bool) -> bytes:
+        source = _Source()
+        muxer = TsMuxer(source, name="batch")
+        out = [muxer.header(0)]
+        todo: list[AVPacket] = []
+        cut = itertools.cycle(cuts)
+
+        def take() -> None:
+            if batched:
+                out.extend(data for _p, data in muxer.encode_many(todo))
+            else:
+                out.extend(muxer.feed(p) for p in todo)
+            todo.clear()
+
+        for packet in map(copy, frames):
+            if packet.is_sequence_header:  # as a Stream does: what waits goes first
+                take()
+                if packet.kind == TAG_VIDEO:
+                    source.tracks.video = video_track(packet.payload)
+                else:
+                    source.tracks.audio = audio_track(packet.payload)
+            todo.append(packet)
+            if len(todo) >= next(cut):
+                take()
+        take()
+        out.append(muxer.flush())
+        return b"".join(out)
+
+    one_by_one, batched = run(False), run(True)
+    assert batched == one_by_one
+    info = parse(batched)
+    assert info.cc_errors == []
+    assert len(batched) % 188 == 0

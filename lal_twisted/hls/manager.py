@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import LoopingCall
 
 from lal_twisted.hls.segmenter import (
     CLEANUP_IN_THE_END,
@@ -34,11 +35,14 @@ __all__ = ["HlsManager"]
 log = Logger("lal_twisted.hls.manager")
 
 # Packets wait at most this long before the segmenters take them, every
-# stream's together: one pass over a few thousand packets costs much less CPU
-# than a little TS work between every two RTMP reads (200 publishers: see
-# bench/README.md).  A segment is finished that much later, nothing next to
-# its seconds; other TS consumers are not delayed (TsMuxer.catch_up).
-DRAIN_EVERY_S = 0.1
+# stream's together (one timer while any stream publishes): one pass over a
+# few thousand packets costs much less CPU than a little TS work between every
+# two RTMP reads, and each pass has a cost per stream, so fewer passes cost
+# less (200 publishers: see bench/README.md).  A segment is finished up to
+# that much later, nothing next to its seconds (an HLS player polls its
+# playlist once a segment duration); other TS consumers are not delayed
+# (TsMuxer.catch_up).
+DRAIN_EVERY_S = 0.2
 
 
 class HlsManager(service.Service, Observer):
@@ -64,8 +68,8 @@ class HlsManager(service.Service, Observer):
         self._cleanups: dict[str, IDelayedCall] = {}
         self._busy_logged: set[str] = set()
         self.resources: list[Any] = []  # HTTP resources serving these streams
-        self._due: dict[HlsStream, None] = {}  # streams holding packets, in order
-        self._drain_call: IDelayedCall | None = None
+        self._drainer = LoopingCall(self._drain)
+        self._drainer.clock = reactor
         registry.add_observer(self)
 
     # -- observer --------------------------------------------------------------------
@@ -117,16 +121,18 @@ class HlsManager(service.Service, Observer):
         log.info("hls: files of stream {name} removed (hls.cleanup_mode 1)", name=name)
 
     def _schedule(self, hls: HlsStream) -> None:
-        """``hls`` holds packets: every stream's are taken together a little later."""
-        self._due[hls] = None
-        if self._drain_call is None:
-            self._drain_call = self.reactor.callLater(DRAIN_EVERY_S, self._drain)
+        """``hls`` begins a publish: every stream's packets are taken together,
+        every DRAIN_EVERY_S, while any stream publishes."""
+        if not self._drainer.running:
+            self._drainer.start(DRAIN_EVERY_S, now=False)
 
     def _drain(self) -> None:
-        self._drain_call = None
-        due, self._due = self._due, {}
-        for hls in due:
+        attached = False
+        for hls in list(self.streams.values()):
             hls.drain()
+            attached = attached or hls.stream is not None or hls.publishing
+        if not attached and self._drainer.running:
+            self._drainer.stop()
 
     def _made(self, info: HlsMakeTsInfo) -> None:
         self.registry.observers.emit("hls_segment_made", info.as_dict())
@@ -138,9 +144,10 @@ class HlsManager(service.Service, Observer):
     # -- service -----------------------------------------------------------------------
     def stopService(self) -> Any:  # noqa: N802 - Twisted interface
         super().stopService()
-        if self._drain_call is not None and self._drain_call.active():
-            self._drain_call.cancel()
-        self._drain()
+        if self._drainer.running:
+            self._drainer.stop()
+        for hls in self.streams.values():
+            hls.drain()
         for call in self._cleanups.values():
             if call.active():
                 call.cancel()

@@ -102,12 +102,17 @@ class HlsStream:
     def __init__(self, name: str, store: Store, config: SegmenterConfig,
                  emit: Callable[[HlsMakeTsInfo], None] = lambda info: None,
                  schedule: Callable[[HlsStream], None] | None = None) -> None:
-        """``schedule(self)``, when given, is called when packets start to wait
-        and must see that :meth:`drain` is called soon (the manager does, for
-        every stream together); without it each packet is taken as it comes."""
+        """``schedule(self)``, when given, is called when a publish begins and
+        must see that :meth:`drain` is called every little while (the manager
+        does, for every stream together): packets wait in a queue until then,
+        and the stream appends its live packets to it itself (``live_send``,
+        the queue's append, instead of a call of :meth:`send` per packet).
+        Without it each packet is taken as it comes."""
         self.name = name
         self.schedule = schedule
         self._queue: list[AVPacket] = []
+        if schedule is not None:
+            self.live_send = self._queue.append
         self._draining = False
         self.store = store
         self.config = config
@@ -136,6 +141,10 @@ class HlsStream:
         self.drain()
         self.key = stream.key
         self.publishing = True
+        if self.schedule is not None:
+            # Other consumers of the muxer have the queued packets encoded first.
+            stream.ts_muxer.catch_up = self.drain
+            self.schedule(self)
         self._building = None
         self._new_publisher = bool(self.live or self.record or self._pending)
         self.record = []
@@ -148,10 +157,12 @@ class HlsStream:
         if not self.publishing:
             return
         self.publishing = False
+        stream = self.stream
+        if stream is not None and stream.ts_muxer.catch_up == self.drain:
+            stream.ts_muxer.catch_up = None
         building = self._building
         self._building = None
         if building is not None:
-            stream = self.stream
             held = stream.ts_muxer.flush() if stream is not None else b""
             if held:  # the audio the muxer holds for its next PES
                 building.parts.append(held)
@@ -180,18 +191,11 @@ class HlsStream:
         pass
 
     def send(self, packet: AVPacket) -> None:
-        queue = self._queue
-        if queue:  # held, in order, encoded with the other streams' packets in one go
-            queue.append(packet)
+        if self.schedule is not None and self.publishing and self.stream is not None:
+            # Held, in order, encoded with the other streams' packets in one go.
+            self._queue.append(packet)
             return
-        schedule = self.schedule
-        stream = self.stream
-        if schedule is None or stream is None or not self.publishing:
-            self._send(packet)
-            return
-        schedule(self)
-        stream.ts_muxer.catch_up = self.drain
-        queue.append(packet)
+        self._send(packet)
 
     def drain(self, until: AVPacket | None = None) -> None:
         """Take the packets held so far (only those before ``until``: another
@@ -200,7 +204,8 @@ class HlsStream:
         if not queue or self._draining:
             return
         if until is None:
-            todo, self._queue = queue, []
+            todo = queue[:]
+            queue.clear()  # the same list: the stream appends to it
         else:
             end = 0
             for packet in queue:
@@ -209,24 +214,21 @@ class HlsStream:
                 end += 1
             if not end:
                 return
-            todo, self._queue = queue[:end], queue[end:]
+            todo = queue[:end]
+            del queue[:end]
         stream = self.stream
         if stream is None or not self.publishing:
-            self._queue = []
+            queue.clear()
             return
         muxer = stream.ts_muxer
-        if not self._queue and muxer.catch_up == self.drain:
-            muxer.catch_up = None
+        catch_up = muxer.catch_up
+        muxer.catch_up = None  # these are the packets it would catch up with
         self._draining = True
         try:
             # The common case inline (a frame inside the segment being built);
             # keyframes, the first segment and audio-only streams go to _place.
-            encoded = AVPacket.encoded
             place = self._place
-            for packet in todo:
-                data = encoded(packet, muxer)
-                if not data:
-                    continue
+            for packet, data in muxer.encode_many(todo):
                 building = self._building
                 if (building is None or not muxer.writes_video
                         or (packet.is_keyframe and packet.kind == VIDEO)):
@@ -244,6 +246,7 @@ class HlsStream:
                     self._finish(building, building.last_dts + building.last_step)
         finally:
             self._draining = False
+            muxer.catch_up = catch_up
 
     def _send(self, packet: AVPacket) -> None:
         stream = self.stream

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
@@ -227,6 +228,10 @@ class Stream:
         # in-process consumer's (a recording, a segmenter): only players count
         # as the stream's audience.
         self.sinks: dict[IStreamSink, bool] = {}
+        # What feed() calls for each sink: its send, or its live_send when it has
+        # one (a sink that takes live packets in a plainer way, e.g. a list's
+        # append: the HLS segmenter).  Made again when the sinks change.
+        self._sends: list[Callable[[AVPacket], None]] = []
         self.player_count = 0
         self.gop_cache = GopCache(gop_num, single_gop_max_frame_num, gop_cache_max_bytes, key)
         self.metadata: AVPacket | None = None
@@ -348,8 +353,8 @@ class Stream:
             if self.metadata is None or self.metadata.payload != packet.payload:
                 self._announce(announced_tracks(packet.payload))
             self.metadata = packet
-        for sink in self.sinks:
-            sink.send(packet)
+        for send in self._sends:
+            send(packet)
 
     def _extra_header(self, packet: AVPacket) -> None:
         headers = self.extra_headers
@@ -447,6 +452,7 @@ class Stream:
         if sink not in self.sinks:
             self.player_count += player
         self.sinks[sink] = player
+        self._sends = [getattr(s, "live_send", None) or s.send for s in self.sinks]
         sink.start(self)
         if self.publisher is None:
             return
@@ -466,6 +472,9 @@ class Stream:
             cache.recount()
 
     def remove_sink(self, sink: IStreamSink) -> None:
+        if sink in self.sinks:
+            self._sends = [getattr(s, "live_send", None) or s.send
+                           for s in self.sinks if s is not sink]
         if self.sinks.pop(sink, False):
             self.player_count -= 1
 

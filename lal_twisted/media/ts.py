@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from itertools import chain
 from typing import Protocol
 
 from lal_twisted.log import Logger
@@ -69,15 +70,17 @@ _TS_MASK = (1 << 33) - 1
 _AUDIO_PES_START = b"\x00\x00\x01\xc0"
 _MAX_ADTS_PAYLOAD = (1 << 13) - 1 - 7
 # With video and no live reader (only HLS, which takes packets in batches, and
-# recordings), AAC frames go out several to a PES, as ffmpeg and nginx-rtmp write
-# them: a PES and its TS packets cost about as much CPU as the frame itself, and
-# a frame of 64 kbit/s AAC fills one TS packet and a bit of a second.  At most
-# this many frames and bytes, only frames that follow each other without a gap
+# recordings), AAC frames go out several to a PES, as ffmpeg (PES of up to about
+# 2.9 KB) and nginx-rtmp (up to 300 ms of audio) write them: a PES and its TS
+# packets cost about as much CPU as the frame itself, and a frame of 64 kbit/s
+# AAC fills one TS packet and a bit of a second.  At most this many frames,
+# bytes and milliseconds, only frames that follow each other without a gap
 # (within the jitter of millisecond timestamps); those held when a video
 # keyframe comes go out in front of it, so an HLS segment cut there ends with
 # them.  A live reader (an HTTP-TS player) gets one frame per PES, never held.
-_AUDIO_FRAMES_PER_PES = 8
+_AUDIO_FRAMES_PER_PES = 12
 _AUDIO_PES_MAX = 4096
+_AUDIO_PES_MAX_MS = 300
 _AUDIO_JITTER_MS = 2.5
 # Held frames further than this from the next frame (the stream paused) are
 # dropped rather than sent late.
@@ -87,6 +90,12 @@ _STALE_AUDIO_MS = 1000
 # H.265 NAL type 35 (pic_type 2: any slice).
 _START = b"\x00\x00\x00\x01"
 _AUD = {Codec.H264: _START + b"\x09\xf0", Codec.H265: _START + b"\x46\x01\x50"}
+_START_AUD = {codec: aud + _START for codec, aud in _AUD.items()}
+# NAL types (by h265) a frame of one NAL unit is not written directly for: an
+# AUD (dropped: the muxer writes its own) and an SPS (no parameter sets added).
+_NO_SINGLE = {False: (9, 7), True: (35, 33)}
+_U32 = struct.Struct(">I").unpack_from
+_NO_FRAMES = (False, False, 0, b"", b"")
 
 # The offset of the NAL units in a video tag body: legacy [first][AVCPacketType][CTS:3];
 # enhanced [first][FourCC:4] then a CTS for CodedFrames (packet type 1), none for
@@ -199,6 +208,26 @@ _FILL = [b"\x00"] + [bytes((room - 1,)) + b"\x00" + b"\xff" * (room - 2)
                      for room in range(2, _PAYLOAD + 1)]
 _FILL.insert(0, b"")  # index by room: _FILL[1] is a field of length 0
 
+# The first packet of a video frame up to its Annex-B data, as one number: TS
+# header (PUSI, PID 0x100, cc 0), adaptation field of 7 (flags 0, PCR 0), PES
+# header (stream 0xE0, length 0) with PTS and DTS (31 bytes) or PTS only (26),
+# the timestamps' prefixes and marker bits set; the rest is or-ed in.
+_HEAD_PTS_DTS = (0x4741003007 << 208 | 0x000001E0 << 120 | 0x80C00A << 80
+                 | ((3 << 36) | 0x100010001) << 40 | (1 << 36) | 0x100010001)
+_HEAD_PTS = (0x4741003007 << 168 | 0x000001E0 << 80 | 0x808005 << 40
+             | (2 << 36) | 0x100010001)
+
+
+def _splitter(count: int) -> Callable[[bytes, int], tuple[bytes, ...]]:
+    """What cuts ``count`` 184-byte TS payloads out of a buffer from an offset."""
+    split = _SPLITTERS.get(count)
+    if split is None:
+        split = _SPLITTERS[count] = struct.Struct("184s" * count).unpack_from
+    return split
+
+
+_SPLITTERS: dict[int, Callable[[bytes, int], tuple[bytes, ...]]] = {}
+
 
 def _packetize(pid: int, cc: int, pes: bytes, pcr: int | None,
                random_access: bool) -> tuple[bytes, int]:
@@ -229,7 +258,7 @@ def _packetize(pid: int, cc: int, pes: bytes, pcr: int | None,
     full = (size - pos) // _PAYLOAD
     if full:
         end = pos + full * _PAYLOAD
-        if full <= 8:  # most frames: a plain loop is quickest
+        if full <= 7:  # most frames: a plain loop is quickest
             headers = _CONTINUATION[pid]
             append = parts.append
             while pos < end:
@@ -238,12 +267,16 @@ def _packetize(pid: int, cc: int, pes: bytes, pcr: int | None,
                 append(pes[pos:pos + _PAYLOAD])
                 pos += _PAYLOAD
         else:
-            # [header, payload] pairs: headers from the run table, payloads sliced.
-            middle: list[bytes] = [b""] * (2 * full)
+            # [header, payload] pairs: headers from the run table, payloads cut
+            # out in one call.
             run = _RUNS[pid][(cc + 1) & 0x0F]
-            middle[0::2] = run[:full] if full <= _RUN else [run[i % _RUN] for i in range(full)]
-            middle[1::2] = [pes[i:i + _PAYLOAD] for i in range(pos, end, _PAYLOAD)]
-            parts += middle
+            if full <= _RUN:
+                parts += chain.from_iterable(zip(run, _splitter(full)(pes, pos), strict=False))
+            else:
+                middle: list[bytes] = [b""] * (2 * full)
+                middle[0::2] = [run[i % _RUN] for i in range(full)]
+                middle[1::2] = [pes[i:i + _PAYLOAD] for i in range(pos, end, _PAYLOAD)]
+                parts += middle
             pos = end
             cc = (cc + full) & 0x0F
     if pos < size:
@@ -308,9 +341,12 @@ class TsMuxer:
         self._seen_video: VideoTrack | None = None
         self._seen_audio: AudioTrack | None = None
         self._adts_base = 0  # the ADTS header as an int, frame length 0
+        self._adts_sizes: dict[int, bytes] = {}  # ADTS headers by frame size
         # Whether a video track is written, as of the latest packet encoded
         # (has_video looks at the source's tracks first).
         self.writes_video = False
+        self._group_audio = False
+        self._frames = _NO_FRAMES
         # Set by a consumer that holds packets to encode them in batches (the HLS
         # segmenter: many encodings in a row cost less CPU than one at a time
         # between the server's other work).  Called with a packet about to be
@@ -328,6 +364,7 @@ class TsMuxer:
         self._held_pts = 0
         self._held_last = 0
         self._audio_frame_ms = 0.0
+        self._held_pieces = 2 * _AUDIO_FRAMES_PER_PES
 
     # -- the API consumers use -------------------------------------------------------
     def feed(self, packet: AVPacket) -> bytes:
@@ -387,6 +424,78 @@ class TsMuxer:
             return self._encode_audio(packet)
         return b""
 
+    def encode_many(self, packets: list[AVPacket]) -> list[tuple[AVPacket, bytes]]:
+        """The packets that have TS bytes, with them, as :meth:`feed` gives them
+        (encoded once, cached on the packet), for a consumer that takes packets
+        in batches (packets whose bytes are b"" are left out).
+
+        The tracks cannot change within a batch (the stream has the held packets
+        encoded before a new sequence header takes effect), so they are looked
+        at once; the frames of the common kinds (a legacy H.264/H.265 frame of
+        one NAL unit, a legacy AAC frame while frames are grouped) are encoded
+        here in line, and the others by :meth:`encode`.
+        """
+        tracks = self.source.tracks
+        if (self._owns_tracks or self.catch_up is not None
+                or tracks.video is not self._seen_video or tracks.audio is not self._seen_audio):
+            # New tracks (rare) are taken up by the first frame encoded one by one.
+            pairs = [(packet, packet.encoded(self)) for packet in packets]
+            return [pair for pair in pairs if pair[1]]
+        single_nal, h265, legacy_id, plain, with_params = self._frames
+        group_audio = self._group_audio and not self.live_readers
+        adts_sizes = self._adts_sizes
+        frame_ms = self._audio_frame_ms
+        out: list[tuple[AVPacket, bytes]] = []
+        append = out.append
+        for packet in packets:
+            data: bytes | None = None
+            if packet._first_encoder is not None:
+                data = packet.encoded(self)
+                if data:
+                    append((packet, data))
+                continue
+            payload = packet.payload
+            # The fast paths take raw frames only (AACPacketType / AVCPacketType
+            # 1): sequence headers, empty tags and anything else go to encode().
+            if packet.kind == AUDIO:
+                end = len(payload)
+                if (group_audio and 2 < end <= _MAX_ADTS_PAYLOAD + 2
+                        and payload[0] >> 4 == _SOUND_AAC and payload[1] == 1):
+                    size = end - 2
+                    adts = adts_sizes.get(size)
+                    if adts is None:
+                        adts = adts_sizes[size] = (
+                            self._adts_base | ((size + 7) << 13)).to_bytes(7, "big")
+                    dts = packet.dts
+                    held = self._held
+                    if (held and self._held_bytes + size <= _AUDIO_PES_MAX
+                            and -_AUDIO_JITTER_MS <= dts - self._held_last - frame_ms
+                            <= _AUDIO_JITTER_MS):
+                        # The next frame of the group (_hold_audio, in short).
+                        held += (adts, payload[2:])
+                        self._held_bytes += size + 7
+                        self._held_last = dts
+                        data = self._release() if len(held) >= self._held_pieces else b""
+                    else:
+                        data = self._hold_audio(dts, adts, payload[2:], size)
+            elif packet.kind == VIDEO:
+                end = len(payload)
+                if (single_nal and end > 9 and payload[0] & 0x8F == legacy_id
+                        and payload[1] == 1 and _U32(payload, 5)[0] + 9 == end):
+                    nal = payload[9]
+                    nal = (nal >> 1) & 0x3F if h265 else nal & 0x1F
+                    if nal not in _NO_SINGLE[h265]:
+                        keyframe = packet.is_keyframe
+                        data = self._frame_ts(packet, keyframe,
+                                              with_params if keyframe else plain)
+            if data is None:
+                data = self.encode(packet)
+            packet._first_encoder = self
+            packet._first_encoding = data
+            if data:
+                append((packet, data))
+        return out
+
     # -- internals -------------------------------------------------------------------
     def _refresh(self) -> None:
         """Follow the source's tracks; a change gives a new PMT version.
@@ -404,6 +513,16 @@ class TsMuxer:
         key = (video.codec if video else None, audio.codec if audio else None)
         self._video, self._audio = video, audio
         self.writes_video = video is not None
+        self._group_audio = video is not None and audio is not None
+        if video is not None and video.nal_length_size == 4:
+            # For encode_many: frames of one NAL unit behind a 4-byte length (what
+            # encoders send) are written in line; their codec id, and what goes
+            # in front of the NAL unit without and with the parameter sets.
+            h265 = video.codec == Codec.H265
+            self._frames = (True, h265, 12 if h265 else 7, _START_AUD[video.codec],
+                            _AUD[video.codec] + self._param_sets(video) + _START)
+        else:
+            self._frames = _NO_FRAMES
         if key != self._pmt_key:
             self._pmt_key = key
             self._pmt_version = (self._pmt_version + 1) & 0x1F
@@ -452,8 +571,12 @@ class TsMuxer:
             self._adts = (track.config, info)
             if info is not None:
                 self._audio_frame_ms = 1024000 / (info.core_sample_rate or info.sample_rate)
+                # [ADTS header, frame] per frame held: a PES is due at this many.
+                self._held_pieces = 2 * max(1, min(
+                    _AUDIO_FRAMES_PER_PES, int(_AUDIO_PES_MAX_MS // self._audio_frame_ms)))
                 self._adts_base = int.from_bytes(aac.adts_header(info, 0), "big") & ~(
                     0x1FFF << 13)
+                self._adts_sizes = {}
         return info
 
     def _own_tracks(self, packet: AVPacket) -> None:
@@ -513,6 +636,73 @@ class TsMuxer:
         keyframe = packet.is_keyframe
         if keyframe and not has_params:
             parts.insert(2, self._param_sets(track))
+        return self._video_pes(packet, keyframe, pts, parts)
+
+    def _frame_ts(self, packet: AVPacket, keyframe: bool, prefix: bytes) -> bytes:
+        """The TS packets of a legacy video tag of one NAL unit (from its 10th
+        byte on), written after ``prefix`` (AUD, parameter sets, start code):
+        the same bytes as :meth:`_video_pes`, with less work.  The TS header,
+        adaptation field with PCR and PES header are one number; the NAL unit
+        goes into the packets from the tag as it is, with no PES in between."""
+        payload = packet.payload
+        end = len(payload)
+        body = len(prefix) + end - 9  # the Annex-B bytes
+        dts = (packet.dts * 90) & _TS_MASK
+        pts = ((packet.dts + packet.cts) * 90) & _TS_MASK
+        cc = (self._cc[VIDEO_PID] + 1) & 0x0F
+        flags = 0x50 if keyframe else 0x10
+        if pts != dts:
+            room = _PAYLOAD - 8 - 19  # Annex-B bytes in the first packet
+            length = 13 + body
+            if length > 0xFFFF:
+                length = 0
+            head = (_HEAD_PTS_DTS | cc << 216 | flags << 200 | ((dts << 15) | 0x7E00) << 152
+                    | length << 104 | (pts >> 30) << 73 | ((pts >> 15) & 0x7FFF) << 57
+                    | (pts & 0x7FFF) << 41 | (dts >> 30) << 33 | ((dts >> 15) & 0x7FFF) << 17
+                    | (dts & 0x7FFF) << 1).to_bytes(31, "big")
+        else:
+            room = _PAYLOAD - 8 - 14
+            length = 8 + body
+            if length > 0xFFFF:
+                length = 0
+            head = (_HEAD_PTS | cc << 176 | flags << 160 | ((dts << 15) | 0x7E00) << 112
+                    | length << 64 | (pts >> 30) << 33 | ((pts >> 15) & 0x7FFF) << 17
+                    | (pts & 0x7FFF) << 1).to_bytes(26, "big")
+        start = 9 + room - len(prefix)  # where the tag's bytes for the second packet start
+        full = (end - start) // _PAYLOAD
+        if body < room or start < 9 or full > _RUN:  # one short packet, big parameter sets
+            return self._video_pes(packet, keyframe, packet.dts + packet.cts,
+                                   [b"", prefix, payload[9:]])
+        parts = [head, prefix, payload[9:start]]
+        pos = start
+        if full > 7:
+            parts += chain.from_iterable(zip(_RUNS[VIDEO_PID][(cc + 1) & 0x0F],
+                                             _splitter(full)(payload, start), strict=False))
+            pos += full * _PAYLOAD
+            cc = (cc + full) & 0x0F
+        elif full:
+            headers = _CONTINUATION[VIDEO_PID]
+            append = parts.append
+            stop = pos + full * _PAYLOAD
+            while pos < stop:
+                cc = (cc + 1) & 0x0F
+                append(headers[cc])
+                append(payload[pos:pos + _PAYLOAD])
+                pos += _PAYLOAD
+        if pos < end:
+            cc = (cc + 1) & 0x0F
+            parts += (_LAST[VIDEO_PID][cc], _FILL[_PAYLOAD - (end - pos)], payload[pos:])
+        self._cc[VIDEO_PID] = cc
+        data = b"".join(parts)
+        if self._held and (keyframe or self.live_readers):
+            audio = self._release(abs(_signed(packet.dts - self._held_last)) < _STALE_AUDIO_MS)
+            return audio + data
+        return data
+
+    def _video_pes(self, packet: AVPacket, keyframe: bool, pts: int,
+                   parts: list[bytes]) -> bytes:
+        """A video frame's TS packets: ``parts`` is [b"" (room for the PES
+        header), the Annex-B data...], ``pts`` in RTMP milliseconds."""
         dts = (packet.dts * 90) & _TS_MASK
         pts = (pts * 90) & _TS_MASK
         if pts != dts:
@@ -584,6 +774,13 @@ class TsMuxer:
                             b"\x80\x80\x05", _timestamp(2, pts), adts, frame))
             data = self._pes_packets(AUDIO_PID, pes, pts, True)
             return out + data if out else data
+        return self._hold_audio(dts, adts, frame, size)
+
+    def _hold_audio(self, dts: int, adts: bytes, frame: bytes, size: int) -> bytes:
+        """Hold an AAC frame (``size`` bytes, with its ADTS header) for the next
+        PES; the PES of the frames held before, if this one cannot join them,
+        or of all of them, once there are enough."""
+        held = self._held
         out = b""
         if held:
             step = (dts - self._held_last) & 0xFFFFFFFF
@@ -599,7 +796,7 @@ class TsMuxer:
         held.append(frame)
         self._held_bytes += size + 7
         self._held_last = dts
-        if len(held) >= 2 * _AUDIO_FRAMES_PER_PES:
+        if len(held) >= self._held_pieces:
             return out + self._release() if out else self._release()
         return out
 
