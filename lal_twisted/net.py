@@ -16,14 +16,53 @@ mostly the kernel's work inside send().
 A relay push writes the same packets to its target as a player does, over a
 connection it dialled: :func:`connect_eager` gives it the same writes
 (:class:`EagerClient`).
+
+A response may end with a :class:`FileSpan` (an HLS segment held in a memfd):
+the eager transport sends it with ``sendfile``, as nginx sends a static file,
+instead of copying it from Python bytes into the socket.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.posixbase import PosixReactorBase
+
+
+class FileSpan:
+    """The first ``size`` bytes of an open file (the caller owns and closes
+    ``fd``), as the last piece given to ``writeSequence``: an eager transport
+    sends it with ``sendfile``, any other takes :meth:`read`."""
+
+    __slots__ = ("fd", "size")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, offset: int = 0) -> bytes:
+        """The bytes from ``offset`` to the end of the span."""
+        parts = []
+        while offset < self.size:
+            chunk = os.pread(self.fd, self.size - offset, offset)
+            if not chunk:
+                raise OSError(f"file span: {self.size - offset} bytes missing at {offset}")
+            parts.append(chunk)
+            offset += len(chunk)
+        return b"".join(parts)
+
+
+def as_bytes(piece: bytes | FileSpan) -> bytes:
+    return piece if type(piece) is bytes else piece.read()  # type: ignore[union-attr]
+
+
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 
 class _EagerWrites:
@@ -71,26 +110,41 @@ class _EagerWrites:
         """Send the pieces with one ``sendmsg`` when nothing is queued (no join:
         an HLS segment and its headers go out without a copy); what the kernel
         does not take is queued, in order.  twisted.web writes each chunk of a
-        chunked body as [size, data, CRLF]."""
+        chunked body as [size, data, CRLF].  A last piece that is a
+        :class:`FileSpan` follows with ``sendfile`` (the pieces before it are
+        sent with MSG_MORE, so they leave in the same TCP segment)."""
         if self._corked is not None:
-            self._corked.extend(iovec)
+            self._corked.extend(as_bytes(piece) for piece in iovec)
             return
         if (self._tempDataLen or self.offset != len(self.dataBuffer) or not self.connected
                 or self.disconnecting or self._writeDisconnected):
             for piece in iovec:
-                super().write(piece)  # type: ignore[misc]
+                super().write(as_bytes(piece))  # type: ignore[misc]
             return
-        pieces = [piece for piece in iovec if piece]
-        try:
-            sent = self.socket.sendmsg(pieces)
-        except OSError:
-            sent = 0  # EAGAIN, or an error the normal write path will report
-        for piece in pieces:
-            if sent >= len(piece):
-                sent -= len(piece)
-                continue
-            super().write(piece[sent:] if sent else piece)  # type: ignore[misc]
+        span = iovec[-1] if iovec and type(iovec[-1]) is FileSpan else None
+        pieces = [piece for piece in (iovec[:-1] if span is not None else iovec) if piece]
+        queued = False
+        if pieces:
+            try:
+                sent = self.socket.sendmsg(pieces, (), _MSG_MORE if span is not None else 0)
+            except OSError:
+                sent = 0  # EAGAIN, or an error the normal write path will report
+            for piece in pieces:
+                if sent >= len(piece):
+                    sent -= len(piece)
+                    continue
+                super().write(piece[sent:] if sent else piece)  # type: ignore[misc]
+                sent = 0
+                queued = True
+        if span is not None and span.size:
             sent = 0
+            if not queued:
+                try:
+                    sent = os.sendfile(self.socket.fileno(), span.fd, 0, span.size)
+                except OSError:
+                    sent = 0  # as above
+            if sent < span.size:
+                super().write(span.read(sent))  # type: ignore[misc]
 
 
 class EagerServer(_EagerWrites, tcp.Server):

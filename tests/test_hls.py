@@ -483,6 +483,36 @@ def test_a_repeated_poll_is_answered_afresh_and_sessions_still_end(server: Serve
     assert first_peer == second_peer and first_id != second_id
 
 
+def test_polled_connections_keep_the_header_clock(tmp_path: Path, media: Media) -> None:
+    """A player polling on one connection for longer than read_header_timeout_ms
+    keeps it (the clock starts again at the end of each response); once it stops
+    asking, the connection is closed that long after its last response."""
+    server = start_server(tmp_path, default_http={"read_header_timeout_ms": 1500},
+                          hls={"enable": True, "fragment_duration_ms": FRAGMENT_MS,
+                               "fragment_num": 4, "use_memory_as_disk_flag": True})
+    pub = push(media.long_av, server.rtmp_url("clock"), loop=True)
+    request = b"GET /hls/clock.m3u8 HTTP/1.1\r\nHost: x\r\nUser-Agent: clock\r\n\r\n"
+    try:
+        wait_playlist(server, "clock.m3u8", segments=1)
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+            buf = bytearray()
+            started = time.monotonic()
+            while time.monotonic() - started < 4.0:  # well past the 1.5 s clock
+                sock.sendall(request)
+                status, _, body = read_response(sock, buf)
+                assert status == b"HTTP/1.1 200 OK" and b"#EXTM3U" in body
+                time.sleep(0.5)
+            last = time.monotonic()
+            assert sock.recv(100) == b""  # closed by the server...
+            waited = time.monotonic() - last
+            assert 1.0 <= waited <= 6.0, waited  # ...about 1.5 s after the last answer
+    finally:
+        pub.kill()
+        finish(pub)
+        stop_server(server)
+    assert "no complete request headers within 1.5 s" in server.log()
+
+
 def test_sigterm_finishes_the_files(tmp_path: Path, media: Media) -> None:
     out = tmp_path / "hls" / "term"
     server = hls_server(tmp_path, use_memory_as_disk_flag=False, cleanup_mode=0)
@@ -613,7 +643,7 @@ def test_batched_segmenter_keeps_the_stream_order_for_other_consumers(media: Med
     segments = sorted(hls.record, key=lambda s: s.sequence)
     assert len(segments) >= 4
     whole = tmp_path / "all.ts"
-    whole.write_bytes(b"".join(store.files[f"batch/{s.name}"] for s in segments))
+    whole.write_bytes(b"".join(store.read(f"batch/{s.name}") for s in segments))
     assert decode_errors(whole) == ""
     assert count_frames(whole) == count_frames(media.av)
 
@@ -639,13 +669,13 @@ def test_batched_packets_are_encoded_with_the_tracks_they_came_with(media: Media
     stream.stop_publish()
     segments = sorted(hls.record, key=lambda s: s.sequence)
     whole = tmp_path / "all.ts"
-    whole.write_bytes(b"".join(store.files[f"change/{s.name}"] for s in segments))
+    whole.write_bytes(b"".join(store.read(f"change/{s.name}") for s in segments))
     assert decode_errors(whole) == ""
     frames = count_frames(whole)
     assert frames["video"][1] == (count_frames(media.av)["video"][1]
                                   + count_frames(other)["video"][1])
     last = tmp_path / "last.ts"
-    last.write_bytes(store.files[f"change/{segments[-1].name}"])
+    last.write_bytes(store.read(f"change/{segments[-1].name}"))
     size = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
                            "stream=width,height", "-of", "csv=p=0", str(last)],
                           capture_output=True, text=True, check=True).stdout.strip()

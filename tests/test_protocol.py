@@ -350,6 +350,76 @@ def test_eager_write_sequence_sends_pieces_together_and_queues_the_rest() -> Non
     b.close()
 
 
+def _memfd(data: bytes) -> Any:
+    import os
+
+    from lal_twisted.net import FileSpan
+
+    fd = os.memfd_create("test-span")
+    os.write(fd, data)
+    return FileSpan(fd, len(data))
+
+
+def _drain(transport: Any, b: Any, expected_len: int) -> bytes:
+    got = b""
+    b.settimeout(2)
+    while len(got) < expected_len:
+        transport.doWrite()  # Twisted's write path sends what was queued
+        try:
+            got += b.recv(1 << 20)
+        except TimeoutError:
+            break
+    return got
+
+
+def test_eager_write_sequence_sends_a_file_span_with_sendfile() -> None:
+    """A memfd span as the last piece follows the pieces before it, whole, with
+    nothing queued when the socket takes it all."""
+    import os
+
+    a, b, reactor, transport = _eager_pair()
+    span = _memfd(b"0123456789" * 100)
+    transport.writeSequence([b"HTTP head\r\n\r\n", span])
+    assert _drain(transport, b, 1015) == b"HTTP head\r\n\r\n" + b"0123456789" * 100
+    assert not transport._tempDataBuffer and transport not in reactor.getWriters()
+    os.close(span.fd)
+    a.close()
+    b.close()
+
+
+def test_eager_file_span_the_kernel_does_not_take_is_queued_in_order() -> None:
+    """A span larger than the socket takes: the rest is read from the file and
+    queued; what is written next goes after it; nothing is lost or repeated."""
+    import os
+
+    a, b, reactor, transport = _eager_pair()
+    big = bytes(range(256)) * 4096           # 1 MiB: more than the socket takes
+    span = _memfd(big)
+    transport.writeSequence([b"HEAD", span])
+    transport.writeSequence([b"next", _memfd(b"second body")])  # behind the first
+    transport.write(b"!")
+    os.close(span.fd)                         # the queued rest is already read
+    expected = b"HEAD" + big + b"next" + b"second body" + b"!"
+    queued = transport._tempDataLen + len(transport.dataBuffer) - transport.offset
+    assert 0 < queued < len(expected)
+    assert transport in reactor.getWriters()
+    assert _drain(transport, b, len(expected)) == expected
+    a.close()
+    b.close()
+
+
+def test_a_file_span_after_queued_pieces_waits_its_turn() -> None:
+    """When the pieces before the span are only partly sent, the span is not
+    sent ahead of them."""
+    a, b, reactor, transport = _eager_pair()
+    big = bytes(range(256)) * 4096
+    transport.writeSequence([big, _memfd(b"after the big piece")])
+    expected = big + b"after the big piece"
+    assert _drain(transport, b, len(expected)) == expected
+    a.close()
+    b.close()
+
+
 class LowWaterSocket:
     """Stands in for a transport's socket: records SO_RCVLOWAT."""
 

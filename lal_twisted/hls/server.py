@@ -30,6 +30,7 @@ from twisted.web.http import (
 from lal_twisted.hls.segmenter import LIVE_PLAYLIST, RECORD_PLAYLIST
 from lal_twisted.hub.access import Refused
 from lal_twisted.log import Logger
+from lal_twisted.net import FileSpan
 from lal_twisted.web.router import ReadOnlyResource, plain_error, route_path
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class HlsResource(ReadOnlyResource):
         return server.NOT_DONE_YET
 
     def fast_get(self, path: str, headers: dict[bytes, bytes],
-                 channel: Any) -> Callable[[], list[bytes] | None] | None:
+                 channel: Any) -> Callable[[], list[bytes | FileSpan] | None] | None:
         """A responder for an admitted viewer's playlist or in-memory segment,
         answered without a twisted.web request (a thousand players poll every
         second); None for everything else, which takes the ordinary way.  The
@@ -162,12 +163,14 @@ class HlsResource(ReadOnlyResource):
         return partial(self._fast_answer, key, name, file)
 
     def _fast_answer(self, key: tuple[str, str, str], name: str,
-                     file: str) -> list[bytes] | None:
+                     file: str) -> list[bytes | FileSpan] | None:
         """The response (status line and headers, then the body, sent together
-        without joining them), or None: the viewer is gone (a new one is
-        admitted the ordinary way), or the file is not served from memory."""
+        without joining them; a segment's body may be a memfd span the
+        transport sends with ``sendfile``), or None: the viewer is gone (a new
+        one is admitted the ordinary way), or the file is not served from
+        memory."""
         viewer = self.viewers.get(key)
-        hls = self.manager.get(name)
+        hls = self.manager.streams.get(name)
         if viewer is None or not viewer.admitted or hls is None:
             return None
         if file == LIVE_PLAYLIST:
@@ -175,14 +178,14 @@ class HlsResource(ReadOnlyResource):
         elif file == RECORD_PLAYLIST:
             body, head = hls.record_playlist, _M3U8_HEAD
         elif file in hls.files and hls.store.in_memory:
-            body, head = hls.store.read(f"{name}/{file}"), _TS_HEAD  # type: ignore[attr-defined]
+            body, head = hls.store.span(f"{name}/{file}"), _TS_HEAD  # type: ignore[attr-defined]
         else:
             return None
         if body is None:
             return None
         viewer.last = self.reactor.seconds()
         viewer.session.bytes_out += len(body)
-        return [b"".join((head, b"%d\r\nDate: " % len(body), _http_date(), b"\r\n\r\n")), body]
+        return [b"%s%d\r\nDate: %s\r\n\r\n" % (head, len(body), _http_date()), body]
 
     # -- viewers ----------------------------------------------------------------------
     def _viewer(self, request: server.Request, name: str) -> _Viewer:

@@ -29,7 +29,7 @@ from twisted.web import http, server
 from twisted.web.resource import IResource
 
 from lal_twisted.log import Logger
-from lal_twisted.net import EagerServer
+from lal_twisted.net import EagerServer, FileSpan, as_bytes
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_REQUEST_HEADER_TIMEOUT", "LalChannel",
            "LalRequest", "LalSite"]
@@ -49,6 +49,9 @@ DEFAULT_REQUEST_HEADER_TIMEOUT = 30.0
 # Go's net/http waits 500 ms for the same reason (rstAvoidanceDelay).
 _LINGER = 0.5
 _NO_BODY_METHODS = (b"GET", b"HEAD")
+# A fast-path request's bytes, its responder (the response's pieces, or None for
+# the ordinary way) and whether the connection closes after it.
+_FastMemo = tuple[bytes, Callable[[], "list[bytes | FileSpan] | None"], bool]
 _REASONS = {400: b"Bad Request", 413: b"Content Too Large"}
 
 
@@ -59,8 +62,10 @@ class LalChannel(http.HTTPChannel):
     refused = False
     _header_timer: IDelayedCall | None = None
     _abort_call: IDelayedCall | None = None
-    # The last fast-path request on this connection and its responder.
-    _fast_memo: tuple[bytes, Callable[[], list[bytes] | None], bool] | None = None
+    # The last two fast-path requests on this connection with their responders.
+    _fast_memo: _FastMemo | None = None
+    _fast_memo_2: _FastMemo | None = None
+    _fast_at = 0.0  # when the last fast-path response was sent (the site's clock)
 
     @property
     def max_body_bytes(self) -> int:
@@ -93,52 +98,75 @@ class LalChannel(http.HTTPChannel):
 
         ``site.fast_get`` gives a responder (a callable making the response
         now, or None to leave it to twisted.web); the channel keeps the last
-        one with its request bytes, so a player asking the same thing again on
-        this connection (its playlist, every second) skips the parsing and the
-        routing.  The responder checks all the rest (session, stream, file)
-        every time."""
+        two with their request bytes, so a player asking the same thing again
+        on this connection (its playlist, every second, with a segment fetched
+        in between) skips the parsing and the routing.  The responder checks
+        all the rest (session, stream, file) every time."""
         memo = self._fast_memo
-        if memo is not None and memo[0] == data:
-            _, responder, close = memo
-        else:
-            end = data.find(b"\r\n\r\n")
-            if end != len(data) - 4:
-                return False  # pipelined requests
-            lines = data[:end].split(b"\r\n")
-            parts = lines[0].split(b" ")
-            if len(parts) != 3 or parts[2] != b"HTTP/1.1":
-                return False
-            headers: dict[bytes, bytes] = {}
-            for line in lines[1:]:
-                name, sep, value = line.partition(b":")
-                if not sep or not name or name[-1:] in b" \t" or name[:1] in b" \t":
-                    return False  # malformed or folded: twisted.web answers it
-                headers[name.lower()] = value.strip()
-            if b"content-length" in headers or b"transfer-encoding" in headers:
-                return False
-            close = headers.get(b"connection", b"").lower() == b"close"
-            responder = self.site.fast_get(parts[1], headers, self)  # type: ignore[misc]
-            if responder is None:
-                return False
-            self._fast_memo = (data, responder, close)
+        if memo is None or memo[0] != data:
+            other = self._fast_memo_2
+            if other is not None and other[0] == data:
+                self._fast_memo, self._fast_memo_2 = other, memo
+                memo = other
+            else:
+                memo = self._fast_route(data)
+                if memo is None:
+                    return False
+                self._fast_memo, self._fast_memo_2 = memo, self._fast_memo
+        _, responder, close = memo
         response = responder()
         if response is None:
             self._fast_memo = None
             return False
-        self.resetTimeout()
+        # The idle timeout and the header clock count from here; they look at
+        # this when they fire rather than being moved on every request.
+        self._fast_at = self.site.reactor.seconds()
         transport: Any = self.transport
+        if type(response[-1]) is not bytes and not isinstance(transport, EagerServer):
+            response = [as_bytes(piece) for piece in response]  # TLS: no sendfile
         if close:
             transport.writeSequence(response)
             self._stop_header_clock()
             transport.loseConnection()
         else:
-            timer = self._header_timer
-            if timer is not None and timer.active():
-                timer.reset(self.site.request_header_timeout)  # cheaper than a new one
-            else:
+            if self._header_timer is None:
                 self._start_header_clock()
             transport.writeSequence(response)
         return True
+
+    def _fast_route(self, data: bytes) -> _FastMemo | None:
+        """Parse a request for the fast path: (request bytes, responder, close
+        after it), or None to leave it to twisted.web."""
+        end = data.find(b"\r\n\r\n")
+        if end != len(data) - 4:
+            return None  # pipelined requests
+        lines = data[:end].split(b"\r\n")
+        parts = lines[0].split(b" ")
+        if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+            return None
+        headers: dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep or not name or name[-1:] in b" \t" or name[:1] in b" \t":
+                return None  # malformed or folded: twisted.web answers it
+            headers[name.lower()] = value.strip()
+        if b"content-length" in headers or b"transfer-encoding" in headers:
+            return None
+        close = headers.get(b"connection", b"").lower() == b"close"
+        responder = self.site.fast_get(parts[1], headers, self)
+        if responder is None:
+            return None
+        return (data, responder, close)
+
+    def timeoutConnection(self) -> None:  # noqa: N802 - Twisted interface
+        period = self.timeOut
+        if period:
+            left = self._fast_at + period - self.site.reactor.seconds()
+            if left > 0:  # a fast-path request came since the timeout started
+                self.setTimeout(left)
+                self.timeOut = period  # what later requests reset it to
+                return
+        super().timeoutConnection()
 
     def rawDataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted interface
         if not self.refused:
@@ -209,6 +237,10 @@ class LalChannel(http.HTTPChannel):
 
     def _header_timed_out(self) -> None:
         self._header_timer = None
+        left = self._fast_at + self.site.request_header_timeout - self.site.reactor.seconds()
+        if left > 0:  # a fast-path response ended since the clock started
+            self._header_timer = self.callLater(left, self._header_timed_out)
+            return
         log.info("http {peer}: no complete request headers within {secs:g} s; "
                  "closing connection", peer=self._peer(),
                  secs=self.site.request_header_timeout)
