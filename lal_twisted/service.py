@@ -33,7 +33,7 @@ from lal_twisted.httpflv.server import HttpFlvResource
 from lal_twisted.httpts.server import HttpTsResource
 from lal_twisted.hub.registry import StreamRegistry
 from lal_twisted.limits import ConnectionGuard, raise_fd_limit
-from lal_twisted.net import use_eager_writes
+from lal_twisted.net import lean_dispatch, use_eager_writes
 from lal_twisted.record.recorder import Recorder, record_formats
 from lal_twisted.relay.manager import RelayManager
 from lal_twisted.rtmp.server import RTMPServerFactory
@@ -364,4 +364,7 @@ def makeService(options: Options) -> LalService:  # noqa: N802 - twistd plugin e
     for listener in lals.listeners.values():
         listener.exit_on_error = True
     raise_fd_limit()  # the connection cap follows the fd limit (lal_twisted.limits)
+    from twisted.internet import reactor
+
+    lean_dispatch(reactor)  # the process is the server's own
     return lals
