@@ -5,45 +5,18 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.task import Clock
+from threadclock import ThreadedClock
 from twisted.logger import formatEvent
 
 from lal_twisted import log as lal_log
 from lal_twisted.hls import files
 from lal_twisted.hls.store import DiskStore
-
-
-class ThreadedClock(Clock):
-    """A Clock that also takes calls from other threads; ``run`` plays both."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-        self._from_threads: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:  # noqa: N802
-        with self._lock:
-            self._from_threads.append((f, args))
-
-    def run(self, until: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.advance(0)
-            with self._lock:
-                calls, self._from_threads = self._from_threads, []
-            for f, args in calls:
-                f(*args)
-            if until():
-                return
-            assert time.monotonic() < deadline, "timed out"
-            time.sleep(0.002)
 
 
 @contextmanager

@@ -4,39 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from twisted.internet.task import Clock
+from threadclock import ThreadedClock
 
 from lal_twisted.record import writer as writer_module
 from lal_twisted.record.writer import DiskWriter, RecordFile
-
-
-class ThreadedClock(Clock):
-    """A Clock that also takes calls from other threads, run by ``drain``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-        self._from_threads: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:  # noqa: N802
-        with self._lock:
-            self._from_threads.append((f, args))
-
-    def drain(self, until: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not until():
-            assert time.monotonic() < deadline, "timed out"
-            with self._lock:
-                calls, self._from_threads = self._from_threads, []
-            for f, args in calls:
-                f(*args)
-            time.sleep(0.005)
 
 
 def test_bytes_reach_the_file_in_order_and_it_is_closed(tmp_path: Path) -> None:
@@ -48,12 +22,12 @@ def test_bytes_reach_the_file_in_order_and_it_is_closed(tmp_path: Path) -> None:
     for piece in pieces:
         file.write(piece)
     file.close()
-    clock.drain(lambda: bool(done))
+    clock.run(lambda: bool(done))
     assert done == [file] and file.error is None
     assert Path(file.path).read_bytes() == b"".join(pieces)
     assert writer.pending == 0
     stopped = writer.stop()
-    clock.drain(lambda: stopped.called)
+    clock.run(lambda: stopped.called)
 
 
 def test_same_name_gets_a_suffix(tmp_path: Path) -> None:
@@ -64,7 +38,7 @@ def test_same_name_gets_a_suffix(tmp_path: Path) -> None:
     for i, file in enumerate(files):
         file.write(b"x" * (i + 1))
         file.close()
-    clock.drain(lambda: len(done) == 3)
+    clock.run(lambda: len(done) == 3)
     assert sorted(os.listdir(tmp_path)) == ["s-1-1.ts", "s-1-2.ts", "s-1.ts"]
     assert [Path(f.path).stat().st_size for f in files] == [1, 2, 3]
 
@@ -85,7 +59,7 @@ def test_a_disk_that_falls_behind_stops_the_file_not_memory(
     assert file.queued <= 1024 * 1024  # what waits is bounded
     file.write(piece)  # ignored from now on
     stuck.set()
-    clock.drain(lambda: bool(done))
+    clock.run(lambda: bool(done))
     assert done == [file]
     assert Path(file.path).stat().st_size == file.queued  # what was queued is kept
 
@@ -107,7 +81,7 @@ def test_all_files_together_are_bounded(tmp_path: Path, monkeypatch: pytest.Monk
     assert writer.pending <= 1024 * 1024
     stuck.set()
     end = writer.stop()
-    clock.drain(lambda: end.called)
+    clock.run(lambda: end.called)
 
 
 def test_stop_gives_up_on_a_stuck_disk(tmp_path: Path) -> None:
