@@ -8,7 +8,7 @@ from typing import Any
 
 from conftest import FPS, generate
 from mediatools import probe
-from test_record_writer import ThreadedClock
+from threadclock import ThreadedClock
 from zope.interface import implementer
 
 from lal_twisted.hub.events import Observer
@@ -56,7 +56,7 @@ def test_a_publish_becomes_a_file_and_an_event(tmp_path: Path) -> None:
     recorder = Recorder(registry, [(FLV, str(tmp_path / "rec"))], clock)
     recorder.startService()
     publish_file(registry, source, "cam")
-    clock.drain(lambda: bool(finished.records))
+    clock.run(lambda: bool(finished.records))
     [record] = finished.records
     assert (record.key, record.format, record.error) == ("live/cam", "flv", None)
     assert Path(record.path).parent == tmp_path / "rec"
@@ -68,7 +68,7 @@ def test_a_publish_becomes_a_file_and_an_event(tmp_path: Path) -> None:
     assert info.decode_errors == "" and info.video_frames == 3 * FPS
     assert info == probe(source)  # every frame, as published
     stopped = recorder.stopService()
-    clock.drain(lambda: stopped.called)
+    clock.run(lambda: stopped.called)
 
 
 def test_nothing_is_attached_when_recording_is_off() -> None:
@@ -116,4 +116,4 @@ def test_a_recording_is_not_an_audience(tmp_path: Path) -> None:
     registry.stop_play(player, sink)
     assert audience.events == ["unwatched live/cam"]  # though the recording goes on
     stopped = recorder.stopService()
-    clock.drain(lambda: stopped.called)
+    clock.run(lambda: stopped.called)
