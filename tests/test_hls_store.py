@@ -85,17 +85,14 @@ def test_readers_never_see_half_a_playlist(tmp_path: Path, big: bool) -> None:
     clock = ThreadedClock()
     store = DiskStore(str(tmp_path), clock)
     texts = versions(300, big)
-    assert all((len(t) > files.REWRITE_MAX_BYTES) == big for t in texts)
     path = tmp_path / "s" / "playlist.m3u8"
     seen: list[bytes] = []
-    inodes: set[int] = set()
     stop = threading.Event()
 
     def reader() -> None:
         while not stop.is_set():
             try:
                 with open(path, "rb") as f:
-                    inodes.add(os.fstat(f.fileno()).st_ino)
                     seen.append(f.read())
             except FileNotFoundError:
                 pass
@@ -114,9 +111,6 @@ def test_readers_never_see_half_a_playlist(tmp_path: Path, big: bool) -> None:
     assert seen and all(s in valid for s in seen)
     assert len(set(seen)) > 10  # the reader did see it change
     assert path.read_bytes() == texts[-1]
-    if not big and files._renameat2 is not None:
-        # Two files take turns: no inode made or freed per version.
-        assert len(inodes) <= 2
     # The publish ended: no spare file is left behind.
     store.settled("s")
     clock.run(lambda: not (tmp_path / "s" / "playlist.m3u8.tmp").exists())

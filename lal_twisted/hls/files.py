@@ -43,7 +43,11 @@ __all__ = ["REWRITE_MAX_BYTES", "drop_spares", "read", "remove", "remove_tree", 
 
 # A playlist up to this size is written over the previous version's file: one
 # page, read by any reader (nginx's sendfile, a player's read) in one call.
-REWRITE_MAX_BYTES = 4096
+# Off (0): a reader that opened the previous version just before the exchange
+# could still be reading it while the next version is written over it (seen in
+# tests/test_hls_store.py with versions written back to back), so every version
+# is a new file.
+REWRITE_MAX_BYTES = 0
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC
