@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from lal_twisted.hls.store import MemoryStore
+from lal_twisted.hls.store import MemoryStore, Pieces
 from lal_twisted.net import FileSpan
 
 
@@ -65,3 +65,26 @@ def test_past_its_descriptor_share_the_store_keeps_bytes() -> None:
     store.put("c/4.ts", b"4" * 100)       # a descriptor is free again
     assert isinstance(store.span("c/4.ts"), FileSpan)
     store.close()
+
+
+def test_a_segment_in_pieces_is_served_as_their_bytes() -> None:
+    """A segment is stored as the TS pieces it was made of: it counts its size,
+    goes into a memfd whole on first serve (more pieces than one writev takes,
+    some empty), and is joined once for a plain read."""
+    parts = [bytes([i % 251]) * (i % 200) for i in range(2500)]
+    whole = b"".join(parts)
+    store = MemoryStore()
+    store.put("s/a.ts", Pieces(parts))
+    store.put("s/b.ts", Pieces(list(parts)))
+    assert store.bytes == 2 * len(whole)
+    kept = store.span("s/a.ts")
+    assert isinstance(kept, FileSpan) and len(kept) == len(whole)
+    assert kept.read() == whole and store.read("s/a.ts") == whole
+    assert store.read("s/b.ts") == whole and type(store.files["s/b.ts"]) is bytes
+    assert list(store.files) == ["s/a.ts", "s/b.ts"] and store.bytes == 2 * len(whole)
+    store.close()
+    assert store.bytes == 0 and store.fds == 0
+    full = MemoryStore(max_fds=0)  # no descriptor to spare: joined into bytes
+    full.put("s/c.ts", Pieces(parts))
+    assert full.span("s/c.ts") == whole
+    full.close()

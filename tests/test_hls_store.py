@@ -4,6 +4,8 @@ replaced so that readers never see half a file; bounded; one log line on errors.
 from __future__ import annotations
 
 import os
+import socket
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +18,7 @@ from twisted.logger import formatEvent
 
 from lal_twisted import log as lal_log
 from lal_twisted.hls import files
-from lal_twisted.hls.store import DiskStore
+from lal_twisted.hls.store import DiskStore, Pieces
 
 
 @contextmanager
@@ -210,3 +212,57 @@ def test_delete_dir_removes_the_stream_and_later_writes_make_it_again(tmp_path: 
     assert answer == [True]
     assert (tmp_path / "s" / "playlist.m3u8").read_bytes() == b"#EXTM3U\n"
     close(store, clock)
+
+
+def test_a_segment_in_pieces_is_written_whole_and_counted(tmp_path: Path) -> None:
+    """A segment handed over as its pieces (more than one writev takes, some
+    empty) lands on disk as their concatenation; the pending bound counts it."""
+    clock = ThreadedClock()
+    store = DiskStore(str(tmp_path), clock)
+    parts = [os.urandom(i % 300) for i in range(3 * files._IOV_MAX + 7)]
+    answer = results([store.put("s/seg-0.ts", Pieces(parts))])
+    assert store.pending == sum(map(len, parts))
+    clock.run(lambda: bool(answer))
+    assert answer == [True] and store.pending == 0
+    assert (tmp_path / "s" / "seg-0.ts").read_bytes() == b"".join(parts)
+    close(store, clock)
+
+
+def test_write_all_finishes_a_write_the_kernel_cut_short() -> None:
+    """A write that takes only part of the pieces (here: a socket with a send
+    timeout whose reader starts late) is carried on from where it stopped,
+    the piece it cut included."""
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 1, 0))
+    parts = [os.urandom(10_000 + i) for i in range(30)]
+    got: list[bytes] = []
+    calls: list[tuple[int, int]] = []
+    writev = os.writev
+    first_done = threading.Event()
+
+    def counted(fd: int, pieces: list[Any]) -> int:
+        n = writev(fd, pieces)
+        calls.append((sum(map(len, pieces)), n))
+        first_done.set()
+        return n
+
+    def drain() -> None:
+        first_done.wait(10)  # the first write times out having sent only part
+        while chunk := theirs.recv(65536):
+            got.append(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(os, "writev", counted)
+            files.write_all(ours.fileno(), parts)
+        files.write_all(ours.fileno(), b"tail" * 50_000)
+    finally:
+        ours.shutdown(socket.SHUT_WR)
+        reader.join(10)
+        ours.close()
+        theirs.close()
+    assert b"".join(got) == b"".join(parts) + b"tail" * 50_000
+    assert calls[0][1] < calls[0][0]  # the first call was cut short

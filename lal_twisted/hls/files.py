@@ -72,21 +72,48 @@ def _find_renameat2() -> Any:
 _renameat2 = _find_renameat2()
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written < len(data):
-        view = memoryview(data)[written:]
-        while view:
-            view = view[os.write(fd, view):]
+def _iov_max() -> int:
+    try:
+        return max(16, os.sysconf("SC_IOV_MAX"))
+    except (AttributeError, ValueError, OSError):
+        return 16
 
 
-def write_new(path: str, data: bytes, make_dir: bool) -> None:
-    """Write ``data`` to the file ``path`` (a new segment)."""
+_IOV_MAX = _iov_max()
+
+
+def write_all(fd: int, data: bytes | list[bytes]) -> None:
+    """Write ``data`` to ``fd``: bytes, or pieces in order (``writev``, as
+    many pieces a call as the system takes, without joining them)."""
+    if type(data) is bytes:
+        written = os.write(fd, data)
+        if written < len(data):
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(fd, view):]
+        return
+    pieces: list[Any] = list(data)  # type: ignore[arg-type]
+    done = 0
+    while done < len(pieces):
+        batch = pieces[done:done + _IOV_MAX]
+        written = os.writev(fd, batch)
+        if not written and any(batch):
+            raise OSError(errno.EIO, "write took no bytes")
+        for piece in batch:
+            if written < len(piece):
+                pieces[done] = memoryview(piece)[written:]
+                break
+            written -= len(piece)
+            done += 1
+
+
+def write_new(path: str, data: bytes | list[bytes], make_dir: bool) -> None:
+    """Write ``data`` (bytes or pieces) to the file ``path`` (a new segment)."""
     if make_dir:
         os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, _NEW_FLAGS, 0o644)
     try:
-        _write_all(fd, data)
+        write_all(fd, data)
     finally:
         os.close(fd)
 
@@ -108,7 +135,7 @@ def replace(path: str, data: bytes, make_dir: bool, spares: set[str]) -> None:
         fd = os.open(spare, _REWRITE_FLAGS, 0o644)
         spares.add(spare)
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             os.ftruncate(fd, len(data))  # never to 0: that would force a write-out
         finally:
             os.close(fd)

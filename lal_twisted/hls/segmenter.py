@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from zope.interface import implementer
 
 from lal_twisted.hls.playlist import Segment, render
-from lal_twisted.hls.store import Store
+from lal_twisted.hls.store import Pieces, Store
 from lal_twisted.hub.sink import IStreamSink
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import VIDEO, AVPacket
@@ -314,7 +314,7 @@ class HlsStream:
         name = f"{self.name}-{int(building.created * 1000)}-{sequence}.ts"
         segment = Segment(name, sequence, duration, building.size,
                           self.discontinuity_sequence, building.created)
-        data = b"".join(building.parts)
+        data = Pieces(building.parts, building.size)  # written or served without a join
         building.parts = []
         self._pending.append((segment, ended))
         self.store.put(f"{self.name}/{name}", data).addCallback(self._stored, segment)

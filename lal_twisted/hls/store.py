@@ -21,7 +21,7 @@ from lal_twisted.hls import files
 from lal_twisted.log import Logger
 from lal_twisted.net import FileSpan, as_bytes
 
-__all__ = ["DiskStore", "MemoryStore", "Store"]
+__all__ = ["DiskStore", "MemoryStore", "Pieces", "Store"]
 
 log = Logger("lal_twisted.hls.store")
 
@@ -35,12 +35,39 @@ DEFAULT_MEMORY_MAX_BYTES = 1024 * 1024 * 1024
 DEFAULT_DISK_MAX_PENDING_BYTES = 128 * 1024 * 1024
 
 
+class Pieces:
+    """A file's bytes as the pieces they were made in, never joined: a segment
+    is the TS bytes of its packets (the very objects the stream's other TS
+    consumers share), which go to a memfd or a file with one ``writev``.
+    Joining them on the reactor copied every byte of every stream once more,
+    into memory touched for the first time."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: list[bytes], size: int | None = None) -> None:
+        self.parts = parts
+        self.size = sum(map(len, parts)) if size is None else size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def join(self) -> bytes:
+        return b"".join(self.parts)
+
+
+Content = bytes | Pieces
+
+
+def _joined(data: Content) -> bytes:
+    return data.join() if isinstance(data, Pieces) else data
+
+
 class Store:
     """What the segmenter and the HTTP resource use."""
 
     in_memory = False
 
-    def put(self, path: str, data: bytes) -> defer.Deferred[bool]:
+    def put(self, path: str, data: Content) -> defer.Deferred[bool]:
         """Store ``data`` at ``path``; fires True once readable, False if dropped."""
         raise NotImplementedError
 
@@ -84,14 +111,14 @@ class MemoryStore(Store):
     def __init__(self, max_bytes: int = DEFAULT_MEMORY_MAX_BYTES,
                  max_fds: int | None = None) -> None:
         self.max_bytes = max_bytes
-        self.files: OrderedDict[str, bytes | FileSpan] = OrderedDict()
+        self.files: OrderedDict[str, Content | FileSpan] = OrderedDict()
         self.bytes = 0
         self.fds = 0
         # None: worked out on first use (the server raises its limit after building this).
         self.max_fds = max_fds
         self._evict_logged = False
 
-    def put(self, path: str, data: bytes) -> defer.Deferred[bool]:
+    def put(self, path: str, data: Content) -> defer.Deferred[bool]:
         self.delete(path)
         self.files[path] = data
         self.bytes += len(data)
@@ -103,26 +130,24 @@ class MemoryStore(Store):
                          max=self.max_bytes)
         return defer.succeed(True)
 
-    def _keep(self, data: bytes) -> bytes | FileSpan:
+    def _keep(self, data: Content) -> bytes | FileSpan:
         if self.max_fds is None:
             self.max_fds = _fd_share()
         if not data or self.fds >= self.max_fds or _memfd_create is None:
-            return data
+            return _joined(data)
         try:
             fd = _memfd_create("lal-hls", _MFD_CLOEXEC)
         except OSError:
-            return data  # out of descriptors (or memfd refused): bytes do
+            return _joined(data)  # out of descriptors (or memfd refused): bytes do
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            files.write_all(fd, data.parts if isinstance(data, Pieces) else data)
         except OSError:
             os.close(fd)
-            return data
+            return _joined(data)
         self.fds += 1
         return FileSpan(fd, len(data))
 
-    def _drop(self, kept: bytes | FileSpan) -> None:
+    def _drop(self, kept: Content | FileSpan) -> None:
         self.bytes -= len(kept)
         if type(kept) is FileSpan:
             os.close(kept.fd)
@@ -133,13 +158,15 @@ class MemoryStore(Store):
         """The file to serve: a memfd span to send with ``sendfile`` (made on
         the first call), or bytes; valid until the store next changes."""
         kept = self.files.get(path)
-        if type(kept) is bytes:
+        if kept is not None and not isinstance(kept, FileSpan):
             kept = self.files[path] = self._keep(kept)  # keeps its place in the order
         return kept
 
     def read(self, path: str) -> bytes | None:
         """Synchronous ``get`` (the memory store never waits)."""
         kept = self.files.get(path)
+        if isinstance(kept, Pieces):
+            kept = self.files[path] = kept.join()  # joined once, for every reader
         return None if kept is None else as_bytes(kept)
 
     def get(self, path: str) -> defer.Deferred[bytes | None]:
@@ -243,7 +270,7 @@ class DiskStore(Store):
     def _full(self, path: str) -> str:
         return os.path.join(self.root, path)
 
-    def put(self, path: str, data: bytes) -> defer.Deferred[bool]:
+    def put(self, path: str, data: Content) -> defer.Deferred[bool]:
         size = len(data)
         if self.pending + size > self.max_pending_bytes:
             if not self._overflowing:
@@ -275,9 +302,10 @@ class DiskStore(Store):
         # A new segment is listed only once written, so it is written in place; a
         # playlist replaces an older one, so it goes through a spare file.
         if path.endswith(".m3u8"):
-            self._ask(files.replace, (full, data, make_dir, self._spares), done)
+            self._ask(files.replace, (full, _joined(data), make_dir, self._spares), done)
         else:
-            self._ask(files.write_new, (full, data, make_dir), done)
+            self._ask(files.write_new, (full, data.parts if isinstance(data, Pieces)
+                                        else data, make_dir), done)
         return d
 
     def get(self, path: str) -> defer.Deferred[bytes | None]:
