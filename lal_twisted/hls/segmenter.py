@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from zope.interface import implementer
 
-from lal_twisted.hls.playlist import Segment, render
+from lal_twisted.hls.playlist import Listing, Segment, render
 from lal_twisted.hls.store import Pieces, Store
 from lal_twisted.hub.sink import IStreamSink
 from lal_twisted.log import Logger
@@ -121,7 +121,7 @@ class HlsStream:
         self.key = ""  # the stream key feeding it
         self.live: deque[Segment] = deque()
         self.expired: deque[Segment] = deque()  # left the playlist, not deleted yet
-        self.record: list[Segment] = []
+        self.record = Listing()
         self.files: dict[str, Segment] = {}  # every segment file that exists
         self.sequence = 0
         self.discontinuity_sequence = 0
@@ -147,7 +147,7 @@ class HlsStream:
             self.schedule(self)
         self._building = None
         self._new_publisher = bool(self.live or self.record or self._pending)
-        self.record = []
+        self.record = Listing()
         self.record_playlist = None
 
     def end(self) -> None:
@@ -353,15 +353,14 @@ class HlsStream:
     def _delete_segment(self, segment: Segment) -> None:
         self.files.pop(segment.name, None)
         self.store.delete(f"{self.name}/{segment.name}")
-        if segment in self.record:
-            self.record.remove(segment)
+        self.record.remove(segment)
 
     def _path(self, file: str) -> str:
         return os.path.join(self.config.out_path, self.name, file)
 
     def _publish_playlists(self, ended: bool) -> None:
         self.live_playlist = render(list(self.live)) if self.live else None
-        self.record_playlist = render(self.record, ended=ended) if self.record else None
+        self.record_playlist = self.record.render(ended) if self.record else None
         if not self.store.in_memory:
             if self.live_playlist is not None:
                 self.store.put(f"{self.name}/{LIVE_PLAYLIST}", self.live_playlist)
@@ -374,7 +373,7 @@ class HlsStream:
         """Delete every file of this stream name (cleanup mode 1 at the end)."""
         self.live.clear()
         self.expired.clear()
-        self.record = []
+        self.record = Listing()
         self.files.clear()
         self.live_playlist = self.record_playlist = None
         self.store.delete_dir(self.name)
