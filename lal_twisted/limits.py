@@ -18,6 +18,7 @@ line (at most one per listener every few seconds, with a count).
 from __future__ import annotations
 
 import resource
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -105,12 +106,17 @@ class ConnectionGuard:
         self.evicted = 0
         self._quiet_until: dict[str, float] = {}
         self._untold: dict[str, int] = {}
+        # What else may hold descriptors, each a call giving its most (the HLS
+        # memory store's memfds): kept out of the default cap.
+        self.fd_users: list[Callable[[], int]] = []
 
     @property
     def max_total(self) -> int:
-        """The cap for all listeners: as configured, else from the fd limit now."""
+        """The cap for all listeners: as configured, else from the fd limit now,
+        less what ``fd_users`` may hold."""
         if not self._max_total:
-            self._max_total = default_max_connections()
+            others = sum(most() for most in self.fd_users)
+            self._max_total = max(8, default_max_connections() - others)
         return self._max_total
 
     def wrap(self, factory: Factory, name: str) -> GuardedFactory:

@@ -322,6 +322,9 @@ class LalService(service.MultiService):
                                                    exact=route.exact)
         self.guard = ConnectionGuard(reactor, config.limits.max_connections,
                                      config.limits.max_connections_per_addr)
+        fd_share = getattr(self.hls.store, "fd_share", None) if self.hls else None
+        if fd_share is not None:  # HLS segments in memfds: not the connections' descriptors
+            self.guard.fd_users.append(fd_share)
         self.listeners: dict[str, Listener] = {}
         for spec in LISTENERS:
             if spec.enabled(self):

@@ -231,3 +231,31 @@ def test_guard_caps_per_listener_and_address_and_evicts_the_oldest_waiting() -> 
     b1.connectionLost(Failure(ConnectionDone()))  # type: ignore[union-attr]
     assert open_conn(rtmp, "10.0.0.3") is not None
     assert guard.per_listener == {"rtmp": 3} and guard.per_host["10.0.0.2"] == 1
+
+
+def test_hls_memfds_are_kept_out_of_the_connection_cap(tmp_path: Path) -> None:
+    """With HLS segments served from memfds, the default connection cap leaves
+    their descriptors free: the cap refuses a connection before the memfds and
+    the sockets together would run out (EMFILE)."""
+    from lal_twisted.config import from_dict
+    from lal_twisted.limits import default_max_connections
+    from lal_twisted.service import make_service
+
+    def build(hls: dict[str, Any]) -> Any:
+        return make_service(from_dict({
+            "rtmp": {"addr": "127.0.0.1:0"},
+            "default_http": {"http_listen_addr": "127.0.0.1:0"},
+            "hls": {"enable": True, "out_path": str(tmp_path) + "/", **hls},
+            "log": {"level": "error", "filename": str(tmp_path / "s.log"),
+                    "is_to_stdout": False},
+        }))
+
+    memory = build({"use_memory_as_disk_flag": True})
+    share = memory.hls.store.fd_share()
+    assert share >= 16
+    assert memory.guard.max_total == default_max_connections() - share
+    disk = build({"use_memory_as_disk_flag": False})
+    assert disk.guard.max_total == default_max_connections()
+    guard = ConnectionGuard(Clock())
+    guard.fd_users.append(lambda: default_max_connections())  # nothing left: the floor
+    assert guard.max_total == 8

@@ -130,10 +130,14 @@ class MemoryStore(Store):
                          max=self.max_bytes)
         return defer.succeed(True)
 
-    def _keep(self, data: Content) -> bytes | FileSpan:
+    def fd_share(self) -> int:
+        """The most memfds this store holds at once."""
         if self.max_fds is None:
             self.max_fds = _fd_share()
-        if not data or self.fds >= self.max_fds or _memfd_create is None:
+        return self.max_fds
+
+    def _keep(self, data: Content) -> bytes | FileSpan:
+        if not data or self.fds >= self.fd_share() or _memfd_create is None:
             return _joined(data)
         try:
             fd = _memfd_create("lal-hls", _MFD_CLOEXEC)
