@@ -251,6 +251,12 @@ def test_cleanup_modes(tmp_path: Path, media: Media) -> None:
         assert len(segment_files(tmp_path / "m0" / "hls" / "c")) == 6
         assert len(segment_files(tmp_path / "m1" / "hls" / "c")) == 6
         assert len(segment_files(tmp_path / "m2" / "hls" / "c")) == 3
+        # Mode 2 deletes segments as it goes: no record playlist (as lal).
+        record = m3u8.loads((tmp_path / "m0" / "hls" / "c" / "record.m3u8").read_text())
+        assert len(record.segments) == 6 and record.is_endlist
+        assert not (tmp_path / "m2" / "hls" / "c" / "record.m3u8").exists()
+        assert get(url(servers[2], "c/record.m3u8"))[0] == 404
+        assert get(url(servers[2], "c/playlist.m3u8"))[0] == 200
         # Mode 1 removes the stream's files fragment_duration * fragment_num * 2 (4 s)
         # after it ends; modes 0 and 2 leave them.
         assert wait_for(lambda: not (tmp_path / "m1" / "hls" / "c").exists(), timeout=10)

@@ -332,7 +332,8 @@ class HlsStream:
         self.segments_made += 1
         self.files[segment.name] = segment
         self.live.append(segment)
-        self.record.append(segment)
+        if self.config.cleanup_mode != CLEANUP_ASAP:  # its segments go: no record playlist, as lal
+            self.record.append(segment)
         while len(self.live) > self.config.fragment_num:
             self.expired.append(self.live.popleft())
         if self.config.cleanup_mode == CLEANUP_ASAP:
