@@ -3,31 +3,24 @@ and little work for the file system.
 
 A segment is a new file, written once where it will stay (it is listed only
 once written).  A playlist replaces the one before it while players read it,
-so it is written under a temporary name (``NAME.tmp``, the "spare") and
-swapped in: a reader opens either the old file or the new, never half of one.
+so it is written as a new file under a temporary name (``NAME.tmp``) and
+swapped in: a reader opens either the old file or the new, never half of one,
+and a file a reader may have open is never written again.
 
-What a replacement costs the kernel, measured on ext4 (the playlists of 200
-streams, ~100 replacements a second):
+``rename`` over an existing file makes ext4 (``auto_da_alloc``, the default)
+start writing the new file's blocks out in the renaming thread: twice the CPU
+of the write itself (the playlists of 200 streams, ~100 replacements a
+second).  Exchanging the two names (``renameat2`` with ``RENAME_EXCHANGE``)
+is as atomic for readers and leaves the write-out to the kernel's flusher;
+the old version is then unlinked.  Where ``renameat2`` or the exchange is
+missing (not Linux, some file systems), a plain rename.
 
-- ``rename`` over an existing file makes ext4 (``auto_da_alloc``, the default)
-  start writing the new file's blocks out in the renaming thread: twice the
-  CPU of the write itself.  Exchanging the two names (``renameat2`` with
-  ``RENAME_EXCHANGE``) is as atomic for readers and leaves the write-out to
-  the kernel's flusher.
-- A new file for every version means an inode made and an inode freed each
-  time, and making an inode while many were freed recently is where ext4
-  without a journal spent most of the writer's time (it skips inodes freed in
-  the last minute, reading each).  So after the exchange the old version is
-  kept under the spare name and the next version is written over it, in
-  place: no inode is made or freed.  That old version stopped being the
-  playlist one segment earlier; a reader that opened it then has read it by
-  now, as long as it is small enough to be read at once
-  (:data:`REWRITE_MAX_BYTES`).  A bigger playlist (a long record playlist)
-  gets a new file each time, and the old one is removed.
-
-The spares left behind are removed by :func:`drop_spares` when the stream's
-playlists stop changing (the publish ended).  Where ``renameat2`` or the
-exchange is missing (not Linux, some file systems), a plain rename.
+Writing a small playlist over the previous version's file instead would save
+an inode made and freed per version (on ext4 without a journal, making an
+inode while many were freed recently costs most of the writer's time), but a
+reader that opened that version just before it was replaced, or a server
+that keeps descriptors open (nginx's ``open_file_cache``), would then read it
+rewritten.
 """
 
 from __future__ import annotations
@@ -38,20 +31,10 @@ import os
 import shutil
 from typing import Any
 
-__all__ = ["REWRITE_MAX_BYTES", "drop_spares", "read", "remove", "remove_tree", "replace",
-           "write_new"]
-
-# A playlist up to this size is written over the previous version's file: one
-# page, read by any reader (nginx's sendfile, a player's read) in one call.
-# Off (0): a reader that opened the previous version just before the exchange
-# could still be reading it while the next version is written over it (seen in
-# tests/test_hls_store.py with versions written back to back), so every version
-# is a new file.
-REWRITE_MAX_BYTES = 0
+__all__ = ["read", "remove", "remove_tree", "replace", "write_all", "write_new"]
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NEW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC
-_REWRITE_FLAGS = os.O_WRONLY | os.O_CREAT | _CLOEXEC
 
 # renameat2(2): "relative to the current directory", and the flag to exchange.
 _AT_FDCWD = -100
@@ -118,37 +101,14 @@ def write_new(path: str, data: bytes | list[bytes], make_dir: bool) -> None:
         os.close(fd)
 
 
-def replace(path: str, data: bytes, make_dir: bool, spares: set[str]) -> None:
-    """Make ``data`` the content of ``path`` in one step for readers.
-
-    ``spares`` holds the spare files this writer keeps (its thread's alone).
-    """
+def replace(path: str, data: bytes, make_dir: bool) -> None:
+    """Make ``data`` the content of ``path`` in one step for readers."""
     if make_dir:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-    spare = path + ".tmp"
-    if _renameat2 is None:
-        write_new(spare, data, False)
-        os.replace(spare, path)
-        return
-    rewrite = len(data) <= REWRITE_MAX_BYTES
-    if rewrite:
-        fd = os.open(spare, _REWRITE_FLAGS, 0o644)
-        spares.add(spare)
-        try:
-            write_all(fd, data)
-            os.ftruncate(fd, len(data))  # never to 0: that would force a write-out
-        finally:
-            os.close(fd)
-    else:
-        if spare in spares:  # emptying it would force a write-out: a new file instead
-            spares.discard(spare)
-            _unlink(spare)
-        write_new(spare, data, False)
-    if _exchange(spare, path):
-        if not rewrite:
-            os.unlink(spare)
-    else:
-        spares.discard(spare)  # it became ``path``
+    new = path + ".tmp"
+    write_new(new, data, False)
+    if _exchange(new, path):
+        os.unlink(new)  # the old version: a reader that has it open reads it whole
 
 
 def _exchange(new: str, path: str) -> bool:
@@ -168,21 +128,12 @@ def _exchange(new: str, path: str) -> bool:
     return False
 
 
-def drop_spares(directory: str, spares: set[str]) -> None:
-    """Remove the spare files kept in ``directory``."""
-    for spare in [s for s in spares if os.path.dirname(s) == directory]:
-        spares.discard(spare)
-        _unlink(spare)
-
-
 def remove(path: str) -> None:
     _unlink(path)
 
 
-def remove_tree(directory: str, spares: set[str]) -> None:
+def remove_tree(directory: str) -> None:
     """Remove ``directory`` and everything in it."""
-    for spare in [s for s in spares if os.path.dirname(s) == directory]:
-        spares.discard(spare)
     shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -367,8 +367,6 @@ class HlsStream:
                 self.store.put(f"{self.name}/{LIVE_PLAYLIST}", self.live_playlist)
             if self.record_playlist is not None:
                 self.store.put(f"{self.name}/{RECORD_PLAYLIST}", self.record_playlist)
-            if ended:
-                self.store.settled(self.name)
 
     def remove_files(self) -> None:
         """Delete every file of this stream name (cleanup mode 1 at the end)."""

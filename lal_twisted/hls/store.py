@@ -82,10 +82,6 @@ class Store:
         """Remove ``path`` and everything under it."""
         raise NotImplementedError
 
-    def settled(self, path: str) -> None:
-        """The files under ``path`` will not change for a while (the publish
-        ended): what the store keeps to replace them fast can go."""
-
     def close(self) -> defer.Deferred[None] | None:
         """Finish pending work (server shutdown); a Deferred when that takes a while."""
         return None
@@ -231,7 +227,6 @@ class DiskStore(Store):
         self._overflowing = False
         self._failed: set[str] = set()
         self._made_dirs: set[str] = set()  # directories the writer thread created
-        self._spares: set[str] = set()  # the writer thread's (hls.files.replace)
         self._batch: list[_Job] = []  # asked for in this reactor turn
         self._flush_call: Any = None
         self._queue: SimpleQueue[list[_Job] | None] = SimpleQueue()
@@ -304,9 +299,9 @@ class DiskStore(Store):
             d.callback(True)
 
         # A new segment is listed only once written, so it is written in place; a
-        # playlist replaces an older one, so it goes through a spare file.
+        # playlist replaces an older one, so it is written aside and swapped in.
         if path.endswith(".m3u8"):
-            self._ask(files.replace, (full, _joined(data), make_dir, self._spares), done)
+            self._ask(files.replace, (full, _joined(data), make_dir), done)
         else:
             self._ask(files.write_new, (full, data.parts if isinstance(data, Pieces)
                                         else data, make_dir), done)
@@ -323,10 +318,7 @@ class DiskStore(Store):
     def delete_dir(self, path: str) -> None:
         directory = self._full(path).rstrip("/")
         self._made_dirs.discard(directory)
-        self._ask(files.remove_tree, (directory, self._spares), _ignore)
-
-    def settled(self, path: str) -> None:
-        self._ask(files.drop_spares, (self._full(path).rstrip("/"), self._spares), _ignore)
+        self._ask(files.remove_tree, (directory,), _ignore)
 
     def close(self, timeout: float = 10.0) -> defer.Deferred[None] | None:
         """Let the queued writes finish, and the writes their completions queue
