@@ -654,6 +654,46 @@ def test_batched_segmenter_keeps_the_stream_order_for_other_consumers(media: Med
     assert count_frames(whole) == count_frames(media.av)
 
 
+def test_batched_ts_bytes_count_against_the_gop_cache_bound(media: Media) -> None:
+    """The segmenter encodes packets after the GOP cache took them; their TS
+    bytes are counted when it does, so the cache's byte bound holds for what
+    it really keeps (payload, overhead and encodings), never less."""
+    from lal_twisted.hub.stream import PACKET_OVERHEAD
+
+    stream, _store, _due, hls = _batched_segmenter("bound")
+    stream.gop_cache.gop_num = 2
+
+    def held() -> int:
+        return sum(len(p.payload) + PACKET_OVERHEAD + p.cached_size()
+                   for gop in stream.gop_cache.gops for p in gop)
+
+    checked = 0
+    for i, packet in enumerate(_flv_packets(media.av)):
+        stream.feed(packet)
+        if i % 40 == 39:
+            hls.drain()
+            if stream.gop_cache.gops:
+                real, counted = held(), stream.gop_cache.bytes
+                assert real <= counted <= real * 1.25, (i, real, counted)
+                checked += 1
+    assert checked >= 5
+    # A bound the payload alone fits in but not with its TS bytes: the cache
+    # keeps fewer GOPs once the segmenter has encoded them.
+    gops = [list(g) for g in stream.gop_cache.gops]
+    payload = sum(len(p.payload) + PACKET_OVERHEAD for p in gops[-1])
+    small, _, _, small_hls = _batched_segmenter("bound2")
+    small.gop_cache.max_bytes = small.gop_cache._limit = int(payload * 1.5)
+    small.gop_cache.gop_num = 4
+    for packet in _flv_packets(media.av):
+        small.feed(packet)
+        small_hls.drain()
+        assert small.gop_cache.bytes <= small.gop_cache.max_bytes
+        if small.gop_cache.gops:
+            real = sum(len(p.payload) + PACKET_OVERHEAD + p.cached_size()
+                       for gop in small.gop_cache.gops for p in gop)
+            assert real <= small.gop_cache.max_bytes * 1.1
+
+
 def test_batched_packets_are_encoded_with_the_tracks_they_came_with(media: Media,
                                                                     tmp_path: Path) -> None:
     """A publisher that changes its video mid-stream (a new size, so new SPS and

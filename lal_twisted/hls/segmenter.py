@@ -228,7 +228,10 @@ class HlsStream:
             # The common case inline (a frame inside the segment being built);
             # keyframes, the first segment and audio-only streams go to _place.
             place = self._place
-            for packet, data in muxer.encode_many(todo):
+            pairs = muxer.encode_many(todo)
+            # Encoded after the GOP cache took these packets: counted now.
+            stream.gop_cache.account(muxer.made_bytes)
+            for packet, data in pairs:
                 building = self._building
                 if (building is None or not muxer.writes_video
                         or (packet.is_keyframe and packet.kind == VIDEO)):

@@ -168,6 +168,16 @@ class GopCache:
                          "not cached until a keyframe starts one that fits, new players "
                          "wait for the next keyframe", key=self.key, max=self.max_bytes)
 
+    def account(self, size: int) -> None:
+        """Count ``size`` bytes of encodings made after their packets were
+        added (a consumer that encodes in batches, the HLS segmenter), against
+        the GOPs cached now; then trim.  The bytes are charged to the GOP in
+        progress, so the bound errs on the safe side."""
+        if self.gops:
+            self._counted += size
+            if self._counted > self._limit:
+                self._trim()
+
     def recount(self) -> None:
         """Count again every packet's encodings (a player of a new format encoded
         the cached packets), then trim.  O(cached packets)."""

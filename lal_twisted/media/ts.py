@@ -34,6 +34,7 @@ time; TS players handle the 33-bit wrap itself.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Callable
 from itertools import chain
 from typing import Protocol
@@ -67,6 +68,7 @@ _STREAM_TYPES = {Codec.H264: 0x1B, Codec.H265: 0x24, Codec.AAC: 0x0F}
 _VIDEO_STREAM_ID = 0xE0
 _AUDIO_STREAM_ID = 0xC0
 _TS_MASK = (1 << 33) - 1
+_BYTES_HEADER = sys.getsizeof(b"")
 _AUDIO_PES_START = b"\x00\x00\x01\xc0"
 _MAX_ADTS_PAYLOAD = (1 << 13) - 1 - 7
 # With video and no live reader (only HLS, which takes packets in batches, and
@@ -345,6 +347,7 @@ class TsMuxer:
         # Whether a video track is written, as of the latest packet encoded
         # (has_video looks at the source's tracks first).
         self.writes_video = False
+        self.made_bytes = 0  # what the last encode_many call encoded
         self._group_audio = False
         self._frames = _NO_FRAMES
         # Set by a consumer that holds packets to encode them in batches (the HLS
@@ -427,7 +430,10 @@ class TsMuxer:
     def encode_many(self, packets: list[AVPacket]) -> list[tuple[AVPacket, bytes]]:
         """The packets that have TS bytes, with them, as :meth:`feed` gives them
         (encoded once, cached on the packet), for a consumer that takes packets
-        in batches (packets whose bytes are b"" are left out).
+        in batches (packets whose bytes are b"" are left out).  ``made_bytes``
+        is then what the encodings this call made hold, as
+        :meth:`AVPacket.cached_size` counts them (the others were made before,
+        for another consumer).
 
         The tracks cannot change within a batch (the stream has the held packets
         encoded before a new sequence header takes effect), so they are looked
@@ -439,7 +445,10 @@ class TsMuxer:
         if (self._owns_tracks or self.catch_up is not None
                 or tracks.video is not self._seen_video or tracks.audio is not self._seen_audio):
             # New tracks (rare) are taken up by the first frame encoded one by one.
+            fresh = [packet._first_encoder is None for packet in packets]
             pairs = [(packet, packet.encoded(self)) for packet in packets]
+            self.made_bytes = sum(len(data) + _BYTES_HEADER
+                                  for (_, data), new in zip(pairs, fresh, strict=True) if new)
             return [pair for pair in pairs if pair[1]]
         single_nal, h265, legacy_id, plain, with_params = self._frames
         group_audio = self._group_audio and not self.live_readers
@@ -447,9 +456,11 @@ class TsMuxer:
         frame_ms = self._audio_frame_ms
         out: list[tuple[AVPacket, bytes]] = []
         append = out.append
+        made = already = 0
         for packet in packets:
             data: bytes | None = None
-            if packet._first_encoder is not None:
+            if packet._first_encoder is not None:  # encoded already (another consumer)
+                already += 1
                 data = packet.encoded(self)
                 if data:
                     append((packet, data))
@@ -493,7 +504,9 @@ class TsMuxer:
             packet._first_encoder = self
             packet._first_encoding = data
             if data:
+                made += len(data)
                 append((packet, data))
+        self.made_bytes = made + (len(packets) - already) * _BYTES_HEADER  # as cached_size
         return out
 
     # -- internals -------------------------------------------------------------------
