@@ -44,11 +44,14 @@ def render(segments: list[Segment], ended: bool = False) -> bytes:
     return _playlist(first, target, entries, ended)
 
 
+_DISCONTINUITY = b"#EXT-X-DISCONTINUITY\n"
+
+
 def _entry(segment: Segment, discontinuity: bool) -> bytes:
     """A segment's lines, after an EXT-X-DISCONTINUITY when a new publisher
     starts with it."""
     text = f"#EXTINF:{segment.duration:.3f},\n{segment.name}\n"
-    return (b"#EXT-X-DISCONTINUITY\n" if discontinuity else b"") + text.encode("utf-8")
+    return (_DISCONTINUITY if discontinuity else b"") + text.encode("utf-8")
 
 
 def _playlist(first: Segment | None, target: int, entries: list[bytes], ended: bool) -> bytes:
@@ -71,7 +74,6 @@ class Listing:
     def __init__(self) -> None:
         self.segments: list[Segment] = []
         self._entries: list[bytes] = []  # without the first one's discontinuity line
-        self._starts: list[bool] = []  # each entry starts a new publisher's segments
         self._targets: Counter[int] = Counter()
 
     def __len__(self) -> int:
@@ -84,7 +86,6 @@ class Listing:
         last = self.segments[-1] if self.segments else None
         start = last is not None and segment.discontinuity_sequence != last.discontinuity_sequence
         self.segments.append(segment)
-        self._starts.append(start)
         self._entries.append(_entry(segment, start))
         self._targets[math.ceil(segment.duration)] += 1
 
@@ -93,7 +94,7 @@ class Listing:
         i = next((i for i, listed in enumerate(self.segments) if listed is segment), -1)
         if i < 0:
             return
-        del self.segments[i], self._entries[i], self._starts[i]
+        del self.segments[i], self._entries[i]
         target = math.ceil(segment.duration)
         self._targets[target] -= 1
         if not self._targets[target]:
@@ -103,8 +104,7 @@ class Listing:
             before = self.segments[i - 1] if i else None
             start = (before is not None
                      and follower.discontinuity_sequence != before.discontinuity_sequence)
-            if start != self._starts[i]:
-                self._starts[i] = start
+            if start != self._entries[i].startswith(_DISCONTINUITY):
                 self._entries[i] = _entry(follower, start)
 
     def render(self, ended: bool = False) -> bytes:
