@@ -62,6 +62,11 @@ def _joined(data: Content) -> bytes:
     return data.join() if isinstance(data, Pieces) else data
 
 
+def _parts(data: Content) -> bytes | list[bytes]:
+    """What ``files.write_all`` takes: the bytes, or the pieces as they are."""
+    return data.parts if isinstance(data, Pieces) else data
+
+
 class Store:
     """What the segmenter and the HTTP resource use."""
 
@@ -140,7 +145,7 @@ class MemoryStore(Store):
         except OSError:
             return _joined(data)  # out of descriptors (or memfd refused): bytes do
         try:
-            files.write_all(fd, data.parts if isinstance(data, Pieces) else data)
+            files.write_all(fd, _parts(data))
         except OSError:
             os.close(fd)
             return _joined(data)
@@ -303,8 +308,7 @@ class DiskStore(Store):
         if path.endswith(".m3u8"):
             self._ask(files.replace, (full, _joined(data), make_dir), done)
         else:
-            self._ask(files.write_new, (full, data.parts if isinstance(data, Pieces)
-                                        else data, make_dir), done)
+            self._ask(files.write_new, (full, _parts(data), make_dir), done)
         return d
 
     def get(self, path: str) -> defer.Deferred[bytes | None]:

@@ -30,7 +30,7 @@ from lal_twisted.media.tags import (
     video_codec_of,
 )
 
-__all__ = ["AUDIO", "DATA", "VIDEO", "AVPacket", "Encoder"]
+__all__ = ["AUDIO", "BYTES_HEADER", "DATA", "VIDEO", "AVPacket", "Encoder"]
 
 # Plain ints and direct tables: a packet is built for every message a publisher sends.
 _AVC_STYLE = (int(VideoCodecId.AVC), int(VideoCodecId.HEVC))  # AVCPacketType + CTS follow
@@ -53,7 +53,7 @@ _SOUND_AAC = int(SoundFormat.AAC)
 _AAC_SEQUENCE_HEADER = 0  # AACPacketType: 0 AudioSpecificConfig, 1 raw frames
 _SOUND_EX_HEADER = int(SoundFormat.EX_HEADER)
 _H264, _AAC = Codec.H264, Codec.AAC
-_BYTES_HEADER = getsizeof(b"")  # what a bytes object costs besides its length: 33 B
+BYTES_HEADER = getsizeof(b"")  # what a bytes object costs besides its length: 33 B
 
 
 class Encoder(Protocol):
@@ -233,12 +233,12 @@ class AVPacket:
             return 0
         more = self._more_encodings
         if more is None:
-            return len(self._first_encoding) + _BYTES_HEADER
+            return len(self._first_encoding) + BYTES_HEADER
         first = self._first_encoding
         # An encoding that is the first one's object (a format that adds bytes
         # to some packets only) costs nothing more.
         return (len(first) + sum(len(data) for data in more.values() if data is not first)
-                + _BYTES_HEADER * (1 + len(more)) + getsizeof(more))
+                + BYTES_HEADER * (1 + len(more)) + getsizeof(more))
 
     def __repr__(self) -> str:
         return (

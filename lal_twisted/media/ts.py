@@ -34,14 +34,13 @@ time; TS players handle the 33-bit wrap itself.
 from __future__ import annotations
 
 import struct
-import sys
 from collections.abc import Callable
 from itertools import chain
 from typing import Protocol
 
 from lal_twisted.log import Logger
 from lal_twisted.media import aac, enhanced
-from lal_twisted.media.packet import AUDIO, VIDEO, AVPacket
+from lal_twisted.media.packet import AUDIO, BYTES_HEADER, VIDEO, AVPacket
 from lal_twisted.media.tags import (
     AudioPacketType,
     Codec,
@@ -68,7 +67,6 @@ _STREAM_TYPES = {Codec.H264: 0x1B, Codec.H265: 0x24, Codec.AAC: 0x0F}
 _VIDEO_STREAM_ID = 0xE0
 _AUDIO_STREAM_ID = 0xC0
 _TS_MASK = (1 << 33) - 1
-_BYTES_HEADER = sys.getsizeof(b"")
 _AUDIO_PES_START = b"\x00\x00\x01\xc0"
 _MAX_ADTS_PAYLOAD = (1 << 13) - 1 - 7
 # With video and no live reader (only HLS, which takes packets in batches, and
@@ -447,7 +445,7 @@ class TsMuxer:
             # New tracks (rare) are taken up by the first frame encoded one by one.
             fresh = [packet._first_encoder is None for packet in packets]
             pairs = [(packet, packet.encoded(self)) for packet in packets]
-            self.made_bytes = sum(len(data) + _BYTES_HEADER
+            self.made_bytes = sum(len(data) + BYTES_HEADER
                                   for (_, data), new in zip(pairs, fresh, strict=True) if new)
             return [pair for pair in pairs if pair[1]]
         single_nal, h265, legacy_id, plain, with_params = self._frames
@@ -506,7 +504,7 @@ class TsMuxer:
             if data:
                 made += len(data)
                 append((packet, data))
-        self.made_bytes = made + (len(packets) - already) * _BYTES_HEADER  # as cached_size
+        self.made_bytes = made + (len(packets) - already) * BYTES_HEADER  # as cached_size
         return out
 
     # -- internals -------------------------------------------------------------------
