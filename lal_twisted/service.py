@@ -33,6 +33,7 @@ from lal_twisted.httpflv.server import HttpFlvResource
 from lal_twisted.httpts.server import HttpTsResource
 from lal_twisted.hub.registry import StreamRegistry
 from lal_twisted.limits import ConnectionGuard, raise_fd_limit
+from lal_twisted.media import ts
 from lal_twisted.net import lean_dispatch, use_eager_writes
 from lal_twisted.record.recorder import Recorder, record_formats
 from lal_twisted.relay.manager import RelayManager
@@ -348,10 +349,21 @@ class LalService(service.MultiService):
 
     def startService(self) -> None:  # noqa: N802 - Twisted interface
         lal_log.configure(self.config.log)
-        for warning in self.config.warnings:
+        for warning in [*self.config.warnings, *packer_warnings(self.config)]:
             logger.warn("{warning}", warning=warning)
         super().startService()
         self.registry.server_started(self)
+
+
+def packer_warnings(config: Config) -> list[str]:
+    """What to tell at start about the MPEG-TS packer, when TS is written (HLS,
+    HTTP-TS, TS recording) with its Python form: the compiled one was not built."""
+    writes_ts = config.hls.enable or config.httpts.enable or config.record.enable_mpegts
+    if not writes_ts or ts.PACKER == "compiled":
+        return []
+    return ["MPEG-TS is packed by the Python fallback: lal_twisted/media/_tspack.c was not "
+            "compiled at install (no C compiler or Python headers), so HLS, HTTP-TS and TS "
+            "recording cost more CPU; reinstall with gcc and the Python headers present"]
 
 
 def make_service(config: Config, reactor: Any = None) -> LalService:

@@ -13,17 +13,18 @@ from twisted.web.client import Agent
 
 from lal_twisted import log as lal_log
 from lal_twisted.config import from_dict
-from lal_twisted.media import amf0
+from lal_twisted.media import amf0, ts
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
 from lal_twisted.rtmp.client import connect
 from lal_twisted.service import LalService, make_service
 
 
-def config(log_file: Path, level: str = "info") -> Any:
+def config(log_file: Path, level: str = "info", **sections: Any) -> Any:
     return from_dict({
         "rtmp": {"addr": "127.0.0.1:0", "read_batch_ms": 20},
         "default_http": {"http_listen_addr": "127.0.0.1:0"},
         "log": {"level": level, "filename": str(log_file), "is_to_stdout": False},
+        **sections,
     })
 
 
@@ -113,6 +114,25 @@ def test_log_level_filters_the_file(tmp_path: Path) -> Any:
     text = log_file.read_text()
     assert "looks like an HTTP request" in text  # a warning: kept
     assert "listening on" not in text            # info: filtered out
+
+
+@pytest.mark.parametrize("packer", ["compiled", "python"])
+@pytest_twisted.inlineCallbacks
+def test_start_tells_when_ts_is_packed_by_the_python_fallback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, packer: str) -> Any:
+    monkeypatch.setattr(ts, "PACKER", packer)
+    logs = []
+    for name, extra in (("hls", {"hls": {"enable": True, "use_memory_as_disk_flag": True}}),
+                        ("plain", {"hls": {"enable": False}, "httpts": {"enable": False}})):
+        log_file = tmp_path / f"{name}.log"
+        lals = make_service(config(log_file, **extra))
+        lals.startService()
+        yield lals.stopService()
+        lal_log.reset()
+        logs.append(log_file.read_text())
+    with_hls, plain = logs
+    assert ("MPEG-TS is packed by the Python fallback" in with_hls) == (packer == "python")
+    assert "Python fallback" not in plain  # nothing writes TS: no word of it
 
 
 @pytest.mark.serial  # a steady bitrate for 5 s of wall clock

@@ -16,6 +16,7 @@ from test_tool_flv2es import annexb_nalus, hevc_access_units, hvcc_record
 from tsparse import count_frames, decode_errors, ffprobe_packets, parse
 
 from lal_twisted import log as lal_log
+from lal_twisted.media import ts as ts_module
 from lal_twisted.media.flv import TAG_AUDIO, TAG_VIDEO, FlvReader
 from lal_twisted.media.packet import AVPacket
 from lal_twisted.media.track import Tracks
@@ -60,7 +61,22 @@ def test_crc32_mpeg2_check_value() -> None:
     assert crc32_mpeg2(b"123456789") == 0x0376E6E7
 
 
-def test_h264_with_b_frames_and_aac_decode_fully(media: Media, tmp_path: Path) -> None:
+@pytest.fixture(params=["compiled", "python"])
+def packer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The muxer with each form of the TS packer: the compiled one the install
+    builds, and the Python one used where it could not be built."""
+    if request.param == "python":
+        monkeypatch.setattr(ts_module, "_pes_packets", ts_module._pes_packets_py)
+    return str(request.param)
+
+
+def test_the_install_builds_the_compiled_packer() -> None:
+    assert ts_module.PACKER == "compiled"
+    assert ts_module._pes_packets is not ts_module._pes_packets_py
+
+
+def test_h264_with_b_frames_and_aac_decode_fully(media: Media, tmp_path: Path,
+                                                 packer: str) -> None:
     ts = mux(packets(media.av), tmp_path / "av.ts")
     assert decode_errors(ts) == ""
     assert count_frames(ts) == source_counts(media.av)
@@ -105,7 +121,7 @@ def test_b_frame_pts_and_dts_come_out_in_order(media: Media, tmp_path: Path) -> 
     assert got[0]["flags"].startswith("K")
 
 
-def test_video_only_and_audio_only(media: Media, tmp_path: Path) -> None:
+def test_video_only_and_audio_only(media: Media, tmp_path: Path, packer: str) -> None:
     video = mux(packets(media.video_only), tmp_path / "v.ts")
     assert decode_errors(video) == ""
     assert count_frames(video) == source_counts(media.video_only)
@@ -121,7 +137,7 @@ def test_video_only_and_audio_only(media: Media, tmp_path: Path) -> None:
     assert all(p.pcr is not None and p.random_access for p in info.pes)
 
 
-def test_h265(tmp_path: Path) -> None:
+def test_h265(tmp_path: Path, packer: str) -> None:
     ffmpeg = require("ffmpeg")
     raw = tmp_path / "src.hevc"
     subprocess.run(
@@ -537,3 +553,44 @@ def test_batch_encoding_gives_the_same_bytes_as_one_by_one(frames: list[AVPacket
     info = parse(batched)
     assert info.cc_errors == []
     assert len(batched) % 188 == 0
+
+
+_PES_ARGS = st.tuples(
+    st.sampled_from([VIDEO_PID, AUDIO_PID]), st.integers(0, 15),
+    st.sampled_from([0xE0, 0xC0]), st.integers(0, (1 << 33) - 1),
+    st.integers(0, (1 << 33) - 1), st.one_of(st.just(-1), st.integers(0, (1 << 33) - 1)),
+    st.booleans())
+
+
+@given(args=_PES_ARGS, same_dts=st.booleans(),
+       parts=st.lists(st.one_of(st.binary(max_size=400), st.binary(min_size=183, max_size=186),
+                                st.binary(min_size=3000, max_size=70000)), max_size=90),
+       as_views=st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_compiled_and_python_packers_give_the_same_bytes(
+        args: tuple[int, int, int, int, int, int, bool], same_dts: bool, parts: list[bytes],
+        as_views: bool) -> None:
+    pid, cc, stream_id, pts, dts, pcr, random_access = args
+    if same_dts:
+        dts = pts
+    pieces: list[bytes] | list[memoryview] = ([memoryview(p) for p in parts] if as_views
+                                              else parts)
+    compiled = ts_module._pes_packets(pid, cc, stream_id, pts, dts, pcr, random_access, pieces)
+    python = ts_module._pes_packets_py(pid, cc, stream_id, pts, dts, pcr, random_access, parts)
+    assert compiled == python
+    data, last = compiled
+    assert len(data) % 188 == 0 and data[::188] == b"\x47" * (len(data) // 188)
+    # The counters run on from cc, one per packet.
+    assert last == (cc + len(data) // 188 - 1) & 0x0F
+
+
+def test_compiled_packer_refuses_bad_arguments() -> None:
+    pes = ts_module._pes_packets
+    with pytest.raises(TypeError):
+        pes(VIDEO_PID, 0, 0xE0, 0, 0, -1, False, [b"ok", "not bytes"])
+    with pytest.raises(TypeError):
+        pes(VIDEO_PID, 0, 0xE0, 0, 0, -1, False, 5)
+    with pytest.raises(ValueError):
+        pes(0x2000, 0, 0xE0, 0, 0, -1, False, [b""])
+    with pytest.raises(ValueError):
+        pes(VIDEO_PID, 16, 0xE0, 0, 0, -1, False, [b""])

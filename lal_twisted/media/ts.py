@@ -34,7 +34,7 @@ time; TS players handle the 33-bit wrap itself.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import chain
 from typing import Protocol
 
@@ -67,7 +67,6 @@ _STREAM_TYPES = {Codec.H264: 0x1B, Codec.H265: 0x24, Codec.AAC: 0x0F}
 _VIDEO_STREAM_ID = 0xE0
 _AUDIO_STREAM_ID = 0xC0
 _TS_MASK = (1 << 33) - 1
-_AUDIO_PES_START = b"\x00\x00\x01\xc0"
 _MAX_ADTS_PAYLOAD = (1 << 13) - 1 - 7
 # With video and no live reader (only HLS, which takes packets in batches, and
 # recordings), AAC frames go out several to a PES, as ffmpeg (PES of up to about
@@ -208,16 +207,6 @@ _FILL = [b"\x00"] + [bytes((room - 1,)) + b"\x00" + b"\xff" * (room - 2)
                      for room in range(2, _PAYLOAD + 1)]
 _FILL.insert(0, b"")  # index by room: _FILL[1] is a field of length 0
 
-# The first packet of a video frame up to its Annex-B data, as one number: TS
-# header (PUSI, PID 0x100, cc 0), adaptation field of 7 (flags 0, PCR 0), PES
-# header (stream 0xE0, length 0) with PTS and DTS (31 bytes) or PTS only (26),
-# the timestamps' prefixes and marker bits set; the rest is or-ed in.
-_HEAD_PTS_DTS = (0x4741003007 << 208 | 0x000001E0 << 120 | 0x80C00A << 80
-                 | ((3 << 36) | 0x100010001) << 40 | (1 << 36) | 0x100010001)
-_HEAD_PTS = (0x4741003007 << 168 | 0x000001E0 << 80 | 0x808005 << 40
-             | (2 << 36) | 0x100010001)
-
-
 def _splitter(count: int) -> Callable[[bytes, int], tuple[bytes, ...]]:
     """What cuts ``count`` 184-byte TS payloads out of a buffer from an offset."""
     split = _SPLITTERS.get(count)
@@ -304,6 +293,35 @@ def _packet(pid: int, start: int, cc: int, field: bytes, payload: bytes) -> byte
 
 
 _STUFFING = [b"\xff" * n for n in range(_PAYLOAD + 1)]
+
+
+def _pes_packets_py(pid: int, cc: int, stream_id: int, pts: int, dts: int, pcr: int,
+                    random_access: bool, parts: Sequence[bytes]) -> tuple[bytes, int]:
+    """One PES as TS packets: the PES header (``stream_id``, ``pts``, and ``dts``
+    when it differs, both 90 kHz), then ``parts`` joined; the first packet
+    carries counter ``cc``, the PCR (``pcr`` >= 0) and the random-access flag.
+    Returns the packets and the last counter used.  The compiled form
+    (``_tspack.pes_packets``) gives the same bytes."""
+    body = b"".join(parts)
+    if pts != dts:
+        length = 13 + len(body)
+        header = b"".join((b"\x00\x00\x01", bytes((stream_id,)),
+                           (length if length <= 0xFFFF else 0).to_bytes(2, "big"),
+                           b"\x80\xc0\x0a", _timestamp(3, pts), _timestamp(1, dts)))
+    else:
+        length = 8 + len(body)
+        header = b"".join((b"\x00\x00\x01", bytes((stream_id,)),
+                           (length if length <= 0xFFFF else 0).to_bytes(2, "big"),
+                           b"\x80\x80\x05", _timestamp(2, pts)))
+    return _packetize(pid, cc, header + body, pcr if pcr >= 0 else None, random_access)
+
+
+try:
+    from lal_twisted.media._tspack import pes_packets as _pes_packets
+    PACKER = "compiled"
+except ImportError:  # not built (no C compiler where it was installed)
+    _pes_packets = _pes_packets_py
+    PACKER = "python"
 
 
 class _TrackSource(Protocol):
@@ -494,9 +512,13 @@ class TsMuxer:
                     nal = payload[9]
                     nal = (nal >> 1) & 0x3F if h265 else nal & 0x1F
                     if nal not in _NO_SINGLE[h265]:
+                        # A legacy tag of one NAL unit: written from its 10th
+                        # byte on, after the AUD (and parameter sets) and a
+                        # start code.
                         keyframe = packet.is_keyframe
-                        data = self._frame_ts(packet, keyframe,
-                                              with_params if keyframe else plain)
+                        data = self._video_pes(packet, keyframe, packet.dts + packet.cts,
+                                               (with_params if keyframe else plain,
+                                                payload[9:]))
             if data is None:
                 data = self.encode(packet)
             packet._first_encoder = self
@@ -635,98 +657,28 @@ class TsMuxer:
             if len(payload) < _LEGACY_NALU_OFFSET or payload[1] != 1:
                 return b""
             offset = _LEGACY_NALU_OFFSET
-        # The PES in one join: [PES header, AUD, (parameter sets), NAL units...].
-        parts: list[bytes] = [b"", _AUD[track.codec]]
+        # The PES payload: [AUD, (parameter sets), NAL units...].
+        parts: list[bytes] = [_AUD[track.codec]]
         try:
             has_params = _annexb(payload, offset, end, track.nal_length_size,
                                  track.codec == Codec.H265, parts)
         except ValueError:
             return b""  # a frame whose NAL lengths run past its end: not decodable
-        if len(parts) == 2:
+        if len(parts) == 1:
             return b""
         keyframe = packet.is_keyframe
         if keyframe and not has_params:
-            parts.insert(2, self._param_sets(track))
+            parts.insert(1, self._param_sets(track))
         return self._video_pes(packet, keyframe, pts, parts)
 
-    def _frame_ts(self, packet: AVPacket, keyframe: bool, prefix: bytes) -> bytes:
-        """The TS packets of a legacy video tag of one NAL unit (from its 10th
-        byte on), written after ``prefix`` (AUD, parameter sets, start code):
-        the same bytes as :meth:`_video_pes`, with less work.  The TS header,
-        adaptation field with PCR and PES header are one number; the NAL unit
-        goes into the packets from the tag as it is, with no PES in between."""
-        payload = packet.payload
-        end = len(payload)
-        body = len(prefix) + end - 9  # the Annex-B bytes
-        dts = (packet.dts * 90) & _TS_MASK
-        pts = ((packet.dts + packet.cts) * 90) & _TS_MASK
-        cc = (self._cc[VIDEO_PID] + 1) & 0x0F
-        flags = 0x50 if keyframe else 0x10
-        if pts != dts:
-            room = _PAYLOAD - 8 - 19  # Annex-B bytes in the first packet
-            length = 13 + body
-            if length > 0xFFFF:
-                length = 0
-            head = (_HEAD_PTS_DTS | cc << 216 | flags << 200 | ((dts << 15) | 0x7E00) << 152
-                    | length << 104 | (pts >> 30) << 73 | ((pts >> 15) & 0x7FFF) << 57
-                    | (pts & 0x7FFF) << 41 | (dts >> 30) << 33 | ((dts >> 15) & 0x7FFF) << 17
-                    | (dts & 0x7FFF) << 1).to_bytes(31, "big")
-        else:
-            room = _PAYLOAD - 8 - 14
-            length = 8 + body
-            if length > 0xFFFF:
-                length = 0
-            head = (_HEAD_PTS | cc << 176 | flags << 160 | ((dts << 15) | 0x7E00) << 112
-                    | length << 64 | (pts >> 30) << 33 | ((pts >> 15) & 0x7FFF) << 17
-                    | (pts & 0x7FFF) << 1).to_bytes(26, "big")
-        start = 9 + room - len(prefix)  # where the tag's bytes for the second packet start
-        full = (end - start) // _PAYLOAD
-        if body < room or start < 9 or full > _RUN:  # one short packet, big parameter sets
-            return self._video_pes(packet, keyframe, packet.dts + packet.cts,
-                                   [b"", prefix, payload[9:]])
-        parts = [head, prefix, payload[9:start]]
-        pos = start
-        if full > 7:
-            parts += chain.from_iterable(zip(_RUNS[VIDEO_PID][(cc + 1) & 0x0F],
-                                             _splitter(full)(payload, start), strict=False))
-            pos += full * _PAYLOAD
-            cc = (cc + full) & 0x0F
-        elif full:
-            headers = _CONTINUATION[VIDEO_PID]
-            append = parts.append
-            stop = pos + full * _PAYLOAD
-            while pos < stop:
-                cc = (cc + 1) & 0x0F
-                append(headers[cc])
-                append(payload[pos:pos + _PAYLOAD])
-                pos += _PAYLOAD
-        if pos < end:
-            cc = (cc + 1) & 0x0F
-            parts += (_LAST[VIDEO_PID][cc], _FILL[_PAYLOAD - (end - pos)], payload[pos:])
-        self._cc[VIDEO_PID] = cc
-        data = b"".join(parts)
-        if self._held and (keyframe or self.live_readers):
-            audio = self._release(abs(_signed(packet.dts - self._held_last)) < _STALE_AUDIO_MS)
-            return audio + data
-        return data
-
     def _video_pes(self, packet: AVPacket, keyframe: bool, pts: int,
-                   parts: list[bytes]) -> bytes:
-        """A video frame's TS packets: ``parts`` is [b"" (room for the PES
-        header), the Annex-B data...], ``pts`` in RTMP milliseconds."""
+                   parts: Sequence[bytes]) -> bytes:
+        """A video frame's TS packets: ``parts`` is its Annex-B data, ``pts`` in
+        RTMP milliseconds."""
         dts = (packet.dts * 90) & _TS_MASK
-        pts = (pts * 90) & _TS_MASK
-        if pts != dts:
-            length = 13 + sum(map(len, parts))
-            parts[0] = b"".join((b"\x00\x00\x01\xe0", (length if length <= 0xFFFF else 0)
-                                 .to_bytes(2, "big"), b"\x80\xc0\x0a",
-                                 _timestamp(3, pts), _timestamp(1, dts)))
-        else:
-            length = 8 + sum(map(len, parts))
-            parts[0] = b"".join((b"\x00\x00\x01\xe0", (length if length <= 0xFFFF else 0)
-                                 .to_bytes(2, "big"), b"\x80\x80\x05", _timestamp(2, pts)))
-        data, self._cc[VIDEO_PID] = _packetize(VIDEO_PID, (self._cc[VIDEO_PID] + 1) & 0x0F,
-                                               b"".join(parts), dts, keyframe)
+        data, self._cc[VIDEO_PID] = _pes_packets(
+            VIDEO_PID, (self._cc[VIDEO_PID] + 1) & 0x0F, _VIDEO_STREAM_ID,
+            (pts * 90) & _TS_MASK, dts, dts, keyframe, parts)
         if self._held and (keyframe or self.live_readers):
             # The audio held so far goes out first: an HLS segment starting at
             # this keyframe holds no audio from before it.
@@ -780,10 +732,7 @@ class TsMuxer:
         if self._video is None or self.live_readers:
             out = self._release(abs(_signed(dts - self._held_last)) < _STALE_AUDIO_MS) \
                 if held else b""
-            pts = (dts * 90) & _TS_MASK
-            pes = b"".join((_AUDIO_PES_START, (15 + size).to_bytes(2, "big"),
-                            b"\x80\x80\x05", _timestamp(2, pts), adts, frame))
-            data = self._pes_packets(AUDIO_PID, pes, pts, True)
+            data = self._audio_pes((dts * 90) & _TS_MASK, (adts, frame))
             return out + data if out else data
         return self._hold_audio(dts, adts, frame, size)
 
@@ -811,15 +760,9 @@ class TsMuxer:
             return out + self._release() if out else self._release()
         return out
 
-    def _held_pes(self) -> tuple[bytes, int]:
-        held = self._held
-        pes = b"".join((_AUDIO_PES_START, (8 + self._held_bytes).to_bytes(2, "big"),
-                        b"\x80\x80\x05", _timestamp(2, self._held_pts), *held))
-        return pes, self._held_pts
-
     def _release(self, keep: bool = True) -> bytes:
         """The held audio frames as one PES, now (none if not ``keep``)."""
-        data = self._pes_packets(AUDIO_PID, *self._held_pes(), True) if keep else b""
+        data = self._audio_pes(self._held_pts, self._held) if keep else b""
         self._held = []
         self._held_bytes = 0
         return data
@@ -833,8 +776,9 @@ class TsMuxer:
             self.catch_up(None)
         if not self._held:
             return b""
-        data, _cc = _packetize(AUDIO_PID, (self._cc[AUDIO_PID] + 1) & 0x0F,
-                               self._held_pes()[0], None, True)
+        data, _cc = _pes_packets(AUDIO_PID, (self._cc[AUDIO_PID] + 1) & 0x0F,
+                                 _AUDIO_STREAM_ID, self._held_pts, self._held_pts, -1, True,
+                                 self._held)
         return data
 
     def drop_held(self) -> None:
@@ -842,10 +786,12 @@ class TsMuxer:
         self._held = []
         self._held_bytes = 0
 
-    def _pes_packets(self, pid: int, pes: bytes, dts: int, random_access: bool) -> bytes:
-        pcr = dts if pid == VIDEO_PID or self._video is None else None
-        data, self._cc[pid] = _packetize(pid, (self._cc[pid] + 1) & 0x0F, pes, pcr,
-                                         random_access)
+    def _audio_pes(self, pts: int, parts: Sequence[bytes]) -> bytes:
+        """An audio PES (``parts``: ADTS frames) as TS packets, with the PCR
+        when audio carries it (no video)."""
+        data, self._cc[AUDIO_PID] = _pes_packets(
+            AUDIO_PID, (self._cc[AUDIO_PID] + 1) & 0x0F, _AUDIO_STREAM_ID, pts, pts,
+            -1 if self._video is not None else pts, True, parts)
         return data
 
 
