@@ -44,7 +44,8 @@ static void read_into(reader *r, unsigned char *out, Py_ssize_t n)
         Py_ssize_t take = p->size - r->offset;
         if (take > n)
             take = n;
-        memcpy(out, p->data + r->offset, (size_t)take);
+        if (take)
+            memcpy(out, p->data + r->offset, (size_t)take);
         out += take;
         n -= take;
         r->offset += take;
@@ -76,10 +77,12 @@ static PyObject *pes_packets(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "pid, cc or stream_id out of range");
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(parts, "parts must be a sequence");
+    /* A tuple: its items stay put and alive while their bytes are read (a
+     * list could be changed by code a buffer export runs). */
+    PyObject *seq = PySequence_Tuple(parts);
     if (seq == NULL)
         return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t count = PyTuple_GET_SIZE(seq);
     /* The pieces (the PES header first) on the stack, unless there are many
      * (a frame of many slices): then on the heap. */
     piece own_pieces[MAX_PIECES];
@@ -104,7 +107,7 @@ static PyObject *pes_packets(PyObject *self, PyObject *args)
     Py_ssize_t head_size = both ? 19 : 14;
     Py_ssize_t body = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *item = PyTuple_GET_ITEM(seq, i);
         piece *p = &pieces[i + 1];
         if (PyBytes_CheckExact(item)) {
             p->data = (const unsigned char *)PyBytes_AS_STRING(item);

@@ -302,6 +302,10 @@ def _pes_packets_py(pid: int, cc: int, stream_id: int, pts: int, dts: int, pcr: 
     carries counter ``cc``, the PCR (``pcr`` >= 0) and the random-access flag.
     Returns the packets and the last counter used.  The compiled form
     (``_tspack.pes_packets``) gives the same bytes."""
+    pts &= _TS_MASK
+    dts &= _TS_MASK
+    if pcr >= 0:
+        pcr &= _TS_MASK
     body = b"".join(parts)
     if pts != dts:
         length = 13 + len(body)
