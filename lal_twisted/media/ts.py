@@ -24,7 +24,9 @@ What is written:
   whose output ends writes ``flush()`` last.
 - PCR in the first TS packet of every PES of the PCR PID (video, or audio for
   an audio-only stream), the random-access indicator on keyframes (and audio
-  frames), continuity counters per PID, adaptation-field stuffing.
+  frames), continuity counters per PID, adaptation-field stuffing.  A PES is
+  cut into its TS packets in one call (``_pes_packets``): the compiled packer
+  (``_tspack.c``) where the install built it, else its Python form.
 
 Timestamps are the packet's 32-bit milliseconds times 90.  2**32 ms * 90 is
 45 * 2**33, so the 33-bit TS clock runs on unbroken across the wrap of RTMP
@@ -307,17 +309,14 @@ def _pes_packets_py(pid: int, cc: int, stream_id: int, pts: int, dts: int, pcr: 
     if pcr >= 0:
         pcr &= _TS_MASK
     body = b"".join(parts)
-    if pts != dts:
-        length = 13 + len(body)
-        header = b"".join((b"\x00\x00\x01", bytes((stream_id,)),
-                           (length if length <= 0xFFFF else 0).to_bytes(2, "big"),
-                           b"\x80\xc0\x0a", _timestamp(3, pts), _timestamp(1, dts)))
-    else:
-        length = 8 + len(body)
-        header = b"".join((b"\x00\x00\x01", bytes((stream_id,)),
-                           (length if length <= 0xFFFF else 0).to_bytes(2, "big"),
-                           b"\x80\x80\x05", _timestamp(2, pts)))
-    return _packetize(pid, cc, header + body, pcr if pcr >= 0 else None, random_access)
+    # Flags (PTS, or PTS and DTS), header data length, the times.
+    times = (b"\x80\xc0\x0a" + _timestamp(3, pts) + _timestamp(1, dts) if pts != dts
+             else b"\x80\x80\x05" + _timestamp(2, pts))
+    length = len(times) + len(body)
+    header = b"\x00\x00\x01" + bytes((stream_id,)) + (length if length <= 0xFFFF
+                                                       else 0).to_bytes(2, "big")
+    return _packetize(pid, cc, header + times + body, pcr if pcr >= 0 else None,
+                      random_access)
 
 
 try:
