@@ -677,11 +677,11 @@ class TsMuxer:
     def _video_pes(self, packet: AVPacket, keyframe: bool, pts: int,
                    parts: Sequence[bytes]) -> bytes:
         """A video frame's TS packets: ``parts`` is its Annex-B data, ``pts`` in
-        RTMP milliseconds."""
-        dts = (packet.dts * 90) & _TS_MASK
+        RTMP milliseconds (the packer keeps the low 33 bits of the 90 kHz times)."""
+        dts = packet.dts * 90
         data, self._cc[VIDEO_PID] = _pes_packets(
             VIDEO_PID, (self._cc[VIDEO_PID] + 1) & 0x0F, _VIDEO_STREAM_ID,
-            (pts * 90) & _TS_MASK, dts, dts, keyframe, parts)
+            pts * 90, dts, dts, keyframe, parts)
         if self._held and (keyframe or self.live_readers):
             # The audio held so far goes out first: an HLS segment starting at
             # this keyframe holds no audio from before it.
@@ -735,7 +735,7 @@ class TsMuxer:
         if self._video is None or self.live_readers:
             out = self._release(abs(_signed(dts - self._held_last)) < _STALE_AUDIO_MS) \
                 if held else b""
-            data = self._audio_pes((dts * 90) & _TS_MASK, (adts, frame))
+            data = self._audio_pes(dts * 90, (adts, frame))
             return out + data if out else data
         return self._hold_audio(dts, adts, frame, size)
 
