@@ -12,8 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-# Accepted lal numeric log levels and their twisted.logger names.
-_LAL_LEVELS = {0: "debug", 1: "debug", 2: "info", 3: "warn", 4: "error", 5: "critical"}
+# lal's numeric log levels (naza's: trace, debug, info, warn, error, fatal,
+# panic, nothing) and their twisted.logger names; "nothing" is as close as
+# twisted.logger gets: critical lines only.
+_LAL_LEVELS = {0: "debug", 1: "debug", 2: "info", 3: "warn", 4: "error", 5: "critical",
+               6: "critical", 7: "critical"}
 _LEVEL_NAMES = {"trace": "debug", "debug": "debug", "info": "info", "warn": "warn",
                 "warning": "warn", "error": "error", "fatal": "critical", "critical": "critical"}
 
@@ -106,8 +109,19 @@ class HlsConfig:
 
 @dataclass
 class HttpApiConfig:
+    """lal's ``http_api``; the keys after ``addr`` are ours (lal's API has no
+    access control at all: see README, Security)."""
+
     enable: bool = False
     addr: str = ":8083"
+    # When set, every request to the API listener needs it: "Authorization:
+    # Bearer TOKEN", or Basic with any user name and TOKEN as the password.
+    auth_token: str = ""
+    # Host names (besides IP addresses and localhost) the API answers; "*": any.
+    allowed_hosts: list[str] = field(default_factory=list)
+    # Web origins ("https://admin.example.com") whose pages may call the API
+    # (CORS); none by default, so no other site's page can drive or read it.
+    cors_allowed_origins: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -176,6 +190,16 @@ class StaticRelayPullConfig:
     pull_timeout_ms: int = 10000
     pull_retry_num: int = 0  # -1: retry as long as players wait
     auto_stop_pull_after_no_out_ms: int = 3000
+
+
+@dataclass
+class RelayConfig:
+    """Bounds on the relay pulls the HTTP API starts (ours)."""
+
+    max_api_pulls: int = 64
+    # Hosts, IP addresses and networks ("10.0.0.0/8") API pulls may reach;
+    # empty: any.
+    allowed_upstreams: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -271,6 +295,7 @@ class Config:
     stream: StreamConfig = field(default_factory=StreamConfig)
     relay_push: RelayPushConfig = field(default_factory=RelayPushConfig)
     static_relay_pull: StaticRelayPullConfig = field(default_factory=StaticRelayPullConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
     tls_client: TlsClientConfig = field(default_factory=TlsClientConfig)
     http_notify: HttpNotifyConfig = field(default_factory=HttpNotifyConfig)
     simple_auth: SimpleAuthConfig = field(default_factory=SimpleAuthConfig)
@@ -310,6 +335,7 @@ _SECTIONS: dict[str, type] = {
     "stream": StreamConfig,
     "relay_push": RelayPushConfig,
     "static_relay_pull": StaticRelayPullConfig,
+    "relay": RelayConfig,
     "tls_client": TlsClientConfig,
     "http_notify": HttpNotifyConfig,
     "simple_auth": SimpleAuthConfig,
@@ -329,8 +355,12 @@ _ENDPOINT_PREFIXES = ("tcp:", "tcp6:", "ssl:", "unix:", "systemd:", "tls:")
 
 def parse_listen_addr(value: str, key: str) -> str:
     """Turn lal's ``":1935"`` / ``"127.0.0.1:1935"`` or a Twisted endpoint string
-    into a Twisted server endpoint description."""
-    if not isinstance(value, str) or not value.strip():
+    into a Twisted server endpoint description.  An empty address stays empty:
+    lal configs hold one for listeners they do not use (``"https_listen_addr":
+    ""``); the service refuses it only for a listener that is enabled."""
+    if isinstance(value, str) and not value.strip():
+        return ""
+    if not isinstance(value, str):
         raise ConfigError(f"{key}: expected an address such as \":1935\", "
                           f"\"127.0.0.1:1935\" or \"tcp:1935:interface=127.0.0.1\", got {value!r}")
     value = value.strip()
@@ -372,12 +402,27 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
     return value
 
 
+_LIST_EXAMPLES = {
+    "relay_push.addr_list": '["127.0.0.1:19351"]',
+    "relay.allowed_upstreams": '["10.0.0.0/8", "origin.example.com"]',
+    "http_api.allowed_hosts": '["lal.example.com"]',
+    "http_api.cors_allowed_origins": '["https://admin.example.com"]',
+}
+
+
+def _string_list(key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(a, str) and a.strip() for a in value):
+        raise ConfigError(f"{key}: expected a list of non-empty strings such as "
+                          f"{_LIST_EXAMPLES.get(key, '[...]')}, got {json.dumps(value)}")
+    return [a.strip() for a in value]
+
+
 def _log_level(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value in _LAL_LEVELS:
         return _LAL_LEVELS[value]
     if isinstance(value, str) and value.lower() in _LEVEL_NAMES:
         return _LEVEL_NAMES[value.lower()]
-    raise ConfigError(f"log.level: expected one of debug, info, warn, error (or lal's 0-5), "
+    raise ConfigError(f"log.level: expected one of debug, info, warn, error (or lal's 0-7), "
                       f"got {json.dumps(value)}")
 
 
@@ -418,12 +463,8 @@ def from_dict(data: Any) -> Config:
             if full in _MINUS_ONE_OK and item == -1 and not isinstance(item, bool):
                 setattr(section, key, -1)
                 continue
-            if full == "relay_push.addr_list":
-                if not isinstance(item, list) or not all(isinstance(a, str) and a.strip()
-                                                         for a in item):
-                    raise ConfigError(f"{full}: expected a list of addresses such as "
-                                      f"[\"127.0.0.1:19351\"], got {json.dumps(item)}")
-                setattr(section, key, [a.strip() for a in item])
+            if isinstance(getattr(section, key), list):
+                setattr(section, key, _string_list(full, item))
                 continue
             setattr(section, key, _check_type(full, item, getattr(section, key)))
     _validate(config)

@@ -13,6 +13,10 @@ descriptors from a publisher: when the cap is reached, the oldest such
 connection is closed to make room for the new one.  Only when every connection
 is doing real work is a new one refused.  Each refusal or eviction is one log
 line (at most one per listener every few seconds, with a count).
+
+The API's ``add_ip_blacklist`` lands here too (:meth:`ConnectionGuard.block`):
+a blocked address gets no connection to any listener but the API's until its
+time is up, and its open connections are closed.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ log = Logger("lal_twisted.limits")
 FD_RESERVE = 32
 # A line about refused or evicted connections at most this often per listener.
 _LOG_EVERY = 5.0
+# Listeners the IP blacklist does not cover (the operator's own backend must
+# not be able to lock itself out of the API).
+BLACKLIST_EXEMPT = frozenset({"http_api"})
+# Addresses the blacklist holds at most (the oldest entry goes past it).
+MAX_BLACKLIST = 65536
 
 
 def raise_fd_limit() -> int:
@@ -109,6 +118,40 @@ class ConnectionGuard:
         # What else may hold descriptors, each a call giving its most (the HLS
         # memory store's memfds): kept out of the default cap.
         self.fd_users: list[Callable[[], int]] = []
+        # Blocked hosts and until when (reactor time).
+        self.blacklist: dict[str, float] = {}
+
+    def block(self, host: str, seconds: int) -> int:
+        """Refuse ``host`` on every listener but the API's for ``seconds``
+        (0 or less: stop refusing it), closing its open connections; how
+        many were closed."""
+        now = self.reactor.seconds()
+        for stale in [h for h, until in self.blacklist.items() if until <= now]:
+            del self.blacklist[stale]
+        self.blacklist.pop(host, None)
+        if seconds <= 0:
+            return 0
+        if len(self.blacklist) >= MAX_BLACKLIST:
+            del self.blacklist[next(iter(self.blacklist))]
+        self.blacklist[host] = now + seconds
+        victims = [p for p, (h, where) in self.connections.items()
+                   if h == host and where not in BLACKLIST_EXEMPT]
+        for protocol in victims:
+            if hasattr(protocol, "close_reason"):
+                protocol.close_reason = "address blacklisted"
+            transport = getattr(_unwrapped(protocol), "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+        return len(victims)
+
+    def blocked(self, host: str) -> bool:
+        until = self.blacklist.get(host)
+        if until is None:
+            return False
+        if until <= self.reactor.seconds():
+            del self.blacklist[host]
+            return False
+        return True
 
     @property
     def max_total(self) -> int:
@@ -126,6 +169,11 @@ class ConnectionGuard:
         """Whether a new connection from ``address`` may be accepted (making room
         by closing the oldest waiting connection when the cap is reached)."""
         host = _host(address)
+        if self.blacklist and name not in BLACKLIST_EXEMPT and self.blocked(host):
+            self.refused += 1
+            self._tell(name, "blocked", f"refused a connection from {host}: it is blacklisted "
+                       "(add_ip_blacklist)")
+            return False
         if self.max_per_addr and self.per_host.get(host, 0) >= self.max_per_addr:
             self.refused += 1
             self._tell(name, "refused", f"refused a connection from {host}: it has "

@@ -9,6 +9,7 @@ Twisted application.
 from __future__ import annotations
 
 import os
+import re
 from typing import IO
 
 from twisted.logger import (
@@ -37,6 +38,27 @@ _open_files: list[IO[str]] = []
 MAX_FIELD_CHARS = 256
 
 
+# A URL's user:password@, and the values of query parameters whose name says
+# they are secret (lal_secret, token, password, key, sign, auth, hls_ctx...).
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]+@")
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;][^=&#\s]*(?:secret|token|pass|pwd|auth|sign|key|ctx|credential)[^=&#\s]*=)"
+    r"[^&#\s]+")
+REDACTED = "***"
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of the URLs in it masked: userinfo
+    (``rtmp://user:pass@host`` -> ``rtmp://***@host``) and secret-looking
+    query values (``?lal_secret=abc`` -> ``?lal_secret=***``).  Log lines and
+    the API's stat answers never carry them."""
+    if "@" in text:
+        text = _USERINFO.sub(rf"\1{REDACTED}@", text)
+    if "=" in text:
+        text = _SECRET_PARAM.sub(rf"\1{REDACTED}", text)
+    return text
+
+
 def safe(text: str, limit: int = MAX_FIELD_CHARS) -> str:
     """``text`` fit for one log line: control characters escaped, cut to ``limit``."""
     if len(text) > limit:
@@ -55,10 +77,11 @@ def _escape(char: str) -> str:
 
 @implementer(ILogObserver)
 def _sanitize(event: dict) -> None:
-    """Make every string field of a project log event safe, then publish it."""
+    """Make every string field of a project log event safe, with credentials
+    masked, then publish it."""
     for key, value in event.items():
         if type(value) is str and not key.startswith("log_"):
-            event[key] = safe(value)
+            event[key] = safe(redact(value))
     publisher(event)
 
 

@@ -136,13 +136,17 @@ class Listener(service.Service):
 @dataclass(frozen=True)
 class ListenerSpec:
     """A listener: its name (``LalService.listeners`` key), the config key of its
-    address, whether the config enables it, and how to build its factory."""
+    address, whether the config enables it, and how to build its factory.
+    A listener that may be ``optional`` (TLS, as lal: an RTMPS or HTTPS
+    listener whose certificate files cannot be used) is left out with one
+    error line; any other listener's problem stops the server."""
 
     name: str
     addr_key: str
     addr: Callable[[Config], str]
     enabled: Callable[[LalService], bool]
     build: Callable[[LalService], Factory | server.Site]
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -257,12 +261,13 @@ LISTENERS: tuple[ListenerSpec, ...] = (
     ListenerSpec("rtmp", "rtmp.addr", lambda c: c.rtmp.addr,
                  lambda lals: lals.config.rtmp.enable, _rtmp_factory),
     ListenerSpec("rtmps", "rtmp.rtmps_addr", _rtmps_addr,
-                 lambda lals: lals.config.rtmp.rtmps_enable, _rtmp_factory),
+                 lambda lals: lals.config.rtmp.rtmps_enable, _rtmp_factory, optional=True),
     ListenerSpec("http", "default_http.http_listen_addr",
                  lambda c: c.default_http.http_listen_addr,
                  lambda lals: bool(lals.routers["http"].routes), _site("http")),
     ListenerSpec("https", "default_http.https_listen_addr", _https_addr,
-                 lambda lals: bool(lals.routers["https"].routes), _site("https")),
+                 lambda lals: bool(lals.routers["https"].routes), _site("https"),
+                 optional=True),
     ListenerSpec("http_api", "http_api.addr", lambda c: c.http_api.addr,
                  lambda lals: lals.config.http_api.enable, _site("http_api")),
 )
@@ -327,9 +332,19 @@ class LalService(service.MultiService):
         if fd_share is not None:  # HLS segments in memfds: not the connections' descriptors
             self.guard.fd_users.append(fd_share)
         self.listeners: dict[str, Listener] = {}
+        # Problems that leave an optional listener out, logged once at start.
+        self.startup_errors: list[str] = []
         for spec in LISTENERS:
             if spec.enabled(self):
-                listener = Listener(spec.addr_key, spec.addr(config), spec.build(self), reactor,
+                try:
+                    address = _listen_address(spec, config)
+                except ConfigError as e:
+                    if not spec.optional:
+                        raise
+                    self.startup_errors.append(f"{e}; the {spec.name} listener is not started "
+                                               "(the others are)")
+                    continue
+                listener = Listener(spec.addr_key, address, spec.build(self), reactor,
                                     self.guard)
                 listener.setName(spec.name)
                 listener.setServiceParent(self)
@@ -351,8 +366,20 @@ class LalService(service.MultiService):
         lal_log.configure(self.config.log)
         for warning in [*self.config.warnings, *packer_warnings(self.config)]:
             logger.warn("{warning}", warning=warning)
+        for error in self.startup_errors:
+            logger.error("{error}", error=error)
         super().startService()
         self.registry.server_started(self)
+
+
+def _listen_address(spec: ListenerSpec, config: Config) -> str:
+    """The endpoint description of an enabled listener; an empty address (which
+    a config may hold for a listener nothing enables) is an error here."""
+    address = spec.addr(config)
+    if not address:
+        raise ConfigError(f"{spec.addr_key}: the {spec.name} listener is enabled but its "
+                          "address is empty; set one such as \":1935\" or turn it off")
+    return address
 
 
 def packer_warnings(config: Config) -> list[str]:

@@ -68,8 +68,8 @@ def ssl_endpoint(tcp_description: str, cert_file: str, key_file: str,
     """The ``ssl:`` server endpoint description for a checked cert/key pair,
     from the ``tcp:``/``tcp6:`` description :func:`parse_listen_addr` made.
     A description the user wrote as ``ssl:...`` is returned as is."""
-    if tcp_description.startswith("ssl:"):
-        return tcp_description
+    if not tcp_description or tcp_description.startswith("ssl:"):
+        return tcp_description  # empty: refused by the service if the listener is on
     kind, _, rest = tcp_description.partition(":")
     if kind not in ("tcp", "tcp6"):
         raise ConfigError(f"{cert_key}: a TLS listener needs a TCP address, "

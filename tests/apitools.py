@@ -18,9 +18,10 @@ from conftest import Server, free_port, start_server, stop_server
 
 
 def http(url: str, body: bytes | None = None, method: str | None = None,
-         timeout: float = 10.0) -> tuple[int, bytes, dict[str, str]]:
+         timeout: float = 10.0, headers: dict[str, str] | None = None,
+         ) -> tuple[int, bytes, dict[str, str]]:
     """(status, body, headers) of a request; 4xx/5xx answers are returned too."""
-    req = urllib.request.Request(url, data=body, method=method)
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read(), {k.lower(): v for k, v in resp.headers.items()}
@@ -29,9 +30,13 @@ def http(url: str, body: bytes | None = None, method: str | None = None,
 
 
 def api(port: int, path: str, body: Any = None, raw: bytes | None = None,
-        method: str | None = None) -> tuple[int, dict[str, Any]]:
+        method: str | None = None, headers: dict[str, str] | None = None,
+        ) -> tuple[int, dict[str, Any]]:
+    """Call the API as a backend does: a JSON body is sent as application/json."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    status, text, headers = http(f"http://127.0.0.1:{port}{path}", data, method)
+    sent = {"Content-Type": "application/json"} if data is not None else {}
+    sent.update(headers or {})
+    status, text, headers = http(f"http://127.0.0.1:{port}{path}", data, method, headers=sent)
     assert headers.get("content-type") == "application/json", (status, text, headers)
     return status, json.loads(text)
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from lal_twisted.config import Config, ConfigError, from_dict, load, parse_listen_addr
+from lal_twisted.service import make_service
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = Path(sys.executable).parent / "twistd"
@@ -134,12 +135,37 @@ def test_listen_addr_endpoint_strings_pass_through(value: str) -> None:
     assert parse_listen_addr(value, "rtmp.addr") == value
 
 
-@pytest.mark.parametrize("value", ["abc", ":99999", ":65536", "", "   ", 1935, None,
+@pytest.mark.parametrize("value", ["abc", ":99999", ":65536", 1935, None,
                                    "127.0.0.1", "127.0.0.1:", "::1:1935", "[::1]"])
 def test_listen_addr_errors_name_the_key(value: Any) -> None:
     with pytest.raises(ConfigError) as info:
         parse_listen_addr(value, "default_http.http_listen_addr")
     assert str(info.value).startswith("default_http.http_listen_addr:")
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_address_is_kept_for_a_listener_nothing_enables(value: str) -> None:
+    # lal configs hold them ("https_listen_addr": "" with HTTPS unused), and lal starts.
+    assert parse_listen_addr(value, "default_http.https_listen_addr") == ""
+    config = from_dict({"default_http": {"http_listen_addr": "127.0.0.1:0",
+                                         "https_listen_addr": value},
+                        "rtmp": {"addr": "127.0.0.1:0", "rtmps_addr": value},
+                        "http_api": {"addr": value}})
+    lals = make_service(config)
+    assert set(lals.listeners) == {"rtmp", "http"}
+
+
+@pytest.mark.parametrize(("data", "key"), [
+    ({"rtmp": {"addr": ""}}, "rtmp.addr"),
+    ({"default_http": {"http_listen_addr": ""}}, "default_http.http_listen_addr"),
+    ({"http_api": {"enable": True, "addr": ""}}, "http_api.addr"),
+])
+def test_an_empty_address_of_an_enabled_listener_stops_the_server(data: dict, key: str) -> None:
+    data = {"rtmp": {"addr": "127.0.0.1:0"}, "default_http": {"http_listen_addr": "127.0.0.1:0"},
+            **data}
+    with pytest.raises(ConfigError) as info:
+        make_service(from_dict(data))
+    assert str(info.value).startswith(f"{key}: the ") and "address is empty" in str(info.value)
 
 
 def test_listen_addr_out_of_range_port_is_explained() -> None:
@@ -233,6 +259,7 @@ def test_repository_config_loads_cleanly() -> None:
 
 @pytest.mark.parametrize(("level", "expected"), [
     (0, "debug"), (1, "debug"), (2, "info"), (3, "warn"), (4, "error"), (5, "critical"),
+    (6, "critical"), (7, "critical"),  # naza's panic and "nothing" (lal's benchonlyrtmp: 7)
     ("debug", "debug"), ("INFO", "info"), ("warning", "warn"), ("trace", "debug"),
     ("fatal", "critical"),
 ])
@@ -240,7 +267,7 @@ def test_log_levels(level: Any, expected: str) -> None:
     assert from_dict({"log": {"level": level}}).log.level == expected
 
 
-@pytest.mark.parametrize("level", [6, -1, "loud", True, None, 2.0])
+@pytest.mark.parametrize("level", [8, -1, "loud", True, None, 2.0])
 def test_bad_log_level(level: Any) -> None:
     assert error_of({"log": {"level": level}}).startswith("log.level:")
 

@@ -198,7 +198,8 @@ class HttpNotify(Observer):
         if self.config.on_update:
             self._queue("on_update", self.config.on_update, {
                 "server_id": self.server_id,
-                "groups": stat.all_groups(self.registry, self.plane.rates)})
+                "groups": stat.all_groups(self.registry, self.plane.rates,
+                                          self.plane.pulls())})
 
     def _session(self, event: str, url: str, session: Session) -> None:
         if url:

@@ -17,6 +17,7 @@ from twisted.web import resource
 
 from lal_twisted.api import stat
 from lal_twisted.api.auth import HttpHook, SimpleAuth
+from lal_twisted.api.guard import ApiGuard, GuardedPage
 from lal_twisted.api.http_api import ApiResource
 from lal_twisted.api.metrics import MetricsResource, SessionTotals, build_registry
 from lal_twisted.api.notify import HttpNotify, close_client
@@ -59,9 +60,15 @@ class ControlPlane(service.Service):
             self.hook = HttpHook(config.http_hook, self)
             self.registry.add_access_check(self.hook)
         self.metrics_registry = build_registry(self, self.totals)
+        self.api_guard = ApiGuard(config.http_api)  # every page of the API listener
 
     def lal_info(self) -> dict[str, Any]:
         return stat.lal_info(self.server_id, self.start_time)
+
+    def pulls(self) -> dict[str, Any]:
+        """The relay pulls by stream key, live or trying (for the stat groups)."""
+        relays = getattr(self.lals, "relays", None)
+        return relays.pulls if relays is not None else {}
 
     # -- resources (mounted through service.ROUTES) ------------------------------------
     def api_resource(self) -> resource.IResource:
@@ -75,7 +82,8 @@ class ControlPlane(service.Service):
         return MetricsResource(self.metrics_registry)
 
     def status_page(self, listener: str) -> resource.IResource:
-        return StatusPage(self, listener)
+        page = StatusPage(self, listener)
+        return GuardedPage(self.api_guard, page) if listener == "http_api" else page
 
     # -- lifecycle ------------------------------------------------------------------------
     def startService(self) -> None:  # noqa: N802 - Twisted interface

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 
 from lal_twisted.hub.session import Role, Session
+from lal_twisted.log import redact
 from lal_twisted.media.tags import lal_codec_name
 
 if TYPE_CHECKING:
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
     from lal_twisted.hub.stream import Stream
 
 __all__ = ["API_VERSION", "LAL_VERSION", "NOTIFY_VERSION", "FrameRates", "base_type",
-           "group_stat", "lal_info", "lal_time", "protocol_name", "session_event",
-           "session_stat", "sessions_by_key", "split_key"]
+           "group_stat", "lal_info", "lal_time", "pending_pull_group", "protocol_name",
+           "pull_stat", "session_event", "session_stat", "sessions_by_key", "split_key"]
 
 # The lal release whose HTTP API and notify shapes these follow.
 LAL_VERSION = "v0.37.4"
@@ -102,15 +103,43 @@ def _codec(track: Any) -> str:
     return lal_codec_name(track.codec)
 
 
+def pull_stat(pull: Any) -> dict[str, Any]:
+    """lal's ``StatSession`` for a relay pull (a
+    :class:`~lal_twisted.relay.pull.RelayPull`), live or not, with ours:
+    ``state`` (``live``, ``connecting``, ``waiting_to_retry``), ``url`` (its
+    credentials and secrets masked) and ``attempts``."""
+    session = pull.session if pull.stream is not None else None
+    entry = session_stat(session)
+    if session is None:
+        http = pull.url.startswith(("http://", "https://"))
+        entry.update({"session_id": pull.session_id, "protocol": "FLV" if http else "RTMP",
+                      "base_type": "PULL", "remote_addr": pull.remote_addr,
+                      "start_time": lal_time(pull.started_at)})
+    entry.update({"state": pull.state, "url": redact(pull.url), "attempts": pull.attempts})
+    return entry
+
+
+def pending_pull_group(pull: Any) -> dict[str, Any]:
+    """The ``StatGroup`` of a stream that only a relay pull (not live yet) names."""
+    app, name = split_key(pull.key)
+    return {"stream_name": name, "app_name": app, "audio_codec": "", "video_codec": "",
+            "video_width": 0, "video_height": 0, "pub": session_stat(None), "subs": [],
+            "pull": pull_stat(pull), "pushs": [], "in_frame_per_sec": []}
+
+
 def group_stat(stream: Stream, players: Iterable[Session],
                rates: FrameRates | None = None,
-               pushes: Iterable[Session] = ()) -> dict[str, Any]:
+               pushes: Iterable[Session] = (), pull: Any = None) -> dict[str, Any]:
     """lal's ``StatGroup`` for ``stream``; ``players`` are its play sessions,
-    ``pushes`` its relay pushes to other servers (lal's ``pushs``)."""
+    ``pushes`` its relay pushes to other servers (lal's ``pushs``), ``pull``
+    the relay pull that feeds it or tries to (None: none)."""
     app, name = split_key(stream.key)
     video = stream.tracks.video
     source = stream.publish_session if stream.publisher is not None else None
     pulled = source is not None and source.role == Role.RELAY_PULL
+    if pull is not None and source is None:
+        pulled = True  # not live yet: the group shows the pull's state
+    shown_pull = pull if pull is not None and pulled else None
     return {
         "stream_name": name,
         "app_name": app,
@@ -120,7 +149,8 @@ def group_stat(stream: Stream, players: Iterable[Session],
         "video_height": video.height if video is not None else 0,
         "pub": session_stat(None if pulled else source),
         "subs": [session_stat(s) for s in players],
-        "pull": session_stat(source if pulled else None),
+        "pull": (pull_stat(shown_pull) if shown_pull is not None
+                 else session_stat(source if pulled else None)),
         "pushs": [session_stat(s) for s in pushes],
         "in_frame_per_sec": rates.of(stream.key) if rates is not None else [],
     }
@@ -139,11 +169,20 @@ def players_by_key(registry: StreamRegistry) -> dict[str, list[Session]]:
     return sessions_by_key(registry, Role.PLAY)
 
 
-def all_groups(registry: StreamRegistry, rates: FrameRates | None = None) -> list[dict[str, Any]]:
+def all_groups(registry: StreamRegistry, rates: FrameRates | None = None,
+               pulls: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every stream's ``StatGroup``, and one for each relay pull (by stream key
+    in ``pulls``) whose stream does not exist yet: connecting or waiting to
+    retry with nobody waiting for it."""
     players = players_by_key(registry)
     pushes = sessions_by_key(registry, Role.RELAY_PUSH)
-    return [group_stat(stream, players.get(key, ()), rates, pushes.get(key, ()))
-            for key, stream in list(registry.streams.items())]
+    pulls = pulls or {}
+    groups = [group_stat(stream, players.get(key, ()), rates, pushes.get(key, ()),
+                         pulls.get(key))
+              for key, stream in list(registry.streams.items())]
+    groups += [pending_pull_group(pull) for key, pull in pulls.items()
+               if key not in registry.streams]
+    return groups
 
 
 def find_stream(registry: StreamRegistry, stream_name: str) -> Stream | None:

@@ -26,15 +26,15 @@ from twisted.python.failure import Failure
 
 from lal_twisted.hub.access import Refused
 from lal_twisted.hub.events import Observer
-from lal_twisted.hub.session import RTMP_PUSH, Role, check_names
+from lal_twisted.hub.session import RTMP_PUSH, Role, check_names, stream_key
 from lal_twisted.log import Logger
+from lal_twisted.relay.policy import MAX_PULL_TIMEOUT_MS, AllowList, PullUrlError, check_pull_url
 from lal_twisted.relay.pull import RelayPull
 from lal_twisted.relay.push import RelayPush
 from lal_twisted.relay.upstream import (
     LOOP_REFUSAL,
     MAX_HOPS,
     Base,
-    UpstreamError,
     parse_base,
     relay_via,
     with_via,
@@ -75,6 +75,7 @@ class RelayManager(Observer, service.Service):
             pull.enable and pull.addr.strip()) else None
         self.pushes: dict[str, list[RelayPush]] = {}
         self.pulls: dict[str, RelayPull] = {}
+        self.allowed_upstreams = AllowList(config.relay.allowed_upstreams)
         self._insecure_logged = False
         # This server's relay id in the loop marker (lal_twisted.relay.upstream).
         self.relay_id = secrets.token_hex(4)
@@ -242,36 +243,42 @@ class RelayManager(Observer, service.Service):
                    pull_retry_num: int = 0,
                    auto_stop_pull_after_no_out_ms: int = -1) -> RelayPull:
         """Pull ``url`` now, served as its app and stream name (``stream_name``
-        replaces the latter); lal's start_relay_pull.  Raises :class:`PullError`."""
+        replaces the latter); lal's start_relay_pull, with lal's meanings:
+        ``pull_timeout_ms`` 0 is no timeout of its own (here: the longest,
+        :data:`~lal_twisted.relay.policy.MAX_PULL_TIMEOUT_MS`), a negative
+        ``pull_retry_num`` retries until stopped, a negative
+        ``auto_stop_pull_after_no_out_ms`` never stops, 0 stops as soon as no
+        one plays.  The URL is checked first (:mod:`lal_twisted.relay.policy`).
+        Raises :class:`PullError`."""
         try:
-            parts = urlsplit(url)
-            parse_base(f"{parts.scheme}://{parts.netloc}", push=False)
-        except (UpstreamError, ValueError) as e:
-            raise PullError(str(e)) from None
-        path = parts.path.strip("/")
-        if parts.scheme in ("http", "https"):
-            if not path.endswith(".flv"):
-                raise PullError(f"{url!r}: an HTTP-FLV URL ends in .flv")
-            path = path[:-4]
-        app, _, name = path.rpartition("/")
-        name = stream_name or name
+            target = check_pull_url(url)
+        except PullUrlError as e:
+            raise PullError(f"bad url: {e}") from None
+        if not self.allowed_upstreams.allows(target.host):
+            raise PullError(f"{target.host} is not one of relay.allowed_upstreams")
+        app, name = target.app, stream_name or target.stream
         problem = check_names(app, name)
         if problem is not None:
-            raise PullError(f"{url!r}: {problem}")
-        from lal_twisted.hub.session import stream_key
-
+            raise PullError(f"bad stream_name: {problem}")
         key = stream_key(app, name)
         if key in self.pulls:
             raise PullError(f"stream {key} is already being pulled", exists=True)
         stream = self.registry.get(key)
         if stream is not None and stream.publisher is not None:
             raise PullError(f"stream {key} is already published here", exists=True)
-        if pull_timeout_ms <= 0:
-            raise PullError("pull_timeout_ms must be above 0")
+        running = sum(1 for pull in self.pulls.values() if not pull.static)
+        cap = self.config.relay.max_api_pulls
+        if running >= cap:
+            raise PullError(f"{running} relay pulls started through the API run already "
+                            f"(relay.max_api_pulls is {cap}); stop one first")
+        if auto_stop_pull_after_no_out_ms == 0 and (stream is None or not stream.player_count):
+            raise PullError(f"should auto stop pull: nobody plays {key} here and "
+                            "auto_stop_pull_after_no_out_ms is 0 (stop when nobody plays)")
+        timeout_ms = pull_timeout_ms if pull_timeout_ms > 0 else MAX_PULL_TIMEOUT_MS
         # The loop marker, as static pulls carry it (lal_twisted.relay.upstream).
         url = with_via(url, [self.relay_id])
         pull = RelayPull(self.registry, self.reactor, app, name, url,
-                         timeout=pull_timeout_ms / 1000, retry_num=pull_retry_num,
+                         timeout=timeout_ms / 1000, retry_num=max(-1, pull_retry_num),
                          auto_stop_after=(auto_stop_pull_after_no_out_ms / 1000
                                           if auto_stop_pull_after_no_out_ms >= 0 else -1.0),
                          tls=self.tls_for(url), static=False, on_end=self._pull_ended,

@@ -19,7 +19,9 @@ packet count, so nothing is added per packet.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall
@@ -72,6 +74,7 @@ class RelayPull:
         self.on_end = on_end
         self.idle_timeout = idle_timeout  # 0: an upstream may be silent forever
         self.description = url
+        self.started_at = time.time()
         self.session: Session | None = None
         self.stream: Stream | None = None
         self.upstream: Upstream | None = None
@@ -104,9 +107,33 @@ class RelayPull:
 
         return stream_key(self.app, self.stream_name)
 
+    @property
+    def state(self) -> str:
+        """``live`` (publishing here), ``connecting`` (an attempt is under way),
+        ``waiting_to_retry`` or ``stopped``: what the stat group shows."""
+        if self.ended:
+            return "stopped"
+        if self.stream is not None:
+            return "live"
+        return "connecting" if self.upstream is not None else "waiting_to_retry"
+
+    @property
+    def remote_addr(self) -> str:
+        """The upstream's ``host:port``."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        default = 443 if parts.scheme in ("rtmps", "https") else (
+            80 if parts.scheme == "http" else 1935)
+        return f"[{host}]:{parts.port or default}" if ":" in host else \
+            f"{host}:{parts.port or default}"
+
     # -- life ----------------------------------------------------------------------------
     def start(self) -> None:
+        self.started_at = time.time()
         self._attempt()
+        if not self.static and self.auto_stop_after >= 0 and not self._players():
+            # lal counts the time without players from the start of the pull.
+            self.player_left_all()
 
     def _attempt(self) -> None:
         self._timer = None
@@ -213,6 +240,7 @@ class RelayPull:
         if upstream is not self.upstream or self.ended:
             return
         upstream.stop()
+        self.upstream = None
         if failure.check(defer.TimeoutError, defer.CancelledError):
             cause = f"no answer within {self.timeout:g}s (pull_timeout_ms)"
         else:
@@ -254,7 +282,7 @@ class RelayPull:
 
     def _players(self) -> int:
         stream = self.registry.get(self.key)
-        return len(stream.sinks) if stream is not None else 0
+        return stream.player_count if stream is not None else 0
 
     def give_up(self, reason: str) -> None:
         """Stop and tell the players the stream will not come."""

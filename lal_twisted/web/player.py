@@ -133,14 +133,18 @@ class LiveStreamResource(ReadOnlyResource):
             return error
         peer = request.getClientAddress()
         who = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
+        sink = sink_class(request, reactor=self.reactor, stall_timeout=self.stall_timeout,
+                          max_backlog_bytes=self.max_backlog_bytes, wait_timeout=self.wait_timeout)
+        # A kick ends the response as the end of the stream does (its last chunk,
+        # then the connection closes; a WebSocket gets a close frame), as lal
+        # closes a kicked player's connection; only a player that does not
+        # read is reset.
         session = self.registry.new_session(self.session_prefix, self.protocol, who,
-                                            closer=lambda reason: abort(request, reason))
+                                            closer=sink.close)
         session.app, session.stream = parsed
         session.query = request.uri.decode("utf-8", "replace").partition("?")[2]
         host = (request.getHeader(b"host") or b"").decode("utf-8", "replace")
         session.url = f"{scheme}://{host}{request.uri.decode('utf-8', 'replace')}"
-        sink = sink_class(request, reactor=self.reactor, stall_timeout=self.stall_timeout,
-                          max_backlog_bytes=self.max_backlog_bytes, wait_timeout=self.wait_timeout)
         request.lal_sink = sink  # type: ignore[attr-defined]  # for lal_twisted.limits
         sink.begin_burst()  # container header and cached GOP in one write
         started = time.monotonic()
