@@ -17,6 +17,7 @@ import m3u8
 import pytest
 from conftest import ROOT, Server, generate, start_server, stop_server
 from mediatools import finish, probe, push, wait_for
+from tsparse import count_frames, decode_errors
 
 from lal_twisted.hub.session import check_names
 
@@ -95,9 +96,10 @@ def test_the_longest_name_of_4_byte_characters_records_and_plays_hls(
     assert info.decode_errors == "" and info.video_frames > 0
     assert sorted(p.name for p in (tmp_path / "hls" / name).glob("*.m3u8")) == [
         "playlist.m3u8", "record.m3u8"]
-    # And players follow the playlist's own segment names.
-    status, _ = get(hls_url(server, f"{name}/playlist.m3u8"))
-    assert status == 200
+    # A player follows the playlist's own segment names through the whole publish.
+    assert get(hls_url(server, f"{name}/playlist.m3u8"))[0] == 200
+    assert decode_errors(record_url) == ""
+    assert count_frames(record_url) == count_frames(clip)
 
 
 def test_one_4_byte_character_more_is_refused_with_the_reason(server: Server,
