@@ -33,12 +33,46 @@ def test_valid_names(app: str, stream: str) -> None:
     ("live", "a\x00b", "'\\x00'"),
     ("live", "a\nb", "'\\n'"),
     ("live", "a%2e", "'%'"),
-    ("live", "x" * (MAX_NAME_LENGTH + 1), "longer than 128"),
-    ("l" * 1024 * 1024, "x", "longer than 128"),
+    ("live", "x" * (MAX_NAME_LENGTH + 1), "129 bytes long in UTF-8, at most 128"),
+    ("l" * 1024 * 1024, "x", "the app name is 1048576 bytes long in UTF-8, at most 128"),
 ])
 def test_invalid_names(app: str, stream: str, why: str) -> None:
     problem = check_names(app, stream)
     assert problem is not None and why in problem
+
+
+# Names become file names (recordings, HLS), whose limit is 255 bytes: the
+# limit is in bytes of UTF-8, not in characters.
+GRIN = "\U0001F600"  # 4 bytes in UTF-8
+HAN = "\U00020000"  # 4 bytes, outside the BMP
+EURO = "\u20ac"  # 3 bytes
+
+
+@pytest.mark.parametrize(("app", "stream"), [
+    ("live", GRIN * 32), ("live", HAN * 32), ("live", "x" * 128), ("live", GRIN * 31 + "abcd"),
+    ("live", EURO * 42 + "é"), (GRIN * 32, "x"), (f"{GRIN * 16}/{HAN * 15}", "s"),
+], ids=["32-grin", "32-han", "128-ascii", "mixed", "42-euro+e", "app-32-grin", "app-2-segments"])
+def test_names_of_128_bytes_in_utf8_are_valid(app: str, stream: str) -> None:
+    assert len(stream.encode()) <= MAX_NAME_LENGTH and len(app.encode()) <= MAX_NAME_LENGTH
+    assert check_names(app, stream) is None
+
+
+@pytest.mark.parametrize(("app", "stream", "why"), [
+    ("live", GRIN * 33, "the stream name is 132 bytes long in UTF-8, at most 128"),
+    ("live", HAN * 128, "the stream name is 512 bytes long in UTF-8, at most 128"),
+    ("live", "x" * 129, "the stream name is 129 bytes long in UTF-8, at most 128"),
+    ("live", GRIN * 32 + "x", "the stream name is 129 bytes long in UTF-8, at most 128"),
+    ("live", EURO * 43, "the stream name is 129 bytes long in UTF-8, at most 128"),
+    ("live", "é" * 65, "the stream name is 130 bytes long in UTF-8, at most 128"),
+    (GRIN * 33, "x", "the app name is 132 bytes long in UTF-8, at most 128"),
+    (f"{GRIN * 16}/{HAN * 16}", "x", "the app name is 129 bytes long in UTF-8, at most 128"),
+    ("live", "a\ud800b", "not valid UTF-8"),
+    ("li\udcffve", "a", "not valid UTF-8"),
+], ids=["33-grin", "128-han", "129-ascii", "32-grin+x", "43-euro", "65-e", "app-33-grin",
+        "app-2-segments", "lone-surrogate", "app-escaped-byte"])
+def test_names_over_128_bytes_in_utf8_are_refused(app: str, stream: str, why: str) -> None:
+    problem = check_names(app, stream)
+    assert problem is not None and why in problem, problem
 
 
 def test_bad_names_are_refused_over_rtmp_and_keys_stay_unambiguous() -> None:

@@ -38,17 +38,32 @@ FLV_PULL = "FLVPULL"
 
 
 # Stream and app names become keys, URLs, log fields and (with HLS and
-# recording) file names.  A name is 1-128 characters; an app is 0-128 characters
+# recording) file names.  A name is 1-128 bytes of UTF-8; an app is 0-128 bytes
 # in "/"-separated segments.  Neither may hold control characters or
 # \ ? # % " < > | * ; a stream name has no "/", so "APP/STREAM" splits at its
 # last "/" one way only, and no segment is "." or ".." or starts with ".".
-MAX_NAME_LENGTH = 128
+#
+# The limit is in bytes, not characters, because a file name is at most 255
+# bytes (NAME_MAX) and a character takes up to 4.  The longest names made of a
+# 128-byte stream name:
+#   recording  STREAM-UNIXTIME-99.flv        128 + 1 + 11 + 3 + 4      = 147
+#              (11 digits last until the year 5138; -1 .. -99 on collision)
+#   HLS        STREAM (the directory)                                   = 128
+#              STREAM-MILLIS-SEQUENCE.ts     128 + 1 + 14 + 1 + 20 + 3 = 167
+#              (14 digits of ms until the year 5138, a 64-bit sequence)
+#              playlist.m3u8.tmp (the disk store's temporary name)      = 17
+# all under 255.  The app is in no file name; it has the same limit.
+MAX_NAME_LENGTH = 128  # bytes of UTF-8
 _FORBIDDEN = frozenset('\\?#%"<>|*') | frozenset(chr(c) for c in range(32)) | {"\x7f"}
 
 
 def _check(value: str, what: str) -> str | None:
-    if len(value) > MAX_NAME_LENGTH:
-        return f"{what} is longer than {MAX_NAME_LENGTH} characters"
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate (a JSON "\ud800" escape)
+        return f"{what} is not valid UTF-8"
+    if size > MAX_NAME_LENGTH:
+        return f"{what} is {size} bytes long in UTF-8, at most {MAX_NAME_LENGTH}"
     bad = next((c for c in value if c in _FORBIDDEN), None)
     if bad is not None:
         return f"{what} contains the character {bad!r}"
