@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -144,6 +145,97 @@ def callback_server(**kwargs: Any) -> Iterator[Callbacks]:
         stop.set()
         httpd.shutdown()
         httpd.server_close()
+
+
+@dataclass
+class EndlessHead:
+    """A callback server that answers every request with a status line and then
+    ``lines`` header lines, streamed.  ``asked`` counts the requests it read,
+    ``sent`` holds the header lines it wrote on each connection before the
+    client hung up."""
+
+    port: int = 0
+    lines: int = 300_000
+    asked: int = 0
+    sent: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@contextmanager
+def endless_head_server(lines: int = 300_000) -> Iterator[EndlessHead]:
+    eh = EndlessHead(lines=lines)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    eh.port = listener.getsockname()[1]
+
+    def read_request(conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            body += chunk
+        with eh.lock:
+            eh.asked += 1
+
+    def answer(conn: socket.socket) -> None:
+        sent = 0
+        try:
+            read_request(conn)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            block = 2000
+            for start in range(0, eh.lines, block):
+                conn.sendall(b"".join(b"X-Pad-%d: value\r\n" % n
+                                      for n in range(start, min(start + block, eh.lines))))
+                sent += block
+            conn.sendall(b"Connection: close\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            pass  # the client gave up: what this server is for
+        finally:
+            with eh.lock:
+                eh.sent.append(sent)
+            conn.close()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(10)
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield eh
+    finally:
+        stop.set()
+        listener.close()
+
+
+def vm_kib(pid: int, field_name: str = "VmRSS") -> int:
+    """A figure of /proc/PID/status in KiB (VmRSS, VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field_name} for {pid}")
 
 
 def metrics(port: int) -> dict[str, float]:

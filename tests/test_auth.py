@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from apitools import api_server, callback_server, http
+from apitools import api_server, callback_server, endless_head_server, http, vm_kib
 from conftest import Media, free_port
 from mediatools import finish, pull, push, wait_for
 
@@ -167,3 +167,37 @@ def test_http_hook_decides_plays(tmp_path: Path, media: Media) -> None:
             finally:
                 publisher.kill()
                 finish(publisher)
+
+
+# An answer whose status line and headers never end is cut at the bound, not read
+# into memory: the hook refuses, and the server stays its size.
+HEAD_BOUND = "the answer's status line and headers pass"
+
+
+def test_http_hook_refuses_an_answer_with_endless_headers(tmp_path: Path,
+                                                           media: Media) -> None:
+    with endless_head_server(300_000) as eh:
+        url = eh.url("/pub")
+        # a long timeout: the bound, not the timeout, must end the request
+        with api_server(tmp_path, http_hook={"enable": True, "on_publish": url,
+                                             "timeout_ms": 15000}) as s:
+            srv = s.server
+            rss, hwm = vm_kib(srv.proc.pid), vm_kib(srv.proc.pid, "VmHWM")
+            publisher = push(media.long_av, srv.rtmp_url("test"))
+            try:
+                assert wait_for(lambda: "refused: http_hook" in srv.log()
+                                or "publishing live/test started" in srv.log(), 20), srv.log()
+                code, err = finish(publisher, timeout=10)
+            finally:
+                publisher.kill()
+                finish(publisher)
+            grew = vm_kib(srv.proc.pid) - rss, vm_kib(srv.proc.pid, "VmHWM") - hwm
+            log = srv.log()
+        assert code != 0, err
+        assert "publishing live/test started" not in log, log
+        warned = [line for line in log.splitlines() if f"http_hook {url} for session" in line]
+        assert len(warned) == 1 and HEAD_BOUND in warned[0], log
+        assert f"refused: http_hook {url} {HEAD_BOUND}" in log, log
+        assert grew[0] < 30 * 1024 and grew[1] < 30 * 1024, f"RSS, peak grew {grew} KiB"
+        assert wait_for(lambda: eh.sent, 10), eh  # the answer was cut short
+        assert eh.asked == 1 and eh.sent[0] < 300_000, eh

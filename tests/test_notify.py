@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from apitools import api_server, callback_server, http, metrics
+from apitools import api_server, callback_server, endless_head_server, http, metrics, vm_kib
 from conftest import FPS, Media, free_port
 from mediatools import finish, probe, pull, push, wait_for
 
@@ -138,3 +138,30 @@ def test_a_slow_or_dead_callback_server_costs_media_nothing(
     finally:
         if hang is not None:
             hang.close()
+
+
+def test_an_answer_with_endless_headers_is_a_failure(tmp_path: Path, media: Media) -> None:
+    with endless_head_server(300_000) as eh:
+        url = eh.url("/cb")
+        with api_server(tmp_path, http_notify={
+                "enable": True, "on_rtmp_connect": url, "on_pub_start": url,
+                "timeout_ms": 15000}) as s:
+            srv = s.server
+            rss, hwm = vm_kib(srv.proc.pid), vm_kib(srv.proc.pid, "VmHWM")
+            publisher = push(media.long_av, srv.rtmp_url("test"))
+            try:
+                assert wait_for(lambda: metrics(srv.http_port)["lals_notify_failed_total"] >= 2,
+                                20), (metrics(srv.http_port), srv.log())
+                grew = vm_kib(srv.proc.pid) - rss, vm_kib(srv.proc.pid, "VmHWM") - hwm
+                # notify never stands in the media's way
+                assert "publishing live/test started" in srv.log()
+                assert publisher.poll() is None
+            finally:
+                publisher.kill()
+                finish(publisher)
+            log = srv.log()
+        assert (f"http notify on_rtmp_connect to {url} failed: the answer's status line "
+                "and headers pass") in log, log
+        assert grew[0] < 30 * 1024 and grew[1] < 30 * 1024, f"RSS, peak grew {grew} KiB"
+        assert wait_for(lambda: len(eh.sent) == 2, 10), eh  # both answers were cut short
+        assert eh.asked == 2 and max(eh.sent) < 300_000, eh

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lal_twisted.api import stat
+from lal_twisted.api.bounded_pool import head_too_large
 from lal_twisted.api.notify import describe_failure, json_client, post_json, timed_out
 from lal_twisted.config import HttpHookConfig, SimpleAuthConfig
 from lal_twisted.hub.access import IAccessCheck, Refused
@@ -127,6 +128,8 @@ class HttpHook:
     def _failed(self, failure: Failure, session: Session, url: str) -> Refused:
         if timed_out(failure):
             why = f"did not answer within {self.timeout:g}s"
+        elif head_too_large(failure):
+            why = describe_failure(failure)
         else:
             why = f"unreachable: {describe_failure(failure)}"
         log.warn("http_hook {url} for session {id}: {why}", url=safe(url), id=session.id,

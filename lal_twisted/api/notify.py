@@ -22,10 +22,11 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web._newclient import RequestTransmissionFailed
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.web.client import Agent, ResponseFailed
 from twisted.web.http_headers import Headers
 
 from lal_twisted.api import stat
+from lal_twisted.api.bounded_pool import BoundedHeadPool
 from lal_twisted.config import HttpNotifyConfig
 from lal_twisted.hub.events import Observer
 from lal_twisted.hub.session import Session
@@ -40,15 +41,16 @@ __all__ = ["HttpNotify", "close_client", "describe_failure", "json_client", "pos
 log = Logger("lal_twisted.api.notify")
 
 _JSON = Headers({b"Content-Type": [b"application/json"], b"User-Agent": [b"lal-twisted"]})
-# A callback's answer is read and thrown away; past this it is not read further
-# (the request still counts as delivered).
+# A callback's answer body is read and thrown away; past this it is not read
+# further (the request still counts as delivered).  Its status line and headers
+# are bounded by the pool (bounded_pool: past the bound the request fails).
 _MAX_ANSWER = 64 * 1024
 
 
 def json_client(reactor: Any, connect_timeout: float) -> HTTPClient:
     """A treq client with its own connection pool (a few kept-alive connections
-    per backend host)."""
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    per backend host; answers with a bounded head)."""
+    pool = BoundedHeadPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 2
     pool.retryAutomatically = False
     client = HTTPClient(Agent(reactor, pool=pool, connectTimeout=connect_timeout))
