@@ -1,20 +1,25 @@
 """WebSocket-FLV against the real server with a WebSocket client written from
 RFC 6455: the upgrade, FLV in binary messages from a keyframe, ping/pong,
-close, a stalled reader dropped alone, bad upgrades answered 400."""
+close, a stalled reader dropped alone, bad upgrades answered 400, a player
+that breaks the protocol closed with a close frame naming why."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
 import time
+from itertools import pairwise
 
 import pytest
 from conftest import Media, Server
+from hypothesis import given
+from hypothesis import strategies as st
 from mediatools import finish, push, wait_for
-from wsclient import WsClient, WsClosed
+from wsclient import WsClient, WsClosed, masked_frame
 
-from lal_twisted.httpflv.websocket import INBOUND_BURST, ws_frame
+from lal_twisted.httpflv.websocket import INBOUND_BURST, FrameLengths, ws_frame
 from lal_twisted.media.flv import FlvReader
 from lal_twisted.media.packet import AUDIO, VIDEO, AVPacket
 
@@ -39,6 +44,33 @@ def test_ws_frame_lengths() -> None:
         header = len(frame) - size
         assert header == (2 if size < 126 else 4 if size < 65536 else 10)
         assert frame[0] == 0x82
+
+
+def client_frame(size: int, masked: bool) -> bytes:
+    """A frame header declaring ``size`` bytes, and that many bytes."""
+    mask = 0x80 if masked else 0
+    if size < 126:
+        head = bytes([0x82, mask | size])
+    elif size < 0x10000:
+        head = bytes([0x82, mask | 126]) + struct.pack(">H", size)
+    else:
+        head = bytes([0x82, mask | 127]) + struct.pack(">Q", size)
+    return head + (b"mask" if masked else b"") + bytes(size)
+
+
+@given(st.lists(st.tuples(st.integers(0, 70000), st.booleans()), min_size=1, max_size=4),
+       st.lists(st.integers(1, 50000), max_size=8))
+def test_frame_lengths_in_any_split(frames: list[tuple[int, bool]], cuts: list[int]) -> None:
+    """Each frame's length is learnt from its header however the bytes arrive."""
+    data = b"".join(client_frame(size, masked) for size, masked in frames)
+    bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    lengths = FrameLengths()
+    seen = [lengths.feed(data[a:b]) for a, b in pairwise(bounds)]
+    assert max(seen) == max(size for size, _ in frames)
+    # A frame's length is known from its header alone.
+    size, masked = frames[0]
+    frame = client_frame(size, masked)
+    assert FrameLengths().feed(frame[:len(frame) - size]) == size
 
 
 def test_late_joiner_starts_at_a_keyframe_and_ping_close_work(server: Server,
@@ -134,19 +166,39 @@ def test_bad_stream_name_is_refused_before_the_upgrade(server: Server) -> None:
     client.sock.close()
 
 
+def closed_by_server(client: WsClient) -> WsClosed:
+    """Read until the server's close frame; then the server must end the TCP
+    connection (a FIN, not a reset) without sending anything more."""
+    with pytest.raises(WsClosed) as closed:
+        while True:
+            client.frame()
+    assert closed.value.code is not None, "the connection ended without a close frame"
+    assert client.buf == b"", "bytes after the close frame"
+    client.sock.settimeout(5)
+    assert client.sock.recv(65536) == b"", "bytes after the close frame"
+    return closed.value
+
+
+def ended_line(server: Server, port: int) -> str:
+    """The log line that ends the session of the client on local ``port``."""
+    marker = f"127.0.0.1:{port} ended:"
+    assert wait_for(lambda: marker in server.log(), 5), server.log()
+    return next(line for line in server.log().splitlines() if marker in line)
+
+
 def test_player_flooding_the_server_is_disconnected(server: Server, media: Media) -> None:
     pusher = push(media.long_av, server.rtmp_url("flood"))
     try:
         assert wait_for(lambda: "stream live/flood publishing" in server.log(), 15)
         client = WsClient(ws_url(server, "flood"))
         assert client.status == 101
-        with pytest.raises((WsClosed, OSError)):
-            for _ in range(2 * INBOUND_BURST // 100 + 10):
-                client.send(0x2, bytes(100))
-            while True:
-                client.frame()
+        port = client.sock.getsockname()[1]
+        for _ in range(2 * INBOUND_BURST // 100 + 10):
+            client.send(0x2, bytes(100))
+        closed = closed_by_server(client)
         client.sock.close()
-        assert wait_for(lambda: "a player only sends control frames" in server.log(), 5)
+        assert closed.code == 1008 and "control frames" in closed.reason
+        assert "a player only sends control frames" in ended_line(server, port)
         # The stream and other players are fine.
         other = WsClient(ws_url(server, "flood"))
         assert read_flv(other, 1.0)[:3] == b"FLV"
@@ -156,19 +208,65 @@ def test_player_flooding_the_server_is_disconnected(server: Server, media: Media
         finish(pusher)
 
 
-def test_malformed_frames_close_that_player_only(server: Server, media: Media) -> None:
+# What a player may get wrong: the bytes it sends, the close code and the words
+# of the reason it gets, and what the session's end says.
+PROTOCOL_ERRORS = [
+    (b"\x82\x05hello", 1002, "unmasked", "protocol error"),
+    (masked_frame(0x83), 1002, "opcode", "protocol error"),
+    (masked_frame(0xC2, b"x"), 1002, "reserved bit", "protocol error"),
+    (masked_frame(0x09, b"x"), 1002, "fragment", "protocol error"),  # a ping without FIN
+    (masked_frame(0x80, b"x"), 1002, "continuation", "protocol error"),
+    (masked_frame(0x88, struct.pack(">H", 999)), 1002, "invalid code", "protocol error"),
+    (masked_frame(0x89, bytes(126)), 1002, "125", "protocol error"),
+    (masked_frame(0x81, b"\xc3\x28"), 1007, "utf-8", "protocol error"),
+    (bytes([0x82, 0xFF]) + struct.pack(">Q", 1 << 40) + os.urandom(4), 1009,
+     f"frame of {1 << 40} bytes", "message too big"),
+]
+
+
+def test_protocol_errors_get_a_close_frame_and_are_logged(server: Server,
+                                                          media: Media) -> None:
     pusher = push(media.long_av, server.rtmp_url("garbage"))
     try:
         assert wait_for(lambda: "stream live/garbage publishing" in server.log(), 15)
-        client = WsClient(ws_url(server, "garbage"))
         other = WsClient(ws_url(server, "garbage"))
-        client.sock.sendall(b"\x82\x05hello")  # unmasked: a protocol error from a client
-        with pytest.raises((WsClosed, OSError)):
-            while True:
-                client.frame()
-        client.sock.close()
-        assert read_flv(other, 1.0)[:3] == b"FLV"
+        other_port = other.sock.getsockname()[1]
+        for data, code, words, logged in PROTOCOL_ERRORS:
+            client = WsClient(ws_url(server, "garbage"))
+            assert client.status == 101
+            port = client.sock.getsockname()[1]
+            client.frame()  # playing
+            client.sock.sendall(data)
+            closed = closed_by_server(client)
+            client.sock.close()
+            assert closed.code == code, (data, closed)
+            assert words in closed.reason.lower(), (data, closed)
+            line = ended_line(server, port)
+            assert f"reason=websocket {logged}: " in line, line
+            assert closed.reason.lower() in line.lower(), line
+        # The other player kept going.
+        assert read_flv(other, 1.0)
         other.close()
+        assert "reason=player closed" in ended_line(server, other_port)
+    finally:
+        pusher.kill()
+        finish(pusher)
+
+
+def test_protocol_error_from_a_player_that_does_not_read(server: Server,
+                                                         media: Media) -> None:
+    """Its close frame cannot be delivered: the connection is reset after a grace."""
+    pusher = push(media.noisy, server.rtmp_url("deaf"))
+    try:
+        assert wait_for(lambda: "stream live/deaf publishing" in server.log(), 15)
+        client = WsClient(ws_url(server, "deaf"), rcvbuf=4096)
+        assert client.status == 101
+        port = client.sock.getsockname()[1]
+        client.sock.sendall(b"\x82\x05hello")  # and it reads nothing
+        marker = f"127.0.0.1:{port} ended:"
+        assert wait_for(lambda: marker in server.log(), 5), server.log()
+        assert "reason=websocket protocol error: " in ended_line(server, port)
+        client.sock.close()
     finally:
         pusher.kill()
         finish(pusher)

@@ -12,11 +12,25 @@ from urllib.parse import urlsplit
 
 
 class WsClosed(Exception):
-    """The server closed the WebSocket (``code`` is its close code, or None)."""
+    """The server closed the WebSocket (``code`` and ``reason`` are its close
+    frame's, or None and '' when the connection ended without one)."""
 
-    def __init__(self, code: int | None) -> None:
-        super().__init__(f"closed with {code}")
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        super().__init__(f"closed with {code} {reason!r}")
         self.code = code
+        self.reason = reason
+
+
+def masked_frame(first: int, payload: bytes = b"") -> bytes:
+    """A client's frame: ``first`` is its first byte (FIN, RSV bits, opcode)."""
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    size = len(payload)
+    if size < 126:
+        head = bytes([first, 0x80 | size])
+    else:
+        head = bytes([first, 0x80 | 126]) + struct.pack(">H", size)
+    return head + mask + masked
 
 
 class WsClient:
@@ -83,18 +97,11 @@ class WsClient:
                 continue
             if opcode == 8:
                 code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
-                raise WsClosed(code)
+                raise WsClosed(code, payload[2:].decode("utf-8", "replace"))
             return opcode, payload
 
     def send(self, opcode: int, payload: bytes = b"") -> None:
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        size = len(payload)
-        if size < 126:
-            head = bytes([0x80 | opcode, 0x80 | size])
-        else:
-            head = bytes([0x80 | opcode, 0x80 | 126]) + struct.pack(">H", size)
-        self.sock.sendall(head + mask + masked)
+        self.sock.sendall(masked_frame(0x80 | opcode, payload))
 
     def close(self, code: int = 1000) -> None:
         try:
