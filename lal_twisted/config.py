@@ -266,10 +266,15 @@ class MetricsConfig:
 @dataclass
 class StatusPageConfig:
     """Ours: the status page (``/`` on the HTTP listener, ``/lal.html`` on the API's).
-    An empty ``player_js_base_url`` loads mpegts.js and hls.js from jsDelivr."""
+
+    The page loads mpegts.js 1.8.2 and hls.js 1.7.4 with their integrity (SRI)
+    hashes, from jsDelivr or, when ``player_js_base_url`` is set, from
+    ``BASE/mpegts.js`` and ``BASE/hls.min.js``.  ``player_js_integrity: false``
+    loads those without the check (a copy of other versions); it needs a base URL."""
 
     enable: bool = True
     player_js_base_url: str = ""
+    player_js_integrity: bool = True
 
 
 @dataclass
@@ -603,6 +608,10 @@ def _validate_control(config: Config) -> None:
     if base and not re.match(r"^(https?:)?//|^/", base):
         raise ConfigError(f"status_page.player_js_base_url: expected a URL or an absolute "
                           f"path, got {base!r}")
+    if not config.status_page.player_js_integrity and not base:
+        raise ConfigError("status_page.player_js_integrity: false needs "
+                          "status_page.player_js_base_url (the jsDelivr files are pinned "
+                          "and always checked); set a base URL or set it to true")
 
 
 def load(path: str) -> Config:

@@ -6,7 +6,10 @@
 - ``chromium``: a Playwright ``Browser`` driving /usr/bin/chromium (no download);
 - ``player_site``: a static HTTP server on its own port (so another origin than
   the server under test) serving ``player.html``, ``hls.min.js`` and
-  ``mpegts.js``; its URL is what ``status_page.player_js_base_url`` points at;
+  ``mpegts.js`` with ``Access-Control-Allow-Origin: *`` (the status page loads
+  them with ``crossorigin``); its URL is what ``status_page.player_js_base_url``
+  points at;
+- ``static_site(directory)``: the same kind of server for a directory of files;
 - ``watch(chromium, player_site, kind, url, seconds)`` opens the test page,
   plays ``url`` with hls.js (``kind="hls"``) or mpegts.js (``"flv"``,
   ``"ws-flv"``, ``"ts"``) and reports how far ``currentTime`` advanced and how
@@ -19,6 +22,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -42,15 +46,23 @@ CHROMIUM_ARGS = [
 ]
 
 
-class _Handler(SimpleHTTPRequestHandler):
+class _StaticHandler(SimpleHTTPRequestHandler):
+    """Files for any origin's pages (a script with ``crossorigin`` needs CORS)."""
+
+    def end_headers(self) -> None:
+        self.send_header("Access-Control-Allow-Origin", "*")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+class _Handler(_StaticHandler):
     def translate_path(self, path: str) -> str:
         bare = path.split("?", 1)[0]
         if bare in PLAYER_FILES:
             return str(PLAYER_FILES[bare])
         return super().translate_path(path)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
 
 
 @dataclass
@@ -61,19 +73,30 @@ class PlayerSite:
         return f"{self.url}/player.html?kind={kind}&src={quote(src, safe='')}"
 
 
+@contextmanager
+def _serve(handler: Any) -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def static_site(directory: Path) -> AbstractContextManager[str]:
+    """A context manager serving ``directory`` on its own port; yields its URL."""
+    return _serve(partial(_StaticHandler, directory=str(directory)))
+
+
 @pytest.fixture(scope="session")
 def player_site() -> Iterator[PlayerSite]:
     for path in PLAYER_FILES.values():
         if not path.is_file():
             pytest.fail(f"{path} is missing: scripts/test.sh installs it (npm, tests/web)")
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(WEB)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield PlayerSite(f"http://127.0.0.1:{httpd.server_address[1]}")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with _serve(partial(_Handler, directory=str(WEB))) as url:
+        yield PlayerSite(url)
 
 
 @pytest.fixture(scope="session")

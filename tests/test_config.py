@@ -549,6 +549,8 @@ def test_twistd_binds_privileged_ports_then_drops_privileges(tmp_path: Path) -> 
     ({"simple_auth": {"sub_rtmp_enable": "yes"}}, "simple_auth.sub_rtmp_enable: expected true"),
     ({"metrics": {"url_path": "metrics"}}, "metrics.url_path: must start with '/'"),
     ({"status_page": {"player_js_base_url": "cdn"}}, "status_page.player_js_base_url"),
+    ({"status_page": {"player_js_integrity": False}},
+     "status_page.player_js_integrity: false needs status_page.player_js_base_url"),
 ])
 def test_control_plane_config_errors(data: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -562,6 +564,7 @@ def test_control_plane_config_defaults() -> None:
     assert not config.http_hook.enable and config.http_hook.timeout_ms == 3000
     assert config.metrics.enable and config.metrics.url_path == "/metrics"
     assert config.status_page.enable and config.status_page.player_js_base_url == ""
+    assert config.status_page.player_js_integrity
     assert not any(getattr(config.simple_auth, k) for k in vars(config.simple_auth)
                    if k.endswith("_enable"))
 
