@@ -104,7 +104,12 @@ class HlsConfig:
     cleanup_mode: int = 1
     use_memory_as_disk_flag: bool = False
     sub_session_timeout_ms: int = 30000
+    # lal's: the key HLS viewer tokens (session_id) are made with; empty: from
+    # simple_auth's secrets, or random at each start.
+    sub_session_hash_key: str = ""
     enable_https: bool = False  # lal's: serve HLS on the HTTPS listener too
+    # Ours: segments are served only to requests with an admitted viewer's token.
+    segments_need_session: bool = False
 
 
 @dataclass
@@ -321,7 +326,6 @@ _LAL_SECTIONS_NOT_IMPLEMENTED = {
 _IGNORED_TOP_KEYS = {"# doc of config", "conf_version"}
 _LAL_KEYS_NOT_IMPLEMENTED = {
     "rtmp": {"merge_write_size"},
-    "hls": {"sub_session_hash_key"},
     "log": {"short_file_flag", "timestamp_flag", "timestamp_with_ms_flag", "level_flag",
             "assert_behavior"},
 }

@@ -194,7 +194,9 @@ def _hls_resource(lals: LalService) -> resource.IResource:
     c = lals.config.hls
     assert lals.hls is not None
     return HlsResource(lals.hls, lals.registry, lals.reactor, url_pattern=c.url_pattern,
-                       session_timeout=c.sub_session_timeout_ms / 1000.0)
+                       session_timeout=c.sub_session_timeout_ms / 1000.0,
+                       segments_need_session=c.segments_need_session,
+                       max_per_addr=lals.config.limits.max_connections_per_addr)
 
 
 def _site(name: str) -> Callable[[LalService], server.Site]:
@@ -312,7 +314,8 @@ class LalService(service.MultiService):
         # HLS: a segmenter on every published stream (nothing at all when disabled).
         self.hls: HlsManager | None = None
         if config.hls.enable:
-            self.hls = HlsManager(self.registry, config.hls, reactor)
+            self.hls = HlsManager(self.registry, config.hls, reactor,
+                                  token_secret=hls_token_secret(config))
             self.hls.setServiceParent(self)
         self.control = ControlPlane(self)  # API, notify, auth, hook, metrics, status page
         self.control.setServiceParent(self)
@@ -380,6 +383,16 @@ def _listen_address(spec: ListenerSpec, config: Config) -> str:
         raise ConfigError(f"{spec.addr_key}: the {spec.name} listener is enabled but its "
                           "address is empty; set one such as \":1935\" or turn it off")
     return address
+
+
+def hls_token_secret(config: Config) -> bytes | None:
+    """What HLS viewer tokens are signed with: lal's ``hls.sub_session_hash_key``,
+    else simple_auth's secrets, else nothing (a random key at each start)."""
+    auth = config.simple_auth
+    secret = config.hls.sub_session_hash_key or (
+        f"{auth.key}\0{auth.dangerous_lal_secret}" if auth.key or auth.dangerous_lal_secret
+        else "")
+    return secret.encode("utf-8") if secret else None
 
 
 def packer_warnings(config: Config) -> list[str]:

@@ -63,7 +63,9 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 def hls_url(server: Server, path: str) -> str:
-    return f"http://127.0.0.1:{server.http_port}/hls/{quote(path)}"
+    path, _, query = path.partition("?")  # a segment URI's viewer token stays as it is
+    return f"http://127.0.0.1:{server.http_port}/hls/{quote(path)}" + (
+        f"?{query}" if query else "")
 
 
 def test_the_longest_name_of_4_byte_characters_records_and_plays_hls(

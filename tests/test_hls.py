@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,12 +41,35 @@ from lal_twisted.service import make_service
 FRAGMENT_MS = 1000
 
 
-def get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+# A playlist URL -> where the server sent it (the URL with its viewer token):
+# get() polls that from then on, as a player does.
+_FOLLOWED: dict[str, str] = {}
+
+
+def fetch(url: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    """One GET, redirects not followed."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with _OPENER.open(url, timeout=timeout) as resp:
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    """A GET as an HLS player makes it: a playlist's redirect (the server's
+    viewer token) is followed, and its target is what later calls ask for."""
+    target = _FOLLOWED.get(url, url)
+    status, headers, body = fetch(target, timeout)
+    if status == 302:
+        target = _FOLLOWED[url] = urllib.parse.urljoin(target, headers["location"])
+        status, headers, body = fetch(target, timeout)
+    return status, headers, body
 
 
 def hls_server(tmp: Path, **hls: object) -> Server:
@@ -87,12 +111,17 @@ def wait_playlist(server: Server, path: str, segments: int = 1,
     return found[-1]
 
 
+def file_name(uri: str) -> str:
+    """A segment URI's file name (the served playlists add the viewer's token)."""
+    return uri.partition("?")[0]
+
+
 def check_spec(p: m3u8.M3U8, fragment_s: float, ended: bool = False) -> None:
     """RFC 8216 rules a live or record media playlist must keep."""
     assert p.version == 3
     assert p.target_duration == max(math.ceil(s.duration) for s in p.segments)
     assert p.is_endlist == ended
-    numbers = [int(s.uri.rsplit("-", 1)[1][:-3]) for s in p.segments]
+    numbers = [int(file_name(s.uri).rsplit("-", 1)[1][:-3]) for s in p.segments]
     assert numbers == list(range(p.media_sequence, p.media_sequence + len(numbers)))
     for s in p.segments[:-1] if ended else p.segments:
         assert fragment_s * 0.9 <= s.duration <= fragment_s + 1.0, s.duration
@@ -139,9 +168,11 @@ def test_live_playlist(server: Server, media: Media, tmp_path: Path) -> None:
         assert later is not None
         check_spec(later, FRAGMENT_MS / 1000)
         assert later.media_sequence > first.media_sequence
-        # The segment URIs resolve under both lal paths.
+        # The segment URIs carry the viewer's token and resolve under both lal paths.
         name = later.segments[-1].uri
+        assert "?session_id=" in name
         assert get(url(server, name))[0] == 200
+        assert get(url(server, file_name(name)))[0] == 200  # segments need no token
         assert get(url(server, f"test/{name}"))[0] == 200
         # ffmpeg plays the live playlist cleanly.
         play = subprocess.run(
@@ -184,7 +215,10 @@ def test_record_playlist_disk_mode(tmp_path: Path, media: Media) -> None:
         files = sorted(p.name for p in (out / "rec").iterdir())
         assert "playlist.m3u8" in files and "record.m3u8" in files
         assert sum(f.endswith(".ts") for f in files) == 6
-        assert (out / "rec" / "record.m3u8").read_bytes() == get(src)[2]
+        token = _FOLLOWED[src].partition("session_id=")[2]
+        served = (out / "rec" / "record.m3u8").read_bytes().replace(
+            b".ts\n", b".ts?session_id=%s\n" % token.encode())
+        assert served == get(src)[2]
         assert not [f for f in files if f.endswith(".tmp")]
     finally:
         stop_server(server)
@@ -344,20 +378,33 @@ def test_viewers_are_sessions_and_segments_are_events(media: Media, tmp_path: Pa
 
         agent = Agent(reactor)
         base = f"http://127.0.0.1:{http_port}/hls/ev"
+        headers = Headers({b"user-agent": [b"test-player"]})
+        # The first request is sent to its URL with a viewer token; no session yet.
+        response = yield agent.request(b"GET", (base + ".m3u8").encode(), headers)
+        yield readBody(response)
+        assert response.code == 302
+        location = response.headers.getRawHeaders(b"location")[0]
+        assert location.startswith(b"/hls/ev.m3u8?session_id=")
+        assert [s for s in lals.registry.list_sessions() if s.protocol == "hls"] == []
+        token = location.partition(b"?")[2]
         for path in ("/playlist.m3u8", ".m3u8", "/record.m3u8"):
-            response = yield agent.request(b"GET", (base + path).encode(),
-                                           Headers({b"user-agent": [b"test-player"]}))
+            response = yield agent.request(b"GET", f"{base}{path}?".encode() + token, headers)
             body = yield readBody(response)
             assert response.code == 200 and body.startswith(b"#EXTM3U")
         viewers = [s for s in lals.registry.list_sessions() if s.protocol == "hls"]
-        assert len(viewers) == 1  # one client, one stream: one session
+        assert len(viewers) == 1  # one token: one session, whichever playlist it reads
         viewer = viewers[0]
         assert viewer.id.startswith("HLSSUB") and viewer.key == "live/ev"
         assert viewer.stats()["bytes_out"] > 0
         assert [e[1] for e in recorder.events if e[0] == "play_started"] == [viewer]
-        # Another client (User-Agent) is another session.
-        response = yield agent.request(b"GET", (base + ".m3u8").encode(),
-                                       Headers({b"user-agent": [b"other-player"]}))
+        # Another player (another token, whatever its address and User-Agent) is
+        # another session.
+        response = yield agent.request(b"GET", (base + ".m3u8").encode(), headers)
+        yield readBody(response)
+        other = response.headers.getRawHeaders(b"location")[0]
+        assert other != location
+        response = yield agent.request(b"GET", f"http://127.0.0.1:{http_port}".encode() + other,
+                                       headers)
         yield readBody(response)
         assert len([s for s in lals.registry.list_sessions() if s.protocol == "hls"]) == 2
         # No request for sub_session_timeout_ms: the sessions end.
@@ -411,16 +458,24 @@ def read_response(sock: socket.socket, buf: bytearray) -> tuple[bytes, dict[str,
     return head[0].encode(), headers, body
 
 
+def token_path(server: Server, path: str) -> str:
+    """``path`` with a viewer token, as the server redirects a player to it."""
+    status, headers, _ = fetch(f"http://127.0.0.1:{server.http_port}{path}")
+    assert status == 302, status
+    return headers["location"]
+
+
 def test_polled_requests_get_the_same_answers_on_one_connection(server: Server,
                                                                media: Media) -> None:
     pub = push(media.long_av, server.rtmp_url("poll"), loop=True)
     try:
         p = wait_playlist(server, "poll.m3u8", segments=2)
         segment = f"/hls/poll/{p.segments[-1].uri}"
+        live = token_path(server, "/hls/poll/playlist.m3u8")
         with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
             buf = bytearray()
             answers = []
-            for path in ["/hls/poll/playlist.m3u8", segment] * 3:
+            for path in [live, segment] * 3:
                 sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: poller\r\n\r\n"
                              .encode())
                 answers.append(read_response(sock, buf))
@@ -459,9 +514,10 @@ def test_a_repeated_poll_is_answered_afresh_and_sessions_still_end(server: Serve
     session has ended (sub_session_timeout_ms 3 s without a request), the same
     request bytes start a new session, admitted like the first."""
     pub = push(media.long_av, server.rtmp_url("again"), loop=True)
-    request = b"GET /hls/again/playlist.m3u8 HTTP/1.1\r\nHost: x\r\nUser-Agent: again\r\n\r\n"
     try:
         wait_playlist(server, "again.m3u8", segments=2)
+        request = (f"GET {token_path(server, '/hls/again/playlist.m3u8')} HTTP/1.1\r\n"
+                   "Host: x\r\nUser-Agent: again\r\n\r\n").encode()
         with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
             buf = bytearray()
             newest = []
@@ -497,18 +553,21 @@ def test_polled_connections_keep_the_header_clock(tmp_path: Path, media: Media) 
                           hls={"enable": True, "fragment_duration_ms": FRAGMENT_MS,
                                "fragment_num": 4, "use_memory_as_disk_flag": True})
     pub = push(media.long_av, server.rtmp_url("clock"), loop=True)
-    request = b"GET /hls/clock.m3u8 HTTP/1.1\r\nHost: x\r\nUser-Agent: clock\r\n\r\n"
     try:
         wait_playlist(server, "clock.m3u8", segments=1)
+        request = (f"GET {token_path(server, '/hls/clock.m3u8')} HTTP/1.1\r\nHost: x\r\n"
+                   "User-Agent: clock\r\n\r\n").encode()
         with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
             buf = bytearray()
             started = time.monotonic()
-            while time.monotonic() - started < 4.0:  # well past the 1.5 s clock
+            while True:
                 sock.sendall(request)
                 status, _, body = read_response(sock, buf)
+                last = time.monotonic()  # the clock starts again from this answer
                 assert status == b"HTTP/1.1 200 OK" and b"#EXTM3U" in body
+                if last - started >= 4.0:  # well past the 1.5 s clock
+                    break
                 time.sleep(0.5)
-            last = time.monotonic()
             assert sock.recv(100) == b""  # closed by the server...
             waited = time.monotonic() - last
             assert 1.0 <= waited <= 6.0, waited  # ...about 1.5 s after the last answer

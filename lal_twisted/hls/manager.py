@@ -22,6 +22,7 @@ from lal_twisted.hls.segmenter import (
     SegmenterConfig,
 )
 from lal_twisted.hls.store import DiskStore, MemoryStore, Store
+from lal_twisted.hls.tokens import TokenSigner
 from lal_twisted.hub.events import Observer
 from lal_twisted.log import Logger
 
@@ -51,8 +52,10 @@ class HlsManager(service.Service, Observer):
     name = "hls"
 
     def __init__(self, registry: StreamRegistry, config: HlsConfig, reactor: Any,
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, token_secret: bytes | None = None) -> None:
         self.registry = registry
+        # Viewer tokens, shared by the HTTP and HTTPS resources.
+        self.signer = TokenSigner(token_secret)
         self.reactor = reactor
         self.config = config
         threshold = config.delete_threshold if config.delete_threshold >= 0 \

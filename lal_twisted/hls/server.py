@@ -5,9 +5,15 @@
 - ``/hls/STREAM/STREAM-T-N.ts`` and ``/hls/STREAM-T-N.ts``: segments.
 
 A playlist not made yet is a 404 at once (players retry).  Viewers are
-sessions (``HLSSUB``), one per client address, User-Agent and stream, admitted
-by the access chain on their first request and ended after
-``hls.sub_session_timeout_ms`` without one.
+sessions (``HLSSUB``), one per token (:mod:`lal_twisted.hls.tokens`): a
+playlist request without a valid ``session_id`` is redirected (302) to its own
+URL with a new one, as lal does, and makes no session; the first request with
+it makes the session, which the access chain admits (simple_auth, the hook:
+once per viewer) or refuses, and which ends after
+``hls.sub_session_timeout_ms`` without a request.  Playlists are served with
+the token in their segment URIs; with ``hls.segments_need_session`` a segment
+is served only to a request carrying an admitted viewer's token.  Viewers from
+one address are at most ``limits.max_connections_per_addr`` (0: no cap).
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import (
     FORBIDDEN,
+    FOUND,
     INTERNAL_SERVER_ERROR,
     NOT_FOUND,
     datetimeToString,
 )
 
 from lal_twisted.hls.segmenter import LIVE_PLAYLIST, RECORD_PLAYLIST
+from lal_twisted.hls.tokens import TOKEN_PARAM, token_of, with_token, without_token
 from lal_twisted.hub.access import Refused
 from lal_twisted.log import Logger
 from lal_twisted.net import FileSpan
@@ -47,6 +55,7 @@ log = Logger("lal_twisted.hls.server")
 HLS_PLAYER = "HLSSUB"  # lal's session type name
 
 _M3U8_TYPE = b"application/vnd.apple.mpegurl"
+TOO_MANY_REQUESTS = 429
 _TS_TYPE = b"video/mp2t"
 
 
@@ -85,13 +94,29 @@ def parse_hls_path(rest: str) -> tuple[str, str] | None:
 
 
 class _Viewer:
-    __slots__ = ("session", "last", "admitted", "waiting")
+    __slots__ = ("session", "name", "host", "token", "last", "admitted", "refusal", "waiting",
+                 "_source", "_served")
 
-    def __init__(self, session: Session, now: float) -> None:
+    def __init__(self, session: Session, name: str, host: str, token: str, now: float) -> None:
         self.session = session
+        self.name = name  # the stream its token was made for
+        self.host = host
+        self.token = token
         self.last = now  # time of the latest request
         self.admitted = False
+        self.refusal: tuple[int, str] | None = None  # set when the access chain said no
         self.waiting: list[tuple[server.Request, str, str]] = []
+        self._source: bytes | None = None  # the playlist last served, and as served
+        self._served = b""
+
+    def playlist(self, body: bytes) -> bytes:
+        """``body`` with this viewer's token in every segment URI (made once for
+        each new version of the playlist)."""
+        if body is not self._source:
+            self._source = body
+            self._served = body.replace(b".ts\n", b".ts?%s=%s\n" % (
+                TOKEN_PARAM.encode(), self.token.encode()))
+        return self._served
 
 
 class HlsResource(ReadOnlyResource):
@@ -100,14 +125,19 @@ class HlsResource(ReadOnlyResource):
     isLeaf = True
 
     def __init__(self, manager: HlsManager, registry: StreamRegistry, reactor: Any,
-                 url_pattern: str = "/hls/", session_timeout: float = 30.0) -> None:
+                 url_pattern: str = "/hls/", session_timeout: float = 30.0,
+                 segments_need_session: bool = False, max_per_addr: int = 0) -> None:
         super().__init__()
         self.manager = manager
+        self.signer = manager.signer
         self.registry = registry
         self.reactor = reactor
         self.url_pattern = url_pattern
         self.session_timeout = session_timeout
-        self.viewers: dict[tuple[str, str, str], _Viewer] = {}
+        self.segments_need_session = segments_need_session
+        self.max_per_addr = max_per_addr
+        self.viewers: dict[str, _Viewer] = {}  # by token
+        self.per_host: dict[str, int] = {}
         # One sweep ends idle viewers (a timer per viewer, reset on every request,
         # cost more than the sweep with a thousand players polling).
         self._sweeper = task.LoopingCall(self._sweep)
@@ -128,10 +158,28 @@ class HlsResource(ReadOnlyResource):
         name, file = parsed
         request.lal_quiet = True  # type: ignore[attr-defined]  # no access-log line each
         hls = self.manager.get(name)
+        query = request.uri.decode("utf-8", "replace").partition("?")[2]
+        token = token_of(query)
+        if file not in (LIVE_PLAYLIST, RECORD_PLAYLIST):
+            return self._segment(request, name, file, token)
         if hls is None or (file == LIVE_PLAYLIST and hls.live_playlist is None) or (
                 file == RECORD_PLAYLIST and hls.record_playlist is None):
             return plain_error(request, NOT_FOUND, f"not found: no HLS for stream {name} yet")
-        viewer = self._viewer(request, name)
+        if not token or not self.signer.valid(name, token):
+            return self._redirect(request, name, query)
+        viewer = self.viewers.get(token)
+        if viewer is None or viewer.name != name:
+            host = _host(request)
+            if self.max_per_addr and self.per_host.get(host, 0) >= self.max_per_addr:
+                log.info("hls {host}: refused a new viewer of {name}: {n} viewer sessions from "
+                         "it already (limits.max_connections_per_addr)", host=host, name=name,
+                         n=self.max_per_addr)
+                return plain_error(request, TOO_MANY_REQUESTS, "too many HLS viewer sessions "
+                                   "from this address")
+            viewer = self._new_viewer(request, name, host, token, without_token(query))
+        viewer.last = self.reactor.seconds()
+        if viewer.refusal is not None:
+            return plain_error(request, *viewer.refusal)
         if viewer.admitted:
             return self._serve(request, viewer, name, file)
         viewer.waiting.append((request, name, file))
@@ -139,44 +187,62 @@ class HlsResource(ReadOnlyResource):
             self._admit(viewer)
         return server.NOT_DONE_YET
 
-    def fast_get(self, path: str, headers: dict[bytes, bytes],
+    def _redirect(self, request: server.Request, name: str, query: str) -> bytes:
+        """302 to the same URL with a new token (no session until it is used)."""
+        location = request.path + b"?" + with_token(query, self.signer.make(name)).encode(
+            "utf-8")  # type: ignore[attr-defined]
+        request.setResponseCode(FOUND)
+        request.setHeader(b"Location", location)
+        request.setHeader(b"Cache-Control", b"no-cache")
+        request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return b"see " + location + b"\n"
+
+    def _segment(self, request: server.Request, name: str, file: str, token: str) -> Any:
+        viewer = self.viewers.get(token) if token else None
+        if viewer is not None and (viewer.name != name or not viewer.admitted):
+            viewer = None
+        if viewer is None and self.segments_need_session:
+            return plain_error(request, FORBIDDEN, "forbidden: a segment needs the session_id "
+                               "of its playlist (hls.segments_need_session)")
+        if viewer is not None:
+            viewer.last = self.reactor.seconds()
+        return self._serve(request, viewer, name, file)
+
+    def fast_get(self, path: str, query: str, headers: dict[bytes, bytes],
                  channel: Any) -> Callable[[], list[bytes | FileSpan] | None] | None:
         """A responder for an admitted viewer's playlist or in-memory segment,
         answered without a twisted.web request (a thousand players poll every
         second); None for everything else, which takes the ordinary way.  The
         channel may call the responder again for the same request bytes."""
-        if not path.startswith(self.url_pattern):
+        if not path.startswith(self.url_pattern) or TOKEN_PARAM not in query:
             return None
         parsed = parse_hls_path(path[len(self.url_pattern):])
         if parsed is None:
             return None
         name, file = parsed
-        host = getattr(channel, "lal_peer_host", None)
-        if host is None:
-            peer = channel.transport.getPeer()
-            host = channel.lal_peer_host = str(getattr(peer, "host", peer))
-        agent = headers.get(b"user-agent", b"").decode("utf-8", "replace")[:200]
-        key = (host, agent, name)
-        viewer = self.viewers.get(key)
-        if viewer is None or not viewer.admitted:
+        token = token_of(query)
+        viewer = self.viewers.get(token)
+        if viewer is None or not viewer.admitted or viewer.name != name:
             return None
-        return partial(self._fast_answer, key, name, file)
+        return partial(self._fast_answer, token, name, file)
 
-    def _fast_answer(self, key: tuple[str, str, str], name: str,
+    def _fast_answer(self, token: str, name: str,
                      file: str) -> list[bytes | FileSpan] | None:
         """The response (status line and headers, then the body, sent together
         without joining them; a segment's body may be a memfd span the
-        transport sends with ``sendfile``), or None: the viewer is gone (a new
-        one is admitted the ordinary way), or the file is not served from
-        memory."""
-        viewer = self.viewers.get(key)
+        transport sends with ``sendfile``), or None: the viewer is gone (the
+        ordinary way answers), or the file is not served from memory."""
+        viewer = self.viewers.get(token)
         hls = self.manager.streams.get(name)
         if viewer is None or not viewer.admitted or hls is None:
             return None
-        if file == LIVE_PLAYLIST:
-            body, head = hls.live_playlist, _M3U8_HEAD
-        elif file == RECORD_PLAYLIST:
-            body, head = hls.record_playlist, _M3U8_HEAD
+        body: Any
+        if file == LIVE_PLAYLIST or file == RECORD_PLAYLIST:
+            source = hls.live_playlist if file == LIVE_PLAYLIST else hls.record_playlist
+            if source is None:
+                return None
+            body, head = viewer.playlist(source), _M3U8_HEAD
         elif file in hls.files and hls.store.in_memory:
             body, head = hls.store.span(f"{name}/{file}"), _TS_HEAD  # type: ignore[attr-defined]
         else:
@@ -188,27 +254,24 @@ class HlsResource(ReadOnlyResource):
         return [b"%s%d\r\nDate: %s\r\n\r\n" % (head, len(body), _http_date()), body]
 
     # -- viewers ----------------------------------------------------------------------
-    def _viewer(self, request: server.Request, name: str) -> _Viewer:
+    def _new_viewer(self, request: server.Request, name: str, host: str, token: str,
+                    query: str) -> _Viewer:
         peer = request.getClientAddress()
-        host = str(getattr(peer, "host", peer))
-        agent = (request.getHeader(b"user-agent") or b"").decode("utf-8", "replace")[:200]
-        key = (host, agent, name)
-        viewer = self.viewers.get(key)
-        if viewer is None:
-            session = self.registry.new_session(HLS_PLAYER, "hls",
-                                                f"{host}:{getattr(peer, 'port', '')}",
-                                                closer=lambda reason: self._expire(key))
-            hls = self.manager.get(name)
-            app, _, _ = (hls.key.rpartition("/") if hls is not None else ("", "", ""))
-            session.app, session.stream = app, name
-            session.query = request.uri.decode("utf-8", "replace").partition("?")[2]
-            http_host = (request.getHeader(b"host") or b"").decode("utf-8", "replace")
-            session.url = f"http://{http_host}{request.uri.decode('utf-8', 'replace')}"
-            viewer = self.viewers[key] = _Viewer(session, self.reactor.seconds())
-            if not self._sweeper.running:
-                self._sweeper.start(self._sweep_every, now=False)
-        else:
-            viewer.last = self.reactor.seconds()
+        session = self.registry.new_session(HLS_PLAYER, "hls",
+                                            f"{host}:{getattr(peer, 'port', '')}",
+                                            closer=lambda reason: self._expire(token))
+        hls = self.manager.get(name)
+        app, _, _ = (hls.key.rpartition("/") if hls is not None else ("", "", ""))
+        session.app, session.stream = app, name
+        session.query = query
+        http_host = (request.getHeader(b"host") or b"").decode("utf-8", "replace")
+        path = request.uri.decode("utf-8", "replace").partition("?")[0]
+        session.url = f"http://{http_host}{path}" + (f"?{query}" if query else "")
+        viewer = self.viewers[token] = _Viewer(session, name, host, token,
+                                               self.reactor.seconds())
+        self.per_host[host] = self.per_host.get(host, 0) + 1
+        if not self._sweeper.running:
+            self._sweeper.start(self._sweep_every, now=False)
         return viewer
 
     def _sweep(self) -> None:
@@ -239,8 +302,10 @@ class HlsResource(ReadOnlyResource):
                 request.finish()
 
     def _refused(self, failure: Failure, viewer: _Viewer) -> None:
+        """The access chain said no: this token's requests are answered so until
+        it is forgotten (``sub_session_timeout_ms`` without one), so a refused
+        player polling does not ask the hook again each time."""
         session = viewer.session
-        self._drop(session)
         waiting, viewer.waiting = viewer.waiting, []
         if failure.check(Refused):
             refusal: Refused = failure.value  # type: ignore[assignment]
@@ -248,24 +313,25 @@ class HlsResource(ReadOnlyResource):
                      peer=session.remote_addr, name=session.stream, why=refusal.reason)
             code, text = ((NOT_FOUND, "not found") if refusal.not_found or refusal.bad_name
                           else (FORBIDDEN, "forbidden"))
-            make = (code, f"{text}: {refusal.reason}")
+            viewer.refusal = (code, f"{text}: {refusal.reason}")
         else:
             log.failure("hls session {id}: play failed", failure, id=session.id)
-            make = (INTERNAL_SERVER_ERROR, "internal error")
+            viewer.refusal = (INTERNAL_SERVER_ERROR, "internal error")
+        session.ended = True
         for request, _, _ in waiting:
             if not request.finished:
-                request.write(plain_error(request, *make))
+                request.write(plain_error(request, *viewer.refusal))
                 request.finish()
 
-    def _drop(self, session: Session) -> None:
-        for key, viewer in list(self.viewers.items()):
-            if viewer.session is session:
-                del self.viewers[key]
-
-    def _expire(self, key: tuple[str, str, str]) -> None:
+    def _expire(self, key: str) -> None:
         viewer = self.viewers.pop(key, None)
         if viewer is None:
             return
+        left = self.per_host.get(viewer.host, 1) - 1
+        if left:
+            self.per_host[viewer.host] = left
+        else:
+            self.per_host.pop(viewer.host, None)
         session = viewer.session
         if viewer.admitted:
             self.registry.remove_viewer(session)
@@ -281,14 +347,16 @@ class HlsResource(ReadOnlyResource):
             self._sweeper.stop()
 
     # -- files -----------------------------------------------------------------------------
-    def _serve(self, request: server.Request, viewer: _Viewer, name: str, file: str) -> Any:
+    def _serve(self, request: server.Request, viewer: _Viewer | None, name: str,
+               file: str) -> Any:
         hls = self.manager.get(name)
         request.setHeader(b"Access-Control-Allow-Origin", b"*")
         if file in (LIVE_PLAYLIST, RECORD_PLAYLIST):
-            body = None if hls is None else (
+            source = None if hls is None else (
                 hls.live_playlist if file == LIVE_PLAYLIST else hls.record_playlist)
-            if body is None:
+            if source is None or viewer is None:
                 return plain_error(request, NOT_FOUND, f"not found: no HLS for stream {name}")
+            body = viewer.playlist(source)
             request.setHeader(b"Content-Type", _M3U8_TYPE)
             request.setHeader(b"Cache-Control", b"no-cache")
             viewer.session.bytes_out += len(body)
@@ -303,12 +371,13 @@ class HlsResource(ReadOnlyResource):
             if data is None:
                 return plain_error(request, NOT_FOUND, f"not found: segment {file}")
             request.setHeader(b"Content-Type", _TS_TYPE)
-            viewer.session.bytes_out += len(data)
+            if viewer is not None:
+                viewer.session.bytes_out += len(data)
             return data
         store.get(path).addCallback(self._read, request, viewer, file)
         return server.NOT_DONE_YET
 
-    def _read(self, data: bytes | None, request: server.Request, viewer: _Viewer,
+    def _read(self, data: bytes | None, request: server.Request, viewer: _Viewer | None,
               file: str) -> None:
         if request.finished or getattr(request, "_disconnected", False):
             return
@@ -317,6 +386,12 @@ class HlsResource(ReadOnlyResource):
         else:
             request.setHeader(b"Content-Type", _TS_TYPE)
             request.setHeader(b"Content-Length", b"%d" % len(data))
-            viewer.session.bytes_out += len(data)
+            if viewer is not None:
+                viewer.session.bytes_out += len(data)
             request.write(data)
         request.finish()
+
+
+def _host(request: server.Request) -> str:
+    peer = request.getClientAddress()
+    return str(getattr(peer, "host", peer))

@@ -212,6 +212,13 @@ class StreamRegistry(service.Service):
             self.observers.emit("stream_unwatched", stream.key)
         self._discard_if_idle(stream)
 
+    def check_play(self, session: Session) -> defer.Deferred[None]:
+        """Run the name check and the access chain as a play would, and nothing
+        else (an HTTP HEAD: the answer a GET would get, without a player).
+        Fails with :class:`Refused`."""
+        session.role = Role.PLAY
+        return self._admit(session)
+
     def add_viewer(self, session: Session) -> defer.Deferred[None]:
         """Run the access chain for a player served request by request (an HLS
         viewer), then list it as a session and tell the observers

@@ -2,9 +2,11 @@
 
 Each player keeps one HTTP/1.1 connection, fetches the playlist every
 ``interval`` seconds and every segment it has not fetched yet, once, as an HLS
-player does.  Run as ``python -m lal_twisted.tools.hlsload URL -n N --duration S
---json OUT``; it writes request counts, bytes, errors, and how late each player
-saw each new segment.
+player does (a redirect of the playlist is followed once, and its target is
+what the player polls from then on, as ffmpeg, VLC and hls.js do).  Run as
+``python -m lal_twisted.tools.hlsload URL -n N --duration S --json OUT``; it
+writes request counts, bytes, errors, and how late each player saw each new
+segment.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class _Http:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def get(self, path: str) -> tuple[int, bytes]:
+    async def get(self, path: str) -> tuple[int, bytes, str]:
+        """(status, body, Location header)."""
         if self.writer is None or self.reader is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
@@ -37,11 +40,14 @@ class _Http:
         status = int(lines[0].split()[1])
         length = 0
         close = False
+        location = ""
         for line in lines[1:]:
             name, _, value = line.partition(":")
             name = name.strip().lower()
             if name == "content-length":
                 length = int(value)
+            elif name == "location":
+                location = value.strip()
             elif name == "connection" and value.strip().lower() == "close":
                 close = True
             elif name == "transfer-encoding":
@@ -49,7 +55,7 @@ class _Http:
         body = await self.reader.readexactly(length)
         if close:
             self.close()
-        return status, body
+        return status, body, location
 
     def close(self) -> None:
         if self.writer is not None:
@@ -75,11 +81,16 @@ async def player(number: int, url: str, interval: float, until: float, stats: St
     # Each player its own User-Agent: a server keying viewers by client sees N viewers.
     http = _Http(parts.hostname or "127.0.0.1", parts.port or 80, f"hlsload/{number}")
     seen: set[str] = set()
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
     await asyncio.sleep(random.random() * interval)  # spread the polls
     while time.monotonic() < until:
         started = time.monotonic()
         try:
-            status, body = await http.get(parts.path)
+            status, body, location = await http.get(target)
+            if status in (301, 302, 303, 307, 308) and location:
+                moved = urlsplit(urljoin(url, location))
+                target = moved.path + (f"?{moved.query}" if moved.query else "")
+                status, body, _ = await http.get(target)
             stats.latency_ms.append((time.monotonic() - started) * 1000)
             if status == 200:
                 stats.playlists += 1
@@ -94,7 +105,9 @@ async def player(number: int, url: str, interval: float, until: float, stats: St
                         first = stats.segment_seen.setdefault(line, now)
                         stats.lag_ms.append((now - first) * 1000)
                         t0 = time.monotonic()
-                        code, data = await http.get(urlsplit(urljoin(url, line)).path)
+                        segment = urlsplit(urljoin(url, line))
+                        code, data, _ = await http.get(
+                            segment.path + (f"?{segment.query}" if segment.query else ""))
                         stats.latency_ms.append((time.monotonic() - t0) * 1000)
                         if code == 200:
                             stats.segments += 1

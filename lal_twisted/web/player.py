@@ -5,7 +5,8 @@ becomes a player session (``FLVSUB``, ``TSSUB``...) that goes through the
 registry's access chain (403 when refused, 404 when refused as not found,
 400 for a bad name) before its sink is attached; the cached GOP and the
 container's header go out in one write, then the stream, chunked, with
-``Access-Control-Allow-Origin: *``.  HEAD answers the headers at once,
+``Access-Control-Allow-Origin: *``.  HEAD answers what a GET would (the
+same checks, 404 when nobody publishes now) without a body or a player,
 OPTIONS the CORS preflight, anything else 405.
 
 :class:`HttpSink` is a :class:`~lal_twisted.hub.sink.Sink` writing to the
@@ -112,15 +113,51 @@ class LiveStreamResource(ReadOnlyResource):
         self.stall_timeout = stall_timeout
         self.max_backlog_bytes = max_backlog_bytes
 
-    def render_HEAD(self, request: server.Request) -> bytes:  # noqa: N802 - twisted.web
-        """A GET's headers, at once: no player session, no access check."""
+    def render_HEAD(self, request: server.Request) -> Any:  # noqa: N802 - twisted.web
+        """What a GET would be answered, without a body and without a player:
+        400 for a bad name, 403/404 when the access chain refuses, 404 when
+        nobody publishes the stream now, else the stream's headers."""
         parsed, error = self._parse(request)
         if parsed is None:
             # The length of the body a GET would get; twisted.web sends none.
             request.setHeader(b"Content-Length", b"%d" % len(error))
             return b""
-        self._stream_headers(request)
-        return b""
+        session = self._session(request, parsed, "http")
+        d = self.registry.check_play(session)
+        d.addCallbacks(self._head_allowed, self._head_refused, callbackArgs=(request, session),
+                       errbackArgs=(request, session))
+        return server.NOT_DONE_YET
+
+    def _head_allowed(self, _: None, request: server.Request, session: Session) -> None:
+        if request.finished or getattr(request, "_disconnected", False):
+            return
+        stream = self.registry.get(session.key)
+        if stream is None or stream.publisher is None:
+            body = plain_error(request, NOT_FOUND, f"not found: nobody publishes {session.key}")
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+        else:
+            self._stream_headers(request)
+        request.finish()
+
+    def _head_refused(self, failure: Failure, request: server.Request, session: Session) -> None:
+        if request.finished or getattr(request, "_disconnected", False):
+            return
+        code, text = _refusal_answer(failure)
+        body = plain_error(request, code, text)
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.finish()
+
+    def _session(self, request: server.Request, parsed: tuple[str, str], scheme: str,
+                 closer: Any = None) -> Session:
+        peer = request.getClientAddress()
+        who = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
+        session = self.registry.new_session(self.session_prefix, self.protocol, who,
+                                            closer=closer)
+        session.app, session.stream = parsed
+        session.query = request.uri.decode("utf-8", "replace").partition("?")[2]
+        host = (request.getHeader(b"host") or b"").decode("utf-8", "replace")
+        session.url = f"{scheme}://{host}{request.uri.decode('utf-8', 'replace')}"
+        return session
 
     def render_GET(self, request: server.Request) -> Any:  # noqa: N802 - twisted.web
         return self.play(request, self.sink_class, "http")
@@ -131,20 +168,13 @@ class LiveStreamResource(ReadOnlyResource):
         parsed, error = self._parse(request)
         if parsed is None:
             return error
-        peer = request.getClientAddress()
-        who = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
         sink = sink_class(request, reactor=self.reactor, stall_timeout=self.stall_timeout,
                           max_backlog_bytes=self.max_backlog_bytes, wait_timeout=self.wait_timeout)
         # A kick ends the response as the end of the stream does (its last chunk,
         # then the connection closes; a WebSocket gets a close frame), as lal
         # closes a kicked player's connection; only a player that does not
         # read is reset.
-        session = self.registry.new_session(self.session_prefix, self.protocol, who,
-                                            closer=sink.close)
-        session.app, session.stream = parsed
-        session.query = request.uri.decode("utf-8", "replace").partition("?")[2]
-        host = (request.getHeader(b"host") or b"").decode("utf-8", "replace")
-        session.url = f"{scheme}://{host}{request.uri.decode('utf-8', 'replace')}"
+        session = self._session(request, parsed, scheme, closer=sink.close)
         request.lal_sink = sink  # type: ignore[attr-defined]  # for lal_twisted.limits
         sink.begin_burst()  # container header and cached GOP in one write
         started = time.monotonic()
@@ -186,15 +216,11 @@ class LiveStreamResource(ReadOnlyResource):
             log.warn("{proto} session {id} {peer} play {key} refused: {why}",
                      proto=self.protocol, id=session.id, peer=session.remote_addr,
                      key=session.key, why=refusal.reason)
-            code, text = ((BAD_REQUEST, "bad request") if refusal.bad_name
-                          else (NOT_FOUND, "not found") if refusal.not_found
-                          else (FORBIDDEN, "forbidden"))
             request.close_reason = f"play refused: {refusal.reason}"  # type: ignore[attr-defined]
-            body = plain_error(request, code, f"{text}: {refusal.reason}")
         else:
             log.failure("{proto} session {id}: play failed", failure, proto=self.protocol,
                         id=session.id)
-            body = plain_error(request, INTERNAL_SERVER_ERROR, "internal error")
+        body = plain_error(request, *_refusal_answer(failure))
         request.write(body)
         request.finish()
 
@@ -212,6 +238,17 @@ class LiveStreamResource(ReadOnlyResource):
                  "duration={dur:.1f}s reason={why}", proto=sink.protocol_name, id=session.id,
                  peer=session.remote_addr, key=session.key, bout=sink.bytes_out,
                  dur=time.monotonic() - started, why=reason)
+
+
+def _refusal_answer(failure: Failure) -> tuple[int, str]:
+    """The HTTP status and text for a refused play (a GET's and a HEAD's)."""
+    if not failure.check(Refused):
+        return INTERNAL_SERVER_ERROR, "internal error"
+    refusal: Refused = failure.value  # type: ignore[assignment]
+    code, text = ((BAD_REQUEST, "bad request") if refusal.bad_name
+                  else (NOT_FOUND, "not found") if refusal.not_found
+                  else (FORBIDDEN, "forbidden"))
+    return code, f"{text}: {refusal.reason}"
 
 
 def abort(request: server.Request, reason: str) -> None:

@@ -136,14 +136,16 @@ class Router(resource.Resource):
 
     def _fast_get(self, uri: bytes, headers: dict[bytes, bytes],
                   channel: Any) -> Callable[[], list[bytes] | None] | None:
-        raw = uri.split(b"?", 1)[0]
+        raw, _, query = uri.partition(b"?")
         try:
             path = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("utf-8")
         except UnicodeDecodeError:
             return None
         route = self.find(path)
         fast = getattr(route.target, "fast_get", None) if route is not None else None
-        return fast(path, headers, channel) if fast is not None else None
+        if fast is None:
+            return None
+        return fast(path, query.decode("utf-8", "replace"), headers, channel)  # type: ignore[no-any-return]
 
     def render(self, request: IRequest) -> bytes | int:  # type: ignore[override]
         raw = request.path  # type: ignore[attr-defined]
