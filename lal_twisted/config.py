@@ -110,6 +110,9 @@ class HlsConfig:
     enable_https: bool = False  # lal's: serve HLS on the HTTPS listener too
     # Ours: segments are served only to requests with an admitted viewer's token.
     segments_need_session: bool = False
+    # Ours: viewer sessions one address (an IPv6 /64) may have; loopback is not
+    # counted (a reverse proxy on the same machine); 0: no cap.
+    max_viewers_per_addr: int = 100
 
 
 @dataclass

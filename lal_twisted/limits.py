@@ -91,7 +91,13 @@ def _unwrapped(protocol: Any) -> Any:
 
 
 def _host(address: IAddress) -> str:
-    return str(getattr(address, "host", address))
+    """The peer's address as text; an IPv4 client of a dual-stack listener
+    (``::ffff:1.2.3.4``) as its IPv4 address, so it is counted and blocked
+    as one."""
+    host = str(getattr(address, "host", address))
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
 
 
 class ConnectionGuard:

@@ -41,11 +41,10 @@ MAX_FIELD_CHARS = 256
 # A URL's user:password@, and the values of query parameters whose name says
 # they are secret (lal_secret, token, password, key, sign, auth, hls_ctx, the
 # HLS viewer token session_id...).
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]+@")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]+@")
 _SECRET_PARAM = re.compile(
-    r"(?i)([?&;][^=&#\s]*(?:secret|token|pass|pwd|auth|sign|key|ctx|credential|session_id)"
-    r"[^=&#\s]*=)"
-    r"[^&#\s]+")
+    r"(?i)((?:^|[?&;\s])[^=&#\s?]*(?:secret|token|pass|pwd|auth|sign|key|ctx|credential|"
+    r"session_id)[^=&#\s]*=)[^&#\s]+")
 REDACTED = "***"
 
 

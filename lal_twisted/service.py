@@ -195,8 +195,7 @@ def _hls_resource(lals: LalService) -> resource.IResource:
     assert lals.hls is not None
     return HlsResource(lals.hls, lals.registry, lals.reactor, url_pattern=c.url_pattern,
                        session_timeout=c.sub_session_timeout_ms / 1000.0,
-                       segments_need_session=c.segments_need_session,
-                       max_per_addr=lals.config.limits.max_connections_per_addr)
+                       segments_need_session=c.segments_need_session)
 
 
 def _site(name: str) -> Callable[[LalService], server.Site]:

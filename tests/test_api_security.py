@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,15 @@ def test_no_web_page_can_drive_or_read_the_api(tmp_path: Path, media: Media) -> 
             status, _, body = raw(port, "GET", "/api/ctrl/stop_relay_pull?stream_name=t",
                                   headers={"Sec-Fetch-Site": "cross-site"})
             assert status == 403, body
+            # A control GET cannot be told from an <img> of any page (no Origin, no
+            # Sec-Fetch-* over plain HTTP to a LAN address): it needs the bearer token.
+            status, headers, body = raw(port, "GET", "/api/ctrl/stop_relay_pull?stream_name=t")
+            assert status == 405 and headers["allow"] == "POST", body
+            assert "use POST" in body["desp"]
+            # Deep nesting is a bad body, not a server error.
+            status, _, body = raw(port, "POST", "/api/ctrl/kick_session", b"[" * 5000,
+                                  {"Content-Type": "application/json"})
+            assert (status, body["error_code"]) == (400, 1002), body
             # The preflight a page would need first is refused.
             status, headers, _ = raw(port, "OPTIONS", "/api/ctrl/kick_session", headers={
                 "Origin": evil, "Access-Control-Request-Method": "POST",
@@ -84,10 +94,13 @@ def test_no_web_page_can_drive_or_read_the_api(tmp_path: Path, media: Media) -> 
                                   {"Content-Type": "text/plain"})
             assert status == 415 and body["error_code"] == 1002, body
             assert "application/json" in body["desp"]
-            status, _, body = raw(port, "POST", "/api/ctrl/kick_session", kick)
-            assert status == 415, body
+            status, _, body = raw(port, "POST", "/api/ctrl/kick_session", kick,
+                                  {"Origin": f"http://127.0.0.1:{port}"})
+            assert status == 415, body  # a page of the API's own origin declares it too
+            # (A backend that sends no Content-Type and no Origin is not a browser.)
             # DNS rebinding: a page of evil.example whose name now points at 127.0.0.1.
-            for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.nip.io"):
+            for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.nip.io",
+                         "EVIL.example.", "x.evil.example:80"):
                 status, _, body = raw(port, "GET", "/api/stat/all_group", headers={"Host": host})
                 assert status == 421 and body["error_code"] == 421, (host, body)
                 assert "127.0.0.1:" not in json.dumps(body)  # no client address leaked
@@ -98,7 +111,7 @@ def test_no_web_page_can_drive_or_read_the_api(tmp_path: Path, media: Media) -> 
             assert player.poll() is None and _sessions(port, "t") == [victim]
             # Its own names and addresses are answered.
             for host in (f"127.0.0.1:{port}", "localhost", f"localhost:{port}", "[::1]:8083",
-                         "lals.localhost", "10.1.2.3"):
+                         "lals.localhost", "10.1.2.3", "lal-node-1:8083", socket.gethostname()):
                 status, _, body = raw(port, "GET", "/api/stat/lal_info", headers={"Host": host})
                 assert status == 200 and body["error_code"] == 0, (host, body)
             # A backend (JSON, no Origin) kicks as with lal.
@@ -123,8 +136,10 @@ def test_no_web_page_can_drive_or_read_the_api(tmp_path: Path, media: Media) -> 
 def test_allowed_origins_and_host_names(tmp_path: Path) -> None:
     admin = "https://admin.example.com"
     with api_server(tmp_path, http_api={"cors_allowed_origins": [admin],
-                                        "allowed_hosts": ["lal.example.com"]}) as s:
+                                        "allowed_hosts": ["lal.example.com"],
+                                        "auth_token": "t0ken"}) as s:
         port = s.api_port
+        # A preflight carries no credentials: judged by its origin alone.
         status, headers, _ = raw(port, "OPTIONS", "/api/ctrl/start_relay_pull", headers={
             "Origin": admin, "Access-Control-Request-Method": "POST",
             "Access-Control-Request-Headers": "content-type"})
@@ -135,13 +150,18 @@ def test_allowed_origins_and_host_names(tmp_path: Path) -> None:
         status, headers, body = raw(port, "POST", "/api/ctrl/kick_session",
                                     b'{"stream_name":"x","session_id":"y"}',
                                     {"Origin": admin, "Content-Type": "application/json",
-                                     "Host": "lal.example.com"})
+                                     "Host": "lal.example.com",
+                                     "Authorization": "Bearer t0ken"})
         assert (status, body["error_code"]) == (200, 1001), body
         assert headers["access-control-allow-origin"] == admin
         assert headers.get("vary") == "Origin"
+        assert headers.get("access-control-allow-credentials") == "true"
         status, _, body = raw(port, "GET", "/api/stat/lal_info",
                               headers={"Host": "other.example.com"})
         assert status == 421, body
+        status, _, body = raw(port, "GET", "/api/stat/lal_info",
+                              headers={"Host": "lal.example.com"})
+        assert status == 401, body
 
 
 def test_the_token_guards_the_whole_api(tmp_path: Path) -> None:
@@ -165,6 +185,15 @@ def test_the_token_guards_the_whole_api(tmp_path: Path) -> None:
         status, body = api(port, "/api/ctrl/kick_session", {"stream_name": "a", "session_id": "b"},
                            headers={"Authorization": f"Bearer {token}"})
         assert (status, body["error_code"]) == (200, 1001)
+        # The bearer token passes any Host (a page cannot know it), and lets a GET
+        # reach a control endpoint; cached Basic credentials do not.
+        status, _, body = raw(port, "GET", "/api/ctrl/stop_relay_pull?stream_name=x",
+                              headers={"Authorization": f"Bearer {token}",
+                                       "Host": "lal.internal.example:8083"})
+        assert (status, body["error_code"]) == (200, 1001), body
+        status, _, body = raw(port, "GET", "/api/ctrl/stop_relay_pull?stream_name=x",
+                              headers={"Authorization": f"Basic {basic}"})
+        assert status == 405, body
         # The public copy of the stat endpoints on the HTTP listener needs no token.
         status, headers, body = raw(s.server.http_port, "GET", "/api/stat/all_group")
         assert status == 200 and body["error_code"] == 0

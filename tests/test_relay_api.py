@@ -70,9 +70,11 @@ def test_start_and_stop_relay_pull(media: Media, tmp_path: Path) -> None:
             assert (status, body["error_code"]) == (200, 0), body
             assert body["data"]["session_id"] == session_id
             assert wait_for(lambda: _subs(origin.api_port, "a1") == [], 10)
-            status, body = api(edge.api_port, "/api/ctrl/stop_relay_pull?stream_name=renamed")
+            status, body = api(edge.api_port, "/api/ctrl/stop_relay_pull?stream_name=renamed",
+                               method="POST", raw=b"")
             assert body["error_code"] == 1001, body
-            status, body = api(edge.api_port, "/api/ctrl/stop_relay_pull")
+            status, body = api(edge.api_port, "/api/ctrl/stop_relay_pull", method="POST",
+                               raw=b"")
             assert (status, body["error_code"]) == (400, 1002), body
         finally:
             publisher.kill()

@@ -166,6 +166,7 @@ def test_urls_are_checked_before_the_answer(tmp_path: Path) -> None:
             "rtmp://192.168.1.1/live/x": "relay.allowed_upstreams",
             "rtmp://internal.local/live/x": "relay.allowed_upstreams",
             "rtmp://127.0.0.1/live/..": "starts with '.'",
+            "http://169.254.169.254/latest/meta.flv": "relay.allowed_upstreams",
         }
         for url, why in cases.items():
             status, body = api(s.api_port, "/api/ctrl/start_relay_pull", {"url": url})
@@ -180,7 +181,8 @@ def test_urls_are_checked_before_the_answer(tmp_path: Path) -> None:
         status, body = api(s.api_port, "/api/stat/group?stream_name=live/a%20b")
         assert body["error_code"] == 0 and body["data"]["pull"]["protocol"] == "FLV", body
         for name in ("ok1", "ok2", "live/a%20b"):
-            status, body = api(s.api_port, f"/api/ctrl/stop_relay_pull?stream_name={name}")
+            status, body = api(s.api_port, f"/api/ctrl/stop_relay_pull?stream_name={name}",
+                               method="POST", raw=b"")
             assert body["error_code"] == 0, body
 
 

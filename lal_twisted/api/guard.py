@@ -9,19 +9,25 @@ relay pulls; with DNS rebinding (a name of the attacker's that resolves to
 doors while a backend (curl, Go's http client: no ``Origin``, no
 ``Sec-Fetch-*`` headers) sees lal's API unchanged:
 
-- ``Host`` must be an IP address, ``localhost`` (or a ``.localhost`` name), or
-  one of ``http_api.allowed_hosts`` (``"*"``: any); else 421.  A rebinding
-  page's requests carry its own name.
+- ``Host`` must be an IP address, ``localhost`` (or a ``.localhost`` name), a
+  name of one label (``lal-node-1``: a container's or a LAN host's, which no
+  one can register in the public DNS), this machine's own host names, or one
+  of ``http_api.allowed_hosts`` (``"*"``: any); else 421.  A rebinding page's
+  requests carry its own (public) name.  A request with the bearer token
+  passes whatever its Host: a page cannot know the token.
 - With ``http_api.auth_token`` set, every request needs it, as a bearer
   token or as the password of Basic auth (any user name, so a browser can
-  open the status page at ``/lal.html``); else 401.
+  open the status page at ``/lal.html``); else 401.  A preflight carries no
+  credentials and is judged by its origin alone.
 - CORS headers only for ``http_api.cors_allowed_origins``; a preflight from
   any other origin is refused (403).
 - Control endpoints (``/api/ctrl/*``) refuse a request a browser sent for a
   page of another origin (``Origin`` not allowed, or ``Sec-Fetch-Site`` other
-  than ``same-origin`` / ``none``): 403.  And a body must be sent as
-  ``Content-Type: application/json`` (415), which no page can do across
-  origins without a preflight.
+  than ``same-origin`` / ``none``): 403.  A body a browser sends (with an
+  ``Origin``) must be declared ``Content-Type: application/json`` (415),
+  which no page can do across origins without a preflight.  A ``GET`` cannot
+  be told from one a page makes with an ``<img>``, so control endpoints
+  answer it only with the bearer token (else 405: use POST).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,6 +66,16 @@ def _host_name(header: str) -> str:
     return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 
+def _own_names() -> set[str]:
+    """This machine's host names (its hostname and fully qualified name)."""
+    names = {socket.gethostname().lower()}
+    try:
+        names.add(socket.getfqdn().lower())
+    except OSError:
+        pass
+    return {n.rstrip(".") for n in names if n}
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -74,7 +91,7 @@ class ApiGuard:
         self.token = config.auth_token.encode("utf-8")
         hosts = {h.strip().lower().rstrip(".") for h in config.allowed_hosts}
         self.any_host = "*" in hosts
-        self.hosts = hosts - {"*"}
+        self.hosts = (hosts - {"*"}) | _own_names()
         self.origins = {o.strip().rstrip("/").lower() for o in config.cors_allowed_origins}
         self.any_origin = "*" in self.origins
 
@@ -82,10 +99,12 @@ class ApiGuard:
     def check(self, request: IRequest, control: bool) -> Refusal | None:
         """None when ``request`` may go on, else why not."""
         host = (request.getHeader(b"host") or b"").decode("latin-1")
-        if host and not self.host_allowed(_host_name(host)):
+        bearer = self.bearer(request)
+        if host and not bearer and not self.host_allowed(_host_name(host)):
             return Refusal(421, f"this API does not answer for the host name {host!r}; "
                                 "add it to http_api.allowed_hosts to allow it")
-        if self.token and not self._authorized(request):
+        preflight = request.method == b"OPTIONS" and self._origin(request) is not None
+        if self.token and not preflight and not (bearer or self._basic(request)):
             request.setHeader(b"WWW-Authenticate", b'Basic realm="lal-twisted API"')
             return Refusal(401, "this API needs http_api.auth_token: send "
                                 "'Authorization: Bearer TOKEN'")
@@ -101,8 +120,11 @@ class ApiGuard:
         return None
 
     def check_body(self, request: IRequest) -> Refusal | None:
-        """A control request's body must be declared JSON."""
+        """A control request's body must be declared JSON (a backend that sends
+        no Content-Type and no Origin is not a browser, and is let be)."""
         kind = (request.getHeader(b"content-type") or b"").decode("latin-1")
+        if not kind and self._origin(request) is None:
+            return None
         if kind.split(";")[0].strip().lower() != "application/json":
             shown = kind or "none"
             return Refusal(415, f"the body must be sent as Content-Type: application/json "
@@ -111,7 +133,7 @@ class ApiGuard:
 
     def host_allowed(self, name: str) -> bool:
         name = name.rstrip(".")
-        return (self.any_host or _is_ip(name) or name == "localhost"
+        return (self.any_host or _is_ip(name) or "." not in name
                 or name.endswith(".localhost") or name in self.hosts)
 
     def origin_allowed(self, origin: str, host: str) -> bool:
@@ -140,19 +162,28 @@ class ApiGuard:
             return None
         return origin.decode("latin-1").strip().rstrip("/").lower()
 
-    def _authorized(self, request: IRequest) -> bool:
+    def bearer(self, request: IRequest) -> bool:
+        """Whether the request carries the token as a bearer token (which a
+        browser never adds by itself, unlike cached Basic credentials)."""
+        scheme, value = self._authorization(request)
+        return bool(self.token) and scheme == b"bearer" and hmac.compare_digest(
+            value, self.token)
+
+    def _basic(self, request: IRequest) -> bool:
+        scheme, value = self._authorization(request)
+        if not self.token or scheme != b"basic":
+            return False
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(decoded.partition(b":")[2], self.token)
+
+    @staticmethod
+    def _authorization(request: IRequest) -> tuple[bytes, bytes]:
         header = (request.getHeader(b"authorization") or b"").strip()
         scheme, _, value = header.partition(b" ")
-        value = value.strip()
-        if scheme.lower() == b"bearer":
-            return hmac.compare_digest(value, self.token)
-        if scheme.lower() == b"basic":
-            try:
-                decoded = base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                return False
-            return hmac.compare_digest(decoded.partition(b":")[2], self.token)
-        return False
+        return scheme.lower(), value.strip()
 
 
 class GuardedPage(resource.Resource):

@@ -128,6 +128,15 @@ class ApiResource(resource.Resource):
             request.setHeader(b"Access-Control-Max-Age", b"600")
             request.setResponseCode(204)
             return b""
+        if (guard is not None and method in (b"GET", b"HEAD") and path in self._post
+                and not guard.bearer(request)):
+            # Any web page can make a browser send a GET (an <img>), with its
+            # cached credentials: a control GET needs the bearer token.
+            request.setHeader(b"Allow", b"POST")
+            return json_answer(request, _basic((405, "use POST for a control request (a GET "
+                                                     "is what any web page can make a browser "
+                                                     "send), or send http_api.auth_token as a "
+                                                     "Bearer token")), NOT_ALLOWED)
         handler = (self._get if method in (b"GET", b"HEAD") else
                    self._post if method == b"POST" else {}).get(path)
         if handler is None:
@@ -258,14 +267,17 @@ class ApiResource(resource.Resource):
         if "duration_sec" not in body:
             raise BadRequest("duration_sec is required")
         try:
-            ip = str(ipaddress.ip_address(text.strip("[]")))
+            address = ipaddress.ip_address(text.strip("[]"))
         except ValueError:
             raise BadRequest(f"ip must be an IPv4 or IPv6 address, got {safe(text)!r}") from None
+        mapped = getattr(address, "ipv4_mapped", None)
+        ip = str(mapped or address)  # as the listeners see an IPv4 client of a dual stack
         seconds = min(duration, _MAX_BLACKLIST_SEC)
         closed = self.plane.lals.guard.block(ip, seconds)
         if seconds > 0:  # and the sessions of no connection of their own (HLS viewers)
             for session in self.registry.list_sessions():
                 host = session.remote_addr.rpartition(":")[0].strip("[]")
+                host = host[7:] if host.startswith("::ffff:") and "." in host else host
                 if session.role in (Role.PUBLISH, Role.PLAY) and host == ip:
                     session.close("address blacklisted")
         log.info("http api from {peer}: add_ip_blacklist {ip} for {secs}s ({n} connections "
@@ -329,8 +341,8 @@ def _json_body(request: IRequest) -> dict[str, Any]:
     raw = content.read() if content is not None else b""
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest("the body is not JSON (or nests too deep)") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body

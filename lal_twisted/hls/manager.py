@@ -8,6 +8,7 @@ HLS (one log line).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,23 @@ __all__ = ["HlsManager"]
 
 log = Logger("lal_twisted.hls.manager")
 
+def _addr_key(host: str) -> str | None:
+    """What viewers are counted by: the address, an IPv6 one's /64 (one
+    subscriber's range), None for loopback (a reverse proxy on this machine
+    speaks for every client) and for what is not an address."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 # Packets wait at most this long before the segmenters take them, every
 # stream's together (one timer while any stream publishes): one pass over a
 # few thousand packets costs much less CPU than a little TS work between every
@@ -54,8 +72,11 @@ class HlsManager(service.Service, Observer):
     def __init__(self, registry: StreamRegistry, config: HlsConfig, reactor: Any,
                  store: Store | None = None, token_secret: bytes | None = None) -> None:
         self.registry = registry
-        # Viewer tokens, shared by the HTTP and HTTPS resources.
+        # Viewer tokens, and viewers by address (an IPv6 /64), shared by the
+        # HTTP and HTTPS resources.
         self.signer = TokenSigner(token_secret)
+        self.viewers_by_addr: dict[str, int] = {}
+        self._busy_addr_logged: set[str] = set()
         self.reactor = reactor
         self.config = config
         threshold = config.delete_threshold if config.delete_threshold >= 0 \
@@ -139,6 +160,35 @@ class HlsManager(service.Service, Observer):
 
     def _made(self, info: HlsMakeTsInfo) -> None:
         self.registry.observers.emit("hls_segment_made", info.as_dict())
+
+    # -- viewers by address --------------------------------------------------------------
+    def viewer_allowed(self, host: str) -> bool:
+        """Whether ``host`` may have one more HLS viewer (``hls.max_viewers_per_addr``)."""
+        most = self.config.max_viewers_per_addr
+        key = _addr_key(host)
+        if not most or key is None or self.viewers_by_addr.get(key, 0) < most:
+            self._busy_addr_logged.discard(key or "")
+            return True
+        if key not in self._busy_addr_logged:  # once until it has room again
+            self._busy_addr_logged.add(key)
+            log.warn("hls: {addr} has {n} viewer sessions; refusing more "
+                     "(hls.max_viewers_per_addr)", addr=key, n=most)
+        return False
+
+    def viewer_came(self, host: str) -> None:
+        key = _addr_key(host)
+        if key is not None:
+            self.viewers_by_addr[key] = self.viewers_by_addr.get(key, 0) + 1
+
+    def viewer_left(self, host: str) -> None:
+        key = _addr_key(host)
+        if key is None or key not in self.viewers_by_addr:
+            return
+        left = self.viewers_by_addr[key] - 1
+        if left:
+            self.viewers_by_addr[key] = left
+        else:
+            del self.viewers_by_addr[key]
 
     # -- lookups for the HTTP resource ---------------------------------------------------
     def get(self, name: str) -> HlsStream | None:

@@ -12,8 +12,10 @@ it makes the session, which the access chain admits (simple_auth, the hook:
 once per viewer) or refuses, and which ends after
 ``hls.sub_session_timeout_ms`` without a request.  Playlists are served with
 the token in their segment URIs; with ``hls.segments_need_session`` a segment
-is served only to a request carrying an admitted viewer's token.  Viewers from
-one address are at most ``limits.max_connections_per_addr`` (0: no cap).
+is served only to a request carrying an admitted viewer's token.  New viewers
+from one address (an IPv6 /64) are at most ``hls.max_viewers_per_addr``, all
+listeners together; loopback addresses (a reverse proxy on this machine) are
+not counted.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from twisted.web.http import (
 from lal_twisted.hls.segmenter import LIVE_PLAYLIST, RECORD_PLAYLIST
 from lal_twisted.hls.tokens import TOKEN_PARAM, token_of, with_token, without_token
 from lal_twisted.hub.access import Refused
+from lal_twisted.hub.registry import SessionGone
 from lal_twisted.log import Logger
 from lal_twisted.net import FileSpan
 from lal_twisted.web.router import ReadOnlyResource, plain_error, route_path
@@ -126,7 +129,7 @@ class HlsResource(ReadOnlyResource):
 
     def __init__(self, manager: HlsManager, registry: StreamRegistry, reactor: Any,
                  url_pattern: str = "/hls/", session_timeout: float = 30.0,
-                 segments_need_session: bool = False, max_per_addr: int = 0) -> None:
+                 segments_need_session: bool = False) -> None:
         super().__init__()
         self.manager = manager
         self.signer = manager.signer
@@ -135,9 +138,7 @@ class HlsResource(ReadOnlyResource):
         self.url_pattern = url_pattern
         self.session_timeout = session_timeout
         self.segments_need_session = segments_need_session
-        self.max_per_addr = max_per_addr
         self.viewers: dict[str, _Viewer] = {}  # by token
-        self.per_host: dict[str, int] = {}
         # One sweep ends idle viewers (a timer per viewer, reset on every request,
         # cost more than the sweep with a thousand players polling).
         self._sweeper = task.LoopingCall(self._sweep)
@@ -170,12 +171,9 @@ class HlsResource(ReadOnlyResource):
         viewer = self.viewers.get(token)
         if viewer is None or viewer.name != name:
             host = _host(request)
-            if self.max_per_addr and self.per_host.get(host, 0) >= self.max_per_addr:
-                log.info("hls {host}: refused a new viewer of {name}: {n} viewer sessions from "
-                         "it already (limits.max_connections_per_addr)", host=host, name=name,
-                         n=self.max_per_addr)
+            if not self.manager.viewer_allowed(host):
                 return plain_error(request, TOO_MANY_REQUESTS, "too many HLS viewer sessions "
-                                   "from this address")
+                                   "from this address (hls.max_viewers_per_addr)")
             viewer = self._new_viewer(request, name, host, token, without_token(query))
         viewer.last = self.reactor.seconds()
         if viewer.refusal is not None:
@@ -259,7 +257,7 @@ class HlsResource(ReadOnlyResource):
         peer = request.getClientAddress()
         session = self.registry.new_session(HLS_PLAYER, "hls",
                                             f"{host}:{getattr(peer, 'port', '')}",
-                                            closer=lambda reason: self._expire(token))
+                                            closer=lambda reason: self._kick(token, reason))
         hls = self.manager.get(name)
         app, _, _ = (hls.key.rpartition("/") if hls is not None else ("", "", ""))
         session.app, session.stream = app, name
@@ -269,7 +267,7 @@ class HlsResource(ReadOnlyResource):
         session.url = f"http://{http_host}{path}" + (f"?{query}" if query else "")
         viewer = self.viewers[token] = _Viewer(session, name, host, token,
                                                self.reactor.seconds())
-        self.per_host[host] = self.per_host.get(host, 0) + 1
+        self.manager.viewer_came(host)
         if not self._sweeper.running:
             self._sweeper.start(self._sweep_every, now=False)
         return viewer
@@ -307,7 +305,9 @@ class HlsResource(ReadOnlyResource):
         player polling does not ask the hook again each time."""
         session = viewer.session
         waiting, viewer.waiting = viewer.waiting, []
-        if failure.check(Refused):
+        if failure.check(SessionGone):  # kicked or blacklisted while it was checked
+            viewer.refusal = viewer.refusal or (FORBIDDEN, "forbidden: the session ended")
+        elif failure.check(Refused):
             refusal: Refused = failure.value  # type: ignore[assignment]
             log.warn("hls session {id} {peer} play {name} refused: {why}", id=session.id,
                      peer=session.remote_addr, name=session.stream, why=refusal.reason)
@@ -319,19 +319,31 @@ class HlsResource(ReadOnlyResource):
             viewer.refusal = (INTERNAL_SERVER_ERROR, "internal error")
         session.ended = True
         for request, _, _ in waiting:
-            if not request.finished:
+            if not request.finished and not getattr(request, "_disconnected", False):
                 request.write(plain_error(request, *viewer.refusal))
                 request.finish()
+
+    def _kick(self, key: str, reason: str) -> None:
+        """The session was ended from outside (the API's kick, a blacklisted
+        address): its token is refused until it is forgotten, so the player's
+        next request does not come straight back in."""
+        viewer = self.viewers.get(key)
+        if viewer is None:
+            return
+        viewer.refusal = (FORBIDDEN, f"forbidden: {reason}")
+        if viewer.admitted:
+            viewer.admitted = False
+            self.registry.remove_viewer(viewer.session)
+            log.info("hls session {id} {peer} ended: stream={name} bytes_out={bout} "
+                     "reason={why}", id=viewer.session.id, peer=viewer.session.remote_addr,
+                     name=viewer.name, bout=viewer.session.bytes_out, why=reason)
+        viewer.session.ended = True
 
     def _expire(self, key: str) -> None:
         viewer = self.viewers.pop(key, None)
         if viewer is None:
             return
-        left = self.per_host.get(viewer.host, 1) - 1
-        if left:
-            self.per_host[viewer.host] = left
-        else:
-            self.per_host.pop(viewer.host, None)
+        self.manager.viewer_left(viewer.host)
         session = viewer.session
         if viewer.admitted:
             self.registry.remove_viewer(session)

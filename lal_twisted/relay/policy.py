@@ -11,7 +11,8 @@ by the API are checked here before the API answers:
   could bend the request line: no spaces, control or non-ASCII characters;
 - the host must be in ``relay.allowed_upstreams`` when that list is set
   (host names compared as written, IP literals against addresses and
-  networks);
+  networks); link-local (a cloud's metadata service), unspecified and
+  multicast addresses only when listed;
 - the numbers are bounded (:data:`MAX_PULL_TIMEOUT_MS`,
   :data:`MAX_PULL_RETRY_NUM`, :data:`MAX_AUTO_STOP_MS`) and at most
   ``relay.max_api_pulls`` run at once (the manager counts them).
@@ -153,11 +154,16 @@ class AllowList:
         return not (self.names or self.suffixes or self.networks)
 
     def allows(self, host: str) -> bool:
-        if self.open:
-            return True
         host = host.lower().strip("[]").rstrip(".")
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
-            return host in self.names or any(host.endswith(s) for s in self.suffixes)
-        return host in self.names or any(address in net for net in self.networks)
+            return self.open or host in self.names or any(host.endswith(s) for s in self.suffixes)
+        if any(address in net for net in self.networks):
+            return True
+        # Even with no list: not link-local addresses (a cloud's metadata service
+        # at 169.254.169.254), "any" or multicast, unless listed.
+        mapped = getattr(address, "ipv4_mapped", None) or address
+        if mapped.is_link_local or mapped.is_unspecified or mapped.is_multicast:
+            return False
+        return self.open

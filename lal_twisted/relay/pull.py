@@ -163,7 +163,7 @@ class RelayPull:
         http = upstream.url.startswith(("http://", "https://"))
         session = self.registry.new_session(FLV_PULL if http else RTMP_PULL,
                                             "httpflv" if http else "rtmp",
-                                            upstream.url.split("/")[2], closer=self.close)
+                                            self.remote_addr, closer=self.close)
         if self._reserved_id is not None:  # the id the API answered with
             session.id, self._reserved_id = self._reserved_id, None
         session.app, session.stream, session.url = self.app, self.stream_name, upstream.url

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
-from lal_twisted.log import Logger
+from lal_twisted.log import Logger, redact
 from lal_twisted.net import EagerServer, FileSpan, as_bytes
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_REQUEST_HEADER_TIMEOUT", "LalChannel",
@@ -288,6 +288,12 @@ class LalRequest(server.Request):
         super().handleContentChunk(data)
 
 
+def _redacted_log_line(timestamp: str, request: Any) -> str:
+    """twisted.web's access-log line, with the credentials in its URL masked
+    (``?lal_secret=***``), as every project log line has them."""
+    return redact(http.combinedLogFormatter(timestamp, request))
+
+
 class LalSite(server.Site):
     """A Site with the limits above; ``max_body_bytes`` and
     ``request_header_timeout`` (seconds, 0 for none) are per site."""
@@ -305,6 +311,7 @@ class LalSite(server.Site):
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  request_header_timeout: float = DEFAULT_REQUEST_HEADER_TIMEOUT,
                  **kwargs: Any) -> None:
+        kwargs.setdefault("logFormatter", _redacted_log_line)
         super().__init__(resource, **kwargs)
         self.max_body_bytes = max_body_bytes
         self.request_header_timeout = request_header_timeout
