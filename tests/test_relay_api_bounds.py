@@ -65,8 +65,13 @@ def _open(conns: list[socket.socket]) -> int:
 
 def _sockets(pid: int) -> int:
     fd_dir = f"/proc/{pid}/fd"
-    return sum(1 for fd in os.listdir(fd_dir)
-               if os.readlink(os.path.join(fd_dir, fd)).startswith("socket:"))
+    count = 0
+    for fd in os.listdir(fd_dir):
+        try:
+            count += os.readlink(os.path.join(fd_dir, fd)).startswith("socket:")
+        except FileNotFoundError:
+            pass  # closed since the listing
+    return count
 
 
 def _groups(port: int) -> dict[str, dict]:
