@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 __all__ = ["TOKEN_PARAM", "TokenSigner", "token_of", "with_token", "without_token"]
 
@@ -60,14 +60,19 @@ class TokenSigner:
         return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:_MAC_HEX]
 
 
+_KEY = TOKEN_PARAM + "="
+
+
 def token_of(query: str) -> str:
-    """The ``session_id`` of a query string ('' when there is none)."""
-    if TOKEN_PARAM not in query:
+    """The ``session_id`` of a query string ('' when there is none).  Tokens are
+    hex, so the value needs no unquoting; read without parsing the whole query
+    (every segment request of every player asks)."""
+    at = 0 if query.startswith(_KEY) else query.find("&" + _KEY) + 1
+    if at == 0 and not query.startswith(_KEY):
         return ""
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if name == TOKEN_PARAM:
-            return value
-    return ""
+    start = at + len(_KEY)
+    end = query.find("&", start)
+    return query[start:] if end < 0 else query[start:end]
 
 
 def without_token(query: str) -> str:
