@@ -37,6 +37,13 @@ def _viewers(srv: Server) -> list[str]:
             if "hls session" in line and "started" in line]
 
 
+def _ffmpeg_plays(url: str) -> None:
+    """ffmpeg plays 3 s of ``url`` without an error."""
+    play = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", url, "-t", "3", "-f",
+                           "null", "-"], capture_output=True, text=True, timeout=60)
+    assert play.returncode == 0 and play.stderr.strip() == "", play.stderr
+
+
 def _follow(url: str) -> tuple[int, str, bytes]:
     """A fresh player (every request here has urllib's address and User-Agent):
     the first request, then where it was sent."""
@@ -80,10 +87,7 @@ def test_every_playlist_request_carries_proof(tmp_path: Path, media: Media) -> N
         segment = next(line for line in body.decode().splitlines() if line.endswith(token))
         assert fetch(_url(srv, file_name(segment)))[0] == 200
         # ffmpeg with the secret plays it all (it follows the redirect, then the token).
-        play = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i",
-                               _url(srv, f"s.m3u8?{secret}"), "-t", "3", "-f", "null", "-"],
-                              capture_output=True, text=True, timeout=60)
-        assert play.returncode == 0 and play.stderr.strip() == "", play.stderr
+        _ffmpeg_plays(_url(srv, f"s.m3u8?{secret}"))
     finally:
         pub.kill()
         finish(pub)
@@ -107,10 +111,7 @@ def test_segments_can_need_the_token_too(tmp_path: Path, media: Media) -> None:
             status, _, text = fetch(_url(srv, f"s/{bare}"))
             assert status == 403 and b"hls.segments_need_session" in text, (bare, text)
         # Players need nothing new: ffmpeg plays with the secret alone.
-        play = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i",
-                               _url(srv, f"s.m3u8?{secret}"), "-t", "3", "-f", "null", "-"],
-                              capture_output=True, text=True, timeout=60)
-        assert play.returncode == 0 and play.stderr.strip() == "", play.stderr
+        _ffmpeg_plays(_url(srv, f"s.m3u8?{secret}"))
     finally:
         pub.kill()
         finish(pub)
