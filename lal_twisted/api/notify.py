@@ -138,6 +138,7 @@ class HttpNotify(Observer):
         self.dropped = 0  # pushed out of a full queue
         self._dropped_logged = 0
         self._failed_logged = 0
+        self._failing = False  # the last request failed (its failure was logged)
         self._busy = False
         self._stopped = False
         self._inflight: defer.Deferred[Any] | None = None
@@ -248,6 +249,7 @@ class HttpNotify(Observer):
     def _answered(self, code: int, event: str, url: str) -> None:
         if 200 <= code < 300:
             self.sent += 1
+            self._failing = False
             return
         self.failed += 1
         self._log_failure(event, url, f"HTTP {code}")
@@ -261,9 +263,10 @@ class HttpNotify(Observer):
         self._log_failure(event, url, why)
 
     def _log_failure(self, event: str, url: str, why: str) -> None:
-        # The first failure after a success is logged; the rest are counted
+        # The first failure (after a success) is logged; the rest are counted
         # and summed up once per update interval.
-        if self.failed - self._failed_logged == 1:
+        if not self._failing:
+            self._failing = True
             self._failed_logged = self.failed
             log.warn("http notify {event} to {url} failed: {why}", event=event, url=safe(url),
                      why=safe(why))
