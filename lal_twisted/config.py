@@ -12,6 +12,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from lal_twisted.errors import ConfigError
+from lal_twisted.log import LogConfig
+from lal_twisted.relay.address import UpstreamError, parse_base
+
+__all__ = ["Config", "ConfigError", "LogConfig", "from_dict", "load", "parse_listen_addr"]
+
 # lal's numeric log levels (naza's: trace, debug, info, warn, error, fatal,
 # panic, nothing) and their twisted.logger names; "nothing" is as close as
 # twisted.logger gets: critical lines only.
@@ -19,10 +25,6 @@ _LAL_LEVELS = {0: "debug", 1: "debug", 2: "info", 3: "warn", 4: "error", 5: "cri
                6: "critical", 7: "critical"}
 _LEVEL_NAMES = {"trace": "debug", "debug": "debug", "info": "info", "warn": "warn",
                 "warning": "warn", "error": "error", "fatal": "critical", "critical": "critical"}
-
-
-class ConfigError(ValueError):
-    """A configuration mistake, with a message fit to show the user as is."""
 
 
 @dataclass
@@ -283,14 +285,6 @@ class StatusPageConfig:
     enable: bool = True
     player_js_base_url: str = ""
     player_js_integrity: bool = True
-
-
-@dataclass
-class LogConfig:
-    level: str = "info"
-    filename: str = ""
-    is_to_stdout: bool = True
-    is_rotate_daily: bool = True
 
 
 @dataclass
@@ -565,8 +559,6 @@ def _validate_relays(config: Config) -> None:
                           "https:// base URL)")
     if pull.pull_timeout_ms == 0:
         raise ConfigError("static_relay_pull.pull_timeout_ms: must be greater than 0")
-    from lal_twisted.relay.upstream import UpstreamError, parse_base
-
     for addr in push.addr_list:
         try:
             parse_base(addr, push=True)

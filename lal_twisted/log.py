@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from typing import IO
 
 from twisted.logger import (
@@ -25,7 +26,16 @@ from twisted.logger import Logger as _Logger
 from twisted.python.logfile import DailyLogFile, LogFile
 from zope.interface import implementer
 
-from lal_twisted.config import LogConfig
+
+@dataclass
+class LogConfig:
+    """lal's ``log`` section (read by :mod:`lal_twisted.config`)."""
+
+    level: str = "info"
+    filename: str = ""
+    is_to_stdout: bool = True
+    is_rotate_daily: bool = True
+
 
 publisher = LogPublisher()
 _installed: list[ILogObserver] = []

@@ -22,7 +22,7 @@ from typing import Any
 
 from twisted.internet import ssl
 
-from lal_twisted.config import ConfigError
+from lal_twisted.errors import ConfigError
 
 __all__ = ["check_cert_and_key", "client_tls", "ssl_endpoint", "verification_error"]
 

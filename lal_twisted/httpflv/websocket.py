@@ -42,8 +42,8 @@ from lal_twisted.media.packet import AVPacket
 from lal_twisted.web.router import plain_error
 
 if TYPE_CHECKING:
-    from lal_twisted.httpflv.server import HttpFlvResource
     from lal_twisted.hub.session import Session
+    from lal_twisted.web.player import LiveStreamResource
 
 log = Logger("lal_twisted.httpflv.websocket")
 
@@ -302,7 +302,7 @@ class _Factory:
         return self.player
 
 
-def render_upgrade(flv_resource: HttpFlvResource, request: server.Request) -> Any:
+def render_upgrade(flv_resource: LiveStreamResource, request: server.Request) -> Any:
     """Answer a WebSocket-FLV request: 400 when the upgrade request is bad, the
     access chain's answer when refused, else the upgrade and the stream."""
     error = upgrade_error(request)

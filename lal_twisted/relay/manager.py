@@ -28,10 +28,7 @@ from lal_twisted.hub.access import Refused
 from lal_twisted.hub.events import Observer
 from lal_twisted.hub.session import RTMP_PUSH, Role, check_names, stream_key
 from lal_twisted.log import Logger
-from lal_twisted.relay.policy import MAX_PULL_TIMEOUT_MS, AllowList, PullUrlError, check_pull_url
-from lal_twisted.relay.pull import RelayPull
-from lal_twisted.relay.push import RelayPush
-from lal_twisted.relay.upstream import (
+from lal_twisted.relay.address import (
     LOOP_REFUSAL,
     MAX_HOPS,
     Base,
@@ -39,6 +36,9 @@ from lal_twisted.relay.upstream import (
     relay_via,
     with_via,
 )
+from lal_twisted.relay.policy import MAX_PULL_TIMEOUT_MS, AllowList, PullUrlError, check_pull_url
+from lal_twisted.relay.pull import RelayPull
+from lal_twisted.relay.push import RelayPush
 from lal_twisted.tls import client_tls
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class RelayManager(Observer, service.Service):
         self.pulls: dict[str, RelayPull] = {}
         self.allowed_upstreams = AllowList(config.relay.allowed_upstreams)
         self._insecure_logged = False
-        # This server's relay id in the loop marker (lal_twisted.relay.upstream).
+        # This server's relay id in the loop marker (lal_twisted.relay.address).
         self.relay_id = secrets.token_hex(4)
         registry.add_observer(self)
         registry.add_access_check(self)
@@ -275,7 +275,7 @@ class RelayManager(Observer, service.Service):
             raise PullError(f"should auto stop pull: nobody plays {key} here and "
                             "auto_stop_pull_after_no_out_ms is 0 (stop when nobody plays)")
         timeout_ms = pull_timeout_ms if pull_timeout_ms > 0 else MAX_PULL_TIMEOUT_MS
-        # The loop marker, as static pulls carry it (lal_twisted.relay.upstream).
+        # The loop marker, as static pulls carry it (lal_twisted.relay.address).
         url = with_via(url, [self.relay_id])
         pull = RelayPull(self.registry, self.reactor, app, name, url,
                          timeout=timeout_ms / 1000, retry_num=max(-1, pull_retry_num),

@@ -31,7 +31,7 @@ from zope.interface import implementer
 from lal_twisted.hub.sink import IStreamSink
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
-from lal_twisted.relay.upstream import is_loop_refusal
+from lal_twisted.relay.address import is_loop_refusal
 from lal_twisted.rtmp.session import MEDIA_STREAM_ID, media_encoder
 from lal_twisted.tls import verification_error
 

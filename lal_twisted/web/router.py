@@ -24,7 +24,7 @@ from twisted.web import resource
 from twisted.web.http import BAD_REQUEST, NOT_ALLOWED, NOT_FOUND
 from twisted.web.iweb import IRequest
 
-from lal_twisted.config import ConfigError
+from lal_twisted.errors import ConfigError
 
 __all__ = ["Route", "RouteConflict", "Router", "plain_error", "route_path"]
 
