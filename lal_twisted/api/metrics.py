@@ -19,9 +19,8 @@ from twisted.web import resource
 from twisted.web.http import NOT_ALLOWED
 from twisted.web.iweb import IRequest
 
-from lal_twisted.hub.access import Refused
+from lal_twisted.hub.access import RefusalKind, Refused
 from lal_twisted.hub.events import Observer
-from lal_twisted.hub.registry import StreamBusy
 from lal_twisted.hub.session import Session
 from lal_twisted.web.router import plain_error
 
@@ -32,21 +31,11 @@ __all__ = ["MetricsResource", "ServerCollector", "SessionTotals", "refusal_reaso
 
 
 def refusal_reason(refusal: Refused) -> str:
-    """A small fixed set of label values, whatever the refusal's text says."""
-    if isinstance(refusal, StreamBusy):
-        return "stream_busy"
-    if refusal.bad_name:
-        return "bad_name"
-    if refusal.not_found:
-        return "not_found"
-    text = refusal.reason
-    if text.startswith("simple_auth"):
-        return "simple_auth"
-    if text.startswith("http_hook"):
-        return "http_hook"
-    if "did not answer within" in text:
-        return "timeout"
-    return "denied"
+    """A small fixed set of label values: the refusal's kind, and for a denial
+    the control plane's check that said no (simple_auth, http_hook)."""
+    if refusal.kind is RefusalKind.DENIED and refusal.check in ("simple_auth", "http_hook"):
+        return refusal.check
+    return str(refusal.kind)
 
 
 class SessionTotals(Observer):

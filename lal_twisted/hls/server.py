@@ -42,6 +42,7 @@ from lal_twisted.hub.access import Refused
 from lal_twisted.hub.registry import SessionGone
 from lal_twisted.log import Logger
 from lal_twisted.net import FileSpan
+from lal_twisted.web.player import http_answer
 from lal_twisted.web.router import ReadOnlyResource, plain_error, route_path
 
 if TYPE_CHECKING:
@@ -311,9 +312,7 @@ class HlsResource(ReadOnlyResource):
             refusal: Refused = failure.value  # type: ignore[assignment]
             log.warn("hls session {id} {peer} play {name} refused: {why}", id=session.id,
                      peer=session.remote_addr, name=session.stream, why=refusal.reason)
-            code, text = ((NOT_FOUND, "not found") if refusal.not_found or refusal.bad_name
-                          else (FORBIDDEN, "forbidden"))
-            viewer.refusal = (code, f"{text}: {refusal.reason}")
+            viewer.refusal = http_answer(refusal)
         else:
             log.failure("hls session {id}: play failed", failure, id=session.id)
             viewer.refusal = (INTERNAL_SERVER_ERROR, "internal error")

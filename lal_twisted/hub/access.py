@@ -10,6 +10,7 @@ counts as a refusal, so a hung hook cannot hold a connection open forever.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -21,23 +22,45 @@ from lal_twisted.log import Logger
 if TYPE_CHECKING:
     from lal_twisted.hub.session import Session
 
-__all__ = ["IAccessCheck", "Refused", "check_access"]
+__all__ = ["IAccessCheck", "RefusalKind", "Refused", "check_access"]
 
 log = Logger("lal_twisted.hub.access")
 
 
-class Refused(Exception):
-    """A publish or play was refused.  ``not_found`` says the stream does not
-    exist (RTMP ``NetStream.Play.StreamNotFound``, HTTP 404) rather than that
-    this client may not have it (``...Unauthorized`` / ``Play.Failed``, 403);
-    ``bad_name`` that the app or stream name is not valid
-    (``NetStream.Publish.BadName`` / ``Play.StreamNotFound``, HTTP 400)."""
+class RefusalKind(StrEnum):
+    """Why a publish or play was refused; each protocol answers each kind in
+    one place (HTTP: :func:`lal_twisted.web.player.http_answer`; RTMP:
+    ``rtmp/server.py``), and the metrics count refusals by it."""
 
-    def __init__(self, reason: str, not_found: bool = False, bad_name: bool = False) -> None:
+    BAD_NAME = "bad_name"  # the app or stream name is not valid
+    NOT_FOUND = "not_found"  # the stream does not exist (or will not come)
+    BUSY = "stream_busy"  # another publisher has the stream
+    TIMEOUT = "timeout"  # an access check did not answer in time
+    DENIED = "denied"  # this client may not have it
+
+
+class Refused(Exception):
+    """A publish or play was refused, with a ``kind`` (:class:`RefusalKind`)
+    and a ``reason`` for people.  ``check`` names the access check that refused
+    (``simple_auth``, ``http_hook``, a Python check's name; empty when the hub
+    itself did).  ``not_found=True`` / ``bad_name=True`` are the kinds
+    NOT_FOUND / BAD_NAME (the forms an application's own check may use)."""
+
+    def __init__(self, reason: str, not_found: bool = False, bad_name: bool = False,
+                 kind: RefusalKind | None = None, check: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
-        self.not_found = not_found
-        self.bad_name = bad_name
+        self.kind = kind or (RefusalKind.BAD_NAME if bad_name else
+                             RefusalKind.NOT_FOUND if not_found else RefusalKind.DENIED)
+        self.check = check
+
+    @property
+    def not_found(self) -> bool:
+        return self.kind is RefusalKind.NOT_FOUND
+
+    @property
+    def bad_name(self) -> bool:
+        return self.kind is RefusalKind.BAD_NAME
 
 
 class IAccessCheck(Interface):
@@ -76,13 +99,16 @@ def check_access(
             if isinstance(answer, defer.Deferred):
                 answer.addTimeout(timeout, reactor)
                 answer = yield answer
-        except Refused:
+            _verdict(check, answer)
+        except Refused as refusal:
+            refusal.check = refusal.check or _name(check)
             raise
         except defer.TimeoutError:
             raise Refused(f"access check {_name(check)} did not answer within "
-                          f"{timeout:g}s") from None
+                          f"{timeout:g}s", kind=RefusalKind.TIMEOUT,
+                          check=_name(check)) from None
         except Exception as e:
             log.failure("access check {check} failed for {session}", check=_name(check),
                         session=session.id)
-            raise Refused(f"access check {_name(check)} failed: {e}") from None
-        _verdict(check, answer)
+            raise Refused(f"access check {_name(check)} failed: {e}",
+                          check=_name(check)) from None

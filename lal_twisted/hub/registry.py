@@ -14,7 +14,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 
-from lal_twisted.hub.access import Refused, check_access
+from lal_twisted.hub.access import RefusalKind, Refused, check_access
 from lal_twisted.hub.events import Observers
 from lal_twisted.hub.session import Role, Session, SessionIds, check_names, stream_key
 from lal_twisted.hub.sink import IStreamSink
@@ -30,7 +30,7 @@ class StreamBusy(Refused):
     """A publisher tried to publish a stream key that is already live."""
 
     def __init__(self, key: str) -> None:
-        super().__init__(f"stream {key} is already being published")
+        super().__init__(f"stream {key} is already being published", kind=RefusalKind.BUSY)
         self.key = key
 
 
@@ -131,7 +131,7 @@ class StreamRegistry(service.Service):
         problem = check_names(session.app, session.stream)
         if problem is not None:
             d: defer.Deferred[None] = defer.fail(
-                Refused(f"invalid stream name: {problem}", bad_name=True))
+                Refused(f"invalid stream name: {problem}", kind=RefusalKind.BAD_NAME))
         else:
             d = check_access(self.access_checks, session, self.access_timeout, self.reactor)
         return d.addErrback(self._refused, session)

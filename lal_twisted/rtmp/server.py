@@ -14,7 +14,8 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lal_twisted.hub.registry import Refused, SessionGone, StreamBusy, StreamRegistry
+from lal_twisted.hub.access import RefusalKind
+from lal_twisted.hub.registry import Refused, SessionGone, StreamRegistry
 from lal_twisted.hub.session import RTMP_SERVER
 from lal_twisted.hub.sink import Sink
 from lal_twisted.hub.stream import IPublisher, Stream
@@ -337,9 +338,13 @@ class RTMPServerProtocol(Protocol):
         refusal: Refused = failure.value  # type: ignore[assignment]
         log.warn("rtmp session {id} {peer} {what} {key} refused: {why}", id=self.info.id,
                  peer=self.description, what=what, key=self.key, why=refusal.reason)
+        # RTMP answers each kind of refusal here: a play that is not found or
+        # badly named gets StreamNotFound, any other Play.Failed; a publish that
+        # is busy or badly named gets BadName, any other Unauthorized.
         if what == "play":
-            self.session.reject_play(refusal.reason, refusal.not_found or refusal.bad_name)
-        elif isinstance(refusal, StreamBusy) or refusal.bad_name:
+            self.session.reject_play(refusal.reason, refusal.kind in (RefusalKind.NOT_FOUND,
+                                                                       RefusalKind.BAD_NAME))
+        elif refusal.kind in (RefusalKind.BUSY, RefusalKind.BAD_NAME):
             self.session.reject_publish(refusal.reason)
         else:
             self.session.reject_publish(refusal.reason, "NetStream.Publish.Unauthorized")

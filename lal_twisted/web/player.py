@@ -27,6 +27,7 @@ from twisted.web import server
 from twisted.web.http import BAD_REQUEST, FORBIDDEN, INTERNAL_SERVER_ERROR, NOT_FOUND
 from twisted.web.iweb import IRequest
 
+from lal_twisted.hub.access import RefusalKind
 from lal_twisted.hub.registry import Refused, SessionGone, StreamRegistry
 from lal_twisted.hub.session import Session
 from lal_twisted.hub.sink import Sink
@@ -34,7 +35,7 @@ from lal_twisted.hub.stream import Stream
 from lal_twisted.log import Logger
 from lal_twisted.web.router import ReadOnlyResource, plain_error, route_path
 
-__all__ = ["HttpSink", "LiveStreamResource", "parse_stream_path"]
+__all__ = ["HttpSink", "LiveStreamResource", "http_answer", "parse_stream_path"]
 
 log = Logger("lal_twisted.web.player")
 
@@ -240,15 +241,28 @@ class LiveStreamResource(ReadOnlyResource):
                  dur=time.monotonic() - started, why=reason)
 
 
+# Every HTTP output answers a refusal's kind the same way (HTTP-FLV, WebSocket-FLV
+# before the upgrade, HTTP-TS, HLS, HEAD).
+_HTTP_ANSWERS = {
+    RefusalKind.BAD_NAME: (BAD_REQUEST, "bad request"),
+    RefusalKind.NOT_FOUND: (NOT_FOUND, "not found"),
+    RefusalKind.BUSY: (FORBIDDEN, "forbidden"),
+    RefusalKind.TIMEOUT: (FORBIDDEN, "forbidden"),
+    RefusalKind.DENIED: (FORBIDDEN, "forbidden"),
+}
+
+
+def http_answer(refusal: Refused) -> tuple[int, str]:
+    """The HTTP status and one-line text of a refused play."""
+    code, text = _HTTP_ANSWERS[refusal.kind]
+    return code, f"{text}: {refusal.reason}"
+
+
 def _refusal_answer(failure: Failure) -> tuple[int, str]:
-    """The HTTP status and text for a refused play (a GET's and a HEAD's)."""
+    """The HTTP status and text for a failed play (a GET's and a HEAD's)."""
     if not failure.check(Refused):
         return INTERNAL_SERVER_ERROR, "internal error"
-    refusal: Refused = failure.value  # type: ignore[assignment]
-    code, text = ((BAD_REQUEST, "bad request") if refusal.bad_name
-                  else (NOT_FOUND, "not found") if refusal.not_found
-                  else (FORBIDDEN, "forbidden"))
-    return code, f"{text}: {refusal.reason}"
+    return http_answer(failure.value)  # type: ignore[arg-type]
 
 
 def abort(request: server.Request, reason: str) -> None:
