@@ -379,8 +379,3 @@ class HlsStream:
         self.files.clear()
         self.live_playlist = self.record_playlist = None
         self.store.delete_dir(self.name)
-
-    def stats(self) -> dict[str, Any]:
-        return {"name": self.name, "key": self.key, "publishing": self.publishing,
-                "sequence": self.sequence, "segments_made": self.segments_made,
-                "segments_dropped": self.segments_dropped}

@@ -269,9 +269,6 @@ class StreamRegistry(service.Service):
         """Tell the observers that every listener is bound."""
         self.observers.emit("server_started", server)
 
-    def stats(self) -> list[dict[str, Any]]:
-        return [s.stats() for s in self.streams.values()]
-
     def startService(self) -> None:  # noqa: N802 - Twisted interface
         super().startService()
         if self.update_interval > 0:

@@ -15,7 +15,7 @@ are sent again, the stream's latest, before the keyframe the player resumes at.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import Attribute, Interface, implementer
@@ -274,15 +274,6 @@ class Sink:
         reason = (f"player stalled: not reading for {self.stall_timeout:g}s "
                   f"({self.packets_dropped} packets dropped)")
         self.close(reason)
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "protocol": self.protocol_name,
-            "bytes_out": self.bytes_out,
-            "packets_out": self.packets_out,
-            "packets_dropped": self.packets_dropped,
-            "paused": self.paused,
-        }
 
 
 def _cancel(call: IDelayedCall | None) -> None:

@@ -307,7 +307,3 @@ class RelayManager(Observer, service.Service):
         for key in list(self.pushes):
             self._stop_pushes(key, "server shutting down")
         return super().stopService()
-
-    def stats(self) -> dict[str, Any]:
-        return {"pulls": [p.stats() for p in self.pulls.values()],
-                "pushes": [p.stats() for ps in self.pushes.values() for p in ps]}

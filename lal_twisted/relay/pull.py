@@ -350,9 +350,3 @@ class RelayPull:
     def _cancel(timer: IDelayedCall | None) -> None:
         if timer is not None and timer.active():
             timer.cancel()
-
-    def stats(self) -> dict[str, Any]:
-        return {"url": self.url, "key": self.key, "static": self.static,
-                "attempts": self.attempts, "failures": self.failures,
-                "packets_in": self.packets_in, "live": self.stream is not None,
-                "session_id": self.session.id if self.session is not None else ""}

@@ -331,10 +331,3 @@ class RelayPush:
     def _drop_pending(self) -> None:
         self._pending = []
         self._pending_bytes = 0
-
-
-    def stats(self) -> dict[str, Any]:
-        return {"protocol": self.protocol_name, "url": self.url, "bytes_out": self.bytes_out,
-                "packets_out": self.packets_out, "packets_dropped": self.packets_dropped,
-                "connected": self.proto is not None, "connects": self.connects,
-                "paused": self.paused}
