@@ -20,6 +20,10 @@ connection it dialled: :func:`connect_eager` gives it the same writes
 A response may end with a :class:`FileSpan` (an HLS segment held in a memfd):
 the eager transport sends it with ``sendfile``, as nginx sends a static file,
 instead of copying it from Python bytes into the socket.
+
+:func:`reuse_port_endpoint` listens with ``SO_REUSEPORT``: several processes
+(the workers of one node) bind the same address and the kernel spreads the
+connections among them.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ import os
 import socket
 from typing import Any
 
-from twisted.internet import tcp
+from twisted.internet import defer, tcp
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.posixbase import PosixReactorBase
+from zope.interface import implementer
 
 from lal_twisted.log import Logger
 
@@ -178,6 +184,52 @@ def connect_eager(reactor: Any, host: str, port: int, factory: Any, timeout: flo
     connector = _EagerConnector(host, port, factory, timeout, None, reactor)
     connector.connect()
     return connector
+
+
+class ReusePort(tcp.Port):
+    """A listening TCP port whose socket has ``SO_REUSEPORT`` set before it
+    is bound, so other sockets with it may bind the same address."""
+
+    def createInternetSocket(self) -> socket.socket:  # noqa: N802 - Twisted interface
+        sock: socket.socket = super().createInternetSocket()  # type: ignore[no-untyped-call]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return sock
+
+
+@implementer(IStreamServerEndpoint)
+class ReusePortEndpoint:
+    """Twisted's TCP server endpoint, listening with :class:`ReusePort`."""
+
+    def __init__(self, reactor: Any, port: int, interface: str = "", backlog: int = 50) -> None:
+        self.reactor = reactor
+        self.port = port
+        self.interface = interface
+        self.backlog = backlog
+
+    def listen(self, factory: Any) -> defer.Deferred[Any]:
+        def start() -> ReusePort:
+            port = ReusePort(self.port, factory, self.backlog, self.interface, self.reactor)
+            port.startListening()
+            return port
+        return defer.execute(start)
+
+
+def reuse_port_endpoint(reactor: Any, description: str) -> ReusePortEndpoint:
+    """The ``SO_REUSEPORT`` endpoint for a ``tcp:PORT[:interface=...][:backlog=N]``
+    or ``tcp6:...`` description (what the config makes of lal's addresses);
+    ValueError for any other kind of endpoint."""
+    kind, _, rest = description.partition(":")
+    if kind not in ("tcp", "tcp6") or not rest:
+        raise ValueError(f"SO_REUSEPORT needs a tcp: or tcp6: address, got {description!r}")
+    fields = rest.replace("\\:", "\0").split(":")
+    options = dict(f.replace("\0", ":").split("=", 1) for f in fields[1:] if "=" in f)
+    unknown = set(options) - {"interface", "backlog"}
+    if unknown:
+        raise ValueError(f"{description!r}: {', '.join(sorted(unknown))} is not read with "
+                         "SO_REUSEPORT")
+    interface = options.get("interface", "::" if kind == "tcp6" else "")
+    return ReusePortEndpoint(reactor, int(fields[0]), interface,
+                             int(options.get("backlog", 50)))
 
 
 def use_eager_writes(port: Any) -> None:

@@ -34,7 +34,7 @@ from lal_twisted.httpts.server import HttpTsResource
 from lal_twisted.hub.registry import StreamRegistry
 from lal_twisted.limits import ConnectionGuard, raise_fd_limit
 from lal_twisted.media import ts
-from lal_twisted.net import lean_dispatch, use_eager_writes
+from lal_twisted.net import lean_dispatch, reuse_port_endpoint, use_eager_writes
 from lal_twisted.record.recorder import Recorder, record_formats
 from lal_twisted.relay.manager import RelayManager
 from lal_twisted.rtmp.server import RTMPServerFactory
@@ -84,13 +84,20 @@ class Listener(service.Service):
     exit_on_error = False
 
     def __init__(self, key: str, description: str, factory: Factory | server.Site,
-                 reactor: Any, guard: ConnectionGuard | None = None) -> None:
+                 reactor: Any, guard: ConnectionGuard | None = None,
+                 reuse_port: bool = False) -> None:
         self.key = key
         self.guard = guard
         self.description = description
         self.factory = factory
         self.reactor = reactor
-        self.endpoint = _endpoint(reactor, key, description)
+        if reuse_port:  # several processes on one address (lal_twisted.net)
+            try:
+                self.endpoint = reuse_port_endpoint(reactor, description)
+            except ValueError as e:
+                raise ConfigError(f"{key}: {e}") from None
+        else:
+            self.endpoint = _endpoint(reactor, key, description)
         self.port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:  # noqa: N802 - Twisted interface
