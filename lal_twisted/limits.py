@@ -30,7 +30,8 @@ from twisted.internet.protocol import Factory
 
 from lal_twisted.log import Logger
 
-__all__ = ["ConnectionGuard", "GuardedFactory", "default_max_connections", "raise_fd_limit"]
+__all__ = ["ConnectionGuard", "GuardedFactory", "default_max_connections", "plain_host",
+           "raise_fd_limit"]
 
 log = Logger("lal_twisted.limits")
 
@@ -90,14 +91,15 @@ def _unwrapped(protocol: Any) -> Any:
     return getattr(protocol, "_channel", protocol)
 
 
-def _host(address: IAddress) -> str:
-    """The peer's address as text; an IPv4 client of a dual-stack listener
+def plain_host(host: str) -> str:
+    """An address as text, an IPv4 client of a dual-stack listener
     (``::ffff:1.2.3.4``) as its IPv4 address, so it is counted and blocked
     as one."""
-    host = str(getattr(address, "host", address))
-    if host.startswith("::ffff:") and "." in host:
-        return host[7:]
-    return host
+    return host[7:] if host.startswith("::ffff:") and "." in host else host
+
+
+def _host(address: IAddress) -> str:
+    return plain_host(str(getattr(address, "host", address)))
 
 
 class ConnectionGuard:

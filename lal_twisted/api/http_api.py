@@ -27,6 +27,7 @@ from lal_twisted import __version__
 from lal_twisted.api import stat
 from lal_twisted.api.guard import ApiGuard
 from lal_twisted.hub.session import Role
+from lal_twisted.limits import plain_host
 from lal_twisted.log import Logger, redact, safe
 from lal_twisted.relay.policy import MAX_AUTO_STOP_MS, MAX_PULL_RETRY_NUM, MAX_PULL_TIMEOUT_MS
 from lal_twisted.web.router import route_path
@@ -276,8 +277,7 @@ class ApiResource(resource.Resource):
         closed = self.plane.lals.guard.block(ip, seconds)
         if seconds > 0:  # and the sessions of no connection of their own (HLS viewers)
             for session in self.registry.list_sessions():
-                host = session.remote_addr.rpartition(":")[0].strip("[]")
-                host = host[7:] if host.startswith("::ffff:") and "." in host else host
+                host = plain_host(session.remote_addr.rpartition(":")[0].strip("[]"))
                 if session.role in (Role.PUBLISH, Role.PLAY) and host == ip:
                     session.close("address blacklisted")
         log.info("http api from {peer}: add_ip_blacklist {ip} for {secs}s ({n} connections "

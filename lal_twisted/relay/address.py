@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlsplit
 
-__all__ = ["LOOP_REFUSAL", "MAX_HOPS", "RELAY_QUERY", "Base", "UpstreamError",
+__all__ = ["DEFAULT_PORTS", "LOOP_REFUSAL", "MAX_HOPS", "RELAY_QUERY", "Base", "UpstreamError",
            "is_loop_refusal", "parse_base", "relay_via", "with_via"]
 
 RELAY_QUERY = "lal_relay_via"
@@ -73,7 +73,8 @@ class Base:
         return f"{self.scheme}://{self.netloc}" + (f"/{self.prefix}" if self.prefix else "")
 
 
-_DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443, "http": 80, "https": 443}
+# The port of a relay URL that names none, by scheme.
+DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443, "http": 80, "https": 443}
 
 
 def parse_base(addr: str, push: bool = False) -> Base:
@@ -94,7 +95,7 @@ def parse_base(addr: str, push: bool = False) -> Base:
         raise UpstreamError(f"{addr!r} has no host")
     if parts.query or parts.fragment:
         raise UpstreamError(f"{addr!r}: a relay address takes no query or fragment")
-    return Base(parts.scheme, parts.hostname, port or _DEFAULT_PORTS[parts.scheme],
+    return Base(parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme],
                 parts.path.strip("/"))
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from lal_twisted.hub.session import check_names
+from lal_twisted.relay.address import DEFAULT_PORTS
 
 __all__ = ["MAX_AUTO_STOP_MS", "MAX_PULL_RETRY_NUM", "MAX_PULL_TIMEOUT_MS", "AllowList",
            "PullTarget", "PullUrlError", "check_pull_url"]
@@ -85,7 +86,6 @@ def check_pull_url(url: str) -> PullTarget:
         raise PullUrlError("the URL has no host")
     if port is not None and not 1 <= port <= 65535:
         raise PullUrlError(f"port {port} is not a port to pull from (1-65535)")
-    default = {"rtmp": 1935, "rtmps": 443, "http": 80, "https": 443}[scheme]
     if parts.fragment:
         raise PullUrlError("the URL has a fragment (#...)")
     path = parts.path.strip("/")
@@ -108,7 +108,7 @@ def check_pull_url(url: str) -> PullTarget:
     problem = check_names(app, stream)
     if problem is not None:
         raise PullUrlError(problem)
-    return PullTarget(scheme, host.lower(), port or default, app, stream)
+    return PullTarget(scheme, host.lower(), port or DEFAULT_PORTS[scheme], app, stream)
 
 
 class AllowList:

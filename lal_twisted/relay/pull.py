@@ -33,6 +33,7 @@ from lal_twisted.hub.session import FLV_PULL, RTMP_PULL, Role
 from lal_twisted.hub.stream import IPublisher
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AVPacket
+from lal_twisted.relay.address import DEFAULT_PORTS, Base
 from lal_twisted.relay.upstream import Upstream
 from lal_twisted.tls import verification_error
 
@@ -121,11 +122,8 @@ class RelayPull:
     def remote_addr(self) -> str:
         """The upstream's ``host:port``."""
         parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        default = 443 if parts.scheme in ("rtmps", "https") else (
-            80 if parts.scheme == "http" else 1935)
-        return f"[{host}]:{parts.port or default}" if ":" in host else \
-            f"{host}:{parts.port or default}"
+        return Base(parts.scheme, parts.hostname or "",
+                    parts.port or DEFAULT_PORTS.get(parts.scheme, 0), "").netloc
 
     # -- life ----------------------------------------------------------------------------
     def start(self) -> None:
