@@ -246,7 +246,6 @@ def bench_hls_segmenters(streams: int, seconds: int) -> dict[str, Any]:
             stream.start_publish(object())
             hls = HlsStream(f"s{i}", store, SegmenterConfig(), schedule=lambda h: None)
             hls.begin(stream)
-            stream.add_sink(hls, player=False)
             pairs.append((stream, hls))
         spent = 0.0
         for key in sorted(batches):

@@ -678,33 +678,40 @@ def _batched_segmenter(name: str) -> tuple[Any, Any, list[Any], Any]:
     hls = HlsStream(name, store, SegmenterConfig(fragment_duration_ms=1000),
                     schedule=due.append)
     hls.begin(stream)
-    stream.add_sink(hls)
     return stream, store, due, hls
 
 
 def test_batched_segmenter_keeps_the_stream_order_for_other_consumers(media: Media,
                                                                        tmp_path: Path) -> None:
-    """The segmenter holds packets and encodes them in batches; another TS
-    consumer that encodes packets of the shared muxer in between still gets every
-    packet encoded in the stream's order: the same bytes as one consumer muxing
-    in order, and the segments decode cleanly with every frame."""
+    """The stream's TS output for segments holds packets and encodes them in
+    batches; a TS recording that reads packets of the same output in between,
+    and HTTP-TS players reading the stream's live TS output, still get every
+    packet encoded in the stream's order: the same bytes as one muxer fed in
+    order, and the segments decode cleanly with every frame."""
     from lal_twisted.media.ts import TsMuxer
+    from lal_twisted.outputs.ts import TS_LIVE
 
     stream, store, due, hls = _batched_segmenter("batch")
+    output = hls.output
+    live = stream.output(TS_LIVE)
     fed = _flv_packets(media.av)
     for i, packet in enumerate(fed):
         stream.feed(packet)
         if i % 7 == 3:
-            stream.ts_muxer.feed(packet)  # another consumer, ahead of the batch
+            output.bytes_of(packet)  # a recording's read, ahead of the batch
         elif i % 11 == 5:
-            packet.encoded(stream.ts_muxer.keyframe_psi)  # an HTTP-TS player's
+            packet.encoded(live.keyframe_psi)  # an HTTP-TS player's
         if i % 40 == 39:
             hls.drain()
-    stream.stop_publish()
-    assert due and not hls._queue
+    hls.drain()
+    assert due and not output._queue
     reference = TsMuxer(name="ref")
     expected = [reference.feed(p) for p in _flv_packets(media.av)]
-    assert [p.encoded(stream.ts_muxer) for p in fed] == expected
+    assert [p.encoded(output.muxer) for p in fed] == expected
+    live_reference = TsMuxer(name="live", live=True)
+    assert [p.encoded(live.muxer) for p in fed] == [
+        live_reference.feed(p) for p in _flv_packets(media.av)]
+    hls.end()
     segments = sorted(hls.record, key=lambda s: s.sequence)
     assert len(segments) >= 4
     whole = tmp_path / "all.ts"
@@ -717,7 +724,7 @@ def test_batched_ts_bytes_count_against_the_gop_cache_bound(media: Media) -> Non
     """The segmenter encodes packets after the GOP cache took them; their TS
     bytes are counted when it does, so the cache's byte bound holds for what
     it really keeps (payload, overhead and encodings), never less."""
-    from lal_twisted.hub.stream import PACKET_OVERHEAD
+    from lal_twisted.hub.gop_cache import PACKET_OVERHEAD
 
     stream, _store, _due, hls = _batched_segmenter("bound")
     stream.gop_cache.gop_num = 2
@@ -768,10 +775,11 @@ def test_batched_packets_are_encoded_with_the_tracks_they_came_with(media: Media
     stream, store, due, hls = _batched_segmenter("change")
     for packet in first:
         stream.feed(packet)
-    assert hls._queue  # nothing taken yet: the change comes while packets wait
+    assert hls.output._queue  # nothing taken yet: the change comes while packets wait
     for packet in second:
         stream.feed(packet)
     stream.stop_publish()
+    hls.end()
     segments = sorted(hls.record, key=lambda s: s.sequence)
     whole = tmp_path / "all.ts"
     whole.write_bytes(b"".join(store.read(f"change/{s.name}") for s in segments))

@@ -13,10 +13,11 @@ from zope.interface.verify import verifyObject
 
 from lal_twisted.hub.access import IAccessCheck, Refused
 from lal_twisted.hub.events import EVENTS, IObserver, Observer
+from lal_twisted.hub.ports import IPublisher
 from lal_twisted.hub.registry import StreamBusy, StreamRegistry
 from lal_twisted.hub.session import Role, Session
 from lal_twisted.hub.sink import Sink
-from lal_twisted.hub.stream import IPublisher, Stream
+from lal_twisted.hub.stream import Stream
 from lal_twisted.media.packet import VIDEO, AVPacket
 from lal_twisted.rtmp.session import media_encoder
 

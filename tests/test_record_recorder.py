@@ -12,8 +12,8 @@ from threadclock import ThreadedClock
 from zope.interface import implementer
 
 from lal_twisted.hub.events import Observer
+from lal_twisted.hub.ports import IPublisher
 from lal_twisted.hub.registry import StreamRegistry
-from lal_twisted.hub.stream import IPublisher
 from lal_twisted.media.packet import AVPacket
 from lal_twisted.record.recorder import FLV, Recorded, Recorder
 from lal_twisted.tools.flvfile import iter_file

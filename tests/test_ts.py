@@ -347,29 +347,24 @@ def test_audio_frames_share_a_pes_and_keep_their_times(media: Media, tmp_path: P
     assert all(abs(g - p.dts * 90) <= 90 for g, p in zip(got, audio, strict=True))
 
 
-def test_with_a_live_reader_every_audio_frame_leaves_at_once(media: Media,
-                                                             tmp_path: Path) -> None:
-    """An HTTP-TS player waits for nothing: one frame per PES, in the frame's own
-    bytes, from the moment a live reader is there; what was held leaves first."""
+def test_a_live_muxer_writes_every_audio_frame_at_once(media: Media, tmp_path: Path) -> None:
+    """An HTTP-TS player waits for nothing: a live muxer writes each AAC frame
+    as its own PES, in the frame's own bytes, where a muxer for segments and
+    recordings holds frames to group them; both decode with every frame."""
     source = list(packets(media.av))
-    muxer = TsMuxer(name="test")
-    split = len(source) // 2
-    first = [muxer.feed(p) for p in source[:split]]
-    assert any(not data for p, data in zip(source, first, strict=False)
-               if p.kind == TAG_AUDIO and not p.is_sequence_header)  # held while nobody waits
-    muxer.live_readers.add(object())
-    rest = [muxer.feed(p) for p in source[split:]]
-    later_audio = [data for p, data in zip(source[split:], rest, strict=True)
-                   if p.kind == TAG_AUDIO]
-    assert all(later_audio)
+    grouped = TsMuxer(name="segments")
+    live = TsMuxer(name="live", live=True)
+    held = [grouped.feed(p) for p in source]
+    at_once = [live.feed(p) for p in source]
+    aac = [i for i, p in enumerate(source) if p.kind == TAG_AUDIO and not p.is_sequence_header]
+    assert any(not held[i] for i in aac)
+    assert all(at_once[i] for i in aac)
     ts = tmp_path / "live.ts"
-    ts.write_bytes(muxer.header(0) + b"".join(first + rest))
+    ts.write_bytes(live.header(0) + b"".join(at_once))
     assert decode_errors(ts) == ""
     assert count_frames(ts) == source_counts(media.av)
     audio_pes = [p for p in parse(ts.read_bytes()).pes if p.pid == AUDIO_PID]
-    late = [p for p in audio_pes if _pes_time(p.first_bytes) > source[split].dts * 90 + 90]
-    assert len(late) == len([p for p in _aac_frames(source[split:])
-                             if p.dts * 90 > source[split].dts * 90 + 90])
+    assert len(audio_pes) == len(_aac_frames(source))
 
 
 def test_an_audio_gap_starts_a_new_pes(media: Media, tmp_path: Path) -> None:

@@ -59,8 +59,8 @@ def _addr_key(host: str) -> str | None:
 # two RTMP reads, and each pass has a cost per stream, so fewer passes cost
 # less (200 publishers: see bench/README.md).  A segment is finished up to
 # that much later, nothing next to its seconds (an HLS player polls its
-# playlist once a segment duration); other TS consumers are not delayed
-# (TsMuxer.catch_up).
+# playlist once a segment duration); other readers of the stream's TS output
+# are not delayed (TsOutput.bytes_of).
 DRAIN_EVERY_S = 0.2
 
 
@@ -117,7 +117,6 @@ class HlsManager(service.Service, Observer):
             hls = self.streams[name] = HlsStream(name, self.store, self.segmenter_config,
                                                  self._made, self._schedule)
         hls.begin(stream)
-        self.registry.subscribe(stream.key, hls)
 
     relay_pull_started = publish_started
 
@@ -125,9 +124,7 @@ class HlsManager(service.Service, Observer):
         hls = self.streams.get(session.stream)
         if hls is None or hls.key != session.key:
             return
-        hls.end()  # already done if the stream told its sinks
-        self.registry.unsubscribe(session.key, hls)
-        hls.stream = None
+        hls.end()
         if self.config.cleanup_mode == CLEANUP_IN_THE_END:
             # Delete a while later, so players can fetch the last segments.
             delay = self.config.fragment_duration_ms * self.config.fragment_num * 2 / 1000.0

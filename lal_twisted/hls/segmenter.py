@@ -1,8 +1,8 @@
 """The HLS segmenter: a stream's TS packets cut into segments, and its playlists.
 
-An :class:`HlsStream` is attached to a Stream as a sink while it is published.
-It takes the stream's shared TS encoding (``stream.ts_muxer``), so the work
-it adds is collecting bytes: a segment starts with PAT/PMT and a video
+An :class:`HlsStream` reads a Stream's TS output while it is published (the
+stream-owned :data:`~lal_twisted.outputs.ts.TS_SEGMENTS`, shared with TS
+recordings), so the work it adds is collecting bytes: a segment starts with PAT/PMT and a video
 keyframe (any audio frame for an audio-only stream) and is cut at the first
 keyframe once ``fragment_duration_ms`` have passed.  A finished segment is
 stored (memory or disk, :mod:`lal_twisted.hls.store`); once it is readable
@@ -19,17 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from zope.interface import implementer
-
 from lal_twisted.hls.playlist import Listing, Segment, render
 from lal_twisted.hls.store import Pieces, Store
-from lal_twisted.hub.sink import IStreamSink
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import VIDEO, AVPacket
-from lal_twisted.media.ts import video_start
+from lal_twisted.media.ts import TsMuxer, video_start
+from lal_twisted.outputs.ts import TS_SEGMENTS, TsOutput
 
 if TYPE_CHECKING:
-    from lal_twisted.hub.stream import Stream
+    from lal_twisted.hub.ports import StreamView
 
 __all__ = ["CLEANUP_IN_THE_END", "CLEANUP_NEVER", "CLEANUP_ASAP", "HlsMakeTsInfo",
            "HlsStream", "SegmenterConfig"]
@@ -95,29 +93,22 @@ def _since(dts: int, start: int) -> int:
     return diff - 0x100000000 if diff & 0x80000000 else diff
 
 
-@implementer(IStreamSink)
 class HlsStream:
     """The HLS output of one stream name: its segments, playlists and files."""
 
     def __init__(self, name: str, store: Store, config: SegmenterConfig,
                  emit: Callable[[HlsMakeTsInfo], None] = lambda info: None,
                  schedule: Callable[[HlsStream], None] | None = None) -> None:
-        """``schedule(self)``, when given, is called when a publish begins and
-        must see that :meth:`drain` is called every little while (the manager
-        does, for every stream together): packets wait in a queue until then,
-        and the stream appends its live packets to it itself (``live_send``,
-        the queue's append, instead of a call of :meth:`send` per packet).
-        Without it each packet is taken as it comes."""
+        """``schedule(self)`` is called when a publish begins and must see that
+        :meth:`drain` is called every little while (the manager does, for every
+        stream together): the stream's TS output holds the packets until then."""
         self.name = name
         self.schedule = schedule
-        self._queue: list[AVPacket] = []
-        if schedule is not None:
-            self.live_send = self._queue.append
-        self._draining = False
+        self.output: TsOutput | None = None
         self.store = store
         self.config = config
         self.emit = emit
-        self.stream: Stream | None = None
+        self.stream: StreamView | None = None
         self.key = ""  # the stream key feeding it
         self.live: deque[Segment] = deque()
         self.expired: deque[Segment] = deque()  # left the playlist, not deleted yet
@@ -136,14 +127,16 @@ class HlsStream:
         self.segments_dropped = 0
 
     # -- the publish -------------------------------------------------------------
-    def begin(self, stream: Stream) -> None:
+    def begin(self, stream: StreamView) -> None:
         """A publisher starts feeding ``stream`` (its key may be new)."""
-        self.drain()
+        if self.publishing:
+            self.end()
+        self.stream = stream
         self.key = stream.key
         self.publishing = True
+        output = self.output = stream.output(TS_SEGMENTS)
+        output.readers.append(self._take)
         if self.schedule is not None:
-            # Other consumers of the muxer have the queued packets encoded first.
-            stream.ts_muxer.catch_up = self.drain
             self.schedule(self)
         self._building = None
         self._new_publisher = bool(self.live or self.record or self._pending)
@@ -153,17 +146,18 @@ class HlsStream:
     def end(self) -> None:
         """The publisher left: the last segment is finished and the record
         playlist gets EXT-X-ENDLIST."""
-        self.drain()
         if not self.publishing:
             return
+        output, stream = self.output, self.stream
+        assert output is not None and stream is not None
+        held = output.flush()  # takes the packets held first
         self.publishing = False
-        stream = self.stream
-        if stream is not None and stream.ts_muxer.catch_up == self.drain:
-            stream.ts_muxer.catch_up = None
+        output.readers.remove(self._take)
+        self.output = self.stream = None
+        stream.release(output)
         building = self._building
         self._building = None
         if building is not None:
-            held = stream.ts_muxer.flush() if stream is not None else b""
             if held:  # the audio the muxer holds for its next PES
                 building.parts.append(held)
                 building.size += len(held)
@@ -171,97 +165,37 @@ class HlsStream:
         elif not self._pending:
             self._publish_playlists(ended=True)
 
-    # -- IStreamSink ----------------------------------------------------------------
-    def start(self, stream: Stream) -> None:
-        self.stream = stream
-
-    def publish_started(self, stream: Stream) -> None:
-        self.begin(stream)
-
-    def publish_stopped(self, stream: Stream) -> None:
-        self.end()
-
     def close(self, reason: str) -> None:
         self.end()
 
-    def begin_burst(self) -> None:
-        pass
+    def drain(self) -> None:
+        """Take the packets the stream's TS output holds."""
+        if self.output is not None:
+            self.output.drain()
 
-    def end_burst(self, prefix: bytes = b"") -> None:
-        pass
+    def _take(self, pairs: list[tuple[AVPacket, bytes]], muxer: TsMuxer) -> None:
+        """Packets and their TS bytes, in stream order, into segments."""
+        # The common case inline (a frame inside the segment being built);
+        # keyframes, the first segment and audio-only streams go to _place.
+        place = self._place
+        video = muxer.writes_video
+        for packet, data in pairs:
+            building = self._building
+            if building is None or not video or (packet.is_keyframe and packet.kind == VIDEO):
+                place(packet, data, video, muxer)
+                continue
+            dts = packet.dts
+            step = (dts - building.last_dts) & 0xFFFFFFFF
+            if 0 < step < 0x80000000:  # forward in 32-bit time
+                building.last_step = step
+                building.last_dts = dts
+            building.parts.append(data)
+            building.size += len(data)
+            if building.size > MAX_SEGMENT_BYTES:
+                self._building = None
+                self._finish(building, building.last_dts + building.last_step)
 
-    def send(self, packet: AVPacket) -> None:
-        if self.schedule is not None and self.publishing and self.stream is not None:
-            # Held, in order, encoded with the other streams' packets in one go.
-            self._queue.append(packet)
-            return
-        self._send(packet)
-
-    def drain(self, until: AVPacket | None = None) -> None:
-        """Take the packets held so far (only those before ``until``: another
-        consumer of the muxer is about to encode that one)."""
-        queue = self._queue
-        if not queue or self._draining:
-            return
-        if until is None:
-            todo = queue[:]
-            queue.clear()  # the same list: the stream appends to it
-        else:
-            end = 0
-            for packet in queue:
-                if packet is until:
-                    break
-                end += 1
-            if not end:
-                return
-            todo = queue[:end]
-            del queue[:end]
-        stream = self.stream
-        if stream is None or not self.publishing:
-            queue.clear()
-            return
-        muxer = stream.ts_muxer
-        catch_up = muxer.catch_up
-        muxer.catch_up = None  # these are the packets it would catch up with
-        self._draining = True
-        try:
-            # The common case inline (a frame inside the segment being built);
-            # keyframes, the first segment and audio-only streams go to _place.
-            place = self._place
-            pairs = muxer.encode_many(todo)
-            # Encoded after the GOP cache took these packets: counted now.
-            stream.gop_cache.account(muxer.made_bytes)
-            for packet, data in pairs:
-                building = self._building
-                if (building is None or not muxer.writes_video
-                        or (packet.is_keyframe and packet.kind == VIDEO)):
-                    place(packet, data, muxer.writes_video)
-                    continue
-                dts = packet.dts
-                step = (dts - building.last_dts) & 0xFFFFFFFF
-                if 0 < step < 0x80000000:  # forward in 32-bit time
-                    building.last_step = step
-                    building.last_dts = dts
-                building.parts.append(data)
-                building.size += len(data)
-                if building.size > MAX_SEGMENT_BYTES:
-                    self._building = None
-                    self._finish(building, building.last_dts + building.last_step)
-        finally:
-            self._draining = False
-            muxer.catch_up = catch_up
-
-    def _send(self, packet: AVPacket) -> None:
-        stream = self.stream
-        if stream is None or not self.publishing:
-            return
-        muxer = stream.ts_muxer
-        data = packet.encoded(muxer)
-        if data:
-            # muxer.writes_video is current: the packet was just encoded.
-            self._place(packet, data, muxer.writes_video)
-
-    def _place(self, packet: AVPacket, data: bytes, video: bool) -> None:
+    def _place(self, packet: AVPacket, data: bytes, video: bool, muxer: TsMuxer) -> None:
         """Add a packet's TS bytes to the segment, cutting it where one ends."""
         building = self._building
         dts = packet.dts
@@ -270,7 +204,7 @@ class HlsStream:
                 # Audio the muxer held from before the keyframe comes first in its
                 # bytes: it ends the segment before, a segment starts with video.
                 if building is None:
-                    building = self._open(dts)
+                    building = self._open(dts, muxer)
                     start = video_start(data)
                     if start:  # nothing from before the first keyframe
                         data = data[start:]
@@ -281,14 +215,14 @@ class HlsStream:
                         building.size += start
                         data = data[start:]
                     self._finish(building, dts)
-                    building = self._open(dts)
+                    building = self._open(dts, muxer)
             elif building is None:
                 return  # a segment starts at a keyframe
         elif building is None:
-            building = self._open(dts)
+            building = self._open(dts, muxer)
         elif _since(dts, building.first_dts) >= self.config.fragment_duration_ms:
             self._finish(building, dts)
-            building = self._open(dts)
+            building = self._open(dts, muxer)
         step = (dts - building.last_dts) & 0xFFFFFFFF
         if 0 < step < 0x80000000:  # forward in 32-bit time
             building.last_step = step
@@ -300,9 +234,8 @@ class HlsStream:
             self._finish(building, building.last_dts + building.last_step)
 
     # -- segments ----------------------------------------------------------------------
-    def _open(self, dts: int) -> _Building:
-        assert self.stream is not None
-        header = self.stream.ts_muxer.header(self._headers)
+    def _open(self, dts: int, muxer: TsMuxer) -> _Building:
+        header = muxer.header(self._headers)
         self._headers += 1
         building = self._building = _Building(header, dts)
         return building

@@ -17,8 +17,8 @@ from twisted.web import server
 
 from lal_twisted.httpflv import websocket
 from lal_twisted.httpflv.sink import FlvSink, stream_flags
+from lal_twisted.hub.ports import StreamView
 from lal_twisted.hub.session import FLV_PLAYER, Session
-from lal_twisted.hub.stream import Stream
 from lal_twisted.web.player import HttpSink, LiveStreamResource, parse_stream_path
 
 __all__ = ["FlvSink", "HttpFlvResource", "parse_flv_path", "stream_flags"]
@@ -51,7 +51,7 @@ class HttpFlvResource(LiveStreamResource):
             return websocket.render_upgrade(self, request)
         return super().render_GET(request)
 
-    def _accepted(self, stream: Stream, request: server.Request, session: Session,
+    def _accepted(self, stream: StreamView, request: server.Request, session: Session,
                   sink: HttpSink) -> None:
         if isinstance(sink, websocket.WsFlvSink):
             started = time.monotonic()

@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.web import server
 
-from lal_twisted.hub.stream import Stream
+from lal_twisted.hub.ports import StreamView
 from lal_twisted.media import flv
 from lal_twisted.media.packet import Encoder
 from lal_twisted.web.player import HttpSink, abort
@@ -18,7 +18,7 @@ _FLV_HEADERS = {(a, v): flv.file_header(has_audio=a, has_video=v)
                 for a in (False, True) for v in (False, True)}
 
 
-def stream_flags(stream: Stream) -> tuple[bool, bool]:
+def stream_flags(stream: StreamView) -> tuple[bool, bool]:
     """(has_audio, has_video) for the FLV header, from the stream's tracks
     (announced by onMetaData, or seen); both when nothing is known yet.
     Players such as ffmpeg wait for every track the header announces, so it
@@ -45,7 +45,7 @@ class FlvSink(HttpSink):
 
     def send(self, packet: Any) -> None:
         # The FLV header waits for the first packet, when the stream's tracks are known.
-        if not self.header_sent and self.stream is not None and self.stream.publisher is not None:
+        if not self.header_sent and self.stream is not None and self.stream.publishing:
             self.header_sent = True
             self.emit(self.container_header(*stream_flags(self.stream)))
         super().send(packet)

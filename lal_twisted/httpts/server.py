@@ -4,18 +4,19 @@
 ``httpts.url_pattern`` with the suffix ``.ts``; each request becomes a
 ``TSSUB`` session, with the access checks, CORS, GOP cache and flow control
 every HTTP player has (:mod:`lal_twisted.web.player`).  The TS packets are
-the stream's shared muxer's (``stream.ts_muxer``): each packet is muxed once
-for every HLS, HTTP-TS and recording consumer.
+the stream's live TS output's (:data:`~lal_twisted.outputs.ts.TS_LIVE`, owned
+by the stream): each packet is muxed once for every HTTP-TS player.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from lal_twisted.hub.ports import StreamView
 from lal_twisted.hub.session import TS_PLAYER
-from lal_twisted.hub.stream import Stream
 from lal_twisted.media.packet import DATA, AVPacket
 from lal_twisted.media.ts import KeyframePsi
+from lal_twisted.outputs.ts import TS_LIVE, TsOutput
 from lal_twisted.web.player import HttpSink, LiveStreamResource
 
 __all__ = ["HttpTsResource", "TsSink"]
@@ -34,17 +35,18 @@ class TsSink(HttpSink):
         super().__init__(request, **kwargs)
         self.headers_sent = 0  # PAT/PMT pairs written: their continuity counter
         self._need_header = True
+        self._output: TsOutput | None = None
 
-    def start(self, stream: Stream) -> None:
-        muxer = stream.ts_muxer
-        self.encoder = muxer.keyframe_psi
-        muxer.live_readers.add(self)  # audio one frame per PES while it plays
+    def start(self, stream: StreamView) -> None:
+        if self._output is None:
+            self._output = stream.output(TS_LIVE)
+            self.encoder = self._output.keyframe_psi
         super().start(stream)
 
     def _leave(self) -> None:
-        encoder = getattr(self, "encoder", None)
-        if encoder is not None:
-            encoder.muxer.live_readers.discard(self)
+        output, self._output = self._output, None
+        if output is not None and self.stream is not None:
+            self.stream.release(output)
 
     def close(self, reason: str) -> None:
         self._leave()
@@ -54,7 +56,7 @@ class TsSink(HttpSink):
         self._leave()
         super().stopProducing()
 
-    def publish_started(self, stream: Stream) -> None:
+    def publish_started(self, stream: StreamView) -> None:
         # A new publisher may bring other tracks: PAT/PMT again before its media.
         self._need_header = True
         super().publish_started(stream)
@@ -64,7 +66,7 @@ class TsSink(HttpSink):
         # tracks.  With video, the first frame a player gets is a keyframe, which
         # brings them.
         if (self._need_header and packet.kind != DATA and not packet.is_sequence_header
-                and self.stream is not None and self.stream.publisher is not None):
+                and self.stream is not None and self.stream.publishing):
             self._need_header = False
             muxer = self.encoder.muxer
             if not muxer.has_video:

@@ -4,6 +4,11 @@ Every publish and play, whatever its protocol, comes here as a
 :class:`~lal_twisted.hub.session.Session`: the access chain decides, the
 session joins the session table, its Stream gets the publisher or the sink,
 and the observers are told.  Protocol adapters only translate.
+
+A player that must know a stream's tracks before it plays (RTSP DESCRIBE, a
+WHEP offer) asks :meth:`StreamRegistry.describe` first: the same checks as a
+play, then the tracks at once when they are known, or when the publisher's
+are, within ``describe_timeout``.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from twisted.internet.interfaces import IReactorTime
 
 from lal_twisted.hub.access import RefusalKind, Refused, check_access
 from lal_twisted.hub.events import Observers
+from lal_twisted.hub.gop_cache import DEFAULT_GOP_CACHE_MAX_BYTES
+from lal_twisted.hub.ports import IPublisher, ISink
 from lal_twisted.hub.session import Role, Session, SessionIds, check_names, stream_key
-from lal_twisted.hub.sink import IStreamSink
-from lal_twisted.hub.stream import DEFAULT_GOP_CACHE_MAX_BYTES, IPublisher, Stream
+from lal_twisted.hub.stream import Stream
 from lal_twisted.log import Logger
+from lal_twisted.media.track import Tracks
 
 __all__ = ["Refused", "StreamBusy", "StreamRegistry", "stream_key"]
 
@@ -46,7 +53,9 @@ class StreamRegistry(service.Service):
     ``access_timeout`` bounds how long an access check may take (seconds);
     ``update_interval`` is the period of the observers' ``periodic_update``;
     ``dummy_audio_wait_ms`` (None: off) adds silent AAC to publishers without
-    audio (lal's ``in_session.add_dummy_audio_*``).
+    audio (lal's ``in_session.add_dummy_audio_*``);
+    ``describe_timeout`` bounds how long :meth:`describe` waits for a
+    publisher's tracks (seconds).
     """
 
     name = "registry"
@@ -55,8 +64,10 @@ class StreamRegistry(service.Service):
                  reactor: IReactorTime | None = None, access_timeout: float = 5.0,
                  update_interval: float = 5.0,
                  gop_cache_max_bytes: int = DEFAULT_GOP_CACHE_MAX_BYTES,
-                 dummy_audio_wait_ms: int | None = None) -> None:
+                 dummy_audio_wait_ms: int | None = None,
+                 describe_timeout: float = 5.0) -> None:
         self.dummy_audio_wait_ms = dummy_audio_wait_ms
+        self.describe_timeout = describe_timeout
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -176,7 +187,7 @@ class StreamRegistry(service.Service):
         self._discard_if_idle(stream)
 
     # -- play ------------------------------------------------------------------------------
-    def play(self, session: Session, sink: IStreamSink, gop_num: int | None = None,
+    def play(self, session: Session, sink: ISink, gop_num: int | None = None,
              role: Role = Role.PLAY) -> defer.Deferred[Stream]:
         """Run the access chain, then attach ``sink`` (it waits if nobody
         publishes yet).  ``gop_num`` limits how many cached GOPs it is sent
@@ -187,7 +198,7 @@ class StreamRegistry(service.Service):
         d = self._admit(session)
         return d.addCallback(lambda _: self._start_play(session, sink, gop_num))
 
-    def _start_play(self, session: Session, sink: IStreamSink, gop_num: int | None) -> Stream:
+    def _start_play(self, session: Session, sink: ISink, gop_num: int | None) -> Stream:
         if session.ended:
             raise SessionGone(session.id)
         stream = self._stream(session.key)
@@ -199,7 +210,7 @@ class StreamRegistry(service.Service):
             self.observers.emit("stream_wanted", stream.key, session)
         return stream
 
-    def stop_play(self, session: Session, sink: IStreamSink) -> None:
+    def stop_play(self, session: Session, sink: ISink) -> None:
         """The player left."""
         if self.sessions.pop(session.id, None) is None:
             return
@@ -240,7 +251,65 @@ class StreamRegistry(service.Service):
         if self.sessions.pop(session.id, None) is not None:
             self.observers.emit("play_stopped", session)
 
-    def subscribe(self, key: str, sink: IStreamSink, gop_num: int | None = None) -> Stream:
+    # -- describe ----------------------------------------------------------------------------
+    def describe(self, session: Session, timeout: float | None = None) -> defer.Deferred[Tracks]:
+        """Run the name check and the access chain as a play would, then fire
+        with the stream's tracks: at once when they are known, else when its
+        publisher's are (a publisher that comes later included), within
+        ``timeout`` (``describe_timeout`` when None).  The session joins no
+        table and no event but a refusal is told.  Fails with
+        :class:`Refused`: ``NOT_FOUND`` when nobody published in that time,
+        ``TIMEOUT`` when a publisher did but said nothing of its tracks; a
+        publisher that showed some of them (audio, its video never came) gives
+        those."""
+        session.role = Role.PLAY
+        wait = self.describe_timeout if timeout is None else timeout
+        d = self._admit(session)
+        return d.addCallback(lambda _: self._describe(session, wait))
+
+    def _describe(self, session: Session, timeout: float) -> defer.Deferred[Tracks]:
+        if session.ended:
+            raise SessionGone(session.id)
+        stream = self._stream(session.key)
+        waiter = stream.when_tracks_known()
+        if waiter.called:
+            return waiter
+        call: Any = None
+
+        def give_up(_: Any) -> None:  # the caller cancelled (its client left)
+            if call.active():
+                call.cancel()
+            waiter.cancel()
+            self._discard_if_idle(stream)
+
+        result: defer.Deferred[Tracks] = defer.Deferred(give_up)
+
+        def expired() -> None:
+            waiter.cancel()  # before the stream may be forgotten
+            self._discard_if_idle(stream)
+            if stream.publisher is not None and (stream.tracks.video or stream.tracks.audio):
+                result.callback(Tracks(stream.tracks.video, stream.tracks.audio))
+                return
+            if stream.publisher is None:
+                refusal = Refused(f"stream {stream.key} is not published",
+                                  kind=RefusalKind.NOT_FOUND)
+            else:
+                refusal = Refused(f"stream {stream.key}: its tracks were not known within "
+                                  f"{timeout:g}s", kind=RefusalKind.TIMEOUT)
+            self.observers.emit("session_refused", session, refusal)
+            result.errback(refusal)
+
+        call = self.reactor.callLater(timeout, expired)
+
+        def known(tracks: Tracks) -> None:
+            if call.active():
+                call.cancel()
+            result.callback(tracks)
+
+        waiter.addCallbacks(known, lambda f: f.trap(defer.CancelledError) and None)
+        return result
+
+    def subscribe(self, key: str, sink: ISink, gop_num: int | None = None) -> Stream:
         """Attach ``sink`` to ``key`` directly, without a session, access checks or
         events (an in-process consumer such as a recording, a test or an analysis
         tool; it is not counted as a player)."""
@@ -248,7 +317,7 @@ class StreamRegistry(service.Service):
         stream.add_sink(sink, gop_num, player=False)
         return stream
 
-    def unsubscribe(self, key: str, sink: IStreamSink) -> None:
+    def unsubscribe(self, key: str, sink: ISink) -> None:
         stream = self.streams.get(key)
         if stream is None:
             return
@@ -258,6 +327,7 @@ class StreamRegistry(service.Service):
     def _discard_if_idle(self, stream: Stream) -> None:
         if stream.idle and self.streams.get(stream.key) is stream:
             del self.streams[stream.key]
+            stream.close()
 
     # -- periodic update and lifecycle ---------------------------------------------------
     def _update(self) -> None:

@@ -18,45 +18,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import implementer
 
+from lal_twisted.hub.ports import IJoiningBurst
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket, Encoder
 
 if TYPE_CHECKING:
-    from lal_twisted.hub.stream import Stream
+    from lal_twisted.hub.ports import StreamView
 
 log = Logger("lal_twisted.hub.sink")
 
 
-class IStreamSink(Interface):
-    """One subscriber of a Stream (RTMP player, HTTP-FLV player, recorder, relay)."""
-
-    stream = Attribute("The Stream this sink is attached to, or None.")
-
-    def start(stream: Stream) -> None:
-        """Attached to ``stream``; cached packets follow through ``send``."""
-
-    def send(packet: AVPacket) -> None:
-        """Deliver one packet (encoded once per format and shared)."""
-
-    def publish_started(stream: Stream) -> None:
-        """A publisher started feeding the stream."""
-
-    def publish_stopped(stream: Stream) -> None:
-        """The publisher left; the sink stays attached and waits for the next one."""
-
-    def close(reason: str) -> None:
-        """End this subscriber (server shutdown, stall)."""
-
-    def begin_burst() -> None:
-        """Collect what is sent until ``end_burst``."""
-
-    def end_burst(prefix: bytes = b"") -> None:
-        """Write ``prefix`` and everything collected since ``begin_burst`` in one write."""
-
-
-@implementer(IStreamSink, IPushProducer)
+@implementer(IJoiningBurst, IPushProducer)
 class Sink:
     """Packet-level flow control shared by every transport-backed sink.
 
@@ -80,7 +54,7 @@ class Sink:
         self._wait_call: IDelayedCall | None = None
         self.stall_timeout = stall_timeout
         self.max_backlog_bytes = max_backlog_bytes
-        self.stream: Stream | None = None
+        self.stream: StreamView | None = None
         self.paused = False
         self.waiting_keyframe = True
         self.bytes_out = 0
@@ -105,19 +79,19 @@ class Sink:
     def disconnect(self, reason: str) -> None:
         raise NotImplementedError
 
-    # -- IStreamSink ----------------------------------------------------------
-    def start(self, stream: Stream) -> None:
+    # -- ISink ------------------------------------------------------------------
+    def start(self, stream: StreamView) -> None:
         self.stream = stream
         self.waiting_keyframe = True
-        if stream.publisher is None:
+        if not stream.publishing:
             self._wait_for_publisher()
 
-    def publish_started(self, stream: Stream) -> None:
+    def publish_started(self, stream: StreamView) -> None:
         # A new publisher starts a new GOP sequence: wait for its keyframe.
         self.waiting_keyframe = True
         self._cancel_wait()
 
-    def publish_stopped(self, stream: Stream) -> None:
+    def publish_stopped(self, stream: StreamView) -> None:
         self._wait_for_publisher()
 
     def _wait_for_publisher(self) -> None:

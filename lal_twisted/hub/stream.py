@@ -1,4 +1,13 @@
-"""A Stream: one publisher, many subscribers, and the GOP cache between them."""
+"""A Stream: one publisher, many subscribers, and what lies between them.
+
+Between them: the tracks (from sequence headers, onMetaData or what the
+publisher announced), the GOP cache (:mod:`lal_twisted.hub.gop_cache`), the
+stream-owned outputs (:class:`~lal_twisted.hub.ports.IStreamOutput`) and the
+callers waiting for the tracks to be known (the describe step).  A Stream is
+what :class:`~lal_twisted.hub.ports.PublishedStream` and
+:class:`~lal_twisted.hub.ports.StreamView` describe; sinks and outputs read it
+through the view only.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +15,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from zope.interface import Attribute, Interface
+from twisted.internet import defer
 
 from lal_twisted.hub.dummy_audio import DummyAudio
+from lal_twisted.hub.gop_cache import DEFAULT_GOP_CACHE_MAX_BYTES, GopCache
+from lal_twisted.hub.ports import IJoiningBurst, IPublisher, OutputKind
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
 from lal_twisted.media.tags import Codec
@@ -23,11 +34,13 @@ from lal_twisted.media.track import (
     video_track,
     vp9_frame_size,
 )
-from lal_twisted.media.ts import TsMuxer
 
 if TYPE_CHECKING:
+    from lal_twisted.hub.ports import ISink, IStreamOutput
     from lal_twisted.hub.session import Session
-    from lal_twisted.hub.sink import IStreamSink
+
+__all__ = ["DEFAULT_GOP_CACHE_MAX_BYTES", "IPublisher", "MAX_EXTRA_HEADERS", "Stream",
+           "is_metadata"]
 
 log = Logger("lal_twisted.hub.stream")
 
@@ -47,186 +60,13 @@ _FRAME_DESCRIBED_AUDIO = (Codec.AC3, Codec.EAC3)
 _REBASE_GAP_MS = 40
 
 
-class IPublisher(Interface):
-    """The source feeding a Stream (an RTMP publisher session, later a relay pull)."""
-
-    description = Attribute("Short text naming the peer, for logs.")
-
-    def close(reason: str) -> None:
-        """Stop publishing and disconnect (server shutdown)."""
-
-
-# The default bound of one stream's GOP cache.  Each packet counts about twice
-# (payload and its RTMP copy), so this holds a 2 s GOP of a 30 Mbit/s stream, or
-# about 70 000 tiny packets (see PACKET_OVERHEAD).
-DEFAULT_GOP_CACHE_MAX_BYTES = 16 * 1024 * 1024
-
-# What one cached packet costs besides its payload and its encodings, measured
-# with tracemalloc on 64-bit CPython 3.11: the AVPacket with its slots (120 B),
-# the payload bytes object's header (33 B, rounded up by the allocator), the dts
-# int (28 B) and the cache's list slot (8 B), 193 B in all; rounded up.  Without
-# it a flood of 1-byte frames would cost ~50 times what the cache counts.
-PACKET_OVERHEAD = 200
-
-
-class GopCache:
-    """Packets from the latest keyframes, so a new player starts at once.
-
-    Keeps up to ``gop_num`` GOPs (the one in progress included); ``gop_num = 0``
-    keeps none.  ``max_frames`` (0 = no limit) caps the packets kept per GOP.
-    ``max_bytes`` bounds the memory it holds, counting for each packet its
-    payload, :data:`PACKET_OVERHEAD` and its cached encodings: past it the
-    oldest GOPs go, and a GOP in progress that alone outgrows it is dropped and
-    nothing is cached until the next keyframe (players joining meanwhile get the
-    headers and wait for that keyframe).
-    """
-
-    def __init__(self, gop_num: int, max_frames: int = 0,
-                 max_bytes: int = DEFAULT_GOP_CACHE_MAX_BYTES, key: str = "") -> None:
-        self.gop_num = gop_num
-        self.max_frames = max_frames
-        self.max_bytes = max_bytes
-        self.key = key
-        self.gops: list[list[AVPacket]] = []
-        # Running totals (counted bytes, payload bytes) since the cache was last
-        # emptied, and their values where each cached GOP starts: a GOP's size is
-        # a difference, so a packet costs two additions and no per-GOP update.
-        self._counted = 0
-        self._payload = 0
-        self._starts: list[tuple[int, int]] = []
-        self._limit = max_bytes  # _counted past this is over max_bytes
-        self._current: list[AVPacket] | None = None  # the GOP in progress
-        # The last packet added: its encodings are made while it is fanned out,
-        # after add(), so they are counted when the next packet comes.
-        self._unsettled: AVPacket | None = None
-        self._overflowing = False  # the GOP in progress outgrew max_bytes
-        self._overflow_logged = False
-        self._trim_logged = False
-
-    @property
-    def bytes(self) -> int:
-        """Counted bytes of the cached GOPs."""
-        return self._counted - self._starts[0][0] if self._starts else 0
-
-    def add(self, packet: AVPacket) -> None:
-        if packet.is_keyframe and packet.kind == VIDEO:
-            self._start_gop(packet)
-            return
-        current = self._current
-        if current is None or (self.max_frames and len(current) >= self.max_frames):
-            return  # nothing before the first keyframe is worth replaying
-        size = len(packet.payload)
-        counted = self._counted + size + PACKET_OVERHEAD
-        unsettled = self._unsettled
-        if unsettled is not None:
-            counted += unsettled.cached_size()
-        self._counted = counted
-        self._payload += size
-        current.append(packet)
-        self._unsettled = packet
-        if counted > self._limit:
-            self._trim()
-
-    def _start_gop(self, keyframe: AVPacket) -> None:
-        if self.gop_num == 0:
-            return
-        if self._unsettled is not None:
-            self._counted += self._unsettled.cached_size()
-        if not self._overflowing:
-            self._overflow_logged = False  # the GOP that just ended fitted
-        self._overflowing = False
-        self._current = [keyframe]
-        self.gops.append(self._current)
-        self._starts.append((self._counted, self._payload))
-        size = len(keyframe.payload)
-        self._counted += size + PACKET_OVERHEAD
-        self._payload += size
-        self._unsettled = keyframe
-        if len(self.gops) > self.gop_num:
-            self._drop_oldest()
-        if self._counted > self._limit:
-            self._trim()
-
-    def _drop_oldest(self) -> None:
-        del self.gops[0], self._starts[0]
-        self._limit = self._starts[0][0] + self.max_bytes
-
-    def _trim(self) -> None:
-        """Back under ``max_bytes``: the oldest GOPs first, then the one in progress."""
-        while self._counted > self._limit and len(self.gops) > 1:
-            self._drop_oldest()
-            if not self._trim_logged:
-                self._trim_logged = True
-                log.info("stream {key}: GOP cache over {max} bytes; it keeps fewer GOPs "
-                         "than gop_num", key=self.key, max=self.max_bytes)
-        if self._counted > self._limit:
-            self.clear()
-            self._overflowing = True
-            if not self._overflow_logged:
-                self._overflow_logged = True
-                log.warn("stream {key}: GOP over {max} bytes (stream.gop_cache_max_bytes); "
-                         "not cached until a keyframe starts one that fits, new players "
-                         "wait for the next keyframe", key=self.key, max=self.max_bytes)
-
-    def account(self, size: int) -> None:
-        """Count ``size`` bytes of encodings made after their packets were
-        added (a consumer that encodes in batches, the HLS segmenter), against
-        the GOPs cached now; then trim.  The bytes are charged to the GOP in
-        progress, so the bound errs on the safe side."""
-        if self.gops:
-            self._counted += size
-            if self._counted > self._limit:
-                self._trim()
-
-    def recount(self) -> None:
-        """Count again every packet's encodings (a player of a new format encoded
-        the cached packets), then trim.  O(cached packets)."""
-        counted = payload = 0
-        starts = []
-        for gop in self.gops:
-            starts.append((counted, payload))
-            for packet in gop:
-                size = len(packet.payload)
-                counted += size + PACKET_OVERHEAD + packet.cached_size()
-                payload += size
-        self._counted, self._payload, self._starts = counted, payload, starts
-        self._limit = self.max_bytes
-        self._unsettled = None
-        if counted > self._limit:
-            self._trim()
-
-    def clear(self) -> None:
-        self.gops.clear()
-        self._starts.clear()
-        self._counted = self._payload = 0
-        self._limit = self.max_bytes
-        self._current = self._unsettled = None
-
-    def reset(self) -> None:
-        """Empty, for a new publisher (whose overflows are logged afresh)."""
-        self.clear()
-        self._overflowing = self._overflow_logged = self._trim_logged = False
-
-    def packets(self, gop_num: int | None = None,
-                max_bytes: int | None = None) -> list[AVPacket]:
-        """Cached packets of the last ``gop_num`` GOPs (all when None), oldest
-        first; with ``max_bytes``, only the newest of those whose payloads fit
-        in it (no encoding is smaller than its payload)."""
-        if gop_num == 0:
-            return []
-        first = 0 if gop_num is None else max(0, len(self.gops) - gop_num)
-        if max_bytes is not None:
-            while first < len(self.gops) and self._payload - self._starts[first][1] > max_bytes:
-                first += 1
-        return [p for gop in self.gops[first:] for p in gop]
-
-
 class Stream:
     """Fan-out point for one stream key.
 
-    ``feed`` takes each packet from the publisher, updates the cached headers
-    and GOPs, and hands the same packet object to every sink; sinks encode it
-    once per output format (the encoded bytes are cached on the packet).
+    ``feed`` takes each packet from the publisher, updates the tracks, the
+    cached headers and GOPs, hands the packet to each stream-owned output and
+    then the same packet object to every sink; sinks encode it once per output
+    format (the encoded bytes are cached on the packet).
     """
 
     def __init__(self, key: str, gop_num: int = 1, single_gop_max_frame_num: int = 0,
@@ -235,13 +75,14 @@ class Stream:
         self.publisher: Any = None
         self.publish_session: Session | None = None
         # Every sink, and whether it is a player's (a session's) rather than an
-        # in-process consumer's (a recording, a segmenter): only players count
-        # as the stream's audience.
-        self.sinks: dict[IStreamSink, bool] = {}
-        # What feed() calls for each sink: its send, or its live_send when it has
-        # one (a sink that takes live packets in a plainer way, e.g. a list's
-        # append: the HLS segmenter).  Made again when the sinks change.
+        # in-process consumer's (a recording): only players count as the
+        # stream's audience.
+        self.sinks: dict[ISink, bool] = {}
+        # What feed() calls: each owned output's feed, then each sink's send.
+        # Made again when the outputs or sinks change.
         self._sends: list[Callable[[AVPacket], None]] = []
+        # Owned outputs by kind: [output, users].
+        self._outputs: dict[OutputKind, list[Any]] = {}
         self.player_count = 0
         self.gop_cache = GopCache(gop_num, single_gop_max_frame_num, gop_cache_max_bytes, key)
         self.metadata: AVPacket | None = None
@@ -250,6 +91,10 @@ class Stream:
         # Enhanced-RTMP headers other than track 0's sequence starts, by header_key.
         self.extra_headers: dict[tuple[int | bytes, ...], AVPacket] = {}
         self.tracks = Tracks()
+        # Whether the tracks are known (announced, or a frame came after the
+        # headers), and who waits for that (the describe step).
+        self.tracks_known = False
+        self._track_waiters: list[defer.Deferred[Tracks]] = []
         # A video frame has something to tell the track: there is none yet, or
         # its size is only in keyframes (VP9).
         self._video_pending = True
@@ -262,43 +107,107 @@ class Stream:
         self._offset = 0
         self._rebase_pending = False
         self._last_ts: int | None = None
-        self._ts_muxer: TsMuxer | None = None
 
     @property
-    def ts_muxer(self) -> TsMuxer:
-        """The stream's MPEG-TS muxer, made on first use and shared by every TS
-        consumer (HLS, HTTP-TS, TS recording): ``ts_muxer.feed(packet)`` gives
-        the packet's TS bytes, encoded once; ``ts_muxer.header(n)`` PAT + PMT.
-        It lives as long as the Stream, across publishers, so continuity
-        counters run on when a new publisher takes over."""
-        muxer = self._ts_muxer
-        if muxer is None:
-            muxer = self._ts_muxer = TsMuxer(self, self.key)
-        return muxer
+    def publishing(self) -> bool:
+        return self.publisher is not None
 
-    def _settle_ts(self) -> None:
-        """Before the tracks change: packets a TS consumer holds to encode later
-        are encoded now, with the tracks they were sent with."""
-        muxer = self._ts_muxer
-        if muxer is not None and muxer.catch_up is not None:
-            muxer.catch_up(None)
+    # -- stream-owned outputs ------------------------------------------------
+    def output(self, kind: OutputKind) -> Any:
+        """The output of ``kind`` this stream owns, made on first use (see
+        :class:`~lal_twisted.hub.ports.IStreamOutput`).  It is fed every packet
+        from now on, before the sinks; each call must be matched by a
+        :meth:`release`, and the last release (or the stream's end) closes it.
+        Bytes it encodes later than the packets came are charged to the GOP
+        cache's bound through the ``charge`` it is made with."""
+        entry = self._outputs.get(kind)
+        if entry is None:
+            entry = self._outputs[kind] = [kind.make(self, self.gop_cache.account), 0]
+            self._refresh_sends()
+        entry[1] += 1
+        return entry[0]
+
+    def release(self, output: Any) -> None:
+        for kind, entry in self._outputs.items():
+            if entry[0] is output:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._outputs[kind]
+                    self._refresh_sends()
+                    output.close()
+                return
+
+    def _settle_outputs(self) -> None:
+        """The tracks or the publisher are about to change: outputs that hold
+        packets encode them now, with the tracks they came with."""
+        for output, _users in self._outputs.values():
+            output.settle()
+
+    def _refresh_sends(self) -> None:
+        outputs: list[IStreamOutput] = [entry[0] for entry in self._outputs.values()]
+        sends: list[Callable[[AVPacket], None]] = [o.feed for o in outputs]
+        self._sends = sends + [s.send for s in self.sinks]
+
+    def close(self) -> None:
+        """The stream is gone (no publisher, no sinks): its outputs close."""
+        outputs, self._outputs = self._outputs, {}
+        self._refresh_sends()
+        for output, _users in outputs.values():
+            output.close()
 
     # -- publisher side -----------------------------------------------------
     def start_publish(self, publisher: Any) -> None:
-        self._settle_ts()
-        if self._ts_muxer is not None:
-            self._ts_muxer.drop_held()  # the old publisher's last audio
+        if self._outputs:
+            self._settle_outputs()
+            for output, _users in self._outputs.values():
+                output.publisher_changed()
         self._feed_directly()
         self.publisher = publisher
         self.gop_cache.reset()
         self.metadata = self.video_header = self.audio_header = None
         self.extra_headers = {}
         self.tracks = Tracks()
+        self.tracks_known = False
         self._video_pending = self._audio_pending = True
         # A publisher taking over continues the timeline the players already saw.
         self._rebase_pending = self._last_ts is not None
         for sink in list(self.sinks):
             sink.publish_started(self)
+
+    def announce(self, tracks: Tracks) -> None:
+        """The tracks the publisher's protocol declared before its media (an
+        SDP, a WHIP offer, a PMT).  Sequence headers that come later refine
+        them; the tracks count as known at once."""
+        if self._outputs:
+            self._settle_outputs()
+        if tracks.video is not None and self.video_header is None:
+            self.tracks.video = tracks.video
+        if tracks.audio is not None and self.audio_header is None:
+            self.tracks.audio = tracks.audio
+        self._tracks_known()
+
+    def when_tracks_known(self) -> defer.Deferred[Tracks]:
+        """Fires with (a copy of) the tracks once they are known: at once if
+        they are.  A waiter that gives up cancels its Deferred."""
+        if self.tracks_known and self.publisher is not None:
+            return defer.succeed(self._tracks_copy())
+        d: defer.Deferred[Tracks] = defer.Deferred(self._track_waiters.remove)
+        self._track_waiters.append(d)
+        return d
+
+    @property
+    def waiting(self) -> int:
+        """How many callers wait for the tracks."""
+        return len(self._track_waiters)
+
+    def _tracks_copy(self) -> Tracks:
+        return Tracks(self.tracks.video, self.tracks.audio)
+
+    def _tracks_known(self) -> None:
+        self.tracks_known = True
+        waiters, self._track_waiters = self._track_waiters, []
+        for d in waiters:
+            d.callback(self._tracks_copy())
 
     def add_dummy_audio(self, wait_ms: int) -> None:
         """Add silent AAC to this publisher's stream if it has no audio within
@@ -322,7 +231,8 @@ class Stream:
             sink.publish_stopped(self)
 
     def feed(self, packet: AVPacket) -> None:
-        """Take one packet from the publisher and fan it out."""
+        """Take one packet from the publisher and fan it out (owned outputs
+        first, in stream order, then the sinks)."""
         if self._rebase_pending:
             self._rebase_pending = False
             assert self._last_ts is not None
@@ -346,6 +256,8 @@ class Stream:
             else:
                 if self._video_pending:
                     self._video_frame(packet)
+                    if not self.tracks_known:
+                        self._tracks_known()
                 self.gop_cache.add(packet)
         elif kind == AUDIO:
             if packet.is_sequence_header:
@@ -358,6 +270,8 @@ class Stream:
             else:
                 if self._audio_pending:
                     self._audio_frame(packet)
+                    if not self.tracks_known and self.tracks.video is None:
+                        self._tracks_known()  # audio only, as far as anything said
                 self.gop_cache.add(packet)
         elif kind == DATA and is_metadata(packet.payload):
             if self.metadata is None or self.metadata.payload != packet.payload:
@@ -382,11 +296,14 @@ class Stream:
         out.extend(self.extra_headers.values())
         return out
 
+    def cached_packets(self) -> list[AVPacket]:
+        return self.gop_cache.packets()
+
     def _video_frame(self, packet: AVPacket) -> None:
         """A frame while the video track is unknown or lacks its size."""
         track = self.tracks.video
         if track is None:
-            self._settle_ts()
+            self._settle_outputs()
             self.tracks.video = VideoTrack(packet.codec)  # type: ignore[arg-type]
             self._video_pending = packet.codec == Codec.VP9
         elif track.codec == Codec.VP9 and packet.is_keyframe:
@@ -399,13 +316,15 @@ class Stream:
             self._video_pending = False
 
     def _set_video(self, track: VideoTrack) -> None:
-        self._settle_ts()
+        self._settle_outputs()
         old = self.tracks.video
         if old is not None and not track.width:
             track.width, track.height = old.width, old.height  # announced by metadata
         self.tracks.video = track
-        self._video_pending = track.codec == Codec.VP9
-        if not self._video_pending or track.width:
+        sized_by_frames = track.codec == Codec.VP9
+        # A frame still has something to tell: VP9's size, or that the tracks are known.
+        self._video_pending = sized_by_frames or not self.tracks_known
+        if not sized_by_frames or track.width:
             self._describe("video", track)  # else once a keyframe tells the size
 
     def _audio_frame(self, packet: AVPacket) -> None:
@@ -415,7 +334,7 @@ class Stream:
         if track is None or self.audio_header is None:
             # No sequence header (MP3, G.711...): the frame, or onMetaData, tells.
             if track is None:
-                self._settle_ts()
+                self._settle_outputs()
                 track = self.tracks.audio = audio_track(packet.payload)
             self._describe("audio", track)
             return
@@ -426,10 +345,11 @@ class Stream:
             self._describe("audio", track)
 
     def _set_audio(self, track: AudioTrack) -> None:
-        self._settle_ts()
-        self._audio_pending = track.codec in _FRAME_DESCRIBED_AUDIO and not track.sample_rate
+        self._settle_outputs()
+        described_by_frames = track.codec in _FRAME_DESCRIBED_AUDIO and not track.sample_rate
+        self._audio_pending = described_by_frames or not self.tracks_known
         self.tracks.audio = track
-        if not self._audio_pending:
+        if not described_by_frames:
             self._describe("audio", track)  # else once a frame tells rate and channels
 
     def _describe(self, kind: str, track: VideoTrack | AudioTrack) -> None:
@@ -443,33 +363,35 @@ class Stream:
 
     def _announce(self, announced: Tracks) -> None:
         """Tracks named by onMetaData, kept until their sequence headers arrive."""
-        self._settle_ts()
+        self._settle_outputs()
         if announced.video is not None and self.video_header is None:
             self.tracks.video = announced.video
         if announced.audio is not None and self.audio_header is None:
             self.tracks.audio = announced.audio
 
     # -- subscriber side -------------------------------------------------------
-    def add_sink(self, sink: IStreamSink, gop_num: int | None = None,
+    def add_sink(self, sink: ISink, gop_num: int | None = None,
                  player: bool = True) -> None:
         """Attach a sink and replay metadata, sequence headers and the last
         ``gop_num`` cached GOPs (all cached when None).  ``player`` is False for
         an in-process consumer (a recording), which ``player_count`` leaves out.
 
-        Only the newest GOPs that may fit in the sink's ``max_backlog_bytes``
-        are replayed (the sink trims its burst to the exact bytes).
+        A sink that takes a joining burst (:class:`~lal_twisted.hub.ports.IJoiningBurst`)
+        is replayed only the newest GOPs that may fit in its ``max_backlog_bytes``
+        (it trims its burst to the exact bytes).
         """
         if sink not in self.sinks:
             self.player_count += player
         self.sinks[sink] = player
-        self._sends = [getattr(s, "live_send", None) or s.send for s in self.sinks]
+        self._refresh_sends()
         sink.start(self)
         if self.publisher is None:
             return
         for packet in self.headers():
             sink.send(packet)
         cache = self.gop_cache
-        packets = cache.packets(gop_num, getattr(sink, "max_backlog_bytes", None))
+        limit = sink.max_backlog_bytes if IJoiningBurst.providedBy(sink) else None
+        packets = cache.packets(gop_num, limit)
         if not packets:
             return
         first, last = packets[0], packets[-1]
@@ -481,16 +403,17 @@ class Stream:
         if sizes != (first.cached_size(), last.cached_size()):
             cache.recount()
 
-    def remove_sink(self, sink: IStreamSink) -> None:
-        if sink in self.sinks:
-            self._sends = [getattr(s, "live_send", None) or s.send
-                           for s in self.sinks if s is not sink]
+    def remove_sink(self, sink: ISink) -> None:
+        present = sink in self.sinks
         if self.sinks.pop(sink, False):
             self.player_count -= 1
+        if present:
+            self._refresh_sends()
 
     @property
     def idle(self) -> bool:
-        return self.publisher is None and not self.sinks
+        """Nobody publishes, plays or waits for the tracks: the registry forgets it."""
+        return self.publisher is None and not self.sinks and not self._track_waiters
 
     def stats(self) -> dict[str, Any]:
         return {

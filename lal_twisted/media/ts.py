@@ -16,8 +16,8 @@ What is written:
 - One PES per video frame with PTS, and DTS when they differ (B-frames); video
   frames get an access unit delimiter and, on keyframes, the parameter sets
   (SPS/PPS, VPS/SPS/PPS for H.265) in Annex-B form unless the frame has them.
-- AAC frames (as ADTS) one per PES while a live reader (``live_readers``: an
-  HTTP-TS player) is attached or there is no video; otherwise several to a
+- AAC frames (as ADTS) one per PES for a live muxer (``live``: what HTTP-TS
+  players read) or when there is no video; otherwise several to a
   PES (see ``_AUDIO_FRAMES_PER_PES``): a held frame's bytes are b"" and the
   group leaves with the packet that completes it, or in front of the next
   video keyframe (``video_start`` finds where the video begins).  A consumer
@@ -328,7 +328,8 @@ except ImportError:  # not built (no C compiler where it was installed)
 
 
 class _TrackSource(Protocol):
-    tracks: Tracks
+    @property
+    def tracks(self) -> Tracks: ...
 
 
 class _OwnTracks:
@@ -346,7 +347,8 @@ class TsMuxer:
     in stream order.
     """
 
-    def __init__(self, source: _TrackSource | None = None, name: str = "") -> None:
+    def __init__(self, source: _TrackSource | None = None, name: str = "",
+                 live: bool = False) -> None:
         self._owns_tracks = source is None
         self.source: _TrackSource = _OwnTracks() if source is None else source
         self.name = name
@@ -369,16 +371,9 @@ class TsMuxer:
         self.made_bytes = 0  # what the last encode_many call encoded
         self._group_audio = False
         self._frames = _NO_FRAMES
-        # Set by a consumer that holds packets to encode them in batches (the HLS
-        # segmenter: many encodings in a row cost less CPU than one at a time
-        # between the server's other work).  Called with a packet about to be
-        # encoded (None: all), it encodes the packets it holds before that one,
-        # in order, so packets are encoded in stream order whoever asks first.
-        self.catch_up: Callable[[AVPacket | None], None] | None = None
-        self._keyframe_psi: KeyframePsi | None = None
-        # Consumers that must get every frame as it comes (HTTP-TS players):
-        # while there are any, audio frames are not grouped.
-        self.live_readers: set[object] = set()
+        # Readers that must get every frame as it comes (HTTP-TS players):
+        # audio frames are not grouped.
+        self.live = live
         # Audio frames held for one PES: [ADTS header, frame, ...], their size,
         # the first one's PTS and the last one's RTMP time; one frame in ms.
         self._held: list[bytes] = []
@@ -406,15 +401,6 @@ class TsMuxer:
         return data
 
     @property
-    def keyframe_psi(self) -> KeyframePsi:
-        """The same bytes with PAT and PMT before every video keyframe (live
-        HTTP-TS: a player that joins or resyncs finds them); made on first use."""
-        psi = self._keyframe_psi
-        if psi is None:
-            psi = self._keyframe_psi = KeyframePsi(self)
-        return psi
-
-    @property
     def has_video(self) -> bool:
         """A video track the muxer writes (H.264 or H.265 with parameter sets)."""
         self._refresh()
@@ -432,9 +418,6 @@ class TsMuxer:
 
     # -- Encoder ------------------------------------------------------------------
     def encode(self, packet: AVPacket) -> bytes:
-        catch_up = self.catch_up
-        if catch_up is not None:  # the packets held before this one first
-            catch_up(packet)
         if self._owns_tracks:
             self._own_tracks(packet)
         if packet.is_sequence_header:
@@ -454,14 +437,14 @@ class TsMuxer:
         :meth:`AVPacket.cached_size` counts them (the others were made before,
         for another consumer).
 
-        The tracks cannot change within a batch (the stream has the held packets
-        encoded before a new sequence header takes effect), so they are looked
+        The tracks cannot change within a batch (the stream has its outputs
+        settle before a new sequence header takes effect), so they are looked
         at once; the frames of the common kinds (a legacy H.264/H.265 frame of
         one NAL unit, a legacy AAC frame while frames are grouped) are encoded
         here in line, and the others by :meth:`encode`.
         """
         tracks = self.source.tracks
-        if (self._owns_tracks or self.catch_up is not None
+        if (self._owns_tracks
                 or tracks.video is not self._seen_video or tracks.audio is not self._seen_audio):
             # New tracks (rare) are taken up by the first frame encoded one by one.
             fresh = [packet._first_encoder is None for packet in packets]
@@ -470,7 +453,7 @@ class TsMuxer:
                                   for (_, data), new in zip(pairs, fresh, strict=True) if new)
             return [pair for pair in pairs if pair[1]]
         single_nal, h265, legacy_id, plain, with_params = self._frames
-        group_audio = self._group_audio and not self.live_readers
+        group_audio = self._group_audio and not self.live
         adts_sizes = self._adts_sizes
         frame_ms = self._audio_frame_ms
         out: list[tuple[AVPacket, bytes]] = []
@@ -682,7 +665,7 @@ class TsMuxer:
         data, self._cc[VIDEO_PID] = _pes_packets(
             VIDEO_PID, (self._cc[VIDEO_PID] + 1) & 0x0F, _VIDEO_STREAM_ID,
             pts * 90, dts, dts, keyframe, parts)
-        if self._held and (keyframe or self.live_readers):
+        if self._held and (keyframe or self.live):
             # The audio held so far goes out first: an HLS segment starting at
             # this keyframe holds no audio from before it.
             audio = self._release(abs(_signed(packet.dts - self._held_last)) < _STALE_AUDIO_MS)
@@ -732,7 +715,7 @@ class TsMuxer:
         frame = payload[offset:end] if offset or end != len(payload) else payload
         dts = packet.dts
         held = self._held
-        if self._video is None or self.live_readers:
+        if self._video is None or self.live:
             out = self._release(abs(_signed(dts - self._held_last)) < _STALE_AUDIO_MS) \
                 if held else b""
             data = self._audio_pes(dts * 90, (adts, frame))
@@ -775,8 +758,6 @@ class TsMuxer:
         whose output ends here (a recording that stops, the last HLS segment of
         a publish).  The muxer keeps them: every consumer that ends now gets the
         same bytes, and the others get the frames later as usual."""
-        if self.catch_up is not None:
-            self.catch_up(None)
         if not self._held:
             return b""
         data, _cc = _pes_packets(AUDIO_PID, (self._cc[AUDIO_PID] + 1) & 0x0F,

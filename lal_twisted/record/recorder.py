@@ -8,10 +8,11 @@ down, the file is flushed and closed and the observers get a
 ``record_finished`` event with a :class:`Recorded`.  Files are named as lal
 names them: ``STREAM-UNIXTIME.flv`` / ``.ts`` under the configured directory.
 
-A recording writes the bytes its format's shared encoder made for the players
-(encode once), through a :class:`~lal_twisted.record.writer.RecordFile`: the
-reactor never waits for the disk, and a disk that fails or falls behind stops
-that recording with one log line while the stream plays on.
+A recording writes the bytes its format's shared encoding made, encoded once
+(the FLV tags HTTP-FLV players get; the TS output HLS segments are cut from),
+through a :class:`~lal_twisted.record.writer.RecordFile`: the reactor never
+waits for the disk, and a disk that fails or falls behind stops that
+recording with one log line while the stream plays on.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application import service
 from twisted.internet import defer, task
@@ -27,17 +28,18 @@ from zope.interface import implementer
 
 from lal_twisted.httpflv.sink import stream_flags
 from lal_twisted.hub.events import Observer
-from lal_twisted.hub.sink import IStreamSink
+from lal_twisted.hub.ports import ISink
 from lal_twisted.log import Logger
 from lal_twisted.media import flv
-from lal_twisted.media.packet import VIDEO, AVPacket, Encoder
+from lal_twisted.media.packet import VIDEO, AVPacket
+from lal_twisted.outputs.ts import TS_SEGMENTS
 from lal_twisted.record.writer import DiskWriter, RecordFile
 
 if TYPE_CHECKING:
     from lal_twisted.config import RecordConfig
+    from lal_twisted.hub.ports import StreamView
     from lal_twisted.hub.registry import StreamRegistry
     from lal_twisted.hub.session import Session
-    from lal_twisted.hub.stream import Stream
 
 __all__ = ["FLV", "MPEGTS", "RecordFormat", "Recorded", "Recorder", "RecordingSink",
            "record_formats"]
@@ -49,23 +51,71 @@ log = Logger("lal_twisted.record")
 FLUSH_INTERVAL = 0.5
 
 
+class FormatWriter(Protocol):
+    """One recording's view of its format: the shared bytes of each packet,
+    the header that starts the file, what ends it, and the release."""
+
+    def encode(self, packet: AVPacket) -> bytes: ...
+
+    def header(self) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class RecordFormat:
-    """A file format: its name (for logs and events), file extension, the
-    shared encoder of the stream's packets, and the header that starts a file."""
+    """A file format: its name (for logs and events), file extension, and how
+    a recording of a stream gets its bytes (:class:`FormatWriter`)."""
 
     name: str
     ext: str
-    encoder: Callable[[Stream], Encoder]
-    header: Callable[[Stream, Encoder], bytes]
+    open: Callable[[StreamView], FormatWriter]
 
 
-FLV = RecordFormat("flv", ".flv", lambda stream: flv.TAG_ENCODER,
-                   lambda stream, encoder: flv.file_header(*stream_flags(stream)))
-# PAT and PMT once at the start of the file: its packets come from the
-# stream's shared muxer, whose continuity counters the file then follows.
-MPEGTS = RecordFormat("mpegts", ".ts", lambda stream: stream.ts_muxer,
-                      lambda stream, muxer: stream.ts_muxer.header(0))
+class _FlvWriter:
+    """FLV tags as HTTP-FLV players get them, after the FLV file header."""
+
+    def __init__(self, stream: StreamView) -> None:
+        self.stream = stream
+
+    def encode(self, packet: AVPacket) -> bytes:
+        return packet.encoded(flv.TAG_ENCODER)
+
+    def header(self) -> bytes:
+        return flv.file_header(*stream_flags(self.stream))
+
+    def flush(self) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class _TsWriter:
+    """The stream's TS output (shared with HLS), PAT and PMT once at the
+    start of the file; the audio the muxer holds, at its end."""
+
+    def __init__(self, stream: StreamView) -> None:
+        self.stream = stream
+        self.output = stream.output(TS_SEGMENTS)
+
+    def encode(self, packet: AVPacket) -> bytes:
+        return self.output.bytes_of(packet)
+
+    def header(self) -> bytes:
+        return self.output.header(0)
+
+    def flush(self) -> bytes:
+        return self.output.flush()
+
+    def close(self) -> None:
+        self.stream.release(self.output)
+
+
+FLV = RecordFormat("flv", ".flv", _FlvWriter)
+MPEGTS = RecordFormat("mpegts", ".ts", _TsWriter)
 
 
 def record_formats(config: RecordConfig) -> list[tuple[RecordFormat, str]]:
@@ -95,14 +145,13 @@ class Recorded:
     error: str | None  # why it stopped early (the file holds what came before), or None
 
 
-@implementer(IStreamSink)
+@implementer(ISink)
 class RecordingSink:
     """One recording of one publish: every packet from the first video
     keyframe on (audio-only streams: from the first frame), as ``fmt``'s shared
-    encoder wrote it, into a :class:`RecordFile`."""
+    encoding made it, into a :class:`RecordFile`."""
 
     protocol_name = "record"
-    max_backlog_bytes = 0  # the GOP cache replays nothing to a recording
     bytes_out = 0
 
     def __init__(self, fmt: RecordFormat, writer: DiskWriter, directory: str, base: str,
@@ -113,16 +162,17 @@ class RecordingSink:
         self.start_time = time.time()
         self.on_stop = on_stop
         self.file = RecordFile(writer, directory, base, fmt.ext, lambda _: on_done(self))
-        self.stream: Stream | None = None
-        self.encoder: Encoder | None = None
+        self.stream: StreamView | None = None
+        self.writer: FormatWriter | None = None
         self.started = False  # the file header is written
         self.first_dts: int | None = None
         self.last_dts = 0
         self.stopped = False
 
-    def start(self, stream: Stream) -> None:
+    def start(self, stream: StreamView) -> None:
         self.stream = stream
-        self.encoder = self.fmt.encoder(stream)
+        if self.writer is None:
+            self.writer = self.fmt.open(stream)
 
     def send(self, packet: AVPacket) -> None:
         file = self.file
@@ -134,16 +184,16 @@ class RecordingSink:
                 return  # a picture that cannot be decoded yet
             self.first_dts = packet.dts
         self.last_dts = packet.dts
-        encoder = self.encoder
-        assert encoder is not None and self.stream is not None
+        writer = self.writer
+        assert writer is not None
         try:
-            data = packet.encoded(encoder)
+            data = writer.encode(packet)
             if not data:
                 return  # nothing in this format (TS: sequence headers, metadata)
             if not self.started:
                 # At the first bytes, when the sequence headers have told the tracks.
                 self.started = True
-                file.write(self.fmt.header(self.stream, encoder))
+                file.write(writer.header())
         except Exception as e:  # whatever goes wrong here must not reach the publisher
             log.failure("record {fmt} {key}: cannot encode {packet}", fmt=self.fmt.name,
                         key=self.session.key, packet=packet)
@@ -151,33 +201,29 @@ class RecordingSink:
             return
         file.write(data)
 
-    def publish_started(self, stream: Stream) -> None:
+    def publish_started(self, stream: StreamView) -> None:
         pass
 
-    def publish_stopped(self, stream: Stream) -> None:
+    def publish_stopped(self, stream: StreamView) -> None:
         self.finish()
 
     def close(self, reason: str) -> None:
         self.finish()
-
-    def begin_burst(self) -> None:
-        pass
-
-    def end_burst(self, prefix: bytes = b"") -> None:
-        pass
 
     def finish(self) -> None:
         """Flush and close the file (once); detach from the stream."""
         if self.stopped:
             return
         self.stopped = True
-        flush = getattr(self.encoder, "flush", None)  # TS: the audio frames held
-        if flush is not None and self.started and not self.file.closing:
-            try:
-                self.file.write(flush())
-            except Exception:  # the file still closes
-                log.failure("record {fmt} {key}: cannot flush", fmt=self.fmt.name,
-                            key=self.session.key)
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            if self.started and not self.file.closing:
+                try:
+                    self.file.write(writer.flush())  # TS: the audio frames held
+                except Exception:  # the file still closes
+                    log.failure("record {fmt} {key}: cannot flush", fmt=self.fmt.name,
+                                key=self.session.key)
+            writer.close()
         self.file.close()
         self.on_stop(self)
 

@@ -28,9 +28,9 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from lal_twisted.hub.ports import IPublisher
 from lal_twisted.hub.registry import Refused, SessionGone, StreamBusy
 from lal_twisted.hub.session import FLV_PULL, RTMP_PULL, Role
-from lal_twisted.hub.stream import IPublisher
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AVPacket
 from lal_twisted.relay.address import DEFAULT_PORTS, Base

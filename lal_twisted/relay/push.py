@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lal_twisted.hub.sink import IStreamSink
+from lal_twisted.hub.ports import ISink
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
 from lal_twisted.relay.address import is_loop_refusal
@@ -36,8 +36,8 @@ from lal_twisted.rtmp.session import MEDIA_STREAM_ID, media_encoder
 from lal_twisted.tls import verification_error
 
 if TYPE_CHECKING:
+    from lal_twisted.hub.ports import StreamView
     from lal_twisted.hub.session import Session
-    from lal_twisted.hub.stream import Stream
     from lal_twisted.rtmp.client import RTMPClientProtocol
 
 log = Logger("lal_twisted.relay.push")
@@ -79,7 +79,7 @@ class _Writer:
                 push._flush()
 
 
-@implementer(IStreamSink, IPushProducer)
+@implementer(ISink, IPushProducer)
 class RelayPush:
     """Pushes one stream to ``url``; see the module docstring."""
 
@@ -99,7 +99,7 @@ class RelayPush:
         self.timeout = timeout
         self.rng = rng or random.Random()
         self.on_close = on_close  # called once with this push when it stops
-        self.stream: Stream | None = None
+        self.stream: StreamView | None = None
         self.proto: RTMPClientProtocol | None = None
         self.closed = False
         self.paused = False
@@ -122,23 +122,17 @@ class RelayPush:
         self._shared: Any = None
         self._attempt = 0  # tells the callbacks of an abandoned attempt apart
 
-    # -- IStreamSink --------------------------------------------------------------------
-    def start(self, stream: Stream) -> None:
+    # -- ISink --------------------------------------------------------------------
+    def start(self, stream: StreamView) -> None:
         self.stream = stream
         if self.proto is None and self._retry is None and not self.closed:
             self._connect()
 
-    def publish_started(self, stream: Stream) -> None:
+    def publish_started(self, stream: StreamView) -> None:
         self.waiting_keyframe = True
 
-    def publish_stopped(self, stream: Stream) -> None:
+    def publish_stopped(self, stream: StreamView) -> None:
         pass  # the relay manager closes the push
-
-    def begin_burst(self) -> None:
-        pass
-
-    def end_burst(self, prefix: bytes = b"") -> None:
-        pass
 
     def send(self, packet: AVPacket) -> None:
         proto = self.proto
@@ -265,12 +259,11 @@ class RelayPush:
         at a keyframe and decodes at once."""
         stream = self.stream
         self.waiting_keyframe = True
-        if stream is None or stream.publisher is None:
+        if stream is None or not stream.publishing:
             return
-        for packet in (stream.metadata, stream.video_header, stream.audio_header):
-            if packet is not None:
-                self.send(packet)
-        for packet in stream.gop_cache.packets():
+        for packet in stream.headers():
+            self.send(packet)
+        for packet in stream.cached_packets():
             self.send(packet)
         self._flush()  # the target gets its start at once
 

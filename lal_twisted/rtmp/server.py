@@ -15,10 +15,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lal_twisted.hub.access import RefusalKind
+from lal_twisted.hub.ports import IPublisher, StreamView
 from lal_twisted.hub.registry import Refused, SessionGone, StreamRegistry
 from lal_twisted.hub.session import RTMP_SERVER
 from lal_twisted.hub.sink import Sink
-from lal_twisted.hub.stream import IPublisher, Stream
+from lal_twisted.hub.stream import Stream
 from lal_twisted.log import Logger
 from lal_twisted.media.amf0 import AMF0Error
 from lal_twisted.media.packet import AVPacket
@@ -74,12 +75,12 @@ class RtmpSink(Sink):
         self.protocol.close_reason = reason
         self.protocol.transport.abortConnection()  # type: ignore[union-attr]
 
-    def publish_started(self, stream: Stream) -> None:
+    def publish_started(self, stream: StreamView) -> None:
         super().publish_started(stream)
         self.protocol.session.play_publish_notify()
         self.protocol.flush()
 
-    def publish_stopped(self, stream: Stream) -> None:
+    def publish_stopped(self, stream: StreamView) -> None:
         self.protocol.session.play_unpublish_notify()
         self.protocol.flush()
 

@@ -28,10 +28,10 @@ from twisted.web.http import BAD_REQUEST, FORBIDDEN, INTERNAL_SERVER_ERROR, NOT_
 from twisted.web.iweb import IRequest
 
 from lal_twisted.hub.access import RefusalKind
+from lal_twisted.hub.ports import StreamView
 from lal_twisted.hub.registry import Refused, SessionGone, StreamRegistry
 from lal_twisted.hub.session import Session
 from lal_twisted.hub.sink import Sink
-from lal_twisted.hub.stream import Stream
 from lal_twisted.log import Logger
 from lal_twisted.web.router import ReadOnlyResource, plain_error, route_path
 
@@ -133,7 +133,7 @@ class LiveStreamResource(ReadOnlyResource):
         if request.finished or getattr(request, "_disconnected", False):
             return
         stream = self.registry.get(session.key)
-        if stream is None or stream.publisher is None:
+        if stream is None or not stream.publishing:
             body = plain_error(request, NOT_FOUND, f"not found: nobody publishes {session.key}")
             request.setHeader(b"Content-Length", b"%d" % len(body))
         else:
@@ -199,14 +199,14 @@ class LiveStreamResource(ReadOnlyResource):
         return None, plain_error(request, NOT_FOUND, f"not found: {path} (streams are "
                                                      f"served as APP/STREAM{self.suffix})")
 
-    def _accepted(self, stream: Stream, request: server.Request, session: Session,
+    def _accepted(self, stream: StreamView, request: server.Request, session: Session,
                   sink: HttpSink) -> None:
         self._stream_headers(request)
         request.registerProducer(sink, True)
         sink.end_burst()
         log.info("{proto} session {id} {peer} playing {key} started ({state})",
                  proto=self.protocol, id=session.id, peer=session.remote_addr, key=session.key,
-                 state="live" if stream.publisher else "waiting for publisher")
+                 state="live" if stream.publishing else "waiting for publisher")
 
     def _refused(self, failure: Failure, request: server.Request, session: Session) -> None:
         session.sink = None
