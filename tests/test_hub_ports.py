@@ -363,3 +363,78 @@ def test_a_cancelled_describe_leaves_no_waiter(later: bool) -> None:
     assert "live/s" not in reg.streams
     assert not clock.getDelayedCalls()
     clock.advance(5)
+
+
+@implementer(IStreamOutput)
+class Packetizer:
+    """Cuts each packet into units of at most 200 bytes, numbered per stream
+    (the state an RTP packetizer keeps): an encoding of several units."""
+
+    def __init__(self, stream: Any, charge: Any) -> None:
+        self.sequence = 0
+
+    def feed(self, packet: AVPacket) -> None:
+        packet.encoded(self)
+
+    def encode(self, packet: AVPacket) -> tuple[bytes, ...]:
+        payload = packet.payload
+        units = []
+        for at in range(0, len(payload), 200):
+            units.append(self.sequence.to_bytes(2, "big") + payload[at:at + 200])
+            self.sequence = (self.sequence + 1) & 0xFFFF
+        return tuple(units)
+
+    def settle(self) -> None:
+        pass
+
+    def publisher_changed(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+PACKETIZER = OutputKind("units", Packetizer)
+
+
+class Interleaved(PlainSink):
+    """Frames each unit for its session: ``$``, its channel, the length."""
+
+    def __init__(self, channel: int) -> None:
+        super().__init__()
+        self.channel = channel
+        self.wire: list[bytes] = []
+        self.output: Any = None
+
+    def start(self, stream: Any) -> None:
+        self.output = stream.output(PACKETIZER)
+        super().start(stream)
+
+    def send(self, packet: AVPacket) -> None:
+        for unit in packet.encoded(self.output):
+            self.wire.append(b"$" + bytes([self.channel]) + len(unit).to_bytes(2, "big") + unit)
+
+
+def test_an_output_of_several_units_per_packet_is_shared_and_framed_per_session(
+        media: Media) -> None:
+    reg, _clock, _ = registry()
+    stream, _pub = publish(reg)
+    first, second = Interleaved(0), Interleaved(2)
+    stream.add_sink(first)
+    stream.add_sink(second)
+    packets = flv_packets(media.av)
+    for packet in packets:
+        stream.feed(packet)
+    assert first.output is second.output
+    assert len(first.wire) == len(second.wire) > len(packets)
+    numbers = [int.from_bytes(w[4:6], "big") for w in first.wire]
+    assert numbers == list(range(len(numbers)))  # one sequence for the stream, in order
+    assert [w[:1] + w[2:] for w in first.wire] == [w[:1] + w[2:] for w in second.wire]
+    assert {w[1] for w in first.wire} == {0} and {w[1] for w in second.wire} == {2}
+    payload = b"".join(p.payload for p in packets)
+    assert b"".join(w[6:] for w in first.wire) == payload  # bytes round-tripped
+    # The units count against the GOP cache's bound.
+    for gop in stream.gop_cache.gops:
+        for packet in gop:
+            units = packet.encoded(first.output)
+            assert packet.cached_size() >= sum(len(u) for u in units) + 33 * len(units)

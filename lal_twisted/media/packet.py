@@ -30,7 +30,7 @@ from lal_twisted.media.tags import (
     video_codec_of,
 )
 
-__all__ = ["AUDIO", "BYTES_HEADER", "DATA", "VIDEO", "AVPacket", "Encoder"]
+__all__ = ["AUDIO", "BYTES_HEADER", "DATA", "VIDEO", "AVPacket", "Encoder", "encoded_size"]
 
 # Plain ints and direct tables: a packet is built for every message a publisher sends.
 _AVC_STYLE = (int(VideoCodecId.AVC), int(VideoCodecId.HEVC))  # AVCPacketType + CTS follow
@@ -59,9 +59,22 @@ BYTES_HEADER = getsizeof(b"")  # what a bytes object costs besides its length: 3
 class Encoder(Protocol):
     """Turns a packet into the bytes of one output format (RTMP chunks at one
     chunk size, an FLV tag, TS packets...).  Encoders are compared by identity:
-    use one shared instance per format and parameters."""
+    use one shared instance per format and parameters.
+
+    An encoder whose format has several units per packet, each framed per
+    session by its sink (RTP packets, which RTSP interleaves with a channel id
+    that differs per session), returns a tuple of them: the tuple is cached and
+    shared as bytes are."""
 
     def encode(self, packet: AVPacket) -> bytes: ...
+
+
+def encoded_size(data: bytes | tuple[bytes, ...]) -> int:
+    """Memory an encoding holds, object headers included."""
+    if isinstance(data, bytes):
+        return len(data) + BYTES_HEADER
+    units: tuple[bytes, ...] = data
+    return getsizeof(units) + sum(len(unit) + BYTES_HEADER for unit in units)
 
 
 def _si24(payload: bytes, at: int) -> int:
@@ -232,13 +245,15 @@ class AVPacket:
         if self._first_encoder is None:
             return 0
         more = self._more_encodings
-        if more is None:
-            return len(self._first_encoding) + BYTES_HEADER
         first = self._first_encoding
+        if more is None:
+            if type(first) is bytes:
+                return len(first) + BYTES_HEADER
+            return encoded_size(first)
         # An encoding that is the first one's object (a format that adds bytes
         # to some packets only) costs nothing more.
-        return (len(first) + sum(len(data) for data in more.values() if data is not first)
-                + BYTES_HEADER * (1 + len(more)) + getsizeof(more))
+        return (encoded_size(first) + getsizeof(more)
+                + sum(encoded_size(data) for data in more.values() if data is not first))
 
     def __repr__(self) -> str:
         return (
