@@ -13,7 +13,7 @@ another Twisted application::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,7 +290,11 @@ class LalService(service.MultiService):
     routers: dict[str, Router]
     control: ControlPlane
 
-    def __init__(self, config: Config, reactor: Any = None) -> None:
+    def __init__(self, config: Config, reactor: Any = None,
+                 listeners: Sequence[ListenerSpec] = ()) -> None:
+        """``listeners`` are entries added to :data:`LISTENERS` (a protocol
+        an application brings: its listener builds its factory from this
+        service, whose ``registry`` it publishes to and plays from)."""
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -343,7 +347,7 @@ class LalService(service.MultiService):
         self.listeners: dict[str, Listener] = {}
         # Problems that leave an optional listener out, logged once at start.
         self.startup_errors: list[str] = []
-        for spec in LISTENERS:
+        for spec in (*LISTENERS, *listeners):
             if spec.enabled(self):
                 try:
                     address = _listen_address(spec, config)
@@ -412,9 +416,11 @@ def packer_warnings(config: Config) -> list[str]:
             "recording cost more CPU; reinstall with gcc and the Python headers present"]
 
 
-def make_service(config: Config, reactor: Any = None) -> LalService:
-    """Build the server as an IService; its ``registry`` attribute is the StreamRegistry."""
-    return LalService(config, reactor)
+def make_service(config: Config, reactor: Any = None,
+                 listeners: Sequence[ListenerSpec] = ()) -> LalService:
+    """Build the server as an IService; its ``registry`` attribute is the
+    StreamRegistry.  ``listeners`` add protocols to the listener table."""
+    return LalService(config, reactor, listeners)
 
 
 def makeService(options: Options) -> LalService:  # noqa: N802 - twistd plugin entry point
