@@ -85,7 +85,9 @@ class StreamRegistry(service.Service):
 
     def new_session(self, prefix: str, protocol: str, remote_addr: str,
                     closer: Any = None) -> Session:
-        """A Session with a fresh id (``prefix`` as lal names the session type)."""
+        """A Session with a fresh id (``prefix`` as lal names the session type;
+        ``protocol`` a :class:`~lal_twisted.protocols.ProtocolName`, or an
+        application's own name for its sessions)."""
         return Session(self.session_ids.new(prefix), protocol, remote_addr, closer,
                        clock=self.reactor.seconds)
 

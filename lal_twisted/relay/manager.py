@@ -28,6 +28,7 @@ from lal_twisted.hub.access import Refused
 from lal_twisted.hub.events import Observer
 from lal_twisted.hub.session import RTMP_PUSH, Role, check_names, stream_key
 from lal_twisted.log import Logger
+from lal_twisted.protocols import ProtocolName
 from lal_twisted.relay.address import (
     LOOP_REFUSAL,
     MAX_HOPS,
@@ -151,7 +152,7 @@ class RelayManager(Observer, service.Service):
             url = base.url(publisher.app, publisher.stream, [*via, self.relay_id])
             slot: list[RelayPush] = []  # the push, for the session's closer (a kick)
             session = self.registry.new_session(
-                RTMP_PUSH, "rtmp", base.netloc,
+                RTMP_PUSH, ProtocolName.RTMP, base.netloc,
                 closer=lambda reason, slot=slot: slot[0].close(reason) if slot else None)
             session.app, session.stream, session.url = publisher.app, publisher.stream, url
             push = RelayPush(self.reactor, session, url, tls=self.tls_for(url),

@@ -22,6 +22,7 @@ from lal_twisted.hub.stream import IPublisher, Stream
 from lal_twisted.log import Logger
 from lal_twisted.media.amf0 import AMF0Error
 from lal_twisted.media.packet import AVPacket
+from lal_twisted.protocols import ProtocolName
 from lal_twisted.rtmp.handshake import HandshakeError
 from lal_twisted.rtmp.message import RtmpProtocolError
 from lal_twisted.rtmp.session import (
@@ -60,7 +61,7 @@ def describe_peer(address: IAddress) -> str:
 class RtmpSink(Sink):
     """A player's side of a Stream: writes shared RTMP chunk bytes."""
 
-    protocol_name = "rtmp"
+    protocol_name = ProtocolName.RTMP
 
     def __init__(self, protocol: RTMPServerProtocol, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -129,7 +130,7 @@ class RTMPServerProtocol(Protocol):
         self.session = ServerSession(chunk_size=config.chunk_size,
                                      max_message_size=config.max_message_size)
         self.description = describe_peer(self.transport.getPeer())  # type: ignore[union-attr]
-        self.info = config.registry.new_session(RTMP_SERVER, "rtmp", self.description,
+        self.info = config.registry.new_session(RTMP_SERVER, ProtocolName.RTMP, self.description,
                                                 closer=self.close)
         self.started = time.monotonic()
         self._deadline(config.handshake_timeout, "no RTMP connect within {:g}s")
