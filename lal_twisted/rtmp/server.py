@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import sys
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
@@ -15,6 +16,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lal_twisted.hub.access import RefusalKind
+from lal_twisted.hub.events import SessionEvent
 from lal_twisted.hub.registry import Refused, SessionGone, StreamRegistry
 from lal_twisted.hub.session import RTMP_SERVER
 from lal_twisted.hub.sink import Sink
@@ -50,6 +52,17 @@ _BATCH_MIN = 512
 _BATCH_LOW_WATER = 16384
 _CAN_BATCH = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVLOWAT")
 _CONNECTION_DONE = Failure(ConnectionDone())
+
+
+@dataclass(frozen=True)
+class RtmpConnected(SessionEvent):
+    """An RTMP client sent ``connect`` (before it publishes or plays; the
+    session is not in the session table yet)."""
+
+    app: str
+    flash_ver: str
+    tc_url: str
+    observer_method: ClassVar[str] = "rtmp_connected"
 
 
 def describe_peer(address: IAddress) -> str:
@@ -104,7 +117,7 @@ class RTMPServerProtocol(Protocol):
 
     ``session`` is the sans-IO RTMP engine; ``info`` the hub
     :class:`~lal_twisted.hub.session.Session` (id, stream, byte counters) that
-    the registry, access checks and observers see.
+    the registry, access checks and events see.
     """
 
     factory: RTMPServerFactory
@@ -218,8 +231,8 @@ class RTMPServerProtocol(Protocol):
             self._deadline(self.factory.idle_timeout, "no publish or play within {:g}s of connect")
             log.debug("rtmp {id} {peer} connect app={app} tcUrl={tc}", id=self.info.id,
                       peer=self.description, app=event.app, tc=event.tc_url)
-            self.factory.registry.observers.emit("rtmp_connected", self.info, event.app,
-                                                 event.flash_ver, event.tc_url)
+            self.factory.registry.events.emit(RtmpConnected(self.info, event.app,
+                                                            event.flash_ver, event.tc_url))
 
     def _begin(self, event: PublishRequest | PlayRequest) -> object | None:
         """Fill the hub session from a publish/play request; None if one is active."""
