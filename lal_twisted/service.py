@@ -31,6 +31,7 @@ from lal_twisted.hls.manager import HlsManager
 from lal_twisted.hls.server import HlsResource
 from lal_twisted.httpflv.server import HttpFlvResource
 from lal_twisted.httpts.server import HttpTsResource
+from lal_twisted.hub.events import ServerStarted
 from lal_twisted.hub.registry import StreamRegistry
 from lal_twisted.limits import ConnectionGuard, raise_fd_limit
 from lal_twisted.media import ts
@@ -315,7 +316,7 @@ class LalService(service.MultiService):
                                  if config.in_session.add_dummy_audio_enable else None),
         )
         self.registry.setServiceParent(self)
-        # Recording: a service that observes publishes (stopped before the registry).
+        # Recording: a service that follows publishes (stopped before the registry).
         self.recorder: Recorder | None = None
         formats = record_formats(config.record)
         if formats:
@@ -382,7 +383,7 @@ class LalService(service.MultiService):
         for error in self.startup_errors:
             logger.error("{error}", error=error)
         super().startService()
-        self.registry.server_started(self)
+        self.registry.events.emit(ServerStarted(self))
 
 
 def _listen_address(spec: ListenerSpec, config: Config) -> str:

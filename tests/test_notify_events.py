@@ -14,6 +14,8 @@ from twisted.internet import reactor, task
 
 from lal_twisted import log as lal_log
 from lal_twisted.config import from_dict
+from lal_twisted.hls.manager import HlsSegmentMade
+from lal_twisted.hls.segmenter import HlsMakeTsInfo
 from lal_twisted.hub.session import RTMP_PULL, Role
 from lal_twisted.service import make_service
 
@@ -46,10 +48,10 @@ def test_relay_pull_and_hls_segment_events(tmp_path: Path) -> Any:
             session.url = "rtmp://10.0.0.9:1935/live/cam"
             pull = Pull()
             yield registry.publish(session, pull, role=Role.RELAY_PULL)
-            registry.observers.emit("hls_segment_made", {
-                "event": "close", "stream_name": "cam", "cwd": "/srv", "ts_file": "cam-1.ts",
-                "live_m3u8_file": "cam/playlist.m3u8", "record_m3u8_file": "cam/record.m3u8",
-                "id": 1, "duration": 3.0})
+            registry.events.emit(HlsSegmentMade(HlsMakeTsInfo(
+                event="close", stream_name="cam", cwd="/srv", ts_file="cam-1.ts",
+                live_m3u8_file="cam/playlist.m3u8", record_m3u8_file="cam/record.m3u8",
+                id=1, duration=3.0)))
             registry.unpublish(session, pull)
             deadline = time.monotonic() + 10
             while len(cb.received) < 3 and time.monotonic() < deadline:

@@ -82,7 +82,8 @@ def test_nothing_is_attached_when_recording_is_off() -> None:
                                  "default_http": {"http_listen_addr": "127.0.0.1:0"},
                                  "record": {"enable_flv": True}}))
     assert on.recorder is not None and on.recorder.formats == [(FLV, "./lal_record/flv/")]
-    assert len(on.registry.observers) == len(off.registry.observers) + 1  # the recorder
+    # the recorder's subscriptions: publish and relay pull, started and stopped
+    assert len(on.registry.events) == len(off.registry.events) + 4
 
 
 class Audience(Observer):

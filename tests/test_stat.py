@@ -32,6 +32,17 @@ def test_protocol_and_base_type_names() -> None:
         assert stat.protocol_name(Session("X1", protocol, "")) == name
 
 
+def test_protocol_names_are_the_strings_lal_users_parse() -> None:
+    from lal_twisted.protocols import ProtocolName
+
+    # ours: metrics labels, session stats, simple_auth's keys; lal's: API and notify
+    assert {str(p): p.lal_name for p in ProtocolName} == {
+        "rtmp": "RTMP", "httpflv": "FLV", "wsflv": "FLV", "httpts": "TS", "hls": "HLS",
+        "rtsp": "RTSP"}
+    s = Session("FLVSUB1", ProtocolName.HTTP_FLV, "1.2.3.4:5")
+    assert stat.session_stat(s)["protocol"] == "FLV" and s.stats()["protocol"] == "httpflv"
+
+
 class Pull:
     description = "pull"
 

@@ -32,6 +32,7 @@ from lal_twisted.config import HttpHookConfig, SimpleAuthConfig
 from lal_twisted.hub.access import IAccessCheck, Refused
 from lal_twisted.hub.session import Role, Session
 from lal_twisted.log import Logger, safe
+from lal_twisted.protocols import ProtocolName
 
 if TYPE_CHECKING:
     from lal_twisted.api.plane import ControlPlane
@@ -43,14 +44,14 @@ log = Logger("lal_twisted.api.auth")
 SECRET_NAME = "lal_secret"
 
 # (session protocol, publishes?) -> the simple_auth switch that covers it.
-_SWITCHES = {
-    ("rtmp", True): "pub_rtmp_enable",
-    ("rtsp", True): "pub_rtsp_enable",
-    ("rtmp", False): "sub_rtmp_enable",
-    ("httpflv", False): "sub_httpflv_enable",
-    ("httpts", False): "sub_httpts_enable",
-    ("rtsp", False): "sub_rtsp_enable",
-    ("hls", False): "hls_m3u8_enable",
+_SWITCHES: dict[tuple[str, bool], str] = {
+    (ProtocolName.RTMP, True): "pub_rtmp_enable",
+    (ProtocolName.RTSP, True): "pub_rtsp_enable",
+    (ProtocolName.RTMP, False): "sub_rtmp_enable",
+    (ProtocolName.HTTP_FLV, False): "sub_httpflv_enable",
+    (ProtocolName.HTTP_TS, False): "sub_httpts_enable",
+    (ProtocolName.RTSP, False): "sub_rtsp_enable",
+    (ProtocolName.HLS, False): "hls_m3u8_enable",
 }
 
 

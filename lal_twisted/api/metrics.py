@@ -2,8 +2,8 @@
 
 A custom collector reads the registry when Prometheus scrapes: nothing is
 added to the media path.  The few totals that outlive their sessions (bytes
-and dropped packets of sessions that ended, refusals, stalls) are kept by an
-observer, once per session event.
+and dropped packets of sessions that ended, refusals, stalls) are kept by a
+subscriber of the session events, once per event.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from twisted.web.http import NOT_ALLOWED
 from twisted.web.iweb import IRequest
 
 from lal_twisted.hub.access import RefusalKind, Refused
-from lal_twisted.hub.events import Observer
-from lal_twisted.hub.session import Session
+from lal_twisted.hub.events import EventBus, SessionRefused, SessionStarted, SessionStopped
 from lal_twisted.web.router import plain_error
 
 if TYPE_CHECKING:
@@ -38,21 +37,26 @@ def refusal_reason(refusal: Refused) -> str:
     return str(refusal.kind)
 
 
-class SessionTotals(Observer):
+class SessionTotals:
     """What ended sessions leave behind, for counters that never go down."""
 
-    def __init__(self) -> None:
+    def __init__(self, events: EventBus) -> None:
         self.started: Counter[tuple[str, str]] = Counter()
         self.refused: Counter[str] = Counter()
         self.ended_bytes_in = 0
         self.ended_bytes_out = 0
         self.ended_dropped = 0
         self.stalls = 0
+        events.subscribe(SessionStarted, self._started)
+        events.subscribe(SessionStopped, self._stopped)
+        events.subscribe(SessionRefused, self._refused)
 
-    def _start(self, session: Session) -> None:
+    def _started(self, event: SessionStarted) -> None:
+        session = event.session
         self.started[(session.protocol, str(session.role))] += 1
 
-    def _end(self, session: Session) -> None:
+    def _stopped(self, event: SessionStopped) -> None:
+        session = event.session
         self.ended_bytes_in += session.bytes_in
         self.ended_bytes_out += session.total_out()
         sink = session.sink
@@ -61,11 +65,8 @@ class SessionTotals(Observer):
             if getattr(sink, "stalled", False):
                 self.stalls += 1
 
-    publish_started = play_started = relay_pull_started = _start
-    publish_stopped = play_stopped = relay_pull_stopped = _end
-
-    def session_refused(self, session: Session, refusal: Refused) -> None:
-        self.refused[refusal_reason(refusal)] += 1
+    def _refused(self, event: SessionRefused) -> None:
+        self.refused[refusal_reason(event.refusal)] += 1
 
 
 class ServerCollector:

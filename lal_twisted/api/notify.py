@@ -2,7 +2,7 @@
 and sessions come and go, RTMP clients connect and HLS segments are made,
 and every ``update_interval_sec`` with the state of every stream.
 
-The observer methods only build the payload and queue it.  One request is in
+The event handlers only build the payload and queue it.  One request is in
 flight at a time, so a backend sees events in the order they happened
 (on_pub_start before the on_sub_start of a player that joined after it).  The
 queue holds at most ``queue_max`` events, and one ``on_update`` (a newer one
@@ -28,9 +28,20 @@ from twisted.web.http_headers import Headers
 from lal_twisted.api import stat
 from lal_twisted.api.bounded_pool import BoundedHeadPool
 from lal_twisted.config import HttpNotifyConfig
-from lal_twisted.hub.events import Observer
+from lal_twisted.hls.manager import HlsSegmentMade
+from lal_twisted.hub.events import (
+    PlayStarted,
+    PlayStopped,
+    PublishStarted,
+    PublishStopped,
+    RelayPullStarted,
+    RelayPullStopped,
+    ServerStarted,
+    SessionEvent,
+)
 from lal_twisted.hub.session import Session
 from lal_twisted.log import Logger, safe
+from lal_twisted.rtmp.server import RtmpConnected
 
 if TYPE_CHECKING:
     from lal_twisted.api.plane import ControlPlane
@@ -45,6 +56,16 @@ _JSON = Headers({b"Content-Type": [b"application/json"], b"User-Agent": [b"lal-t
 # further (the request still counts as delivered).  Its status line and headers
 # are bounded by the pool (bounded_pool: past the bound the request fails).
 _MAX_ANSWER = 64 * 1024
+
+# lal's notify events of the sessions (the config's keys, the logs' names).
+_SESSION_EVENTS: dict[type[SessionEvent], str] = {
+    PublishStarted: "on_pub_start",
+    PublishStopped: "on_pub_stop",
+    PlayStarted: "on_sub_start",
+    PlayStopped: "on_sub_stop",
+    RelayPullStarted: "on_relay_pull_start",
+    RelayPullStopped: "on_relay_pull_stop",
+}
 
 
 def json_client(reactor: Any, connect_timeout: float) -> HTTPClient:
@@ -120,8 +141,8 @@ def _drain(response: Any) -> defer.Deferred[None]:
     return finished
 
 
-class HttpNotify(Observer):
-    """The http_notify observer (add it with ``registry.add_observer``)."""
+class HttpNotify:
+    """The http_notify callbacks: it subscribes to the registry's events."""
 
     def __init__(self, config: HttpNotifyConfig, plane: ControlPlane,
                  client: HTTPClient | None = None) -> None:
@@ -144,6 +165,12 @@ class HttpNotify(Observer):
         self._inflight: defer.Deferred[Any] | None = None
         self._updates = task.LoopingCall(self._update)
         self._updates.clock = self.reactor
+        events = self.registry.events
+        events.subscribe(ServerStarted, self._server_started)
+        for event_type in _SESSION_EVENTS:
+            events.subscribe(event_type, self._session_event)
+        events.subscribe(RtmpConnected, self._rtmp_connected)
+        events.subscribe(HlsSegmentMade, self._hls_segment_made)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -162,39 +189,26 @@ class HttpNotify(Observer):
             inflight.cancel()
         return close_client(self.client)
 
-    # -- events (IObserver) ---------------------------------------------------------
-    def server_started(self, server: Any) -> None:
+    # -- events ----------------------------------------------------------------------
+    def _server_started(self, event: ServerStarted) -> None:
         self._queue("on_server_start", self.config.on_server_start, self.plane.lal_info())
 
-    def publish_started(self, session: Session) -> None:
-        self._session("on_pub_start", self.config.on_pub_start, session)
+    def _session_event(self, event: SessionEvent) -> None:
+        name = _SESSION_EVENTS[type(event)]
+        self._session(name, getattr(self.config, name), event.session)
 
-    def publish_stopped(self, session: Session) -> None:
-        self._session("on_pub_stop", self.config.on_pub_stop, session)
-
-    def play_started(self, session: Session) -> None:
-        self._session("on_sub_start", self.config.on_sub_start, session)
-
-    def play_stopped(self, session: Session) -> None:
-        self._session("on_sub_stop", self.config.on_sub_stop, session)
-
-    def relay_pull_started(self, session: Session) -> None:
-        self._session("on_relay_pull_start", self.config.on_relay_pull_start, session)
-
-    def relay_pull_stopped(self, session: Session) -> None:
-        self._session("on_relay_pull_stop", self.config.on_relay_pull_stop, session)
-
-    def rtmp_connected(self, session: Session, app: str, flash_ver: str, tc_url: str) -> None:
+    def _rtmp_connected(self, event: RtmpConnected) -> None:
         if self.config.on_rtmp_connect:
+            session = event.session
             self._queue("on_rtmp_connect", self.config.on_rtmp_connect, {
                 "server_id": self.server_id, "session_id": session.id,
-                "remote_addr": session.remote_addr, "app": app, "flashVer": flash_ver,
-                "tcUrl": tc_url})
+                "remote_addr": session.remote_addr, "app": event.app,
+                "flashVer": event.flash_ver, "tcUrl": event.tc_url})
 
-    def hls_segment_made(self, info: dict[str, Any]) -> None:
+    def _hls_segment_made(self, event: HlsSegmentMade) -> None:
         if self.config.on_hls_make_ts:
             self._queue("on_hls_make_ts", self.config.on_hls_make_ts,
-                        {"server_id": self.server_id, **info})
+                        {"server_id": self.server_id, **event.info.as_dict()})
 
     def _update(self) -> None:
         self._log_losses()

@@ -2,8 +2,9 @@
 hook, metrics and the status page, wired to the registry from the config.
 
 :class:`ControlPlane` is built by :class:`~lal_twisted.service.LalService`
-(``lals.control``); everything it adds is an observer, an access check or a
-route, so the media path does not change whichever parts are on.
+(``lals.control``); everything it adds is a subscriber of the registry's
+events, an access check or a route, so the media path does not change
+whichever parts are on.
 """
 
 from __future__ import annotations
@@ -44,12 +45,10 @@ class ControlPlane(service.Service):
         self.server_id = config.server_id
         self.start_time = time.time()
         self.rates = stat.FrameRates(self.registry, self.reactor)
-        self.totals = SessionTotals()
-        self.registry.add_observer(self.totals)
+        self.totals = SessionTotals(self.registry.events)
         self.notify: HttpNotify | None = None
         if config.http_notify.enable:
             self.notify = HttpNotify(config.http_notify, self)
-            self.registry.add_observer(self.notify)
         auth = config.simple_auth
         self.simple_auth: SimpleAuth | None = None
         if any(getattr(auth, k) for k in vars(auth) if k.endswith("_enable")):

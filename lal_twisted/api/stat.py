@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 from lal_twisted.hub.session import Role, Session
 from lal_twisted.log import redact
 from lal_twisted.media.tags import lal_codec_name
+from lal_twisted.protocols import ProtocolName, lal_protocol_name
 
 if TYPE_CHECKING:
     from lal_twisted.hub.registry import StreamRegistry
@@ -38,8 +39,6 @@ API_VERSION = "v0.4.8"
 NOTIFY_VERSION = "v0.2.4"
 WEB_UI_VERSION = "v0.0.3"
 
-# lal's names of protocols (the "protocol" field) by our session.protocol.
-_PROTOCOLS = {"rtmp": "RTMP", "httpflv": "FLV", "httpts": "TS", "rtsp": "RTSP"}
 # lal's base types by role; an RTMP connection that has not published or
 # played yet is "PUBSUB", as lal's RTMP server session starts.
 _BASE_TYPES = {Role.PUBLISH: "PUB", Role.PLAY: "SUB", Role.RELAY_PULL: "PULL",
@@ -60,12 +59,13 @@ def lal_time(when: float) -> str:
 
 
 def protocol_name(session: Session) -> str:
-    return _PROTOCOLS.get(session.protocol, session.protocol.upper())
+    """lal's name of the session's protocol (the ``protocol`` field)."""
+    return lal_protocol_name(session.protocol)
 
 
 def base_type(session: Session) -> str:
     if session.role is None:
-        return "PUBSUB" if session.protocol == "rtmp" else ""
+        return "PUBSUB" if session.protocol == ProtocolName.RTMP else ""
     return _BASE_TYPES[session.role]
 
 
@@ -112,7 +112,8 @@ def pull_stat(pull: Any) -> dict[str, Any]:
     entry = session_stat(session)
     if session is None:
         http = pull.url.startswith(("http://", "https://"))
-        entry.update({"session_id": pull.session_id, "protocol": "FLV" if http else "RTMP",
+        protocol = ProtocolName.HTTP_FLV if http else ProtocolName.RTMP
+        entry.update({"session_id": pull.session_id, "protocol": protocol.lal_name,
                       "base_type": "PULL", "remote_addr": pull.remote_addr,
                       "start_time": lal_time(pull.started_at)})
     entry.update({"state": pull.state, "url": redact(pull.url), "attempts": pull.attempts})

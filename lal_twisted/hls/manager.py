@@ -1,5 +1,6 @@
-"""HLS for every published stream: an observer that attaches a segmenter to each
-publish, and the service that owns the segmenters and their store.
+"""HLS for every published stream: a subscriber of the registry's publish events
+that attaches a segmenter to each publish, and the service that owns the
+segmenters and their store.  Each segment made is an :class:`HlsSegmentMade`.
 
 HLS is keyed by stream name, as lal's URLs are (``/hls/STREAM.m3u8``): while
 one app publishes a name, the same name published under another app gets no
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.application import service
 from twisted.internet.interfaces import IDelayedCall
@@ -24,17 +26,38 @@ from lal_twisted.hls.segmenter import (
 )
 from lal_twisted.hls.store import DiskStore, MemoryStore, Store
 from lal_twisted.hls.tokens import TokenSigner
-from lal_twisted.hub.events import Observer
+from lal_twisted.hub.events import (
+    Event,
+    PublishStarted,
+    PublishStopped,
+    RelayPullStarted,
+    RelayPullStopped,
+    SessionEvent,
+)
 from lal_twisted.log import Logger
 
 if TYPE_CHECKING:
     from lal_twisted.config import HlsConfig
     from lal_twisted.hub.registry import StreamRegistry
-    from lal_twisted.hub.session import Session
 
-__all__ = ["HlsManager"]
+__all__ = ["HlsManager", "HlsSegmentMade"]
 
 log = Logger("lal_twisted.hls.manager")
+
+
+@dataclass(frozen=True)
+class HlsSegmentMade(Event):
+    """An HLS muxer closed a TS segment.  An observer object's method gets
+    ``info`` as a dict of lal's on_hls_make_ts fields: ``event``
+    ("open"/"close"), ``stream_name``, ``cwd``, ``ts_file``, ``live_m3u8_file``,
+    ``record_m3u8_file``, ``id`` (int), ``duration`` (s)."""
+
+    info: HlsMakeTsInfo
+    observer_method: ClassVar[str] = "hls_segment_made"
+
+    def observer_args(self) -> tuple[Any, ...]:
+        return (self.info.as_dict(),)
+
 
 def _addr_key(host: str) -> str | None:
     """What viewers are counted by: the address, an IPv6 one's /64 (one
@@ -64,8 +87,9 @@ def _addr_key(host: str) -> str | None:
 DRAIN_EVERY_S = 0.2
 
 
-class HlsManager(service.Service, Observer):
-    """Owns every stream name's :class:`HlsStream`; a registry observer."""
+class HlsManager(service.Service):
+    """Owns every stream name's :class:`HlsStream`, made and ended by the
+    registry's publish and relay pull events."""
 
     name = "hls"
 
@@ -94,10 +118,15 @@ class HlsManager(service.Service, Observer):
         self.resources: list[Any] = []  # HTTP resources serving these streams
         self._drainer = LoopingCall(self._drain)
         self._drainer.clock = reactor
-        registry.add_observer(self)
+        events = registry.events
+        events.subscribe(PublishStarted, self._source_started)
+        events.subscribe(RelayPullStarted, self._source_started)
+        events.subscribe(PublishStopped, self._source_stopped)
+        events.subscribe(RelayPullStopped, self._source_stopped)
 
-    # -- observer --------------------------------------------------------------------
-    def publish_started(self, session: Session) -> None:
+    # -- events ----------------------------------------------------------------------
+    def _source_started(self, event: SessionEvent) -> None:
+        session = event.session
         stream = self.registry.get(session.key)
         if stream is None:
             return
@@ -118,9 +147,8 @@ class HlsManager(service.Service, Observer):
                                                  self._made, self._schedule)
         hls.begin(stream)
 
-    relay_pull_started = publish_started
-
-    def publish_stopped(self, session: Session) -> None:
+    def _source_stopped(self, event: SessionEvent) -> None:
+        session = event.session
         hls = self.streams.get(session.stream)
         if hls is None or hls.key != session.key:
             return
@@ -129,8 +157,6 @@ class HlsManager(service.Service, Observer):
             # Delete a while later, so players can fetch the last segments.
             delay = self.config.fragment_duration_ms * self.config.fragment_num * 2 / 1000.0
             self._cleanups[hls.name] = self.reactor.callLater(delay, self._cleanup, hls.name)
-
-    relay_pull_stopped = publish_stopped
 
     def _cleanup(self, name: str) -> None:
         self._cleanups.pop(name, None)
@@ -156,7 +182,7 @@ class HlsManager(service.Service, Observer):
             self._drainer.stop()
 
     def _made(self, info: HlsMakeTsInfo) -> None:
-        self.registry.observers.emit("hls_segment_made", info.as_dict())
+        self.registry.events.emit(HlsSegmentMade(info))
 
     # -- viewers by address --------------------------------------------------------------
     def viewer_allowed(self, host: str) -> bool:

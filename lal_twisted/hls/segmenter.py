@@ -7,7 +7,8 @@ keyframe (any audio frame for an audio-only stream) and is cut at the first
 keyframe once ``fragment_duration_ms`` have passed.  A finished segment is
 stored (memory or disk, :mod:`lal_twisted.hls.store`); once it is readable
 it enters the live playlist (the last ``fragment_num``) and the record
-playlist (every segment of the publish), and observers get ``hls_segment_made``.
+playlist (every segment of the publish), and the manager tells the registry's
+subscribers (``HlsSegmentMade``).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class SegmenterConfig:
     out_path: str = ""  # for event fields (lal's cwd-relative file names)
 
 
-@dataclass
+@dataclass(frozen=True)
 class HlsMakeTsInfo:
     """lal's on_hls_make_ts fields: a segment was completed."""
 

@@ -42,6 +42,7 @@ from lal_twisted.hub.access import Refused
 from lal_twisted.hub.registry import SessionGone
 from lal_twisted.log import Logger
 from lal_twisted.net import FileSpan
+from lal_twisted.protocols import ProtocolName
 from lal_twisted.web.player import http_answer
 from lal_twisted.web.router import ReadOnlyResource, plain_error, route_path
 
@@ -256,7 +257,7 @@ class HlsResource(ReadOnlyResource):
     def _new_viewer(self, request: server.Request, name: str, host: str, token: str,
                     query: str) -> _Viewer:
         peer = request.getClientAddress()
-        session = self.registry.new_session(HLS_PLAYER, "hls",
+        session = self.registry.new_session(HLS_PLAYER, ProtocolName.HLS,
                                             f"{host}:{getattr(peer, 'port', '')}",
                                             closer=lambda reason: self._kick(token, reason))
         hls = self.manager.get(name)

@@ -19,6 +19,7 @@ from lal_twisted.httpflv import websocket
 from lal_twisted.httpflv.sink import FlvSink, stream_flags
 from lal_twisted.hub.ports import StreamView
 from lal_twisted.hub.session import FLV_PLAYER, Session
+from lal_twisted.protocols import ProtocolName
 from lal_twisted.web.player import HttpSink, LiveStreamResource, parse_stream_path
 
 __all__ = ["FlvSink", "HttpFlvResource", "parse_flv_path", "stream_flags"]
@@ -39,7 +40,7 @@ class HttpFlvResource(LiveStreamResource):
     suffix = ".flv"
     content_type = b"video/x-flv"
     session_prefix = FLV_PLAYER
-    protocol = "httpflv"
+    protocol = ProtocolName.HTTP_FLV
     sink_class = FlvSink
 
     def __init__(self, *args: Any, websocket: bool = True, **kwargs: Any) -> None:

@@ -10,6 +10,7 @@ from twisted.web import server
 from lal_twisted.hub.ports import StreamView
 from lal_twisted.media import flv
 from lal_twisted.media.packet import Encoder
+from lal_twisted.protocols import ProtocolName
 from lal_twisted.web.player import HttpSink, abort
 
 __all__ = ["FlvSink", "abort", "stream_flags"]
@@ -32,7 +33,7 @@ def stream_flags(stream: StreamView) -> tuple[bool, bool]:
 class FlvSink(HttpSink):
     """A player's side of a Stream: writes shared FLV tag bytes to an HTTP response."""
 
-    protocol_name = "httpflv"
+    protocol_name = ProtocolName.HTTP_FLV
     encoder: Encoder = flv.TAG_ENCODER
 
     def __init__(self, request: server.Request, **kwargs: Any) -> None:

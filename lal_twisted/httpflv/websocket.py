@@ -39,6 +39,7 @@ from lal_twisted.httpflv.sink import FlvSink
 from lal_twisted.log import Logger
 from lal_twisted.media import flv
 from lal_twisted.media.packet import AVPacket
+from lal_twisted.protocols import ProtocolName
 from lal_twisted.web.router import plain_error
 
 if TYPE_CHECKING:
@@ -167,7 +168,7 @@ def upgrade_error(request: server.Request) -> str:
 class WsFlvSink(FlvSink):
     """An FLV player over a WebSocket: frames written straight to the connection."""
 
-    protocol_name = "wsflv"
+    protocol_name = ProtocolName.WS_FLV
     encoder = WS_FLV_ENCODER
 
     def __init__(self, request: server.Request, **kwargs: Any) -> None:

@@ -17,6 +17,7 @@ from lal_twisted.hub.session import TS_PLAYER
 from lal_twisted.media.packet import DATA, AVPacket
 from lal_twisted.media.ts import KeyframePsi
 from lal_twisted.outputs.ts import TS_LIVE, TsOutput
+from lal_twisted.protocols import ProtocolName
 from lal_twisted.web.player import HttpSink, LiveStreamResource
 
 __all__ = ["HttpTsResource", "TsSink"]
@@ -28,7 +29,7 @@ class TsSink(HttpSink):
     joins or resyncs mid-stream finds them there); an audio-only output starts
     with PAT and PMT."""
 
-    protocol_name = "httpts"
+    protocol_name = ProtocolName.HTTP_TS
     encoder: KeyframePsi
 
     def __init__(self, request: Any, **kwargs: Any) -> None:
@@ -81,5 +82,5 @@ class HttpTsResource(LiveStreamResource):
     suffix = ".ts"
     content_type = b"video/mp2t"
     session_prefix = TS_PLAYER
-    protocol = "httpts"
+    protocol = ProtocolName.HTTP_TS
     sink_class = TsSink

@@ -3,7 +3,7 @@
 Every publish and play, whatever its protocol, comes here as a
 :class:`~lal_twisted.hub.session.Session`: the access chain decides, the
 session joins the session table, its Stream gets the publisher or the sink,
-and the observers are told.  Protocol adapters only translate.
+and the subscribers of its events are told.  Protocol adapters only translate.
 
 A player that must know a stream's tracks before it plays (RTSP DESCRIBE, a
 WHEP offer) asks :meth:`StreamRegistry.describe` first: the same checks as a
@@ -20,7 +20,19 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 
 from lal_twisted.hub.access import RefusalKind, Refused, check_access
-from lal_twisted.hub.events import Observers
+from lal_twisted.hub.events import (
+    EventBus,
+    PeriodicUpdate,
+    PlayStarted,
+    PlayStopped,
+    PublishStarted,
+    PublishStopped,
+    RelayPullStarted,
+    RelayPullStopped,
+    SessionRefused,
+    StreamUnwatched,
+    StreamWanted,
+)
 from lal_twisted.hub.gop_cache import DEFAULT_GOP_CACHE_MAX_BYTES
 from lal_twisted.hub.ports import IPublisher, ISink
 from lal_twisted.hub.session import Role, Session, SessionIds, check_names, stream_key
@@ -46,12 +58,12 @@ class SessionGone(Exception):
 
 
 class StreamRegistry(service.Service):
-    """All live streams by key, all sessions by id, the access chain and the observers.
+    """All live streams by key, all sessions by id, the access chain and the events.
 
     ``gop_num``, ``single_gop_max_frame_num`` and ``gop_cache_max_bytes`` size
     each stream's GOP cache;
     ``access_timeout`` bounds how long an access check may take (seconds);
-    ``update_interval`` is the period of the observers' ``periodic_update``;
+    ``update_interval`` is the period of :class:`~lal_twisted.hub.events.PeriodicUpdate`;
     ``dummy_audio_wait_ms`` (None: off) adds silent AAC to publishers without
     audio (lal's ``in_session.add_dummy_audio_*``);
     ``describe_timeout`` bounds how long :meth:`describe` waits for a
@@ -82,7 +94,7 @@ class StreamRegistry(service.Service):
         self.sessions: dict[str, Session] = {}
         self.session_ids = SessionIds()
         self.access_checks: list[Any] = []
-        self.observers = Observers()
+        self.events = EventBus()
         self._updates: task.LoopingCall | None = None
 
     # -- extension points ------------------------------------------------------------
@@ -90,13 +102,16 @@ class StreamRegistry(service.Service):
         """Append an :class:`~lal_twisted.hub.access.IAccessCheck` to the chain."""
         self.access_checks.append(check)
 
-    def add_observer(self, observer: Any) -> None:
-        """Add an :class:`~lal_twisted.hub.events.IObserver`."""
-        self.observers.add(observer)
+    def add_observer(self, observer: object) -> None:
+        """Add an observer object (:meth:`~lal_twisted.hub.events.EventBus.add_observer`);
+        ``events.subscribe`` takes a callback per event type."""
+        self.events.add_observer(observer)
 
     def new_session(self, prefix: str, protocol: str, remote_addr: str,
                     closer: Any = None) -> Session:
-        """A Session with a fresh id (``prefix`` as lal names the session type)."""
+        """A Session with a fresh id (``prefix`` as lal names the session type;
+        ``protocol`` a :class:`~lal_twisted.protocols.ProtocolName`, or an
+        application's own name for its sessions)."""
         return Session(self.session_ids.new(prefix), protocol, remote_addr, closer,
                        clock=self.reactor.seconds)
 
@@ -149,7 +164,7 @@ class StreamRegistry(service.Service):
 
     def _refused(self, failure: Any, session: Session) -> Any:
         if failure.check(Refused):
-            self.observers.emit("session_refused", session, failure.value)
+            self.events.emit(SessionRefused(session, failure.value))
         return failure
 
     def _start_publish(self, session: Session, publisher: IPublisher) -> Stream:
@@ -160,7 +175,7 @@ class StreamRegistry(service.Service):
         if stream.publisher is not None and stream.publisher is not publisher:
             self._discard_if_idle(stream)
             busy = StreamBusy(key)
-            self.observers.emit("session_refused", session, busy)
+            self.events.emit(SessionRefused(session, busy))
             raise busy
         stream.start_publish(publisher)
         if self.dummy_audio_wait_ms is not None:
@@ -169,8 +184,8 @@ class StreamRegistry(service.Service):
         self.sessions[session.id] = session
         log.info("stream {key} publishing from {who} ({subs} players waiting)", key=key,
                  who=session.remote_addr, subs=stream.player_count)
-        self.observers.emit("relay_pull_started" if session.role == Role.RELAY_PULL
-                            else "publish_started", session)
+        self.events.emit(RelayPullStarted(session) if session.role == Role.RELAY_PULL
+                         else PublishStarted(session))
         return stream
 
     def unpublish(self, session: Session, publisher: IPublisher) -> None:
@@ -182,8 +197,8 @@ class StreamRegistry(service.Service):
         stream.publish_session = None
         self.sessions.pop(session.id, None)
         log.info("stream {key} unpublished ({n} packets in)", key=stream.key, n=stream.packets_in)
-        self.observers.emit("relay_pull_stopped" if session.role == Role.RELAY_PULL
-                            else "publish_stopped", session)
+        self.events.emit(RelayPullStopped(session) if session.role == Role.RELAY_PULL
+                         else PublishStopped(session))
         self._discard_if_idle(stream)
 
     # -- play ------------------------------------------------------------------------------
@@ -205,9 +220,9 @@ class StreamRegistry(service.Service):
         first_waiting = not stream.player_count and stream.publisher is None
         stream.add_sink(sink, gop_num)
         self.sessions[session.id] = session
-        self.observers.emit("play_started", session)
+        self.events.emit(PlayStarted(session))
         if first_waiting:
-            self.observers.emit("stream_wanted", stream.key, session)
+            self.events.emit(StreamWanted(stream.key, session))
         return stream
 
     def stop_play(self, session: Session, sink: ISink) -> None:
@@ -218,9 +233,9 @@ class StreamRegistry(service.Service):
         if stream is None or sink not in stream.sinks:
             return
         stream.remove_sink(sink)
-        self.observers.emit("play_stopped", session)
+        self.events.emit(PlayStopped(session))
         if not stream.player_count:
-            self.observers.emit("stream_unwatched", stream.key)
+            self.events.emit(StreamUnwatched(stream.key))
         self._discard_if_idle(stream)
 
     def check_play(self, session: Session) -> defer.Deferred[None]:
@@ -232,9 +247,9 @@ class StreamRegistry(service.Service):
 
     def add_viewer(self, session: Session) -> defer.Deferred[None]:
         """Run the access chain for a player served request by request (an HLS
-        viewer), then list it as a session and tell the observers
-        (``play_started``).  It gets no sink: its requests read what the stream's
-        output keeps.  Fails with :class:`Refused`."""
+        viewer), then list it as a session and tell the subscribers
+        (:class:`~lal_twisted.hub.events.PlayStarted`).  It gets no sink: its
+        requests read what the stream's output keeps.  Fails with :class:`Refused`."""
         session.role = Role.PLAY
         d = self._admit(session)
         return d.addCallback(lambda _: self._start_viewer(session))
@@ -243,13 +258,13 @@ class StreamRegistry(service.Service):
         if session.ended:
             raise SessionGone(session.id)
         self.sessions[session.id] = session
-        self.observers.emit("play_started", session)
+        self.events.emit(PlayStarted(session))
 
     def remove_viewer(self, session: Session) -> None:
-        """The viewer left (timed out): ``play_stopped``."""
+        """The viewer left (timed out): :class:`~lal_twisted.hub.events.PlayStopped`."""
         session.ended = True
         if self.sessions.pop(session.id, None) is not None:
-            self.observers.emit("play_stopped", session)
+            self.events.emit(PlayStopped(session))
 
     # -- describe ----------------------------------------------------------------------------
     def describe(self, session: Session, timeout: float | None = None) -> defer.Deferred[Tracks]:
@@ -296,7 +311,7 @@ class StreamRegistry(service.Service):
             else:
                 refusal = Refused(f"stream {stream.key}: its tracks were not known within "
                                   f"{timeout:g}s", kind=RefusalKind.TIMEOUT)
-            self.observers.emit("session_refused", session, refusal)
+            self.events.emit(SessionRefused(session, refusal))
             result.errback(refusal)
 
         call = self.reactor.callLater(timeout, expired)
@@ -333,11 +348,7 @@ class StreamRegistry(service.Service):
     def _update(self) -> None:
         for session in self.sessions.values():
             session.update_bitrate()
-        self.observers.emit("periodic_update", self)
-
-    def server_started(self, server: Any) -> None:
-        """Tell the observers that every listener is bound."""
-        self.observers.emit("server_started", server)
+        self.events.emit(PeriodicUpdate(self))
 
     def startService(self) -> None:  # noqa: N802 - Twisted interface
         super().startService()

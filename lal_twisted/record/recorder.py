@@ -1,12 +1,13 @@
 """Recording: every publish written to a file per enabled format.
 
-:class:`Recorder` is a service and an observer: when a stream starts being
-published (or relay-pulled) it attaches one :class:`RecordingSink` per format
-(``record.enable_flv``, ``record.enable_mpegts``) to the stream, without a
-session or access checks; when the publisher stops, or the server shuts
-down, the file is flushed and closed and the observers get a
-``record_finished`` event with a :class:`Recorded`.  Files are named as lal
-names them: ``STREAM-UNIXTIME.flv`` / ``.ts`` under the configured directory.
+:class:`Recorder` is a service that follows the registry's events: when a
+stream starts being published (or relay-pulled) it attaches one
+:class:`RecordingSink` per format (``record.enable_flv``,
+``record.enable_mpegts``) to the stream, without a session or access checks;
+when the publisher stops, or the server shuts down, the file is flushed and
+closed and a :class:`RecordFinished` event carries its :class:`Recorded`.
+Files are named as lal names them: ``STREAM-UNIXTIME.flv`` / ``.ts`` under
+the configured directory.
 
 A recording writes the bytes its format's shared encoding made, encoded once
 (the FLV tags HTTP-FLV players get; the TS output HLS segments are cut from),
@@ -20,14 +21,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from twisted.application import service
 from twisted.internet import defer, task
 from zope.interface import implementer
 
 from lal_twisted.httpflv.sink import stream_flags
-from lal_twisted.hub.events import Observer
+from lal_twisted.hub.events import (
+    Event,
+    PublishStarted,
+    PublishStopped,
+    RelayPullStarted,
+    RelayPullStopped,
+    SessionEvent,
+)
 from lal_twisted.hub.ports import ISink
 from lal_twisted.log import Logger
 from lal_twisted.media import flv
@@ -41,8 +49,8 @@ if TYPE_CHECKING:
     from lal_twisted.hub.registry import StreamRegistry
     from lal_twisted.hub.session import Session
 
-__all__ = ["FLV", "MPEGTS", "RecordFormat", "Recorded", "Recorder", "RecordingSink",
-           "record_formats"]
+__all__ = ["FLV", "MPEGTS", "RecordFinished", "RecordFormat", "Recorded", "Recorder",
+           "RecordingSink", "record_formats"]
 
 log = Logger("lal_twisted.record")
 
@@ -130,7 +138,7 @@ def record_formats(config: RecordConfig) -> list[tuple[RecordFormat, str]]:
 
 @dataclass
 class Recorded:
-    """What the ``record_finished`` event carries: one finished file."""
+    """What a :class:`RecordFinished` event carries: one finished file."""
 
     key: str
     app: str
@@ -143,6 +151,15 @@ class Recorded:
     bytes: int
     duration_ms: int  # from the first to the last timestamp written
     error: str | None  # why it stopped early (the file holds what came before), or None
+
+
+@dataclass(frozen=True)
+class RecordFinished(Event):
+    """A recorded file was closed (``record``: path, format, stream, times,
+    bytes, and ``error`` when it stopped early)."""
+
+    record: Recorded
+    observer_method: ClassVar[str] = "record_finished"
 
 
 @implementer(ISink)
@@ -234,7 +251,7 @@ class RecordingSink:
         return (self.last_dts - self.first_dts) & 0xFFFFFFFF
 
 
-class Recorder(service.Service, Observer):
+class Recorder(service.Service):
     """Records every publish in each of ``formats`` (pairs of a
     :class:`RecordFormat` and its directory)."""
 
@@ -255,10 +272,15 @@ class Recorder(service.Service, Observer):
         self._flusher = task.LoopingCall(self._flush)
         self._flusher.clock = reactor
         self._closing: list[defer.Deferred[None]] = []
-        registry.add_observer(self)
+        events = registry.events
+        events.subscribe(PublishStarted, self._source_started)
+        events.subscribe(RelayPullStarted, self._source_started)
+        events.subscribe(PublishStopped, self._source_stopped)
+        events.subscribe(RelayPullStopped, self._source_stopped)
 
-    # -- observer ---------------------------------------------------------------------
-    def publish_started(self, session: Session) -> None:
+    # -- events -----------------------------------------------------------------------
+    def _source_started(self, event: SessionEvent) -> None:
+        session = event.session
         stream = self.registry.get(session.key)
         if stream is None or not self.running:
             return
@@ -274,13 +296,9 @@ class Recorder(service.Service, Observer):
                      path=sink.file.path)
         self._by_session[session.id] = sinks
 
-    relay_pull_started = publish_started
-
-    def publish_stopped(self, session: Session) -> None:
-        for sink in self._by_session.pop(session.id, []):
+    def _source_stopped(self, event: SessionEvent) -> None:
+        for sink in self._by_session.pop(event.session.id, []):
             sink.finish()
-
-    relay_pull_stopped = publish_stopped
 
     # -- recordings -------------------------------------------------------------------
     def _sink_stopped(self, sink: RecordingSink) -> None:
@@ -313,7 +331,7 @@ class Recorder(service.Service, Observer):
             log.info("record {fmt} {key}: {path} finished ({n} bytes, {d:.1f}s)",
                      fmt=sink.fmt.name, key=session.key, path=file.path, n=file.written,
                      d=sink.duration_ms / 1000)
-        self.registry.observers.emit("record_finished", record)
+        self.registry.events.emit(RecordFinished(record))
 
     def _flush(self) -> None:
         for sink in self.recordings:

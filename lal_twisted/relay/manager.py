@@ -4,8 +4,9 @@
   :class:`~lal_twisted.relay.push.RelayPush` per address, stopped when its
   publisher stops; a pulled stream is not pushed back to where it came from.
 - ``static_relay_pull``: the first player of a stream nobody publishes here
-  (``stream_wanted``) starts a :class:`~lal_twisted.relay.pull.RelayPull`; the
-  last player leaving (``stream_unwatched``) stops it after
+  (:class:`~lal_twisted.hub.events.StreamWanted`) starts a
+  :class:`~lal_twisted.relay.pull.RelayPull`; the last player leaving
+  (:class:`~lal_twisted.hub.events.StreamUnwatched`) stops it after
   ``auto_stop_pull_after_no_out_ms``.
 - :meth:`start_pull` / :meth:`stop_pull`: pulls started on request (lal's
   ``/api/ctrl/start_relay_pull``), kept until stopped.
@@ -25,9 +26,18 @@ from twisted.application import service
 from twisted.python.failure import Failure
 
 from lal_twisted.hub.access import Refused
-from lal_twisted.hub.events import Observer
+from lal_twisted.hub.events import (
+    PlayStarted,
+    PublishStarted,
+    PublishStopped,
+    RelayPullStarted,
+    RelayPullStopped,
+    StreamUnwatched,
+    StreamWanted,
+)
 from lal_twisted.hub.session import RTMP_PUSH, Role, check_names, stream_key
 from lal_twisted.log import Logger
+from lal_twisted.protocols import ProtocolName
 from lal_twisted.relay.address import (
     LOOP_REFUSAL,
     MAX_HOPS,
@@ -59,7 +69,7 @@ class PullError(ValueError):
         self.exists = exists
 
 
-class RelayManager(Observer, service.Service):
+class RelayManager(service.Service):
     """Relays of one server; ``pushes`` by stream key, ``pulls`` by stream key."""
 
     name = "relay"
@@ -79,7 +89,14 @@ class RelayManager(Observer, service.Service):
         self._insecure_logged = False
         # This server's relay id in the loop marker (lal_twisted.relay.address).
         self.relay_id = secrets.token_hex(4)
-        registry.add_observer(self)
+        events = registry.events
+        events.subscribe(PublishStarted, self._publish_started)
+        events.subscribe(RelayPullStarted, self._relay_pull_started)
+        events.subscribe(PublishStopped, self._publish_stopped)
+        events.subscribe(RelayPullStopped, self._relay_pull_stopped)
+        events.subscribe(StreamWanted, self._stream_wanted)
+        events.subscribe(StreamUnwatched, self._stream_unwatched)
+        events.subscribe(PlayStarted, self._play_started)
         registry.add_access_check(self)
 
     # -- TLS ------------------------------------------------------------------------------
@@ -125,10 +142,12 @@ class RelayManager(Observer, service.Service):
         return None
 
     # -- pushes ---------------------------------------------------------------------------
-    def publish_started(self, session: Session) -> None:
+    def _publish_started(self, event: PublishStarted) -> None:
+        session = event.session
         self._start_pushes(session, relay_via(session.query), None)
 
-    def relay_pull_started(self, session: Session) -> None:
+    def _relay_pull_started(self, event: RelayPullStarted) -> None:
+        session = event.session
         pull = self.pulls.get(session.key)
         source = None
         if pull is not None:
@@ -151,7 +170,7 @@ class RelayManager(Observer, service.Service):
             url = base.url(publisher.app, publisher.stream, [*via, self.relay_id])
             slot: list[RelayPush] = []  # the push, for the session's closer (a kick)
             session = self.registry.new_session(
-                RTMP_PUSH, "rtmp", base.netloc,
+                RTMP_PUSH, ProtocolName.RTMP, base.netloc,
                 closer=lambda reason, slot=slot: slot[0].close(reason) if slot else None)
             session.app, session.stream, session.url = publisher.app, publisher.stream, url
             push = RelayPush(self.reactor, session, url, tls=self.tls_for(url),
@@ -183,13 +202,13 @@ class RelayManager(Observer, service.Service):
         if pushes is not None and push in pushes:
             pushes.remove(push)
 
-    def publish_stopped(self, session: Session) -> None:
-        self._stop_pushes(session.key, "the publisher stopped")
-        self._end_relayed_plays(session.key)
+    def _publish_stopped(self, event: PublishStopped) -> None:
+        self._stop_pushes(event.session.key, "the publisher stopped")
+        self._end_relayed_plays(event.session.key)
 
-    def relay_pull_stopped(self, session: Session) -> None:
-        self._stop_pushes(session.key, "the pull stopped")
-        self._end_relayed_plays(session.key)
+    def _relay_pull_stopped(self, event: RelayPullStopped) -> None:
+        self._stop_pushes(event.session.key, "the pull stopped")
+        self._end_relayed_plays(event.session.key)
 
     def _stop_pushes(self, key: str, reason: str) -> None:
         for push in list(self.pushes.get(key, [])):
@@ -204,7 +223,8 @@ class RelayManager(Observer, service.Service):
                 session.close("the publisher stopped")
 
     # -- pulls ----------------------------------------------------------------------------
-    def stream_wanted(self, key: str, session: Session) -> None:
+    def _stream_wanted(self, event: StreamWanted) -> None:
+        key, session = event.key, event.session
         base = self.pull_base
         if base is None or key in self.pulls or session.role != Role.PLAY:
             return
@@ -229,13 +249,13 @@ class RelayManager(Observer, service.Service):
         if self.pulls.get(pull.key) is pull:
             del self.pulls[pull.key]
 
-    def stream_unwatched(self, key: str) -> None:
-        pull = self.pulls.get(key)
+    def _stream_unwatched(self, event: StreamUnwatched) -> None:
+        pull = self.pulls.get(event.key)
         if pull is not None:
             pull.player_left_all()
 
-    def play_started(self, session: Session) -> None:
-        pull = self.pulls.get(session.key)
+    def _play_started(self, event: PlayStarted) -> None:
+        pull = self.pulls.get(event.session.key)
         if pull is not None:
             pull.player_came()
 

@@ -33,6 +33,7 @@ from lal_twisted.hub.registry import Refused, SessionGone, StreamBusy
 from lal_twisted.hub.session import FLV_PULL, RTMP_PULL, Role
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AVPacket
+from lal_twisted.protocols import ProtocolName
 from lal_twisted.relay.address import DEFAULT_PORTS, Base
 from lal_twisted.relay.upstream import Upstream
 from lal_twisted.tls import verification_error
@@ -160,7 +161,7 @@ class RelayPull:
         self._timer = self.reactor.callLater(self.timeout, self._no_media, upstream)
         http = upstream.url.startswith(("http://", "https://"))
         session = self.registry.new_session(FLV_PULL if http else RTMP_PULL,
-                                            "httpflv" if http else "rtmp",
+                                            ProtocolName.HTTP_FLV if http else ProtocolName.RTMP,
                                             self.remote_addr, closer=self.close)
         if self._reserved_id is not None:  # the id the API answered with
             session.id, self._reserved_id = self._reserved_id, None

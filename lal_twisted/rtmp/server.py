@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import sys
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
@@ -15,6 +16,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lal_twisted.hub.access import RefusalKind
+from lal_twisted.hub.events import SessionEvent
 from lal_twisted.hub.ports import IPublisher, StreamView
 from lal_twisted.hub.registry import Refused, SessionGone, StreamRegistry
 from lal_twisted.hub.session import RTMP_SERVER
@@ -23,6 +25,7 @@ from lal_twisted.hub.stream import Stream
 from lal_twisted.log import Logger
 from lal_twisted.media.amf0 import AMF0Error
 from lal_twisted.media.packet import AVPacket
+from lal_twisted.protocols import ProtocolName
 from lal_twisted.rtmp.handshake import HandshakeError
 from lal_twisted.rtmp.message import RtmpProtocolError
 from lal_twisted.rtmp.session import (
@@ -52,6 +55,17 @@ _CAN_BATCH = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVLOWAT")
 _CONNECTION_DONE = Failure(ConnectionDone())
 
 
+@dataclass(frozen=True)
+class RtmpConnected(SessionEvent):
+    """An RTMP client sent ``connect`` (before it publishes or plays; the
+    session is not in the session table yet)."""
+
+    app: str
+    flash_ver: str
+    tc_url: str
+    observer_method: ClassVar[str] = "rtmp_connected"
+
+
 def describe_peer(address: IAddress) -> str:
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
@@ -61,7 +75,7 @@ def describe_peer(address: IAddress) -> str:
 class RtmpSink(Sink):
     """A player's side of a Stream: writes shared RTMP chunk bytes."""
 
-    protocol_name = "rtmp"
+    protocol_name = ProtocolName.RTMP
 
     def __init__(self, protocol: RTMPServerProtocol, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -104,7 +118,7 @@ class RTMPServerProtocol(Protocol):
 
     ``session`` is the sans-IO RTMP engine; ``info`` the hub
     :class:`~lal_twisted.hub.session.Session` (id, stream, byte counters) that
-    the registry, access checks and observers see.
+    the registry, access checks and events see.
     """
 
     factory: RTMPServerFactory
@@ -130,7 +144,7 @@ class RTMPServerProtocol(Protocol):
         self.session = ServerSession(chunk_size=config.chunk_size,
                                      max_message_size=config.max_message_size)
         self.description = describe_peer(self.transport.getPeer())  # type: ignore[union-attr]
-        self.info = config.registry.new_session(RTMP_SERVER, "rtmp", self.description,
+        self.info = config.registry.new_session(RTMP_SERVER, ProtocolName.RTMP, self.description,
                                                 closer=self.close)
         self.started = time.monotonic()
         self._deadline(config.handshake_timeout, "no RTMP connect within {:g}s")
@@ -218,8 +232,8 @@ class RTMPServerProtocol(Protocol):
             self._deadline(self.factory.idle_timeout, "no publish or play within {:g}s of connect")
             log.debug("rtmp {id} {peer} connect app={app} tcUrl={tc}", id=self.info.id,
                       peer=self.description, app=event.app, tc=event.tc_url)
-            self.factory.registry.observers.emit("rtmp_connected", self.info, event.app,
-                                                 event.flash_ver, event.tc_url)
+            self.factory.registry.events.emit(RtmpConnected(self.info, event.app,
+                                                            event.flash_ver, event.tc_url))
 
     def _begin(self, event: PublishRequest | PlayRequest) -> object | None:
         """Fill the hub session from a publish/play request; None if one is active."""

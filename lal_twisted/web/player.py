@@ -33,6 +33,7 @@ from lal_twisted.hub.registry import Refused, SessionGone, StreamRegistry
 from lal_twisted.hub.session import Session
 from lal_twisted.hub.sink import Sink
 from lal_twisted.log import Logger
+from lal_twisted.protocols import ProtocolName
 from lal_twisted.web.router import ReadOnlyResource, plain_error, route_path
 
 __all__ = ["HttpSink", "LiveStreamResource", "http_answer", "parse_stream_path"]
@@ -94,7 +95,7 @@ class LiveStreamResource(ReadOnlyResource):
     suffix: ClassVar[str]
     content_type: ClassVar[bytes]
     session_prefix: ClassVar[str]  # lal's session id prefix: FLVSUB, TSSUB
-    protocol: ClassVar[str]  # for sessions and logs: httpflv, httpts
+    protocol: ClassVar[ProtocolName]  # of its sessions: HTTP_FLV, HTTP_TS
     sink_class: ClassVar[type[HttpSink]]
 
     def __init__(
