@@ -328,7 +328,8 @@ class LalService(service.MultiService):
             self.hls = HlsManager(self.registry, config.hls, reactor,
                                   token_secret=hls_token_secret(config))
             self.hls.setServiceParent(self)
-        self.control = ControlPlane(self)  # API, notify, auth, hook, metrics, status page
+        # API, notify, auth, hook, metrics, status page.
+        self.control = ControlPlane(config, self.registry, reactor)
         self.control.setServiceParent(self)
         # Relays (pushes, static pulls and pulls started on request): events only,
         # nothing on the per-packet path of streams that are not relayed.
@@ -346,6 +347,9 @@ class LalService(service.MultiService):
         if fd_share is not None:  # HLS segments in memfds: not the connections' descriptors
             self.guard.fd_users.append(fd_share)
         self.listeners: dict[str, Listener] = {}
+        context = self.control.context  # what the API and the status page read
+        context.relays, context.guard = self.relays, self.guard
+        context.listeners, context.routers = self.listeners, self.routers
         # Problems that leave an optional listener out, logged once at start.
         self.startup_errors: list[str] = []
         for spec in (*LISTENERS, *listeners):

@@ -35,7 +35,7 @@ from lal_twisted.log import Logger, safe
 from lal_twisted.protocols import ProtocolName
 
 if TYPE_CHECKING:
-    from lal_twisted.api.plane import ControlPlane
+    from lal_twisted.api.context import ServerContext
 
 __all__ = ["HttpHook", "SimpleAuth", "lal_secret"]
 
@@ -104,20 +104,20 @@ class HttpHook:
 
     name = "http_hook"
 
-    def __init__(self, config: HttpHookConfig, plane: ControlPlane) -> None:
+    def __init__(self, config: HttpHookConfig, context: ServerContext) -> None:
         self.config = config
-        self.plane = plane
+        self.context = context
         self.timeout = config.timeout_ms / 1000.0
-        self.client = json_client(plane.reactor, self.timeout)
+        self.client = json_client(context.reactor, self.timeout)
 
     def check(self, session: Session) -> Any:
         url = (self.config.on_publish if session.role == Role.PUBLISH
                else self.config.on_play if session.role == Role.PLAY else "")
         if not url:
             return None
-        payload = stat.session_event(session, self.plane.server_id, self.plane.registry)
+        payload = stat.session_event(session, self.context.server_id, self.context.registry)
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        d = post_json(self.client, url, body, self.timeout, self.plane.reactor)
+        d = post_json(self.client, url, body, self.timeout, self.context.reactor)
         return d.addCallbacks(self._answered, self._failed, callbackArgs=(session, url),
                               errbackArgs=(session, url))
 

@@ -33,7 +33,7 @@ from lal_twisted.relay.policy import MAX_AUTO_STOP_MS, MAX_PULL_RETRY_NUM, MAX_P
 from lal_twisted.web.router import route_path
 
 if TYPE_CHECKING:
-    from lal_twisted.api.plane import ControlPlane
+    from lal_twisted.api.context import ServerContext
 
 __all__ = ["ApiResource", "json_answer"]
 
@@ -81,12 +81,12 @@ class ApiResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, plane: ControlPlane, read_only: bool = False) -> None:
+    def __init__(self, context: ServerContext, read_only: bool = False) -> None:
         super().__init__()
-        self.plane = plane
-        self.registry = plane.registry
+        self.context = context
+        self.registry = context.registry
         self.read_only = read_only
-        self.guard: ApiGuard | None = None if read_only else plane.api_guard
+        self.guard: ApiGuard | None = None if read_only else context.api_guard
         self._get = {
             "/api/stat/lal_info": self.lal_info,
             "/api/stat/group": self.group,
@@ -165,10 +165,10 @@ class ApiResource(resource.Resource):
 
     # -- /api/stat ------------------------------------------------------------------
     def lal_info(self, request: IRequest) -> dict[str, Any]:
-        return {**_basic(SUCCESS), "data": self.plane.lal_info()}
+        return {**_basic(SUCCESS), "data": self.context.lal_info()}
 
     def all_group(self, request: IRequest) -> dict[str, Any]:
-        groups = stat.all_groups(self.registry, self.plane.rates, self.plane.pulls())
+        groups = stat.all_groups(self.registry, self.context.rates, self.context.pulls())
         if self.read_only:
             for group in groups:
                 _redact(group)
@@ -178,7 +178,7 @@ class ApiResource(resource.Resource):
         name = _query_arg(request, "stream_name")
         if not name:
             raise BadRequest("the query parameter stream_name is required")
-        pulls = self.plane.pulls()
+        pulls = self.context.pulls()
         stream = stat.find_stream(self.registry, name)
         if stream is None:
             pull = next((p for p in pulls.values()
@@ -189,7 +189,7 @@ class ApiResource(resource.Resource):
         else:
             players = stat.players_by_key(self.registry).get(stream.key, [])
             pushes = stat.sessions_by_key(self.registry, Role.RELAY_PUSH).get(stream.key, [])
-            group = stat.group_stat(stream, players, self.plane.rates, pushes,
+            group = stat.group_stat(stream, players, self.context.rates, pushes,
                                     pulls.get(stream.key))
         if self.read_only:
             _redact(group)
@@ -230,7 +230,7 @@ class ApiResource(resource.Resource):
         _string_field(body, "debug_dump_packet", required=False)  # lal's, for rtsp://
         shown = redact(url)
         try:
-            pull = self.plane.lals.relays.start_pull(url, stream_name, timeout, retry, auto_stop)
+            pull = self.context.relays.start_pull(url, stream_name, timeout, retry, auto_stop)
         except PullError as e:
             log.info("http api from {peer}: start_relay_pull {url} refused: {why}",
                      peer=_peer(request), url=shown, why=str(e))
@@ -245,7 +245,7 @@ class ApiResource(resource.Resource):
         name = _query_arg(request, "stream_name")
         if not name:
             raise BadRequest("the query parameter stream_name is required")
-        relays = self.plane.lals.relays
+        relays = self.context.relays
         pull = relays.find_pull(name)
         if pull is None:
             code = GROUP_NOT_FOUND if stat.find_stream(self.registry, name) is None else (
@@ -274,7 +274,7 @@ class ApiResource(resource.Resource):
         mapped = getattr(address, "ipv4_mapped", None)
         ip = str(mapped or address)  # as the listeners see an IPv4 client of a dual stack
         seconds = min(duration, _MAX_BLACKLIST_SEC)
-        closed = self.plane.lals.guard.block(ip, seconds)
+        closed = self.context.guard.block(ip, seconds)
         if seconds > 0:  # and the sessions of no connection of their own (HLS viewers)
             for session in self.registry.list_sessions():
                 host = plain_host(session.remote_addr.rpartition(":")[0].strip("[]"))

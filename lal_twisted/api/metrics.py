@@ -24,7 +24,7 @@ from lal_twisted.hub.events import EventBus, SessionRefused, SessionStarted, Ses
 from lal_twisted.web.router import plain_error
 
 if TYPE_CHECKING:
-    from lal_twisted.api.plane import ControlPlane
+    from lal_twisted.api.context import ServerContext
 
 __all__ = ["MetricsResource", "ServerCollector", "SessionTotals", "refusal_reason"]
 
@@ -72,12 +72,12 @@ class SessionTotals:
 class ServerCollector:
     """Reads the registry (and the notify queue) at scrape time."""
 
-    def __init__(self, plane: ControlPlane, totals: SessionTotals) -> None:
-        self.plane = plane
+    def __init__(self, context: ServerContext, totals: SessionTotals) -> None:
+        self.context = context
         self.totals = totals
 
     def collect(self) -> Iterator[Metric]:
-        registry, totals = self.plane.registry, self.totals
+        registry, totals = self.context.registry, self.totals
         streams = list(registry.streams.values())
         sessions = list(registry.sessions.values())
         yield GaugeMetricFamily("lals_streams_live", "Streams with a publisher",
@@ -117,7 +117,7 @@ class ServerCollector:
             value=totals.stalls)
         yield GaugeMetricFamily("lals_gop_cache_bytes", "Bytes held by the GOP caches",
                                 value=sum(s.gop_cache.bytes for s in streams))
-        notify = self.plane.notify
+        notify = self.context.notify
         yield GaugeMetricFamily("lals_notify_queue_length", "HTTP notify events waiting",
                                 value=notify.queue_length if notify else 0)
         yield CounterMetricFamily("lals_notify_dropped",
@@ -128,11 +128,11 @@ class ServerCollector:
                                   value=notify.failed if notify else 0)
 
 
-def build_registry(plane: ControlPlane, totals: SessionTotals) -> CollectorRegistry:
+def build_registry(context: ServerContext, totals: SessionTotals) -> CollectorRegistry:
     """A registry of our own (not the process-global one), so two servers in one
     process each report their own figures."""
     reg = CollectorRegistry(auto_describe=True)
-    reg.register(ServerCollector(plane, totals))  # type: ignore[arg-type]
+    reg.register(ServerCollector(context, totals))  # type: ignore[arg-type]
     ProcessCollector(registry=reg)
     return reg
 

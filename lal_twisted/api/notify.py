@@ -44,7 +44,7 @@ from lal_twisted.log import Logger, safe
 from lal_twisted.rtmp.server import RtmpConnected
 
 if TYPE_CHECKING:
-    from lal_twisted.api.plane import ControlPlane
+    from lal_twisted.api.context import ServerContext
 
 __all__ = ["HttpNotify", "close_client", "describe_failure", "json_client", "post_json",
            "timed_out"]
@@ -144,13 +144,13 @@ def _drain(response: Any) -> defer.Deferred[None]:
 class HttpNotify:
     """The http_notify callbacks: it subscribes to the registry's events."""
 
-    def __init__(self, config: HttpNotifyConfig, plane: ControlPlane,
+    def __init__(self, config: HttpNotifyConfig, context: ServerContext,
                  client: HTTPClient | None = None) -> None:
         self.config = config
-        self.plane = plane
-        self.server_id = plane.server_id
-        self.registry = plane.registry
-        self.reactor = plane.reactor
+        self.context = context
+        self.server_id = context.server_id
+        self.registry = context.registry
+        self.reactor = context.reactor
         self.timeout = config.timeout_ms / 1000.0
         self.client = client or json_client(self.reactor, self.timeout)
         self.queue: deque[tuple[str, str, dict[str, Any]]] = deque()
@@ -191,7 +191,7 @@ class HttpNotify:
 
     # -- events ----------------------------------------------------------------------
     def _server_started(self, event: ServerStarted) -> None:
-        self._queue("on_server_start", self.config.on_server_start, self.plane.lal_info())
+        self._queue("on_server_start", self.config.on_server_start, self.context.lal_info())
 
     def _session_event(self, event: SessionEvent) -> None:
         name = _SESSION_EVENTS[type(event)]
@@ -215,8 +215,8 @@ class HttpNotify:
         if self.config.on_update:
             self._queue("on_update", self.config.on_update, {
                 "server_id": self.server_id,
-                "groups": stat.all_groups(self.registry, self.plane.rates,
-                                          self.plane.pulls())})
+                "groups": stat.all_groups(self.registry, self.context.rates,
+                                          self.context.pulls())})
 
     def _session(self, event: str, url: str, session: Session) -> None:
         if url:

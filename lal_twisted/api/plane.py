@@ -1,15 +1,16 @@
 """The control plane of one server: HTTP API, notify, simple_auth, the HTTP
 hook, metrics and the status page, wired to the registry from the config.
 
-:class:`ControlPlane` is built by :class:`~lal_twisted.service.LalService`
-(``lals.control``); everything it adds is a subscriber of the registry's
+:class:`ControlPlane` is built from the pieces it uses (the config, the
+registry, the reactor; the service adds the relays, the connection guard and
+its listeners and routers to its :class:`~lal_twisted.api.context.ServerContext`
+as it builds them).  Everything it adds is a subscriber of the registry's
 events, an access check or a route, so the media path does not change
 whichever parts are on.
 """
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
@@ -18,6 +19,7 @@ from twisted.web import resource
 
 from lal_twisted.api import stat
 from lal_twisted.api.auth import HttpHook, SimpleAuth
+from lal_twisted.api.context import ServerContext
 from lal_twisted.api.guard import ApiGuard, GuardedPage
 from lal_twisted.api.http_api import ApiResource
 from lal_twisted.api.metrics import MetricsResource, SessionTotals, build_registry
@@ -25,7 +27,8 @@ from lal_twisted.api.notify import HttpNotify, close_client
 from lal_twisted.api.status import StatusPage
 
 if TYPE_CHECKING:
-    from lal_twisted.service import LalService
+    from lal_twisted.config import Config
+    from lal_twisted.hub.registry import StreamRegistry
 
 __all__ = ["ControlPlane"]
 
@@ -36,52 +39,42 @@ class ControlPlane(service.Service):
 
     name = "control"
 
-    def __init__(self, lals: LalService) -> None:
-        config = lals.config
-        self.lals = lals
+    def __init__(self, config: Config, registry: StreamRegistry, reactor: Any) -> None:
         self.config = config
-        self.registry = lals.registry
-        self.reactor: Any = lals.reactor
-        self.server_id = config.server_id
-        self.start_time = time.time()
-        self.rates = stat.FrameRates(self.registry, self.reactor)
-        self.totals = SessionTotals(self.registry.events)
+        self.registry = registry
+        self.reactor = reactor
+        self.rates = stat.FrameRates(registry, reactor)
+        context = self.context = ServerContext(config, registry, reactor, self.rates)
+        self.totals = SessionTotals(registry.events)
         self.notify: HttpNotify | None = None
         if config.http_notify.enable:
-            self.notify = HttpNotify(config.http_notify, self)
+            self.notify = context.notify = HttpNotify(config.http_notify, context)
         auth = config.simple_auth
         self.simple_auth: SimpleAuth | None = None
         if any(getattr(auth, k) for k in vars(auth) if k.endswith("_enable")):
             self.simple_auth = SimpleAuth(auth)
-            self.registry.add_access_check(self.simple_auth)
+            registry.add_access_check(self.simple_auth)
         self.hook: HttpHook | None = None
         if config.http_hook.enable:
-            self.hook = HttpHook(config.http_hook, self)
-            self.registry.add_access_check(self.hook)
-        self.metrics_registry = build_registry(self, self.totals)
-        self.api_guard = ApiGuard(config.http_api)  # every page of the API listener
-
-    def lal_info(self) -> dict[str, Any]:
-        return stat.lal_info(self.server_id, self.start_time)
-
-    def pulls(self) -> dict[str, Any]:
-        """The relay pulls by stream key, live or trying (for the stat groups)."""
-        relays = getattr(self.lals, "relays", None)
-        return relays.pulls if relays is not None else {}
+            self.hook = HttpHook(config.http_hook, context)
+            registry.add_access_check(self.hook)
+        self.metrics_registry = build_registry(context, self.totals)
+        # Every page of the API listener.
+        self.api_guard = context.api_guard = ApiGuard(config.http_api)
 
     # -- resources (mounted through service.ROUTES) ------------------------------------
     def api_resource(self) -> resource.IResource:
-        return ApiResource(self)
+        return ApiResource(self.context)
 
     def public_stat_resource(self) -> resource.IResource:
         """The read-only stat endpoints on the HTTP listener, for the status page."""
-        return ApiResource(self, read_only=True)
+        return ApiResource(self.context, read_only=True)
 
     def metrics_resource(self) -> resource.IResource:
         return MetricsResource(self.metrics_registry)
 
     def status_page(self, listener: str) -> resource.IResource:
-        page = StatusPage(self, listener)
+        page = StatusPage(self.context, listener)
         return GuardedPage(self.api_guard, page) if listener == "http_api" else page
 
     # -- lifecycle ------------------------------------------------------------------------

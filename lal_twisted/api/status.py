@@ -29,7 +29,7 @@ from twisted.web.iweb import IRequest
 from lal_twisted.web.router import plain_error
 
 if TYPE_CHECKING:
-    from lal_twisted.api.plane import ControlPlane
+    from lal_twisted.api.context import ServerContext
 
 __all__ = ["PLAYER_JS", "PlayerScript", "StatusPage"]
 
@@ -69,22 +69,23 @@ def _template() -> str:
 class StatusPage(resource.Resource):
     isLeaf = True
 
-    def __init__(self, plane: ControlPlane, listener: str) -> None:
+    def __init__(self, context: ServerContext, listener: str) -> None:
         super().__init__()
-        self.plane = plane
+        self.context = context
         self.listener = listener
         self.template = _template()
 
     def page_config(self) -> dict[str, Any]:
-        lals, config = self.plane.lals, self.plane.config
-        http = lals.listeners.get("http")
+        context = self.context
+        config = context.config
+        http = context.listeners.get("http")
         port = 0
         if http is not None and http.port is not None:
             port = getattr(http.port.getHost(), "port", 0)
         if self.listener == "http":
             port = 0  # the page's own origin
         outputs = []
-        router = lals.routers.get("http")
+        router = context.routers.get("http")
         routes = {r.key: r for r in router.routes} if router is not None else {}
         if "httpflv.url_pattern" in routes and http is not None:
             outputs.append({"kind": "flv", "label": "HTTP-FLV", "port": port,
@@ -103,7 +104,7 @@ class StatusPage(resource.Resource):
     def scripts(self) -> dict[str, dict[str, str]]:
         """Each player script's ``src`` and, when checked, ``integrity`` (the page
         then loads it with ``crossorigin="anonymous"``) and what it must be."""
-        page = self.plane.config.status_page
+        page = self.context.config.status_page
         base = page.player_js_base_url
         scripts = {}
         for name, js in PLAYER_JS.items():

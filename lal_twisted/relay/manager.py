@@ -19,7 +19,7 @@ over from a pull of the same stream.
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from twisted.application import service
@@ -52,13 +52,23 @@ from lal_twisted.relay.push import RelayPush
 from lal_twisted.tls import client_tls
 
 if TYPE_CHECKING:
-    from lal_twisted.config import Config
     from lal_twisted.hub.registry import StreamRegistry
     from lal_twisted.hub.session import Session
 
 __all__ = ["PullError", "RelayManager"]
 
 log = Logger("lal_twisted.relay.manager")
+
+
+class RelaySettings(Protocol):
+    """The config sections relays read (:class:`lal_twisted.config.Config` has
+    them; relays sit below the config's layer and name only what they use)."""
+
+    relay_push: Any
+    static_relay_pull: Any
+    relay: Any
+    tls_client: Any
+    rtmp: Any
 
 
 class PullError(ValueError):
@@ -74,7 +84,7 @@ class RelayManager(service.Service):
 
     name = "relay"
 
-    def __init__(self, registry: StreamRegistry, reactor: Any, config: Config) -> None:
+    def __init__(self, registry: StreamRegistry, reactor: Any, config: RelaySettings) -> None:
         self.registry = registry
         self.reactor = reactor
         self.config = config
