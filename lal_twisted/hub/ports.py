@@ -10,6 +10,9 @@ offer a capability, declared with ``zope.interface`` and checked with
 
 - :class:`IJoiningBurst`: the joining burst (metadata, sequence headers, the
   cached GOPs) is collected and written at once, within its backlog bound.
+- :class:`ICorkable`: what a batch of packets (one read from a publisher)
+  gives the sink leaves in one write (one system call per player per read,
+  as lal's ``merge_write_size`` merges a player's writes).
 
 Sinks and outputs read a stream through :class:`StreamView`, a read-only view
 (its key, tracks, headers, whether it is published), never its internals.
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     from lal_twisted.media.packet import AVPacket
     from lal_twisted.media.track import Tracks
 
-__all__ = ["IJoiningBurst", "IPublisher", "ISink", "IStreamOutput", "OutputKind",
+__all__ = ["ICorkable", "IJoiningBurst", "IPublisher", "ISink", "IStreamOutput", "OutputKind",
            "PublishedStream", "StreamView"]
 
 
@@ -78,6 +81,10 @@ class PublishedStream(StreamView, Protocol):
 
     def feed(self, packet: AVPacket) -> None:
         """The next packet, in the FLV body form :class:`AVPacket` carries."""
+
+    def feed_many(self, packets: list[AVPacket]) -> None:
+        """Several packets at once (one read from the publisher): each player
+        gets what they bring in one write."""
 
     def announce(self, tracks: Tracks) -> None:
         """The tracks the publisher's protocol declared before its media."""
@@ -123,6 +130,16 @@ class IJoiningBurst(ISink):
 
     def end_burst(prefix: bytes = b"") -> None:
         """Write ``prefix`` and what was collected, within ``max_backlog_bytes``."""
+
+
+class ICorkable(ISink):
+    """A sink that can hold its writes while the stream feeds a batch."""
+
+    def cork() -> None:
+        """Hold what is sent until ``uncork``."""
+
+    def uncork() -> None:
+        """Write what was held, as one write."""
 
 
 class IStreamOutput(Interface):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import implementer
 
-from lal_twisted.hub.ports import IJoiningBurst
+from lal_twisted.hub.ports import ICorkable, IJoiningBurst
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket, Encoder
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = Logger("lal_twisted.hub.sink")
 
 
-@implementer(IJoiningBurst, IPushProducer)
+@implementer(IJoiningBurst, ICorkable, IPushProducer)
 class Sink:
     """Packet-level flow control shared by every transport-backed sink.
 
@@ -68,6 +68,8 @@ class Sink:
         self._burst_segments: list[list[bytes]] = []
         self._burst_marks: list[tuple[int, int]] = []  # (bytes_out, packets_out) at each start
         self._burst_writing = 0  # size of the burst while it is being written
+        # Writes held while the stream feeds a batch of packets (cork/uncork).
+        self._corked: list[bytes] | None = None
         self._stale_headers = 0  # VIDEO / AUDIO bits: a sequence header of that kind was dropped
         self.closed = False
         self.stalled = False  # closed for not reading (subscriber.stall_timeout_ms)
@@ -141,6 +143,10 @@ class Sink:
             self._backlog += len(data)
         self.bytes_out += len(data)
         self.packets_out += 1
+        corked = self._corked
+        if corked is not None:
+            corked.append(data)
+            return
         self.write(data)
 
     def _resend_headers(self) -> bool:
@@ -160,8 +166,25 @@ class Sink:
         self.bytes_out += len(data)
         if self._burst is not None:
             self._burst.append(data)
+        elif self._corked is not None:
+            self._corked.append(data)
         else:
             self.write(data)
+
+    # -- ICorkable ------------------------------------------------------------------
+    def cork(self) -> None:
+        self._corked = []
+
+    def uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked and not self.closed:
+            # If this write pauses the transport, it is the start of the backlog.
+            data = corked[0] if len(corked) == 1 else b"".join(corked)
+            self._burst_writing = len(data)
+            try:
+                self.write(data)
+            finally:
+                self._burst_writing = 0
 
     def begin_burst(self) -> None:
         self._burst = []

@@ -19,7 +19,7 @@ from twisted.internet import defer
 
 from lal_twisted.hub.dummy_audio import DummyAudio
 from lal_twisted.hub.gop_cache import DEFAULT_GOP_CACHE_MAX_BYTES, GopCache
-from lal_twisted.hub.ports import IJoiningBurst, IPublisher, OutputKind
+from lal_twisted.hub.ports import ICorkable, IJoiningBurst, IPublisher, OutputKind
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
 from lal_twisted.media.tags import Codec
@@ -81,6 +81,7 @@ class Stream:
         # What feed() calls: each owned output's feed, then each sink's send.
         # Made again when the outputs or sinks change.
         self._sends: list[Callable[[AVPacket], None]] = []
+        self._corkable: list[Any] = []  # the sinks that are ICorkable
         # Owned outputs by kind: [output, users].
         self._outputs: dict[OutputKind, list[Any]] = {}
         self.player_count = 0
@@ -147,6 +148,7 @@ class Stream:
         outputs: list[IStreamOutput] = [entry[0] for entry in self._outputs.values()]
         sends: list[Callable[[AVPacket], None]] = [o.feed for o in outputs]
         self._sends = sends + [s.send for s in self.sinks]
+        self._corkable = [s for s in self.sinks if ICorkable.providedBy(s)]
 
     def close(self) -> None:
         """The stream is gone (no publisher, no sinks): its outputs close."""
@@ -279,6 +281,25 @@ class Stream:
             self.metadata = packet
         for send in self._sends:
             send(packet)
+
+    def feed_many(self, packets: list[AVPacket]) -> None:
+        """Feed packets that came together (one read from the publisher): the
+        sinks that can (:class:`~lal_twisted.hub.ports.ICorkable`) hold their
+        writes meanwhile, so each player gets them in one write, one system
+        call instead of one per packet."""
+        corkable = self._corkable
+        if len(packets) < 2 or not corkable:
+            for packet in packets:
+                self.feed(packet)
+            return
+        for sink in corkable:
+            sink.cork()
+        try:
+            for packet in packets:
+                self.feed(packet)
+        finally:
+            for sink in corkable:
+                sink.uncork()
 
     def _extra_header(self, packet: AVPacket) -> None:
         headers = self.extra_headers

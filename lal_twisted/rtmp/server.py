@@ -207,13 +207,19 @@ class RTMPServerProtocol(Protocol):
             return
         self.flush()
         stream = self.stream
+        batch: list[AVPacket] = []
         for event in events:
             if type(event) is AVPacket:
                 if stream is not None:
-                    stream.feed(event)
+                    batch.append(event)
             else:
+                if batch:
+                    stream.feed_many(batch)  # type: ignore[union-attr]
+                    batch = []
                 self._handle(event)
                 stream = self.stream
+        if batch:
+            stream.feed_many(batch)  # type: ignore[union-attr]
 
     def flush(self) -> None:
         out = self.session.data_to_send()

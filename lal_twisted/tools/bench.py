@@ -81,7 +81,7 @@ def add_parser(sub: Any) -> None:
                         "scenario 4: nginx serving the segments lals writes as static files "
                         "(lal_twisted/tools/nginx-hls.conf)")
     p.add_argument("--hls", choices=("memory", "disk"),
-                   help="turn HLS on in the bench's server (hls.use_memory_as_disk_flag or "
+                   help="turn HLS on in the bench's server, and in nginx-rtmp with --compare (hls.use_memory_as_disk_flag or "
                         "files under the bench's directory) and check the playlists")
     p.add_argument("--fragment-ms", type=int, default=3000, metavar="MS",
                    help="with --hls or scenario 4: hls.fragment_duration_ms (default 3000)")
@@ -245,7 +245,7 @@ class NginxServer:
 
     name = "nginx-rtmp"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, hls: str | None = None, fragment_ms: int = 3000) -> None:
         nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
                                           else None)
         if nginx is None or not os.path.exists(NGINX_MODULE):
@@ -254,8 +254,20 @@ class NginxServer:
         if not NGINX_CONF.exists():
             raise ToolError(f"{NGINX_CONF} is missing (it ships with the project's sources)")
         self.rtmp_port = free_port()
+        self.hls_dir: Path | None = None
+        hls_lines = ""
+        if hls:
+            self.hls_dir = (Path(tempfile.mkdtemp(prefix="nginx-hls-", dir="/dev/shm"))
+                            if hls == "memory" and os.path.isdir("/dev/shm")
+                            else workdir / "nginx-hls")
+            self.hls_dir.mkdir(parents=True, exist_ok=True)
+            # As lals makes it: fragments of fragment_ms, a playlist of 6.
+            hls_lines = (f"            hls on;\n            hls_path {self.hls_dir};\n"
+                         f"            hls_fragment {fragment_ms}ms;\n"
+                         f"            hls_playlist_length {fragment_ms * 6}ms;\n"
+                         f"            hls_cleanup on;")
         conf = string.Template(NGINX_CONF.read_text()).safe_substitute(
-            workdir=workdir, port=self.rtmp_port, module=NGINX_MODULE)
+            workdir=workdir, port=self.rtmp_port, module=NGINX_MODULE, hls=hls_lines)
         path = workdir / "nginx.conf"
         path.write_text(conf)
         self.log = open(workdir / "nginx.log", "wb")  # noqa: SIM115 - closed in stop()
@@ -269,6 +281,8 @@ class NginxServer:
     def stop(self) -> None:
         stop_process(self.proc, signal.SIGQUIT)  # nginx: graceful shutdown
         self.log.close()
+        if self.hls_dir is not None and str(self.hls_dir).startswith("/dev/shm/"):
+            shutil.rmtree(self.hls_dir, ignore_errors=True)
 
 
 def make_media(path: str) -> None:
@@ -580,6 +594,8 @@ def run(args: argparse.Namespace) -> int:
                 server = OwnServer(workdir, hls_mode, args.fragment_ms, extra)
             elif make is NginxHlsServer:
                 server = NginxHlsServer(workdir, args.fragment_ms)
+            elif make is NginxServer:
+                server = NginxServer(workdir, hls_mode, args.fragment_ms)
             else:
                 server = make(workdir) if make is not None else None
             try:
