@@ -438,3 +438,44 @@ def test_an_output_of_several_units_per_packet_is_shared_and_framed_per_session(
         for packet in gop:
             units = packet.encoded(first.output)
             assert packet.cached_size() >= sum(len(u) for u in units) + 33 * len(units)
+
+
+class Writes(BurstCollector):
+    def __init__(self, reactor: Any) -> None:
+        super().__init__(reactor, max_backlog_bytes=1 << 20)
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+
+def test_a_batch_of_packets_leaves_in_one_write_per_player(media: Media) -> None:
+    reg, clock, _ = registry()
+    stream, _pub = publish(reg)
+    packets = flv_packets(media.av)
+    players = [Writes(clock) for _ in range(3)]
+    plain = PlainSink()  # not corkable: one send per packet as before
+    for sink in (*players, plain):
+        stream.add_sink(sink)
+    stream.feed_many(packets[:3])  # headers
+    first = packets.index(next(p for p in packets if p.is_keyframe))
+    batch = packets[first:first + 6]
+    for sink in players:
+        sink.writes.clear()
+    stream.feed_many(batch)
+    encoder = players[0].encoder
+    expected = b"".join(p.encoded(encoder) for p in batch)
+    for sink in players:
+        assert sink.writes == [expected]
+    assert plain.got[-6:] == batch
+    stream.feed(packets[first + 6])  # a single packet: written at once
+    assert players[0].writes[-1] == packets[first + 6].encoded(encoder)
+    # A paused player keeps its backlog bound across a batch.
+    slow = players[1]
+    slow.pauseProducing()
+    slow.max_backlog_bytes = len(expected) // 2
+    before = len(slow.writes)
+    stream.feed_many(packets[first + 7:first + 40])
+    assert slow.packets_dropped > 0
+    assert len(slow.writes) == before + 1
+    assert 0 < len(slow.writes[-1]) <= len(expected) // 2
