@@ -19,7 +19,7 @@ from lal_twisted.config import ConfigError, from_dict
 from lal_twisted.hub.gop_cache import DEFAULT_GOP_CACHE_MAX_BYTES, PACKET_OVERHEAD
 from lal_twisted.hub.stream import Stream
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
-from lal_twisted.rtmp.server import RtmpSink
+from lal_twisted.rtmp.sink import RtmpSink
 from lal_twisted.service import make_service
 
 MiB = 1024 * 1024

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -11,16 +9,14 @@ from typing import Any, ClassVar
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lal_twisted.hub.access import RefusalKind
 from lal_twisted.hub.events import SessionEvent
-from lal_twisted.hub.ports import IPublisher, StreamView
+from lal_twisted.hub.ports import IPublisher
 from lal_twisted.hub.registry import Refused, SessionGone, StreamRegistry
 from lal_twisted.hub.session import RTMP_SERVER
-from lal_twisted.hub.sink import Sink
 from lal_twisted.hub.stream import Stream
 from lal_twisted.log import Logger
 from lal_twisted.media.amf0 import AMF0Error
@@ -28,30 +24,20 @@ from lal_twisted.media.packet import AVPacket
 from lal_twisted.protocols import ProtocolName
 from lal_twisted.rtmp.handshake import HandshakeError
 from lal_twisted.rtmp.message import RtmpProtocolError
+from lal_twisted.rtmp.read_batch import BATCH_MIN, BATCH_WINDOW, CAN_BATCH, ReadBatcher
 from lal_twisted.rtmp.session import (
     ConnectRequest,
     PlayRequest,
     PublishRequest,
     ServerSession,
     StreamClosed,
-    media_encoder,
 )
+from lal_twisted.rtmp.sink import RtmpSink
 
 log = Logger("lal_twisted.rtmp.server")
 
 _PEER_ERRORS = (HandshakeError, RtmpProtocolError, AMF0Error)
 
-# Read batching for publishers (ReadBatcher): every _BATCH_WINDOW seconds of
-# publishing, a publisher that sent at least _BATCH_MIN bytes per read_batch_ms
-# in that window is read by the batcher; below that, the reactor reads each
-# message as it comes again.
-_BATCH_WINDOW = 5.0
-_BATCH_MIN = 512
-# SO_RCVLOWAT of a batched socket: the reactor still reads it at once past this
-# (bursts; streams above ~6 Mbit/s at 20 ms). Small enough that Linux need not
-# grow the receive buffer, and clamp the TCP window, to honour it.
-_BATCH_LOW_WATER = 16384
-_CAN_BATCH = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVLOWAT")
 _CONNECTION_DONE = Failure(ConnectionDone())
 
 
@@ -70,46 +56,6 @@ def describe_peer(address: IAddress) -> str:
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
     return f"{host}:{port}" if host is not None else str(address)
-
-
-class RtmpSink(Sink):
-    """A player's side of a Stream: writes shared RTMP chunk bytes."""
-
-    protocol_name = ProtocolName.RTMP
-
-    def __init__(self, protocol: RTMPServerProtocol, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.protocol = protocol
-        self.encoder = media_encoder(protocol.session.out_chunk_size)
-
-    def write(self, data: bytes) -> None:
-        self.protocol.transport.write(data)  # type: ignore[union-attr]
-
-    def disconnect(self, reason: str) -> None:
-        self.protocol.close_reason = reason
-        self.protocol.transport.abortConnection()  # type: ignore[union-attr]
-
-    def publish_started(self, stream: StreamView) -> None:
-        super().publish_started(stream)
-        self.protocol.session.play_publish_notify()
-        self.protocol.flush()
-
-    def publish_stopped(self, stream: StreamView) -> None:
-        self.protocol.session.play_unpublish_notify()
-        self.protocol.flush()
-
-    def not_found(self, reason: str) -> None:
-        """The stream will not come (a relay pull gave up): say
-        ``NetStream.Play.StreamNotFound``, then close."""
-        if self.closed:
-            return
-        self.closed = True
-        self._cancel_stall()
-        self._cancel_wait()
-        self.protocol.session.reject_play(reason, not_found=True)
-        self.protocol.flush()
-        self.protocol.close_reason = reason
-        self.protocol.transport.loseConnection()  # type: ignore[union-attr]
 
 
 @implementer(IPublisher)
@@ -279,17 +225,17 @@ class RTMPServerProtocol(Protocol):
                 self.factory.pub_timeout, self._check_media, stream, stream.packets_in)
         if self.factory.batcher is not None:
             self._batch_timer = self.factory.reactor.callLater(
-                _BATCH_WINDOW, self._batch_reads, self.info.bytes_in)
+                BATCH_WINDOW, self._batch_reads, self.info.bytes_in)
 
     def _batch_reads(self, bytes_at_start: int) -> None:
         """Every window: batch this publisher's reads if its bitrate is worth it."""
         factory = self.factory
         assert factory.batcher is not None
         bytes_in = self.info.bytes_in
-        self._batch_timer = factory.reactor.callLater(_BATCH_WINDOW, self._batch_reads,
+        self._batch_timer = factory.reactor.callLater(BATCH_WINDOW, self._batch_reads,
                                                       bytes_in)
-        per_batch = (bytes_in - bytes_at_start) / _BATCH_WINDOW * factory.read_batch_ms / 1000
-        if per_batch >= _BATCH_MIN:
+        per_batch = (bytes_in - bytes_at_start) / BATCH_WINDOW * factory.read_batch_ms / 1000
+        if per_batch >= BATCH_MIN:
             factory.batcher.add(self)
         else:
             factory.batcher.discard(self)
@@ -429,82 +375,6 @@ class RTMPServerProtocol(Protocol):
                  dur=time.monotonic() - self.started, why=why)
 
 
-class ReadBatcher:
-    """Reads every batched publisher once per read_batch_ms, from one timer.
-
-    The reactor reads a publisher as soon as anything arrives: a wakeup, a recv
-    and a parser call per message. A batched socket wakes it only past
-    _BATCH_LOW_WATER bytes (SO_RCVLOWAT) or at its end; each tick reads it
-    (``doRead``: a non-blocking recv, which on Linux returns what is queued even
-    below the mark), so a read takes what came in the last read_batch_ms and
-    nothing waits longer (but for the timer's lateness), whatever the bitrate.
-
-    200 publishers of the bench stream (25 fps + 43 AAC frames/s, sent every
-    10 ms): ~57 reads/s each unbatched, 50 at 20 ms, 25 at 40 ms; with 200
-    players too, 0.89 and 0.75 of the unbatched server CPU. (A mark of 20 ms of
-    the bitrate, the earlier way, read ~25/s (0.77) by holding audio for the
-    next video frame, up to 40 ms; and when the bitrate dropped, 112-byte
-    packets every 100 ms waited seconds for data that did not come.)
-    """
-
-    def __init__(self, reactor: IReactorTime, read_batch_ms: int) -> None:
-        self.interval = read_batch_ms / 1000
-        self._batched: dict[RTMPServerProtocol, None] = {}  # in the order they came
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = reactor
-
-    def __contains__(self, protocol: object) -> bool:
-        return protocol in self._batched
-
-    def add(self, protocol: RTMPServerProtocol) -> None:
-        if protocol in self._batched or not self._low_water(protocol, _BATCH_LOW_WATER):
-            return
-        self._batched[protocol] = None
-        if not self._loop.running:
-            self._loop.start(self.interval, now=False)
-
-    def discard(self, protocol: RTMPServerProtocol) -> None:
-        if protocol not in self._batched:
-            return
-        del self._batched[protocol]
-        self._low_water(protocol, 1)
-        if not self._batched:
-            self._loop.stop()
-
-    @staticmethod
-    def _low_water(protocol: RTMPServerProtocol, low_water: int) -> bool:
-        sock = getattr(protocol.transport, "socket", None)  # None once the connection is lost
-        if sock is None:
-            return False
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, low_water)
-        except OSError as e:
-            log.debug("rtmp {peer}: SO_RCVLOWAT not set: {e}", peer=protocol.description, e=e)
-            return False
-        return True
-
-    @staticmethod
-    def _selectable(transport: Any) -> Any:
-        """The TCP connection under any protocol wrappers (TLS for RTMPS): the
-        object the reactor reads, and whose end is reported to the wrappers."""
-        while not hasattr(type(transport), "doRead") and getattr(transport, "transport", None):
-            transport = transport.transport
-        return transport
-
-    def _tick(self) -> None:
-        for protocol in list(self._batched):
-            transport: Any = self._selectable(protocol.transport)
-            try:
-                if (protocol in self._batched and not transport.disconnecting
-                        and not protocol.reading_paused):
-                    why = transport.doRead()
-                    if why is not None:  # end of stream or error: as the reactor does
-                        transport.connectionLost(Failure(why))
-            except Exception:
-                log.failure("rtmp {peer}: batched read failed", peer=protocol.description)
-                transport.abortConnection()
-
-
 class RTMPServerFactory(Factory):
     """Builds RTMP server protocols sharing one registry and one configuration."""
 
@@ -543,4 +413,4 @@ class RTMPServerFactory(Factory):
         self.pub_timeout = pub_timeout
         self.wait_timeout = wait_timeout
         self.batcher = ReadBatcher(reactor, read_batch_ms) if (
-            read_batch_ms and _CAN_BATCH) else None
+            read_batch_ms and CAN_BATCH) else None

@@ -81,8 +81,9 @@ def add_parser(sub: Any) -> None:
                         "scenario 4: nginx serving the segments lals writes as static files "
                         "(lal_twisted/tools/nginx-hls.conf)")
     p.add_argument("--hls", choices=("memory", "disk"),
-                   help="turn HLS on in the bench's server, and in nginx-rtmp with --compare (hls.use_memory_as_disk_flag or "
-                        "files under the bench's directory) and check the playlists")
+                   help="turn HLS on in the bench's server (hls.use_memory_as_disk_flag or "
+                        "files under the bench's directory) and check the playlists; "
+                        "with --compare, nginx-rtmp makes HLS too (on /dev/shm or disk)")
     p.add_argument("--fragment-ms", type=int, default=3000, metavar="MS",
                    help="with --hls or scenario 4: hls.fragment_duration_ms (default 3000)")
     p.add_argument("--record", metavar="FORMATS",
