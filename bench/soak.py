@@ -56,13 +56,8 @@ from twisted.python.failure import Failure
 
 from lal_twisted.rtmp.client import RTMPClientFactory, RTMPClientProtocol
 from lal_twisted.rtmp.client_session import ClientSession, RtmpUrl, RtmpUrlError
-from lal_twisted.tools.bench import (
-    TICK,
-    OwnServer,
-    ProcStat,
-    bench_media,
-    lal_command,
-)
+from lal_twisted.tools.bench import bench_media, lal_command
+from lal_twisted.tools.bench_servers import TICK, OwnServer, ProcStat
 from lal_twisted.tools.common import (
     ToolError,
     install_stop_handler,
