@@ -54,6 +54,7 @@ from urllib.parse import urlsplit
 from twisted.internet import defer, endpoints, protocol, task
 from twisted.python.failure import Failure
 
+from lal_twisted.dial import dial
 from lal_twisted.rtmp.client import RTMPClientFactory, RTMPClientProtocol
 from lal_twisted.rtmp.client_session import ClientSession, RtmpUrl, RtmpUrlError
 from lal_twisted.tools.bench import bench_media, lal_command
@@ -424,8 +425,8 @@ class LongName:
         self.timer: Any = None
         factory = RTMPClientFactory(lambda: RTMPClientProtocol(
             ClientSession(url, record.variant)))
-        self.connector = owner.reactor.connectTCP(url.host, url.port, factory, timeout=5)
-        factory.connected.addCallbacks(self._connected, self._failed)
+        self.dialling = dial(owner.reactor, url.target, factory, timeout=5)
+        self.dialling.addCallbacks(self._connected, self._failed)
 
     def _connected(self, proto: RTMPClientProtocol) -> None:
         self.proto = proto
@@ -462,7 +463,7 @@ class LongName:
         if self.proto is not None and self.proto.transport is not None:
             self.proto.transport.abortConnection()  # type: ignore[attr-defined]
         else:
-            self.connector.disconnect()
+            self.dialling.cancel()
 
 
 class Hostiles:

@@ -14,16 +14,22 @@ went from 86% to 41% of a core, HTTP-FLV from 94% to 73%; what remains is
 mostly the kernel's work inside send().
 
 A relay push writes the same packets to its target as a player does, over a
-connection it dialled: :func:`connect_eager` gives it the same writes
-(:class:`EagerClient`).
+connection it dialled: dialled through a :class:`TunedReactor` (``eager``), it
+gets the same writes (:class:`EagerClient`).
 
 A response may end with a :class:`FileSpan` (an HLS segment held in a memfd):
 the eager transport sends it with ``sendfile``, as nginx sends a static file,
 instead of copying it from Python bytes into the socket.
 
-:func:`reuse_port_endpoint` listens with ``SO_REUSEPORT``: several processes
-(the workers of one node) bind the same address and the kernel spreads the
-connections among them.
+:func:`reuse_port_endpoint` listens with ``SO_REUSEPORT`` (TCP, or TLS over it):
+several processes (the workers of one node) bind the same address and the
+kernel spreads the connections among them.
+
+This module leans on Twisted's internals in a few named places (the buffer
+attributes :class:`_EagerWrites` reads, ``tcp.Connector._makeTransport``, the
+epoll reactor's ``_poller``, ``_selectables`` and ``_doReadOrWrite``);
+``tests/test_twisted_pins.py`` fails, naming the one that moved, when a
+Twisted release changes them.
 """
 
 from __future__ import annotations
@@ -32,10 +38,10 @@ import os
 import socket
 from typing import Any
 
-from twisted.internet import defer, tcp
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet import endpoints, tcp
 from twisted.internet.posixbase import PosixReactorBase
-from zope.interface import implementer
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import directlyProvides, providedBy
 
 from lal_twisted.log import Logger
 
@@ -176,16 +182,6 @@ class _EagerConnector(tcp.Connector):
         return EagerClient(self.host, self.port, self.bindAddress, self, self.reactor)
 
 
-def connect_eager(reactor: Any, host: str, port: int, factory: Any, timeout: float) -> Any:
-    """``reactor.connectTCP`` with :class:`EagerClient` writes on a real reactor
-    (any other, such as a test's memory reactor, connects as usual)."""
-    if not isinstance(reactor, PosixReactorBase):
-        return reactor.connectTCP(host, port, factory, timeout=timeout)
-    connector = _EagerConnector(host, port, factory, timeout, None, reactor)
-    connector.connect()
-    return connector
-
-
 class ReusePort(tcp.Port):
     """A listening TCP port whose socket has ``SO_REUSEPORT`` set before it
     is bound, so other sockets with it may bind the same address."""
@@ -196,40 +192,71 @@ class ReusePort(tcp.Port):
         return sock
 
 
-@implementer(IStreamServerEndpoint)
-class ReusePortEndpoint:
-    """Twisted's TCP server endpoint, listening with :class:`ReusePort`."""
+class TunedReactor:
+    """The reactor, as Twisted's endpoints see it, with this module's tuning.
 
-    def __init__(self, reactor: Any, port: int, interface: str = "", backlog: int = 50) -> None:
-        self.reactor = reactor
-        self.port = port
-        self.interface = interface
-        self.backlog = backlog
+    Endpoints take the reactor they listen and connect with as a parameter;
+    this one passes everything to the real reactor except:
 
-    def listen(self, factory: Any) -> defer.Deferred[Any]:
-        def start() -> ReusePort:
-            port = ReusePort(self.port, factory, self.backlog, self.interface, self.reactor)
-            port.startListening()
-            return port
-        return defer.execute(start)
+    - ``reuse_port``: ``listenTCP`` binds a :class:`ReusePort`, and
+      ``listenSSL`` puts TLS over one (as the reactor's own ``listenSSL`` puts
+      it over ``listenTCP``), so ``tcp:``, ``tcp6:`` and ``ssl:`` endpoints
+      listen with ``SO_REUSEPORT``;
+    - ``eager``: ``connectTCP`` makes :class:`EagerClient` connections, so a
+      ``HostnameEndpoint`` (and TLS over it) dials with eager writes.
+
+    It provides the interfaces the real reactor provides (a HostnameEndpoint
+    asks for ``IReactorPluggableNameResolver``).  Any reactor other than a
+    real one (a test's memory reactor) is used as it is.
+    """
+
+    def __init__(self, reactor: Any, *, reuse_port: bool = False, eager: bool = False) -> None:
+        self._reactor = reactor
+        self._real = isinstance(reactor, PosixReactorBase)
+        self._reuse_port = reuse_port
+        self._eager = eager
+        directlyProvides(self, providedBy(reactor))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50,  # noqa: N802
+                  interface: str = "") -> Any:
+        if not (self._reuse_port and self._real):
+            return self._reactor.listenTCP(port, factory, backlog, interface)
+        listening = ReusePort(port, factory, backlog, interface, self._reactor)
+        listening.startListening()
+        return listening
+
+    def listenSSL(self, port: int, factory: Any, contextFactory: Any,  # noqa: N802, N803
+                  backlog: int = 50, interface: str = "") -> Any:
+        if not (self._reuse_port and self._real):
+            return self._reactor.listenSSL(port, factory, contextFactory, backlog, interface)
+        return self.listenTCP(port, TLSMemoryBIOFactory(contextFactory, False, factory),
+                              backlog, interface)
+
+    def connectTCP(self, host: str, port: int, factory: Any, timeout: float = 30,  # noqa: N802
+                   bindAddress: Any = None) -> Any:  # noqa: N803 - Twisted interface
+        if not (self._eager and self._real):
+            return self._reactor.connectTCP(host, port, factory, timeout, bindAddress)
+        connector = _EagerConnector(host, port, factory, timeout, bindAddress, self._reactor)
+        connector.connect()
+        return connector
 
 
-def reuse_port_endpoint(reactor: Any, description: str) -> ReusePortEndpoint:
-    """The ``SO_REUSEPORT`` endpoint for a ``tcp:PORT[:interface=...][:backlog=N]``
-    or ``tcp6:...`` description (what the config makes of lal's addresses);
-    ValueError for any other kind of endpoint."""
-    kind, _, rest = description.partition(":")
-    if kind not in ("tcp", "tcp6") or not rest:
-        raise ValueError(f"SO_REUSEPORT needs a tcp: or tcp6: address, got {description!r}")
-    fields = rest.replace("\\:", "\0").split(":")
-    options = dict(f.replace("\0", ":").split("=", 1) for f in fields[1:] if "=" in f)
-    unknown = set(options) - {"interface", "backlog"}
-    if unknown:
-        raise ValueError(f"{description!r}: {', '.join(sorted(unknown))} is not read with "
-                         "SO_REUSEPORT")
-    interface = options.get("interface", "::" if kind == "tcp6" else "")
-    return ReusePortEndpoint(reactor, int(fields[0]), interface,
-                             int(options.get("backlog", 50)))
+# What can listen with SO_REUSEPORT: TCP, and TLS over it.
+_REUSE_PORT_KINDS = ("tcp", "tcp6", "ssl")
+
+
+def reuse_port_endpoint(reactor: Any, description: str) -> Any:
+    """The server endpoint of a ``tcp:``, ``tcp6:`` or ``ssl:`` description,
+    listening with ``SO_REUSEPORT`` (Twisted reads the description, as for
+    any listener); ValueError for any other kind of endpoint."""
+    kind = description.partition(":")[0]
+    if kind not in _REUSE_PORT_KINDS:
+        raise ValueError(f"SO_REUSEPORT needs a tcp:, tcp6: or ssl: address, "
+                         f"got {description!r}")
+    return endpoints.serverFromString(TunedReactor(reactor, reuse_port=True), description)
 
 
 def use_eager_writes(port: Any) -> None:

@@ -13,16 +13,19 @@ another Twisted application::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.application import service
-from twisted.internet import endpoints
-from twisted.internet.interfaces import IListeningPort
+from twisted.application import internet, service
+from twisted.internet import defer, endpoints
+from twisted.internet.address import UNIXAddress
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.python import usage
 from twisted.web import resource, server
+from zope.interface import implementer
 
 from lal_twisted import log as lal_log
 from lal_twisted.api.plane import ControlPlane
@@ -71,13 +74,30 @@ def _endpoint(reactor: Any, key: str, description: str) -> Any:
         raise ConfigError(f"{key}: cannot listen on {description!r}: {e}") from None
 
 
-class Listener(service.Service):
-    """Listens on one endpoint description; ``port`` is the IListeningPort once bound.
+@implementer(IStreamServerEndpoint)
+class _Announced:
+    """An endpoint whose listening port is handed to ``listened`` first."""
+
+    def __init__(self, endpoint: IStreamServerEndpoint,
+                 listened: Callable[[IListeningPort], IListeningPort]) -> None:
+        self.endpoint = endpoint
+        self.listened = listened
+
+    def listen(self, factory: Any) -> defer.Deferred[IListeningPort]:
+        d: defer.Deferred[IListeningPort] = self.endpoint.listen(factory)
+        return d.addCallback(self.listened)
+
+
+class Listener(internet.StreamServerEndpointService):
+    """Twisted's endpoint service on one endpoint description (TCP, TLS, unix
+    ...); ``port`` is the IListeningPort once bound.
 
     It binds in ``privilegedStartService``, so ``twistd --uid`` can bind port
     1935 or 80 as root and then drop privileges (``startService`` binds if that
     was skipped).  Listening errors (port in use, bad interface) raise there, so
     twistd stops with a clear message before the server half-starts.
+    ``reuse_port``: bind with ``SO_REUSEPORT`` (TCP or TLS), so that several
+    processes share the address (:func:`lal_twisted.net.reuse_port_endpoint`).
     """
 
     # Set by the twistd entry point: a listening error then ends the process
@@ -90,52 +110,54 @@ class Listener(service.Service):
         self.key = key
         self.guard = guard
         self.description = description
-        self.factory = factory
         self.reactor = reactor
-        if reuse_port:  # several processes on one address (lal_twisted.net)
+        # What it serves; ``factory`` is that behind the guard once started.
+        self.inner_factory: Any = factory
+        if reuse_port:
             try:
-                self.endpoint = reuse_port_endpoint(reactor, description)
+                endpoint = reuse_port_endpoint(reactor, description)
             except ValueError as e:
                 raise ConfigError(f"{key}: {e}") from None
         else:
-            self.endpoint = _endpoint(reactor, key, description)
+            endpoint = _endpoint(reactor, key, description)
+        super().__init__(_Announced(endpoint, self._listened), factory)
+        # A listening error raises from privilegedStartService instead of being
+        # logged later (strports.service sets it too; tests/test_twisted_pins.py).
+        self._raiseSynchronously = True
         self.port: IListeningPort | None = None
+        self._tried = False
 
     def privilegedStartService(self) -> None:  # noqa: N802 - Twisted interface
-        super().privilegedStartService()
-        self._listen()
-
-    def startService(self) -> None:  # noqa: N802 - Twisted interface
-        super().startService()
-        if self.port is None:
-            self._listen()
-
-    def _listen(self) -> None:
-        factory: Any = self.factory
         if self.guard is not None:
-            factory = self.guard.wrap(factory, self.name or self.key)
-        d = self.endpoint.listen(factory)
-        failures: list[Any] = []
-        d.addCallbacks(self._listened, failures.append)
-        if failures:
+            self.factory = self.guard.wrap(self.inner_factory, self.name or self.key)
+        self._tried = True
+        try:
+            super().privilegedStartService()
+        except Exception as e:
             if self.exit_on_error:
-                raise SystemExit(f"lals: {self.key}: {failures[0].getErrorMessage()}")
-            failures[0].raiseException()
+                raise SystemExit(f"lals: {self.key}: {e}") from None
+            raise
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
         self.port = port
         use_eager_writes(port)
-        address = port.getHost()
-        logger.info("{name} listening on {host}:{port}", name=self.name,
-                    host=getattr(address, "host", address), port=getattr(address, "port", ""))
+        logger.info("{name} listening on {where}", name=self.name,
+                    where=_where(port.getHost()))
         return port
 
     def stopService(self) -> Any:  # noqa: N802 - Twisted interface
-        super().stopService()
-        if self.port is not None:
-            port, self.port = self.port, None
-            return port.stopListening()
-        return None
+        self.port = None
+        if not self._tried:  # never started (a listener before it failed to)
+            self.running = False
+            return None
+        return super().stopService()
+
+
+def _where(address: Any) -> str:
+    """A listening address as the log tells it: ``host:port`` or ``unix:PATH``."""
+    if isinstance(address, UNIXAddress):
+        return f"unix:{os.fsdecode(address.name or b'')}"
+    return f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
 
 
 # -- what listens where: one table of listeners, one of HTTP routes ------------------
@@ -143,18 +165,35 @@ class Listener(service.Service):
 
 @dataclass(frozen=True)
 class ListenerSpec:
-    """A listener: its name (``LalService.listeners`` key), the config key of its
-    address, whether the config enables it, and how to build its factory.
-    A listener that may be ``optional`` (TLS, as lal: an RTMPS or HTTPS
-    listener whose certificate files cannot be used) is left out with one
-    error line; any other listener's problem stops the server."""
+    """A listener: its name (``LalService.listeners`` key), the config key of
+    its address, whether the config enables it, and how to build it: a
+    callable that returns the IService that listens (:func:`stream_listener`
+    for TCP, TLS and unix endpoints; a UDP, SRT or ICE listener brings its
+    own).  ``build`` raises ConfigError for a config it cannot use.  A
+    listener that may be ``optional`` (TLS, as lal: an RTMPS or HTTPS listener
+    whose certificate files cannot be used) is then left out with one error
+    line; any other listener's problem stops the server."""
 
     name: str
     addr_key: str
-    addr: Callable[[Config], str]
     enabled: Callable[[LalService], bool]
-    build: Callable[[LalService], Factory | server.Site]
+    build: Callable[[LalService, ListenerSpec], service.IService]
     optional: bool = False
+
+
+def stream_listener(addr: Callable[[Config], str],
+                    factory: Callable[[LalService], Factory | server.Site],
+                    ) -> Callable[[LalService, ListenerSpec], Listener]:
+    """How a listener on a stream endpoint is built: the endpoint description
+    ``addr`` reads from the config, serving what ``factory`` builds, behind the
+    server's connection guard."""
+    def build(lals: LalService, spec: ListenerSpec) -> Listener:
+        description = addr(lals.config)
+        if not description:  # a config may hold one for a listener nothing enables
+            raise ConfigError(f"{spec.addr_key}: the {spec.name} listener is enabled but its "
+                              "address is empty; set one such as \":1935\" or turn it off")
+        return Listener(spec.addr_key, description, factory(lals), lals.reactor, lals.guard)
+    return build
 
 
 @dataclass(frozen=True)
@@ -267,18 +306,18 @@ ROUTES: tuple[RouteSpec, ...] = (
 )
 
 LISTENERS: tuple[ListenerSpec, ...] = (
-    ListenerSpec("rtmp", "rtmp.addr", lambda c: c.rtmp.addr,
-                 lambda lals: lals.config.rtmp.enable, _rtmp_factory),
-    ListenerSpec("rtmps", "rtmp.rtmps_addr", _rtmps_addr,
-                 lambda lals: lals.config.rtmp.rtmps_enable, _rtmp_factory, optional=True),
+    ListenerSpec("rtmp", "rtmp.addr", lambda lals: lals.config.rtmp.enable,
+                 stream_listener(lambda c: c.rtmp.addr, _rtmp_factory)),
+    ListenerSpec("rtmps", "rtmp.rtmps_addr", lambda lals: lals.config.rtmp.rtmps_enable,
+                 stream_listener(_rtmps_addr, _rtmp_factory), optional=True),
     ListenerSpec("http", "default_http.http_listen_addr",
-                 lambda c: c.default_http.http_listen_addr,
-                 lambda lals: bool(lals.routers["http"].routes), _site("http")),
-    ListenerSpec("https", "default_http.https_listen_addr", _https_addr,
-                 lambda lals: bool(lals.routers["https"].routes), _site("https"),
-                 optional=True),
-    ListenerSpec("http_api", "http_api.addr", lambda c: c.http_api.addr,
-                 lambda lals: lals.config.http_api.enable, _site("http_api")),
+                 lambda lals: bool(lals.routers["http"].routes),
+                 stream_listener(lambda c: c.default_http.http_listen_addr, _site("http"))),
+    ListenerSpec("https", "default_http.https_listen_addr",
+                 lambda lals: bool(lals.routers["https"].routes),
+                 stream_listener(_https_addr, _site("https")), optional=True),
+    ListenerSpec("http_api", "http_api.addr", lambda lals: lals.config.http_api.enable,
+                 stream_listener(lambda c: c.http_api.addr, _site("http_api"))),
 )
 
 
@@ -294,8 +333,9 @@ class LalService(service.MultiService):
     def __init__(self, config: Config, reactor: Any = None,
                  listeners: Sequence[ListenerSpec] = ()) -> None:
         """``listeners`` are entries added to :data:`LISTENERS` (a protocol
-        an application brings: its listener builds its factory from this
-        service, whose ``registry`` it publishes to and plays from)."""
+        an application brings: its entry builds the service that listens from
+        this one, whose ``registry`` it publishes to and plays from; for a
+        stream endpoint, :func:`stream_listener` with its factory)."""
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -346,7 +386,7 @@ class LalService(service.MultiService):
         fd_share = getattr(self.hls.store, "fd_share", None) if self.hls else None
         if fd_share is not None:  # HLS segments in memfds: not the connections' descriptors
             self.guard.fd_users.append(fd_share)
-        self.listeners: dict[str, Listener] = {}
+        self.listeners: dict[str, service.IService] = {}
         context = self.control.context  # what the API and the status page read
         context.relays, context.guard = self.relays, self.guard
         context.listeners, context.routers = self.listeners, self.routers
@@ -355,30 +395,32 @@ class LalService(service.MultiService):
         for spec in (*LISTENERS, *listeners):
             if spec.enabled(self):
                 try:
-                    address = _listen_address(spec, config)
+                    listener = spec.build(self, spec)
                 except ConfigError as e:
                     if not spec.optional:
                         raise
                     self.startup_errors.append(f"{e}; the {spec.name} listener is not started "
                                                "(the others are)")
                     continue
-                listener = Listener(spec.addr_key, address, spec.build(self), reactor,
-                                    self.guard)
                 listener.setName(spec.name)
                 listener.setServiceParent(self)
                 self.listeners[spec.name] = listener
 
     @property
     def rtmp(self) -> Listener | None:
-        return self.listeners.get("rtmp")
+        return self._stream_listener("rtmp")
 
     @property
     def http(self) -> Listener | None:
-        return self.listeners.get("http")
+        return self._stream_listener("http")
 
     @property
     def api(self) -> Listener | None:
-        return self.listeners.get("http_api")
+        return self._stream_listener("http_api")
+
+    def _stream_listener(self, name: str) -> Listener | None:
+        listener = self.listeners.get(name)
+        return listener if isinstance(listener, Listener) else None
 
     def startService(self) -> None:  # noqa: N802 - Twisted interface
         lal_log.configure(self.config.log)
@@ -388,16 +430,6 @@ class LalService(service.MultiService):
             logger.error("{error}", error=error)
         super().startService()
         self.registry.events.emit(ServerStarted(self))
-
-
-def _listen_address(spec: ListenerSpec, config: Config) -> str:
-    """The endpoint description of an enabled listener; an empty address (which
-    a config may hold for a listener nothing enables) is an error here."""
-    address = spec.addr(config)
-    if not address:
-        raise ConfigError(f"{spec.addr_key}: the {spec.name} listener is enabled but its "
-                          "address is empty; set one such as \":1935\" or turn it off")
-    return address
 
 
 def hls_token_secret(config: Config) -> bytes | None:
@@ -434,7 +466,8 @@ def makeService(options: Options) -> LalService:  # noqa: N802 - twistd plugin e
     if lals is None:
         lals = make_service(options.get("parsed") or load(options["config"]))
     for listener in lals.listeners.values():
-        listener.exit_on_error = True
+        if isinstance(listener, Listener):
+            listener.exit_on_error = True
     raise_fd_limit()  # the connection cap follows the fd limit (lal_twisted.limits)
     from twisted.internet import reactor
 

@@ -134,8 +134,41 @@ def test_connection_lost_mid_body_is_reported() -> None:
 
 
 def test_https_url_dials_tls() -> None:
+    """The TCP connection goes to the host's resolved address, port 443, and the
+    first bytes on it are a TLS ClientHello, not the GET."""
     reactor = MemoryReactorClock()
-    pull = HttpFlvPull(reactor, "https://localhost/live/x.flv", lambda p: None)
+    pull = HttpFlvPull(reactor, "https://127.0.0.1/live/x.flv", lambda p: None)
     pull.start()
-    host, port, _factory, _options, _timeout, _bind = reactor.sslClients[0]
-    assert (host, port) == ("localhost", 443)
+    host, port, factory, _timeout, _bind = reactor.tcpClients[0]
+    assert (host, port) == ("127.0.0.1", 443)
+    transport = StringTransport()
+    factory.buildProtocol(None).makeConnection(transport)
+    hello = transport.value()
+    assert hello[:1] == b"\x16" and b"GET" not in hello  # a handshake record
+
+
+def test_a_unix_url_dials_the_socket_and_says_localhost() -> None:
+    reactor = MemoryReactorClock()
+    pull = HttpFlvPull(reactor, "http://unix:/run/lals/w1.sock:/live/x.flv?a=1",
+                       lambda p: None)
+    pull.start()
+    assert not reactor.tcpClients
+    path, factory, _timeout, _check_pid = reactor.unixClients[0]
+    assert path == "/run/lals/w1.sock"
+    transport = StringTransport()
+    factory.buildProtocol(None).makeConnection(transport)
+    request = transport.value()
+    assert request.startswith(b"GET /live/x.flv?a=1 HTTP/1.1\r\n")
+    assert b"\r\nHost: localhost\r\n" in request
+
+
+def test_stop_while_connecting_abandons_the_attempt() -> None:
+    reactor = MemoryReactorClock()
+    pull = HttpFlvPull(reactor, "http://127.0.0.1:8080/live/x.flv", lambda p: None)
+    results: list[Any] = []
+    pull.start().addBoth(results.append)
+    connector = reactor.connectors[0]
+    pull.stop()
+    assert connector.stoppedConnecting
+    assert len(results) == 1 and isinstance(results[0], Failure)
+    assert pull.done.called and pull.error is None

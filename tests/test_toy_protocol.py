@@ -35,7 +35,7 @@ from lal_twisted.media import avc
 from lal_twisted.media.packet import VIDEO, AVPacket
 from lal_twisted.media.tags import Codec
 from lal_twisted.media.track import Tracks, VideoTrack
-from lal_twisted.service import ListenerSpec, make_service
+from lal_twisted.service import ListenerSpec, make_service, stream_listener
 
 START = b"\x00\x00\x00\x01"
 FRAME_MS = 1000 // FPS
@@ -251,10 +251,10 @@ def toy_listeners() -> tuple[ListenerSpec, ...]:
     """The toy protocol's two entries of the listener table."""
     here = "tcp:0:interface=127.0.0.1"
     return (
-        ListenerSpec("toy_in", "toy.in_addr", lambda c: here, lambda lals: True,
-                     lambda lals: ToyInputFactory(lals.registry, ("live", "toy"))),
-        ListenerSpec("toy_out", "toy.out_addr", lambda c: here, lambda lals: True,
-                     lambda lals: ToyOutputFactory(lals.registry, ("live", "cam"))),
+        ListenerSpec("toy_in", "toy.in_addr", lambda lals: True, stream_listener(
+            lambda c: here, lambda lals: ToyInputFactory(lals.registry, ("live", "toy")))),
+        ListenerSpec("toy_out", "toy.out_addr", lambda lals: True, stream_listener(
+            lambda c: here, lambda lals: ToyOutputFactory(lals.registry, ("live", "cam")))),
     )
 
 

@@ -20,8 +20,10 @@ from twisted.internet import defer, protocol
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
+from lal_twisted.dial import dial
 from lal_twisted.media.flv import FlvError, FlvReader
 from lal_twisted.media.packet import AVPacket
+from lal_twisted.target import DEFAULT_PORTS, split_unix, target_of
 
 __all__ = ["HttpFlvError", "HttpFlvPull", "check_url"]
 
@@ -37,9 +39,11 @@ class HttpFlvError(Exception):
 
 
 def check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    """``url`` if it is an ``http(s)://`` URL with a host (or a unix socket);
+    ValueError otherwise."""
+    if urlsplit(url).scheme not in ("http", "https"):
         raise ValueError(f"not an http(s):// URL: {url!r}")
+    target_of(url)  # a TargetError (a ValueError) says what is wrong
     return url
 
 
@@ -173,7 +177,7 @@ class _HttpFlvProtocol(protocol.Protocol):
         self.pull.finished(reason, self._in_body)
 
 
-class _Factory(protocol.ClientFactory):
+class _Factory(protocol.Factory):
     noisy = False
 
     def __init__(self, pull: HttpFlvPull) -> None:
@@ -183,9 +187,6 @@ class _Factory(protocol.ClientFactory):
         proto = _HttpFlvProtocol(self.pull)
         self.pull.protocol = proto
         return proto
-
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:  # noqa: N802
-        self.pull.finished(reason, False)
 
 
 class HttpFlvPull:
@@ -202,13 +203,13 @@ class HttpFlvPull:
                  pool: Any = None, timeout: float = 10.0, tls: Any = None) -> None:
         self.reactor = reactor
         self.url = check_url(url)
-        parts = urlsplit(url)
-        self.secure = parts.scheme == "https"
-        self.host = parts.hostname or ""
-        self.port = parts.port or (443 if self.secure else 80)
-        default_port = self.port == (443 if self.secure else 80)
+        self.address = target_of(url)
+        plain, _ = split_unix(url)
+        parts = urlsplit(plain)
+        host = self.address.host
+        default_port = self.address.port == DEFAULT_PORTS[parts.scheme]
         self.host_header = parts.netloc.rpartition("@")[2] if not default_port else (
-            f"[{self.host}]" if ":" in self.host else self.host)
+            f"[{host}]" if ":" in host else host)
         self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.on_packet = on_packet
         self.timeout = timeout
@@ -222,20 +223,20 @@ class HttpFlvPull:
         self.done: defer.Deferred[None] = defer.Deferred()
         self._started: defer.Deferred[HttpFlvPull] = defer.Deferred()
         self.stopping = False
-        self._connector: Any = None
+        self._dialling: defer.Deferred[Any] | None = None
 
     def start(self) -> defer.Deferred[HttpFlvPull]:
-        factory = _Factory(self)
-        if self.secure:
-            from lal_twisted.tls import client_tls
-
-            options = self.tls if self.tls is not None else client_tls(self.host)
-            self._connector = self.reactor.connectSSL(self.host, self.port, factory, options,
-                                                      timeout=self.timeout)
-        else:
-            self._connector = self.reactor.connectTCP(self.host, self.port, factory,
-                                                      timeout=self.timeout)
+        d = self._dialling = dial(self.reactor, self.address, _Factory(self),
+                                  timeout=self.timeout, tls=self.tls)
+        d.addCallbacks(self._connected, self._not_connected)
         return self._started
+
+    def _connected(self, proto: Any) -> None:
+        self._dialling = None
+
+    def _not_connected(self, reason: Failure) -> None:
+        self._dialling = None
+        self.finished(reason, False)
 
     def response_started(self) -> None:
         if not self._started.called:
@@ -251,8 +252,9 @@ class HttpFlvPull:
         self.stopping = True
         if self.protocol is not None and self.protocol.transport is not None:
             self.protocol.transport.abortConnection()  # type: ignore[attr-defined]
-        elif self._connector is not None and getattr(self._connector, "state", "") == "connecting":
-            self._connector.stopConnecting()
+        elif self._dialling is not None:
+            dialling, self._dialling = self._dialling, None
+            dialling.cancel()  # abandons the connection attempt
 
     def finished(self, reason: Failure, in_body: bool) -> None:
         if self.error is None and not self.stopping and not reason.check(ConnectionDone):

@@ -4,7 +4,10 @@ config checks addresses with it; :mod:`lal_twisted.relay.upstream` dials them).
 An address is lal's ``host:port`` (RTMP) or a base URL: ``rtmp://``,
 ``rtmps://`` and, for pulls, ``http://`` / ``https://`` (HTTP-FLV).  A stream
 ``APP/STREAM`` is relayed to or from ``BASE/APP/STREAM`` (``.flv`` appended
-over HTTP); a path in the base URL goes before the app.
+over HTTP); a path in the base URL goes before the app.  In place of
+``host:port`` an address may name a unix socket, ``unix:/PATH`` (RTMP) or
+``rtmp://unix:/PATH`` / ``http://unix:/PATH`` (:mod:`lal_twisted.target`):
+the stream's URL is then ``rtmp://unix:/PATH:/APP/STREAM``.
 
 Loops.  Every server has a random relay id (8 hex digits, new at each start).
 Every relay request carries in its URL query the marker
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlsplit
+
+from lal_twisted.target import DEFAULT_PORTS, Target, TargetError, split_unix
 
 __all__ = ["DEFAULT_PORTS", "LOOP_REFUSAL", "MAX_HOPS", "RELAY_QUERY", "Base", "UpstreamError",
            "is_loop_refusal", "parse_base", "relay_via", "with_via"]
@@ -40,17 +45,22 @@ class UpstreamError(ValueError):
 
 @dataclass(frozen=True)
 class Base:
-    """A relay address: scheme, host, port and an optional path prefix."""
+    """A relay address: scheme, host, port (or a unix socket) and an optional
+    path prefix."""
 
     scheme: str
     host: str
     port: int
     prefix: str
+    unix: str = ""
+
+    @property
+    def target(self) -> Target:
+        return Target(self.host, self.port, self.secure, self.unix)
 
     @property
     def netloc(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return self.target.netloc
 
     @property
     def secure(self) -> bool:
@@ -73,10 +83,6 @@ class Base:
         return f"{self.scheme}://{self.netloc}" + (f"/{self.prefix}" if self.prefix else "")
 
 
-# The port of a relay URL that names none, by scheme.
-DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443, "http": 80, "https": 443}
-
-
 def parse_base(addr: str, push: bool = False) -> Base:
     """Read a relay address; :class:`UpstreamError` names what is wrong."""
     addr = addr.strip()
@@ -84,8 +90,11 @@ def parse_base(addr: str, push: bool = False) -> Base:
     if "://" not in addr:
         addr = f"rtmp://{addr}"
     try:
-        parts = urlsplit(addr)
+        plain, unix = split_unix(addr)
+        parts = urlsplit(plain)
         port = parts.port
+    except TargetError as e:
+        raise UpstreamError(str(e)) from None
     except ValueError as e:
         raise UpstreamError(f"cannot read address {addr!r}: {e}") from None
     if parts.scheme not in schemes:
@@ -96,7 +105,7 @@ def parse_base(addr: str, push: bool = False) -> Base:
     if parts.query or parts.fragment:
         raise UpstreamError(f"{addr!r}: a relay address takes no query or fragment")
     return Base(parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme],
-                parts.path.strip("/"))
+                parts.path.strip("/"), unix)
 
 
 def relay_via(query: str) -> list[str]:

@@ -159,13 +159,10 @@ class RelayManager(service.Service):
     def _relay_pull_started(self, event: RelayPullStarted) -> None:
         session = event.session
         pull = self.pulls.get(session.key)
-        source = None
-        if pull is not None:
-            parts = urlsplit(pull.url)
-            source = (parts.hostname, parts.port)
+        source = pull.remote_addr if pull is not None else None
         self._start_pushes(session, relay_via(urlsplit(session.url).query)[:-1], source)
 
-    def _start_pushes(self, publisher: Session, via: list[str], source: Any) -> None:
+    def _start_pushes(self, publisher: Session, via: list[str], source: str | None) -> None:
         if not self.push_bases:
             return
         if len(via) + 1 >= MAX_HOPS:
@@ -175,7 +172,7 @@ class RelayManager(service.Service):
         cfg = self.config.relay_push
         pushes = self.pushes.setdefault(publisher.key, [])
         for base in self.push_bases:
-            if source is not None and (base.host, base.port) == source:
+            if base.netloc == source:
                 continue  # not back to where it came from
             url = base.url(publisher.app, publisher.stream, [*via, self.relay_id])
             slot: list[RelayPush] = []  # the push, for the session's closer (a kick)

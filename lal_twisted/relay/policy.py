@@ -9,6 +9,8 @@ by the API are checked here before the API answers:
   ``http(s)://.../APP/STREAM.flv``), with a host, a port from 1 to 65535, an
   app and a stream name that are valid names, and (HTTP) nothing in it that
   could bend the request line: no spaces, control or non-ASCII characters;
+- it names a host, not a unix socket (``rtmp://unix:/PATH:/...``, the link
+  between the workers of a node, is the server's own: not the API's);
 - the host must be in ``relay.allowed_upstreams`` when that list is set
   (host names compared as written, IP literals against addresses and
   networks); link-local (a cloud's metadata service), unspecified and
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from lal_twisted.hub.session import check_names
-from lal_twisted.relay.address import DEFAULT_PORTS
+from lal_twisted.target import DEFAULT_PORTS, names_unix
 
 __all__ = ["MAX_AUTO_STOP_MS", "MAX_PULL_RETRY_NUM", "MAX_PULL_TIMEOUT_MS", "AllowList",
            "PullTarget", "PullUrlError", "check_pull_url"]
@@ -84,6 +86,8 @@ def check_pull_url(url: str) -> PullTarget:
     host = parts.hostname or ""
     if not host:
         raise PullUrlError("the URL has no host")
+    if names_unix(url):
+        raise PullUrlError("a unix socket is not pulled through the API: name a host")
     if port is not None and not 1 <= port <= 65535:
         raise PullUrlError(f"port {port} is not a port to pull from (1-65535)")
     if parts.fragment:

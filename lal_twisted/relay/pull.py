@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from twisted.internet import defer, task
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -34,8 +34,8 @@ from lal_twisted.hub.session import FLV_PULL, RTMP_PULL, Role
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AVPacket
 from lal_twisted.protocols import ProtocolName
-from lal_twisted.relay.address import DEFAULT_PORTS, Base
 from lal_twisted.relay.upstream import Upstream
+from lal_twisted.target import TargetError, target_of
 from lal_twisted.tls import verification_error
 
 if TYPE_CHECKING:
@@ -121,10 +121,11 @@ class RelayPull:
 
     @property
     def remote_addr(self) -> str:
-        """The upstream's ``host:port``."""
-        parts = urlsplit(self.url)
-        return Base(parts.scheme, parts.hostname or "",
-                    parts.port or DEFAULT_PORTS.get(parts.scheme, 0), "").netloc
+        """The upstream's ``host:port`` (or ``unix:PATH:``)."""
+        try:
+            return target_of(self.url).netloc
+        except TargetError:
+            return ""
 
     # -- life ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -240,7 +241,7 @@ class RelayPull:
             return
         upstream.stop()
         self.upstream = None
-        if failure.check(defer.TimeoutError, defer.CancelledError):
+        if failure.check(defer.TimeoutError, defer.CancelledError, ConnectingCancelledError):
             cause = f"no answer within {self.timeout:g}s (pull_timeout_ms)"
         else:
             cause = failure.getErrorMessage() or type(failure.value).__name__

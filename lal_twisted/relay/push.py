@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from lal_twisted.dial import dial
 from lal_twisted.hub.ports import ISink
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
@@ -115,7 +116,7 @@ class RelayPush:
         self._retry: IDelayedCall | None = None
         self._queued = False  # waiting for the writer's next round
         self._live_since: float | None = None
-        self._connector: Any = None
+        self._dialling: Any = None  # the connection attempt under way
         self._connecting: RTMPClientProtocol | None = None
         # The RTMP players' shared encoder, when this connection's stream id and
         # chunk size make its bytes the same as ours (the usual case).
@@ -190,8 +191,9 @@ class RelayPush:
         proto, self.proto = self.proto, None
         if proto is not None and proto.transport is not None:
             proto.stop()
-        elif self._connector is not None and getattr(self._connector, "state", "") == "connecting":
-            self._connector.stopConnecting()
+        elif self._dialling is not None:
+            dialling, self._dialling = self._dialling, None
+            dialling.cancel()  # abandons the connection attempt
         self._drop_pending()
         if not quiet:
             log.info("relay push {id} {key} to {url} stopped: {why} (bytes_out={b})",
@@ -213,7 +215,7 @@ class RelayPush:
 
     # -- connection ----------------------------------------------------------------------
     def _connect(self) -> None:
-        from lal_twisted.rtmp.client import RTMPClientFactory, RTMPClientProtocol, dial
+        from lal_twisted.rtmp.client import RTMPClientFactory, RTMPClientProtocol
         from lal_twisted.rtmp.client_session import ClientSession, RtmpUrl
 
         self._retry = None
@@ -223,18 +225,19 @@ class RelayPush:
         parsed = RtmpUrl.parse(self.url)
         factory = RTMPClientFactory(lambda: RTMPClientProtocol(ClientSession(parsed, "publish")))
         try:
-            self._connector = dial(self.reactor, parsed, factory, self.timeout, self.tls,
-                                   eager=True)
+            d: Any = dial(self.reactor, parsed.target, factory, timeout=self.timeout,
+                          tls=self.tls, eager=True)
         except Exception as e:  # a TLS setup problem (bad CA file) is not retried
             self.close(f"cannot connect: {e}")
             return
-        d = factory.connected
+        self._dialling = d
         d.addCallback(self._connected, attempt)
         d.addTimeout(self.timeout, self.reactor)
         d.addCallbacks(self._ready, self._failed, callbackArgs=(attempt,),
                        errbackArgs=(attempt,))
 
     def _connected(self, proto: RTMPClientProtocol, attempt: int) -> Any:
+        self._dialling = None
         proto.done.addBoth(self._lost, proto, attempt)
         self._connecting = proto
         return proto.ready
@@ -270,6 +273,7 @@ class RelayPush:
     def _failed(self, failure: Failure, attempt: int) -> None:
         if attempt != self._attempt or self.closed:
             return
+        self._dialling = None
         proto, self._connecting = self._connecting, None
         if proto is not None and proto.transport is not None:
             proto.transport.abortConnection()  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from lal_twisted.dial import dial
 from lal_twisted.media.packet import AVPacket
 from lal_twisted.relay.address import (
     LOOP_REFUSAL,
@@ -55,7 +56,7 @@ class Upstream:
         self._rtmp: Any = None
         self._http: Any = None
         self._stopped = False
-        self._connector: Any = None
+        self._connecting: defer.Deferred[Any] | None = None
 
     @property
     def bytes_in(self) -> int:
@@ -71,15 +72,16 @@ class Upstream:
             d = self._http.start()
             d.addCallback(self._http_ready)
         else:
-            from lal_twisted.rtmp.client import RTMPClientFactory, RTMPClientProtocol, dial
+            from lal_twisted.rtmp.client import RTMPClientFactory, RTMPClientProtocol
             from lal_twisted.rtmp.client_session import ClientSession, RtmpUrl
 
             parsed = RtmpUrl.parse(self.url)
             factory = RTMPClientFactory(lambda: RTMPClientProtocol(
                 ClientSession(parsed, "play"), on_packet=self.on_packet,
                 on_status=self._status))
-            self._connector = dial(self.reactor, parsed, factory, self.timeout, self.tls)
-            d = factory.connected
+            self._connecting = dial(self.reactor, parsed.target, factory, timeout=self.timeout,
+                                    tls=self.tls)
+            d = self._connecting
             d.addCallback(self._rtmp_connected)
         return d
 
@@ -91,6 +93,7 @@ class Upstream:
             self._rtmp.transport.loseConnection()
 
     def _rtmp_connected(self, proto: Any) -> defer.Deferred[Upstream]:
+        self._connecting = None
         self._rtmp = proto
         proto.done.addBoth(self._ended)
         if self._stopped:
@@ -117,7 +120,8 @@ class Upstream:
         self._stopped = True
         if self._rtmp is not None and self._rtmp.transport is not None:
             self._rtmp.transport.abortConnection()
-        elif self._connector is not None and getattr(self._connector, "state", "") == "connecting":
-            self._connector.stopConnecting()
+        elif self._connecting is not None:
+            connecting, self._connecting = self._connecting, None
+            connecting.cancel()  # abandons the connection attempt
         if self._http is not None:
             self._http.stop()

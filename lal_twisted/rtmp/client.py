@@ -7,10 +7,10 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReactorTCP
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
+from lal_twisted.dial import dial
 from lal_twisted.media.amf0 import AMF0Error
 from lal_twisted.media.packet import AVPacket
 from lal_twisted.rtmp.client_session import ClientSession, Ready, RtmpUrl, Status
@@ -100,29 +100,22 @@ class RTMPClientProtocol(Protocol):
             self.done.callback(None)
 
 
-class RTMPClientFactory(ClientFactory):
-    """Creates one protocol for one connection; ``connected`` fires with it
-    or errbacks when the TCP connection fails."""
+class RTMPClientFactory(Factory):
+    """Creates the protocol of one connection (:func:`lal_twisted.dial.dial`
+    makes the connection)."""
 
     noisy = False
 
     def __init__(self, make_protocol: Callable[[], RTMPClientProtocol]) -> None:
         self.make_protocol = make_protocol
-        self.connected: defer.Deferred[RTMPClientProtocol] = defer.Deferred()
 
     def buildProtocol(self, addr: Any) -> RTMPClientProtocol:  # noqa: N802
         proto = self.make_protocol()
         proto.factory = self  # type: ignore[attr-defined]
-        if not self.connected.called:
-            self.connected.callback(proto)
         return proto
 
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:  # noqa: N802
-        if not self.connected.called:
-            self.connected.errback(reason)
 
-
-def connect(reactor: IReactorTCP, url: str | RtmpUrl, mode: str,
+def connect(reactor: Any, url: str | RtmpUrl, mode: str,
             on_packet: Callable[[AVPacket], None] | None = None,
             on_status: Callable[[Status], None] | None = None,
             timeout: float = 10.0, tls: Any = None) -> defer.Deferred[RTMPClientProtocol]:
@@ -130,30 +123,12 @@ def connect(reactor: IReactorTCP, url: str | RtmpUrl, mode: str,
 
     An ``rtmps://`` URL connects with TLS: ``tls`` is the client TLS options
     (:func:`lal_twisted.tls.client_tls`); by default the peer's certificate and
-    name are checked against the system trust store."""
+    name are checked against the system trust store.  The connection is made
+    by :func:`lal_twisted.dial.dial` (a host name, an address or a unix socket)."""
     parsed = url if isinstance(url, RtmpUrl) else RtmpUrl.parse(url)
     factory = RTMPClientFactory(lambda: RTMPClientProtocol(
         ClientSession(parsed, mode), on_packet=on_packet, on_status=on_status))
-    dial(reactor, parsed, factory, timeout, tls)
-    d = factory.connected
+    d: defer.Deferred[Any] = dial(reactor, parsed.target, factory, timeout=timeout, tls=tls)
     d.addCallback(lambda proto: proto.ready)
     return d
 
-
-def dial(reactor: Any, parsed: RtmpUrl, factory: ClientFactory, timeout: float = 10.0,
-         tls: Any = None, eager: bool = False) -> Any:
-    """Open the TCP (``rtmps://``: TLS) connection for ``factory``; the connector.
-
-    ``eager``: a plain TCP connection sends each write at once when it can, as
-    the server's player connections do (:mod:`lal_twisted.net`); for a relay
-    push, which writes every packet of a stream."""
-    if parsed.secure:
-        from lal_twisted.tls import client_tls
-
-        options = tls if tls is not None else client_tls(parsed.host)
-        return reactor.connectSSL(parsed.host, parsed.port, factory, options, timeout=timeout)
-    if eager:
-        from lal_twisted.net import connect_eager
-
-        return connect_eager(reactor, parsed.host, parsed.port, factory, timeout)
-    return reactor.connectTCP(parsed.host, parsed.port, factory, timeout=timeout)

@@ -20,6 +20,7 @@ from lal_twisted.rtmp import message as m
 from lal_twisted.rtmp.connection import RtmpConnection, command_payload
 from lal_twisted.rtmp.handshake import ClientHandshake
 from lal_twisted.rtmp.message import MEDIA_CSID, SET_DATA_FRAME, Message, RtmpProtocolError
+from lal_twisted.target import DEFAULT_PORTS, LOCALHOST, Target, TargetError, split_unix
 
 _ON_METADATA = amf0.encode("onMetaData")
 _SAMPLE_ACCESS = amf0.encode("|RtmpSampleAccess")
@@ -44,14 +45,20 @@ class RtmpUrl:
     stream: str
     tc_url: str
     secure: bool = False  # rtmps://: RTMP inside TLS
+    unix: str = ""  # the unix socket dialled instead of host:port (lal_twisted.target)
 
     @classmethod
     def parse(cls, url: str) -> RtmpUrl:
         """``rtmp://host[:port]/app[/more]/stream[?query]`` (or ``rtmps://``,
-        port 443 by default); the last path element (with the query) is the
-        stream name, the rest is the app."""
+        port 443 by default, or a unix socket: ``rtmp://unix:/PATH:/app/stream``);
+        the last path element (with the query) is the stream name, the rest is
+        the app."""
         try:
-            parts = urlsplit(url)
+            plain, unix = split_unix(url)
+        except TargetError as e:
+            raise RtmpUrlError(str(e)) from None
+        try:
+            parts = urlsplit(plain)
         except ValueError as e:
             raise RtmpUrlError(f"bad URL {url!r}: {e}") from None
         if parts.scheme not in ("rtmp", "rtmps"):
@@ -60,19 +67,26 @@ class RtmpUrl:
         if not parts.hostname:
             raise RtmpUrlError(f"no host in {url!r}")
         try:
-            port = parts.port or (443 if secure else 1935)
+            port = parts.port or DEFAULT_PORTS[parts.scheme]
         except ValueError:
             raise RtmpUrlError(f"bad port in {url!r}") from None
         path = parts.path.strip("/")
         app, _, stream = path.rpartition("/")
         if not app or not stream:
-            raise RtmpUrlError(f"{url!r} needs an app and a stream name, "
-                               "e.g. rtmp://127.0.0.1:1935/live/test")
+            example = ("rtmp://unix:/run/lals.sock:/live/test (the socket's path ends at "
+                       "a colon)" if unix else "rtmp://127.0.0.1:1935/live/test")
+            raise RtmpUrlError(f"{url!r} needs an app and a stream name, e.g. {example}")
         if parts.query:
             stream = f"{stream}?{parts.query}"
         host = parts.hostname
-        netloc = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-        return cls(host, port, app, stream, f"{parts.scheme}://{netloc}/{app}", secure)
+        netloc = (LOCALHOST if unix else
+                  f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+        return cls(host, port, app, stream, f"{parts.scheme}://{netloc}/{app}", secure, unix)
+
+    @property
+    def target(self) -> Target:
+        """Where the connection goes."""
+        return Target(self.host, self.port, self.secure, self.unix)
 
 
 @dataclass
