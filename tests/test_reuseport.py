@@ -15,7 +15,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 
 from lal_twisted.config import ConfigError
-from lal_twisted.service import Listener
+from lal_twisted.listener import Listener
 from lal_twisted.tls import client_tls, ssl_endpoint
 
 

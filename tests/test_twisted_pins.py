@@ -24,8 +24,8 @@ from twisted.internet import abstract, defer, endpoints, protocol, reactor, tcp
 from twisted.internet.epollreactor import EPollReactor
 
 from lal_twisted.dial import dial
+from lal_twisted.listener import Listener
 from lal_twisted.net import EagerClient, EagerServer, TunedReactor, _EagerWrites, lean_dispatch
-from lal_twisted.service import Listener
 from lal_twisted.target import Target
 
 
@@ -121,10 +121,10 @@ def test_the_epoll_loop_lean_dispatch_replaces() -> None:
 
 def test_a_listening_error_raises_at_start() -> None:
     """_raiseSynchronously makes StreamServerEndpointService raise a listening
-    error from privilegedStartService (lal_twisted.service.Listener: one line
+    error from privilegedStartService (lal_twisted.listener.Listener: one line
     and exit under twistd); without it the error would only be logged."""
     assert hasattr(internet.StreamServerEndpointService, "_raiseSynchronously"), _moved(
-        "StreamServerEndpointService._raiseSynchronously", "lal_twisted.service.Listener")
+        "StreamServerEndpointService._raiseSynchronously", "lal_twisted.listener.Listener")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
