@@ -11,7 +11,6 @@ through the view only.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,19 +19,14 @@ from twisted.internet import defer
 from lal_twisted.hub.dummy_audio import DummyAudio
 from lal_twisted.hub.gop_cache import DEFAULT_GOP_CACHE_MAX_BYTES, GopCache
 from lal_twisted.hub.ports import ICorkable, IJoiningBurst, IPublisher, OutputKind
+from lal_twisted.hub.tracks import FollowsTracks
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
-from lal_twisted.media.tags import Codec
 from lal_twisted.media.track import (
-    AudioTrack,
     Tracks,
-    VideoTrack,
     announced_tracks,
-    audio_frame_config,
     audio_track,
-    describe,
     video_track,
-    vp9_frame_size,
 )
 
 if TYPE_CHECKING:
@@ -44,23 +38,19 @@ __all__ = ["DEFAULT_GOP_CACHE_MAX_BYTES", "IPublisher", "MAX_EXTRA_HEADERS", "St
 
 log = Logger("lal_twisted.hub.stream")
 
-# At most one "stream ... video/audio: ..." line per kind this often (seconds).
-_DESCRIBE_EVERY = 10.0
 
 # At most this many headers besides the main video and audio ones (other
 # tracks' sequence starts, colorInfo metadata...): a publisher inventing track
 # sets must not grow them without bound.  Past it the oldest goes.
 MAX_EXTRA_HEADERS = 16
 
-# Audio codecs whose rate and channels are in their frames, not their sequence start.
-_FRAME_DESCRIBED_AUDIO = (Codec.AC3, Codec.EAC3)
 
 # Gap placed between the last timestamp a player saw and the first one of a
 # publisher that takes over the stream, so timestamps keep increasing.
 _REBASE_GAP_MS = 40
 
 
-class Stream:
+class Stream(FollowsTracks):
     """Fan-out point for one stream key.
 
     ``feed`` takes each packet from the publisher, updates the tracks, the
@@ -138,12 +128,6 @@ class Stream:
                     output.close()
                 return
 
-    def _settle_outputs(self) -> None:
-        """The tracks or the publisher are about to change: outputs that hold
-        packets encode them now, with the tracks they came with."""
-        for output, _users in self._outputs.values():
-            output.settle()
-
     def _refresh_sends(self) -> None:
         outputs: list[IStreamOutput] = [entry[0] for entry in self._outputs.values()]
         sends: list[Callable[[AVPacket], None]] = [o.feed for o in outputs]
@@ -175,41 +159,6 @@ class Stream:
         self._rebase_pending = self._last_ts is not None
         for sink in list(self.sinks):
             sink.publish_started(self)
-
-    def announce(self, tracks: Tracks) -> None:
-        """The tracks the publisher's protocol declared before its media (an
-        SDP, a WHIP offer, a PMT).  Sequence headers that come later refine
-        them; the tracks count as known at once."""
-        if self._outputs:
-            self._settle_outputs()
-        if tracks.video is not None and self.video_header is None:
-            self.tracks.video = tracks.video
-        if tracks.audio is not None and self.audio_header is None:
-            self.tracks.audio = tracks.audio
-        self._tracks_known()
-
-    def when_tracks_known(self) -> defer.Deferred[Tracks]:
-        """Fires with (a copy of) the tracks once they are known: at once if
-        they are.  A waiter that gives up cancels its Deferred."""
-        if self.tracks_known and self.publisher is not None:
-            return defer.succeed(self._tracks_copy())
-        d: defer.Deferred[Tracks] = defer.Deferred(self._track_waiters.remove)
-        self._track_waiters.append(d)
-        return d
-
-    @property
-    def waiting(self) -> int:
-        """How many callers wait for the tracks."""
-        return len(self._track_waiters)
-
-    def _tracks_copy(self) -> Tracks:
-        return Tracks(self.tracks.video, self.tracks.audio)
-
-    def _tracks_known(self) -> None:
-        self.tracks_known = True
-        waiters, self._track_waiters = self._track_waiters, []
-        for d in waiters:
-            d.callback(self._tracks_copy())
 
     def add_dummy_audio(self, wait_ms: int) -> None:
         """Add silent AAC to this publisher's stream if it has no audio within
@@ -319,76 +268,6 @@ class Stream:
 
     def cached_packets(self) -> list[AVPacket]:
         return self.gop_cache.packets()
-
-    def _video_frame(self, packet: AVPacket) -> None:
-        """A frame while the video track is unknown or lacks its size."""
-        track = self.tracks.video
-        if track is None:
-            self._settle_outputs()
-            self.tracks.video = VideoTrack(packet.codec)  # type: ignore[arg-type]
-            self._video_pending = packet.codec == Codec.VP9
-        elif track.codec == Codec.VP9 and packet.is_keyframe:
-            self._video_pending = False
-            size = vp9_frame_size(packet.payload)
-            if size is not None:
-                track.width, track.height = size
-            self._describe("video", track)
-        elif track.codec != Codec.VP9:
-            self._video_pending = False
-
-    def _set_video(self, track: VideoTrack) -> None:
-        self._settle_outputs()
-        old = self.tracks.video
-        if old is not None and not track.width:
-            track.width, track.height = old.width, old.height  # announced by metadata
-        self.tracks.video = track
-        sized_by_frames = track.codec == Codec.VP9
-        # A frame still has something to tell: VP9's size, or that the tracks are known.
-        self._video_pending = sized_by_frames or not self.tracks_known
-        if not sized_by_frames or track.width:
-            self._describe("video", track)  # else once a keyframe tells the size
-
-    def _audio_frame(self, packet: AVPacket) -> None:
-        """A frame while the audio track is unknown or lacks its rate (AC-3)."""
-        track = self.tracks.audio
-        self._audio_pending = False
-        if track is None or self.audio_header is None:
-            # No sequence header (MP3, G.711...): the frame, or onMetaData, tells.
-            if track is None:
-                self._settle_outputs()
-                track = self.tracks.audio = audio_track(packet.payload)
-            self._describe("audio", track)
-            return
-        if track.codec in _FRAME_DESCRIBED_AUDIO and not track.sample_rate:
-            info = audio_frame_config(packet.payload)
-            if info is not None:
-                track.sample_rate, track.channels = info.sample_rate, info.channels
-            self._describe("audio", track)
-
-    def _set_audio(self, track: AudioTrack) -> None:
-        self._settle_outputs()
-        described_by_frames = track.codec in _FRAME_DESCRIBED_AUDIO and not track.sample_rate
-        self._audio_pending = described_by_frames or not self.tracks_known
-        self.tracks.audio = track
-        if not described_by_frames:
-            self._describe("audio", track)  # else once a frame tells rate and channels
-
-    def _describe(self, kind: str, track: VideoTrack | AudioTrack) -> None:
-        """One log line when a track changes; a publisher that alternates headers
-        gets at most one line per kind every _DESCRIBE_EVERY seconds."""
-        text, now = describe(track), time.monotonic()
-        last_text, last_time = self._described.get(kind, ("", -_DESCRIBE_EVERY))
-        if text != last_text and now - last_time >= _DESCRIBE_EVERY:
-            self._described[kind] = (text, now)
-            log.info("stream {key} {kind}: {desc}", key=self.key, kind=kind, desc=text)
-
-    def _announce(self, announced: Tracks) -> None:
-        """Tracks named by onMetaData, kept until their sequence headers arrive."""
-        self._settle_outputs()
-        if announced.video is not None and self.video_header is None:
-            self.tracks.video = announced.video
-        if announced.audio is not None and self.audio_header is None:
-            self.tracks.audio = announced.audio
 
     # -- subscriber side -------------------------------------------------------
     def add_sink(self, sink: ISink, gop_num: int | None = None,
