@@ -21,6 +21,7 @@ from twisted.web.iweb import IRequest
 
 from lal_twisted.hub.access import RefusalKind, Refused
 from lal_twisted.hub.events import EventBus, SessionRefused, SessionStarted, SessionStopped
+from lal_twisted.hub.ports import IFlowCounts
 from lal_twisted.web.router import plain_error
 
 if TYPE_CHECKING:
@@ -60,9 +61,9 @@ class SessionTotals:
         self.ended_bytes_in += session.bytes_in
         self.ended_bytes_out += session.total_out()
         sink = session.sink
-        if sink is not None:
-            self.ended_dropped += getattr(sink, "packets_dropped", 0)
-            if getattr(sink, "stalled", False):
+        if IFlowCounts.providedBy(sink):
+            self.ended_dropped += sink.packets_dropped
+            if sink.stalled:
                 self.stalls += 1
 
     def _refused(self, event: SessionRefused) -> None:
@@ -107,7 +108,8 @@ class ServerCollector:
         yield CounterMetricFamily(
             "lals_sent_bytes", "Bytes sent to players and publishers",
             value=totals.ended_bytes_out + sum(s.total_out() for s in sessions))
-        dropped = sum(getattr(sink, "packets_dropped", 0) for s in streams for sink in s.sinks)
+        dropped = sum(sink.packets_dropped for s in streams for sink in s.sinks
+                      if IFlowCounts.providedBy(sink))
         yield CounterMetricFamily(
             "lals_player_dropped_packets", "Packets not sent to players that read too slowly",
             value=totals.ended_dropped + dropped)

@@ -13,6 +13,9 @@ offer a capability, declared with ``zope.interface`` and checked with
 - :class:`ICorkable`: what a batch of packets (one read from a publisher)
   gives the sink leaves in one write (one system call per player per read,
   as lal's ``merge_write_size`` merges a player's writes).
+- :class:`IFlowCounts`: what flow control did to the player (metrics read it).
+- :class:`INotFound`: the sink can tell its client that the stream will not
+  come (RTMP's ``NetStream.Play.StreamNotFound``), not just close.
 
 Sinks and outputs read a stream through :class:`StreamView`, a read-only view
 (its key, tracks, headers, whether it is published), never its internals.
@@ -38,8 +41,8 @@ if TYPE_CHECKING:
     from lal_twisted.media.packet import AVPacket
     from lal_twisted.media.track import Tracks
 
-__all__ = ["ICorkable", "IJoiningBurst", "IPublisher", "ISink", "IStreamOutput", "OutputKind",
-           "PublishedStream", "StreamView"]
+__all__ = ["ICorkable", "IFlowCounts", "IJoiningBurst", "INotFound", "IPublisher", "ISink",
+           "IStreamOutput", "OutputKind", "PublishedStream", "StreamView"]
 
 
 class StreamView(Protocol):
@@ -140,6 +143,20 @@ class ICorkable(ISink):
 
     def uncork() -> None:
         """Write what was held, as one write."""
+
+
+class IFlowCounts(ISink):
+    """A sink that counts what flow control did."""
+
+    packets_dropped = Attribute("Packets not sent because the player read too slowly.")
+    stalled = Attribute("Whether it was closed for not reading.")
+
+
+class INotFound(ISink):
+    """A sink that can say the stream will not come."""
+
+    def not_found(reason: str) -> None:
+        """The stream will not come (a relay pull gave up): tell the client, then close."""
 
 
 class IStreamOutput(Interface):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import implementer
 
-from lal_twisted.hub.ports import ICorkable, IJoiningBurst
+from lal_twisted.hub.ports import ICorkable, IFlowCounts, IJoiningBurst
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket, Encoder
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = Logger("lal_twisted.hub.sink")
 
 
-@implementer(IJoiningBurst, ICorkable, IPushProducer)
+@implementer(IJoiningBurst, ICorkable, IFlowCounts, IPushProducer)
 class Sink:
     """Packet-level flow control shared by every transport-backed sink.
 

@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lal_twisted.hub.ports import IPublisher
+from lal_twisted.hub.ports import INotFound, IPublisher
 from lal_twisted.hub.registry import Refused, SessionGone, StreamBusy
 from lal_twisted.hub.session import FLV_PULL, RTMP_PULL, Role
 from lal_twisted.log import Logger
@@ -328,9 +328,8 @@ class RelayPull:
             stream = self.registry.get(self.key)
             if stream is not None and stream.publisher is None:
                 for sink in list(stream.sinks):
-                    not_found = getattr(sink, "not_found", None)
-                    if not_found is not None:
-                        not_found(told)
+                    if INotFound.providedBy(sink):
+                        sink.not_found(told)
                     else:
                         sink.close(told)
         if self.on_end is not None:

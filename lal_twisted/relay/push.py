@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lal_twisted.dial import dial
-from lal_twisted.hub.ports import ISink
+from lal_twisted.hub.ports import IFlowCounts
 from lal_twisted.log import Logger
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
 from lal_twisted.relay.address import is_loop_refusal
@@ -80,11 +80,12 @@ class _Writer:
                 push._flush()
 
 
-@implementer(ISink, IPushProducer)
+@implementer(IFlowCounts, IPushProducer)
 class RelayPush:
     """Pushes one stream to ``url``; see the module docstring."""
 
     protocol_name = "relay_push"
+    stalled = False  # a slow target is reconnected (max_backlog_bytes), never stalled out
 
     def __init__(self, reactor: Any, session: Session, url: str, *, tls: Any = None,
                  max_backlog_bytes: int = 4 * 1024 * 1024, retry_min: float = 0.5,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from lal_twisted.hub.ports import StreamView
+from zope.interface import implementer
+
+from lal_twisted.hub.ports import INotFound, StreamView
 from lal_twisted.hub.sink import Sink
 from lal_twisted.protocols import ProtocolName
 from lal_twisted.rtmp.session import media_encoder
@@ -22,6 +24,7 @@ class PlayerConnection(Protocol):
     def flush(self) -> None: ...
 
 
+@implementer(INotFound)
 class RtmpSink(Sink):
     """A player's side of a Stream: writes shared RTMP chunk bytes."""
 
