@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lal_twisted.media import aac
+from lal_twisted.media import aac, convert
 from lal_twisted.media.aac import AacError, AscInfo
 
 FFMPEG = shutil.which("ffmpeg") or ("/usr/bin/ffmpeg" if Path("/usr/bin/ffmpeg").exists() else None)
@@ -95,11 +95,11 @@ def test_explicit_sample_rate() -> None:
     info = aac.parse_audio_specific_config(data)
     assert info == AscInfo(2, 44100, 2, 15, 2, 44100)
     # ADTS has no explicit rate but 44100 is in the table.
-    assert aac.adts_header(info, 10) == aac.adts_header(AscInfo(2, 44100, 2, 4), 10)
+    assert convert.adts_header(info, 10) == convert.adts_header(AscInfo(2, 44100, 2, 4), 10)
     odd = aac.parse_audio_specific_config(_bits((5, 2), (4, 15), (24, 44000), (4, 2)))
     assert odd.sample_rate == 44000
     with pytest.raises(AacError, match="44000"):
-        aac.adts_header(odd, 10)
+        convert.adts_header(odd, 10)
 
 
 @pytest.mark.parametrize(
@@ -149,11 +149,11 @@ def test_random_asc_only_raises_aac_error(data: bytes) -> None:
 )
 def test_adts_header_vectors(asc: str, payload_length: int, header: str) -> None:
     info = aac.parse_audio_specific_config(bytes.fromhex(asc))
-    assert aac.adts_header(info, payload_length) == bytes.fromhex(header)
+    assert convert.adts_header(info, payload_length) == bytes.fromhex(header)
 
 
 def test_adts_header_fields() -> None:
-    header = aac.adts_header(AscInfo(2, 44100, 2, 4), 100)
+    header = convert.adts_header(AscInfo(2, 44100, 2, 4), 100)
     value = int.from_bytes(header, "big")
     assert len(header) == 7
     assert value >> 44 == 0xFFF  # syncword
@@ -168,22 +168,22 @@ def test_adts_header_fields() -> None:
 
 def test_adts_he_aac_uses_lc_at_core_rate() -> None:
     info = aac.parse_audio_specific_config(bytes.fromhex("2b920800"))
-    assert aac.adts_header(info, 100) == aac.adts_header(AscInfo(2, 22050, 2, 7), 100)
+    assert convert.adts_header(info, 100) == convert.adts_header(AscInfo(2, 22050, 2, 7), 100)
     v2 = aac.parse_audio_specific_config(bytes.fromhex("eb098800"))
-    assert aac.adts_header(v2, 100) == aac.adts_header(AscInfo(2, 24000, 1, 6), 100)
+    assert convert.adts_header(v2, 100) == convert.adts_header(AscInfo(2, 24000, 1, 6), 100)
 
 
 def test_adts_errors() -> None:
     lc = AscInfo(2, 44100, 2, 4)
-    assert len(aac.adts_header(lc, 8191 - 7)) == 7
+    assert len(convert.adts_header(lc, 8191 - 7)) == 7
     with pytest.raises(AacError):
-        aac.adts_header(lc, 8191 - 6)
+        convert.adts_header(lc, 8191 - 6)
     with pytest.raises(AacError):
-        aac.adts_header(lc, -1)
+        convert.adts_header(lc, -1)
     with pytest.raises(AacError, match="object type 42"):
-        aac.adts_header(AscInfo(42, 44100, 2, 4), 10)
+        convert.adts_header(AscInfo(42, 44100, 2, 4), 10)
     with pytest.raises(AacError, match="channel"):
-        aac.adts_header(AscInfo(2, 44100, 8, 4), 10)
+        convert.adts_header(AscInfo(2, 44100, 8, 4), 10)
 
 
 @pytest.mark.skipif(FFMPEG is None, reason="ffmpeg not available")
@@ -238,5 +238,5 @@ def test_adts_matches_ffmpeg(tmp_path: Path) -> None:
     assert audio[0][:2] == b"\xaf\x00"
     info = aac.parse_audio_specific_config(audio[0][2:])
     assert (info.object_type, info.sample_rate, info.channels) == (2, 32000, 2)
-    rebuilt = b"".join(aac.adts_header(info, len(p) - 2) + p[2:] for p in audio[1:])
+    rebuilt = b"".join(convert.adts_header(info, len(p) - 2) + p[2:] for p in audio[1:])
     assert rebuilt == adts_path.read_bytes()

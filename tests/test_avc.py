@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lal_twisted.media import avc
+from lal_twisted.media import avc, convert
 from lal_twisted.media.avc import AvcConfig, AvcError, SpsInfo
 
 FFMPEG = shutil.which("ffmpeg") or ("/usr/bin/ffmpeg" if Path("/usr/bin/ffmpeg").exists() else None)
@@ -400,7 +400,7 @@ def test_ffmpeg_flv_sequence_header(tmp_path: Path) -> None:
     assert len(config.sps) == 1 and len(config.pps) == 1
     info = avc.parse_sps(config.sps[0])
     assert (info.width, info.height, info.profile_idc) == (426, 240, config.profile)
-    nalus = avc.split_nalus(video[1][5:], config.nal_length_size)
+    nalus = convert.split_nalus(video[1][5:], config.nal_length_size)
     assert any(n[0] & 0x1F == 5 for n in nalus)  # an IDR slice
 
 
@@ -409,11 +409,11 @@ def test_ffmpeg_flv_sequence_header(tmp_path: Path) -> None:
 
 def test_split_nalus() -> None:
     data = b"\x00\x00\x00\x02\x65\x88" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x01\x06"
-    assert avc.split_nalus(data) == [b"\x65\x88", b"\x06"]
-    assert avc.split_nalus(b"") == []
-    assert avc.split_nalus(b"\x02\x41\x42\x01\x43", 1) == [b"\x41\x42", b"\x43"]
-    assert avc.split_nalus(b"\x00\x01\x41", 2) == [b"\x41"]
-    assert avc.split_nalus(b"\x00\x00\x01\x41", 3) == [b"\x41"]
+    assert convert.split_nalus(data) == [b"\x65\x88", b"\x06"]
+    assert convert.split_nalus(b"") == []
+    assert convert.split_nalus(b"\x02\x41\x42\x01\x43", 1) == [b"\x41\x42", b"\x43"]
+    assert convert.split_nalus(b"\x00\x01\x41", 2) == [b"\x41"]
+    assert convert.split_nalus(b"\x00\x00\x01\x41", 3) == [b"\x41"]
 
 
 @pytest.mark.parametrize(
@@ -427,18 +427,18 @@ def test_split_nalus() -> None:
     ],
 )
 def test_split_nalus_errors(data: bytes, size: int) -> None:
-    with pytest.raises(AvcError):
-        avc.split_nalus(data, size)
+    with pytest.raises(convert.AnnexBError):
+        convert.split_nalus(data, size)
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.binary(min_size=1, max_size=50), max_size=6), st.sampled_from([1, 2, 3, 4]))
 def test_split_round_trip(nalus: list[bytes], size: int) -> None:
     data = b"".join(len(n).to_bytes(size, "big") + n for n in nalus)
-    assert avc.split_nalus(data, size) == nalus
+    assert convert.split_nalus(data, size) == nalus
 
 
-def test_to_annexb() -> None:
-    assert avc.to_annexb([]) == b""
-    assert avc.to_annexb([b"\x67\x42", b"\x68"]) == b"\x00\x00\x00\x01\x67\x42\x00\x00\x00\x01\x68"
-    assert avc.to_annexb(iter([b"\x65"])) == b"\x00\x00\x00\x01\x65"
+def test_join_annexb() -> None:
+    assert convert.join_annexb([]) == b""
+    assert convert.join_annexb([b"\x67\x42", b"\x68"]) == b"\x00\x00\x00\x01\x67\x42\x00\x00\x00\x01\x68"
+    assert convert.join_annexb(iter([b"\x65"])) == b"\x00\x00\x00\x01\x65"

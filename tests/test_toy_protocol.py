@@ -31,7 +31,7 @@ from lal_twisted.config import load
 from lal_twisted.hub.ports import IPublisher, ISink, StreamView
 from lal_twisted.hub.registry import StreamRegistry
 from lal_twisted.hub.session import Session
-from lal_twisted.media import avc
+from lal_twisted.media import avc, convert
 from lal_twisted.media.packet import VIDEO, AVPacket
 from lal_twisted.media.tags import Codec
 from lal_twisted.media.track import Tracks, VideoTrack
@@ -66,7 +66,7 @@ class AccessUnits:
                 return []
         self.buffer = bytearray(whole[cut:])
         units: list[list[bytes]] = []
-        for nal in avc.split_annexb(whole[:cut]):
+        for nal in convert.split_annexb(whole[:cut]):
             kind = nal[0] & 0x1F
             is_slice = kind in (1, 5)
             begins = (nal[1] & 0x80 if is_slice and len(nal) > 1 else kind in (6, 7, 8, 9))
@@ -138,12 +138,11 @@ class ToyInput(protocol.Protocol):
                                                    height=info.height, sps=[self.sps],
                                                    pps=[self.pps])))
             record = avc.build_decoder_config([self.sps], [self.pps])
-            self.stream.feed(AVPacket(VIDEO, 0, b"\x17\x00\x00\x00\x00" + record))
+            self.stream.feed(AVPacket(VIDEO, 0, convert.video_sequence_start(Codec.H264, record)))
         if self.frames == 0 and not keyframe:
             return  # a stream starts at a keyframe
-        body = b"".join(len(n).to_bytes(4, "big") + n for n in frame)
-        head = b"\x17\x01\x00\x00\x00" if keyframe else b"\x27\x01\x00\x00\x00"
-        self.stream.feed(AVPacket(VIDEO, self.frames * FRAME_MS, head + body))
+        body = convert.video_body(Codec.H264, keyframe, convert.avcc(frame))
+        self.stream.feed(AVPacket(VIDEO, self.frames * FRAME_MS, body))
         self.frames += 1
 
     def connectionLost(self, reason: Any) -> None:  # noqa: N802
@@ -175,13 +174,10 @@ class AnnexB:
         self.stream = stream
 
     def encode(self, packet: AVPacket) -> bytes:
-        if packet.kind != VIDEO or packet.is_sequence_header or packet.codec != Codec.H264:
-            return b""
-        nals = avc.split_nalus(packet.payload[5:])
         track = self.stream.tracks.video
-        if packet.is_keyframe and track is not None:
-            nals = [*track.sps, *track.pps, *nals]
-        return avc.to_annexb(nals)
+        if track is None or track.codec != Codec.H264 or not track.sps:
+            return b""
+        return convert.AnnexBWriter(track).frame(packet)
 
 
 @implementer(ISink)

@@ -17,6 +17,8 @@ from tsparse import count_frames, decode_errors, ffprobe_packets, parse
 
 from lal_twisted import log as lal_log
 from lal_twisted.media import ts as ts_module
+from lal_twisted.media.ts import muxer as muxer_module
+from lal_twisted.media.ts import pes as pes_module
 from lal_twisted.media.flv import TAG_AUDIO, TAG_VIDEO, FlvReader
 from lal_twisted.media.packet import AVPacket
 from lal_twisted.media.track import Tracks
@@ -33,8 +35,9 @@ WRAP = 1 << 32
 
 
 def packets(path: Path, shift: int = 0) -> Iterator[AVPacket]:
+    """The file's packets as the hub holds them, their (wide) times moved by ``shift``."""
     for tag in FlvReader().feed(path.read_bytes()):
-        yield AVPacket(tag.tag_type, (tag.timestamp + shift) % WRAP, bytes(tag.payload))
+        yield AVPacket(tag.tag_type, tag.timestamp + shift, bytes(tag.payload))
 
 
 def mux(source: Iterable[AVPacket], out: Path, muxer: TsMuxer | None = None) -> Path:
@@ -66,13 +69,14 @@ def packer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     """The muxer with each form of the TS packer: the compiled one the install
     builds, and the Python one used where it could not be built."""
     if request.param == "python":
-        monkeypatch.setattr(ts_module, "_pes_packets", ts_module._pes_packets_py)
+        monkeypatch.setattr(muxer_module, "_pes_packets", pes_module.pes_packets_py)
     return str(request.param)
 
 
 def test_the_install_builds_the_compiled_packer() -> None:
     assert ts_module.PACKER == "compiled"
-    assert ts_module._pes_packets is not ts_module._pes_packets_py
+    assert pes_module.pes_packets is not pes_module.pes_packets_py
+    assert muxer_module._pes_packets is pes_module.pes_packets
 
 
 def test_h264_with_b_frames_and_aac_decode_fully(media: Media, tmp_path: Path,
@@ -93,11 +97,7 @@ def test_h264_with_b_frames_and_aac_decode_fully(media: Media, tmp_path: Path,
     assert all(p.pcr is not None for p in video)
     # PCR = the PES's DTS (or PTS when it has none), read back from the PES header.
     for p in video:
-        h = p.first_bytes
-        stamp = h[14:19] if h[7] & 0x40 else h[9:14]
-        value = (((stamp[0] >> 1) & 7) << 30) | (stamp[1] << 22) | ((stamp[2] >> 1) << 15) \
-            | (stamp[3] << 7) | (stamp[4] >> 1)
-        assert p.pcr == value
+        assert p.pcr == p.dts
     assert all(p.pcr is None for p in info.pes if p.pid == AUDIO_PID)
     # Every keyframe PES has the random-access flag and starts AUD, SPS, PPS, IDR.
     keys = [p for p in video if p.random_access]
@@ -186,20 +186,29 @@ def test_enhanced_h264_aac_in_every_wrapping(media: Media, tmp_path: Path) -> No
         assert ffprobe_packets(ts, stream) == ffprobe_packets(plain, stream)
 
 
-def test_timestamps_run_on_across_the_32_bit_wrap(media: Media, tmp_path: Path) -> None:
-    # The source starts 3 s before RTMP time wraps: its dts go 4294964296 ... 0 ... 2999.
-    shift = WRAP - 3000
+# The hub's time is wide (the RTMP edge unwraps its 32-bit timestamps): a stream
+# 3 s before the 32-bit millisecond wrap runs on past it, and one 3 s before the
+# 33-bit wrap of the 90 kHz clock (2**33 / 90 ms) makes the TS clock wrap.
+@pytest.mark.parametrize("shift", [WRAP - 3000, -(-(1 << 33) // 90) - 3000],
+                         ids=["past-2**32-ms", "33-bit-wrap"])
+def test_wide_timestamps_run_on_in_the_33_bit_clock(media: Media, tmp_path: Path,
+                                                     shift: int) -> None:
     source = list(packets(media.av, shift))
-    assert any(p.dts < 1000 for p in source) and any(p.dts > WRAP - 1000 for p in source)
     ts = mux(source, tmp_path / "wrap.ts")
     assert decode_errors(ts) == ""
     assert count_frames(ts) == source_counts(media.av)
-    plain = [int(p["dts"]) for p in ffprobe_packets(mux(packets(media.av), tmp_path / "p.ts"))]
-    wrapped = [int(p["dts"]) for p in ffprobe_packets(ts)]
-    # Frame to frame the 33-bit clock moves exactly as without the wrap.
-    steps = [(b - a) % (1 << 33) for a, b in zip(wrapped, wrapped[1:], strict=False)]
-    assert steps == [b - a for a, b in zip(plain, plain[1:], strict=False)]
+    plain = parse(mux(packets(media.av), tmp_path / "p.ts").read_bytes()).pes
+    shifted = parse(ts.read_bytes()).pes
+    assert [p.pid for p in shifted] == [p.pid for p in plain]
+    # Every PES time is the unshifted one plus the shift, in the 33-bit clock.
+    for a, b in zip(plain, shifted, strict=True):
+        assert b.pts == (a.pts + shift * 90) % (1 << 33)
+        assert b.dts == (a.dts + shift * 90) % (1 << 33)
+        assert b.pcr == (None if a.pcr is None else (a.pcr + shift * 90) % (1 << 33))
+    video = [p.dts for p in shifted if p.pid == VIDEO_PID]
+    steps = [(b - a) % (1 << 33) for a, b in zip(video, video[1:], strict=False)]
     assert set(steps) == {3600}
+    assert any(b < a for a, b in zip(video, video[1:], strict=False)) == (shift < WRAP)
 
 
 def test_encoded_once_and_shared(media: Media) -> None:
@@ -570,8 +579,8 @@ def test_compiled_and_python_packers_give_the_same_bytes(
         dts = pts
     pieces: list[bytes] | list[memoryview] = ([memoryview(p) for p in parts] if as_views
                                               else parts)
-    compiled = ts_module._pes_packets(pid, cc, stream_id, pts, dts, pcr, random_access, pieces)
-    python = ts_module._pes_packets_py(pid, cc, stream_id, pts, dts, pcr, random_access, parts)
+    compiled = pes_module.pes_packets(pid, cc, stream_id, pts, dts, pcr, random_access, pieces)
+    python = pes_module.pes_packets_py(pid, cc, stream_id, pts, dts, pcr, random_access, parts)
     assert compiled == python
     data, last = compiled
     assert len(data) % 188 == 0 and data[::188] == b"\x47" * (len(data) // 188)
@@ -580,7 +589,7 @@ def test_compiled_and_python_packers_give_the_same_bytes(
 
 
 def test_compiled_packer_refuses_bad_arguments() -> None:
-    pes = ts_module._pes_packets
+    pes = pes_module.pes_packets
     with pytest.raises(TypeError):
         pes(VIDEO_PID, 0, 0xE0, 0, 0, -1, False, [b"ok", "not bytes"])
     with pytest.raises(TypeError):

@@ -17,6 +17,22 @@ class PesStart:
     random_access: bool
     first_bytes: bytes  # the PES bytes in the first TS packet
 
+    @property
+    def pts(self) -> int:
+        """The PTS of the PES header, as written (33 bits)."""
+        return _stamp(self.first_bytes[9:14])
+
+    @property
+    def dts(self) -> int:
+        """The DTS of the PES header, as written; the PTS when there is none."""
+        h = self.first_bytes
+        return _stamp(h[14:19]) if h[7] & 0x40 else self.pts
+
+
+def _stamp(b: bytes) -> int:
+    return (((b[0] >> 1) & 7) << 30) | (b[1] << 22) | ((b[2] >> 1) << 15) | (b[3] << 7) \
+        | (b[4] >> 1)
+
 
 @dataclass
 class TsInfo:

@@ -1,11 +1,11 @@
 /* One PES as MPEG-TS packets (ISO/IEC 13818-1), compiled.
  *
- * The per-frame work of the TS muxer (lal_twisted/media/ts.py) in one call:
+ * The per-frame work of the TS muxer (lal_twisted/media/ts/) in one call:
  * the PES header with PTS (and DTS when it differs), then the frame's pieces
  * cut into 188-byte TS packets with their headers, continuity counters, the
  * adaptation field of the first packet (PCR, random-access indicator) and the
  * stuffing of the last, written straight into the bytes object returned.
- * ts.py holds the same function in Python (``_pes_packets_py``), used when this
+ * ts/pes.py holds the same function in Python (``pes_packets_py``), used when this
  * module is not built; the tests check that both give the same bytes.
  */
 #define PY_SSIZE_T_CLEAN

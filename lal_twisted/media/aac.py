@@ -1,15 +1,16 @@
-"""AAC helpers: AudioSpecificConfig parsing and ADTS header construction.
+"""AAC helpers: AudioSpecificConfig parsing.
 
 FLV and RTMP carry AAC as raw access units preceded by a sequence header
-holding the AudioSpecificConfig (ASC).  MPEG-TS (HLS) needs each frame wrapped
-in an ADTS header built from that ASC.
+holding the AudioSpecificConfig (ASC).  The ADTS headers MPEG-TS (HLS) and
+elementary streams need, made from the ASC, are
+:mod:`lal_twisted.media.convert`'s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["AacError", "AscInfo", "adts_header", "parse_audio_specific_config"]
+__all__ = ["AacError", "AscInfo", "parse_audio_specific_config"]
 
 SAMPLE_RATES = (
     96000,
@@ -42,10 +43,6 @@ _PROFILE_NAMES = {
     AOT_SBR: "HE-AAC (SBR)",
     AOT_PS: "HE-AACv2",
 }
-
-ADTS_HEADER_SIZE = 7
-_MAX_ADTS_FRAME = (1 << 13) - 1
-
 
 class AacError(ValueError):
     """Raised for malformed AudioSpecificConfig data or unrepresentable ADTS frames."""
@@ -133,44 +130,3 @@ def parse_audio_specific_config(data: bytes | bytearray | memoryview) -> AscInfo
         _ext_index, sample_rate = _sample_rate(bits)
         core_type = _object_type(bits)
     return AscInfo(object_type, sample_rate, channels, freq_index, core_type, core_rate)
-
-
-def adts_header(info: AscInfo, payload_length: int) -> bytes:
-    """Build a 7-byte ADTS header (no CRC) for one raw AAC frame of ``payload_length`` bytes.
-
-    The ADTS profile is the core object type minus one, so HE-AAC (v1/v2) is
-    written as LC at the core sampling rate; decoders then detect SBR/PS
-    implicitly, which is how HE-AAC is normally carried in ADTS.  Object types
-    ADTS cannot express (anything but Main, LC, SSR and LTP as the core),
-    sampling rates outside the index table and channel configurations above 7
-    raise :class:`AacError`.  Buffer fullness is 0x7FF (variable bit rate).
-    """
-    core_type = info.core_object_type or info.object_type
-    if not 1 <= core_type <= 4:
-        raise AacError(f"audio object type {core_type} cannot be carried in ADTS")
-    freq_index = info.freq_index
-    if freq_index == EXPLICIT_RATE_INDEX or not 0 <= freq_index < len(SAMPLE_RATES):
-        rate = info.core_sample_rate or info.sample_rate
-        if rate not in SAMPLE_RATES:
-            raise AacError(f"sampling rate {rate} cannot be carried in ADTS")
-        freq_index = SAMPLE_RATES.index(rate)
-    if not 0 <= info.channels <= 7:
-        raise AacError(f"channel configuration {info.channels} cannot be carried in ADTS")
-    frame_length = payload_length + ADTS_HEADER_SIZE
-    if payload_length < 0 or frame_length > _MAX_ADTS_FRAME:
-        raise AacError(f"AAC frame of {payload_length} bytes does not fit in ADTS")
-    header = (
-        (0xFFF << 44)  # syncword
-        | (0 << 43)  # ID: MPEG-4
-        | (0 << 41)  # layer
-        | (1 << 40)  # protection_absent: no CRC
-        | ((core_type - 1) << 38)  # profile
-        | (freq_index << 34)
-        | (0 << 33)  # private bit
-        | (info.channels << 30)
-        | (0 << 26)  # original/copy, home, copyright id bit and start
-        | (frame_length << 13)
-        | (0x7FF << 2)  # buffer fullness: VBR
-        | 0  # number_of_raw_data_blocks_in_frame - 1
-    )
-    return header.to_bytes(ADTS_HEADER_SIZE, "big")

@@ -1,15 +1,15 @@
-"""H.264/AVC helpers: SPS parsing, decoder configuration records, NAL framing.
+"""H.264/AVC helpers: SPS parsing and decoder configuration records.
 
 FLV and RTMP carry H.264 as AVCC: a sequence header holding an
 AVCDecoderConfigurationRecord (SPS/PPS and the NAL length size), then frames
-made of length-prefixed NAL units.  MPEG-TS and RTP want Annex-B start codes
-instead, and stream info (resolution, profile) comes from the SPS.
+made of length-prefixed NAL units; stream info (resolution, profile) comes
+from the SPS.  Turning the frames into Annex-B (MPEG-TS, elementary streams)
+and back is :mod:`lal_twisted.media.convert`'s.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
@@ -20,15 +20,11 @@ __all__ = [
     "parse_decoder_config",
     "parse_sps",
     "remove_emulation_prevention",
-    "split_nalus",
-    "split_annexb",
-    "to_annexb",
 ]
 
 NAL_SPS = 7
 NAL_PPS = 8
 
-_START_CODE = b"\x00\x00\x00\x01"
 _EPB = b"\x00\x00\x03"
 
 # Profiles whose SPS carries chroma format, bit depths and scaling matrices.
@@ -287,56 +283,3 @@ def build_decoder_config(sps: list[bytes], pps: list[bytes], nal_length_size: in
             parts.append(_U16.pack(len(nal)))
             parts.append(bytes(nal))
     return b"".join(parts)
-
-
-def split_nalus(data: bytes | bytearray | memoryview, nal_length_size: int = 4) -> list[bytes]:
-    """Split AVCC data (length-prefixed NAL units) into NAL units.
-
-    Zero-length entries are dropped; a length running past the end raises.
-    """
-    if nal_length_size not in (1, 2, 3, 4):
-        raise AvcError(f"invalid NAL length size {nal_length_size}")
-    buf = bytes(data)
-    end = len(buf)
-    nalus: list[bytes] = []
-    pos = 0
-    fmt = {1: ">B", 2: ">H", 4: ">I"}.get(nal_length_size)
-    while pos < end:
-        if pos + nal_length_size > end:
-            raise AvcError(f"truncated NAL length at offset {pos}")
-        if fmt is None:
-            size = int.from_bytes(buf[pos : pos + 3], "big")
-        else:
-            (size,) = struct.unpack_from(fmt, buf, pos)
-        pos += nal_length_size
-        if pos + size > end:
-            raise AvcError(f"NAL unit length {size} at offset {pos} exceeds data ({end} bytes)")
-        if size:
-            nalus.append(buf[pos : pos + size])
-        pos += size
-    return nalus
-
-
-def to_annexb(nalus: Iterable[bytes]) -> bytes:
-    """Join NAL units into an Annex-B byte stream with 4-byte start codes."""
-    parts: list[bytes] = []
-    for nal in nalus:
-        parts.append(_START_CODE)
-        parts.append(nal)
-    return b"".join(parts)
-
-
-def split_annexb(data: bytes) -> list[bytes]:
-    """The NAL units of an Annex B byte stream (H.264 or H.265 elementary stream):
-    split at every 3- or 4-byte start code; trailing zero bytes of a unit (the
-    leading zero of a 4-byte start code) are dropped."""
-    nals: list[bytes] = []
-    pos = data.find(b"\x00\x00\x01")
-    while pos >= 0:
-        start = pos + 3
-        pos = data.find(b"\x00\x00\x01", start)
-        end = len(data) if pos < 0 else pos
-        nal = data[start:end].rstrip(b"\x00")
-        if nal:
-            nals.append(nal)
-    return nals

@@ -2,45 +2,43 @@
 
 H.264 and H.265 video become Annex-B byte streams (``PREFIX.h264`` /
 ``PREFIX.h265``) with the parameter sets of the latest sequence header written
-before every keyframe, so each GOP decodes on its own.  AAC audio becomes an
-ADTS stream (``PREFIX.aac``).  Both legacy FLV codec ids and enhanced-RTMP
-FourCC headers are understood; other codecs are skipped with a warning.
+before every keyframe, so each GOP decodes on its own; AV1 becomes a low
+overhead OBU stream (``PREFIX.obu``, as ``ffmpeg -f obu`` writes), the
+sequence header before every keyframe.  AAC audio becomes an ADTS stream
+(``PREFIX.aac``).  Legacy FLV codec ids and enhanced-RTMP headers (ModEx and
+multitrack included: the main track is extracted) are understood; other
+codecs are skipped with a warning.  The conversions are
+:mod:`lal_twisted.media.convert`'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, BinaryIO
+from collections.abc import Callable
+from typing import Any, BinaryIO, Protocol
 
-from lal_twisted.media import aac, avc, hevc
-from lal_twisted.media.flv import TAG_AUDIO, TAG_VIDEO, FlvTag
-from lal_twisted.media.tags import (
-    AudioPacketType,
-    AvcPacketType,
-    Codec,
-    FrameType,
-    SoundFormat,
-    VideoCodecId,
-    VideoPacketType,
-    audio_codec_of,
-    video_codec_of,
+from lal_twisted.media import enhanced
+from lal_twisted.media.convert import (
+    CONVERSION_ERRORS,
+    AdtsWriter,
+    AnnexBWriter,
+    ObuWriter,
 )
+from lal_twisted.media.flv import TAG_AUDIO, TAG_VIDEO, FlvTag
+from lal_twisted.media.packet import AVPacket
+from lal_twisted.media.tags import AvcPacketType, Codec, SoundFormat, VideoPacketType
+from lal_twisted.media.track import audio_track, video_track
 from lal_twisted.tools.common import ToolError
 from lal_twisted.tools.flvfile import FlvInput
 
-# Legacy FLV video codec ids and enhanced-RTMP FourCCs this tool extracts.
-_VIDEO_CODEC_IDS: dict[int, Codec] = {VideoCodecId.AVC: Codec.H264, VideoCodecId.HEVC: Codec.H265}
-_VIDEO_FOURCCS = {b"avc1": Codec.H264, b"hvc1": Codec.H265}
-_FOURCC_AAC = b"mp4a"
-
-# NAL unit types: parameter sets, access unit delimiters and random access points.
-_H264_IDR = 5
-_H264_SPS = 7
-_H264_AUD = 9
-_H265_IRAP = range(16, 24)
-_H265_SPS = 33
-_H265_AUD = 35
+# The codecs extracted, with the file extension of their elementary stream.
+_VIDEO_EXTENSIONS = {Codec.H264: "h264", Codec.H265: "h265", Codec.AV1: "obu"}
+_AUDIO_EXTENSION = "aac"
+# Video packets that carry no picture and are passed over without a word.
+_NO_PICTURE = (int(VideoPacketType.SEQUENCE_END), int(VideoPacketType.METADATA),
+               int(VideoPacketType.MPEG2TS_SEQUENCE_START))
+_LEGACY_NO_PICTURE = int(AvcPacketType.END_OF_SEQUENCE)
 
 
 def warn(tool: str, message: str) -> None:
@@ -76,126 +74,62 @@ class _Output:
             self._fh.close()
 
 
+class _Writer(Protocol):
+    def frame(self, packet: AVPacket) -> bytes: ...
+
+
 class _Track:
-    """What every output track counts: frames it could not write, and why."""
+    """One output track: the converter of its latest usable sequence header,
+    and the frames it could not write, and why."""
 
     def __init__(self, name: str, path: str) -> None:
         self.name = name
         self.out = _Output(path)
+        self.writer: _Writer | None = None
+        self.description = name
         self.early = 0  # coded frames before any sequence header
         self.unusable = 0  # coded frames after an unusable sequence header
         self.malformed = 0  # frames that cannot be split or framed
         self.bad_config = False
 
-    def skip(self) -> None:
-        """Count a coded frame that has no usable configuration to go with."""
-        if self.bad_config:
-            self.unusable += 1
-        else:
-            self.early += 1
-
-    def describe(self) -> str:
-        return self.name
-
-
-class _VideoTrack(_Track):
-    """One H.264 or H.265 stream: the latest parameter sets and the Annex-B output."""
-
-    def __init__(self, codec: str, prefix: str) -> None:
-        super().__init__(codec, f"{prefix}.{codec}")
-        self.codec = codec
-        self.param_sets: list[bytes] | None = None
-        self.nal_length_size = 4
-
-    def configure(self, record: bytes) -> str | None:
-        """Take a new decoder configuration record; return an error message if unusable."""
+    def configure(self, make: Callable[[], _Writer]) -> str | None:
+        """Take the converter ``make()`` builds; an error message if it cannot."""
         try:
-            if self.codec == "h264":
-                avc_config = avc.parse_decoder_config(record)
-                sets = avc_config.sps + avc_config.pps
-                self.nal_length_size = avc_config.nal_length_size
+            self.writer = make()
+        except CONVERSION_ERRORS as e:
+            self.writer = None
+            self.bad_config = True
+            return str(e)
+        self.bad_config = False
+        return None
+
+    def frame(self, packet: AVPacket) -> None:
+        """Write one coded frame in the elementary-stream form."""
+        if self.writer is None:
+            if self.bad_config:
+                self.unusable += 1
             else:
-                hevc_config = hevc.parse_decoder_config(record)
-                sets = hevc_config.vps + hevc_config.sps + hevc_config.pps
-                self.nal_length_size = hevc_config.nal_length_size
-        except (avc.AvcError, hevc.HevcError) as e:
-            self.param_sets = None
-            self.bad_config = True
-            return str(e)
-        self.param_sets = sets
-        self.bad_config = False
-        return None
-
-    def frame(self, data: bytes, flv_keyframe: bool) -> None:
-        """Write one coded frame (length-prefixed NAL units) as an Annex-B access unit."""
-        if self.param_sets is None:
-            self.skip()
+                self.early += 1
             return
         try:
-            nalus = avc.split_nalus(data, self.nal_length_size)
-        except avc.AvcError:
+            data = self.writer.frame(packet)
+        except CONVERSION_ERRORS:
             self.malformed += 1
             return
-        if not nalus:
-            return
-        types = [self._nal_type(n) for n in nalus]
-        if self.codec == "h264":
-            key = flv_keyframe or _H264_IDR in types
-            has_sets, aud = _H264_SPS in types, _H264_AUD
-        else:
-            key = flv_keyframe or any(t in _H265_IRAP for t in types)
-            has_sets, aud = _H265_SPS in types, _H265_AUD
-        if key and not has_sets:
-            # Parameter sets go after an access unit delimiter, which must come first.
-            at = 1 if types[0] == aud else 0
-            nalus[at:at] = self.param_sets
-        self.out.write(avc.to_annexb(nalus))
-
-    def _nal_type(self, nal: bytes) -> int:
-        if self.codec == "h264":
-            return nal[0] & 0x1F
-        return (nal[0] >> 1) & 0x3F
+        if data:
+            self.out.write(data)
 
 
-class _AudioTrack(_Track):
-    """The AAC stream: the latest AudioSpecificConfig and the ADTS output."""
-
-    def __init__(self, prefix: str) -> None:
-        super().__init__("aac", f"{prefix}.aac")
-        self.info: aac.AscInfo | None = None
-
-    def configure(self, config: bytes) -> str | None:
-        """Take a new AudioSpecificConfig; return an error message if unusable."""
+def _packet_type(payload: bytes, video: bool) -> int:
+    """The packet type a tag body names (AVCPacketType / AACPacketType for
+    legacy tags), -1 when unreadable."""
+    enhanced_tag = payload[0] & 0x80 if video else payload[0] >> 4 == SoundFormat.EX_HEADER
+    if enhanced_tag:
         try:
-            info = aac.parse_audio_specific_config(config)
-            aac.adts_header(info, 0)  # ADTS must be able to express it
-        except aac.AacError as e:
-            self.info = None
-            self.bad_config = True
-            return str(e)
-        self.info = info
-        self.bad_config = False
-        return None
-
-    def frame(self, data: bytes) -> None:
-        """Write one raw AAC frame with its ADTS header."""
-        if self.info is None:
-            self.skip()
-            return
-        if not data:
-            return
-        try:
-            header = aac.adts_header(self.info, len(data))
-        except aac.AacError:
-            self.malformed += 1
-            return
-        self.out.write(header + data)
-
-    def describe(self) -> str:
-        info = self.info
-        if info is None:
-            return "aac"
-        return f"aac {info.profile_name} {info.sample_rate} Hz {info.channels} ch"
+            return enhanced.parse(payload, video).packet_type
+        except enhanced.EnhancedError:
+            return -1
+    return payload[1] if len(payload) > 1 else -1
 
 
 class Splitter:
@@ -207,8 +141,8 @@ class Splitter:
         self.want_video = video
         self.want_audio = audio
         self.tool = tool
-        self.video_tracks: dict[str, _VideoTrack] = {}
-        self.audio_track: _AudioTrack | None = None
+        self.video_tracks: dict[Codec, _Track] = {}
+        self.audio_track: _Track | None = None
         self.video_tags = 0
         self.audio_tags = 0
         self.skipped: list[str] = []
@@ -224,7 +158,8 @@ class Splitter:
         label = f"{name} {kind}"
         if label not in self.skipped:
             self.skipped.append(label)
-        self._warn_once(label, f"skipping {label}: only H.264, H.265 and AAC are extracted")
+        self._warn_once(label, f"skipping {label}: only H.264, H.265, AV1 and AAC are "
+                               "extracted")
 
     def feed(self, tag: FlvTag) -> None:
         """Handle one tag; script data and unknown tag types are ignored."""
@@ -232,103 +167,83 @@ class Splitter:
         if tag.tag_type == TAG_VIDEO:
             self.video_tags += 1
             if self.want_video and tag.payload:
-                self._video(tag.payload)
+                self._video(AVPacket(tag.tag_type, tag.timestamp, bytes(tag.payload)))
         elif tag.tag_type == TAG_AUDIO:
             self.audio_tags += 1
             if self.want_audio and tag.payload:
-                self._audio(tag.payload)
+                self._audio(AVPacket(tag.tag_type, tag.timestamp, bytes(tag.payload)))
 
-    def _video_track(self, codec: str) -> _VideoTrack:
+    def _video(self, packet: AVPacket) -> None:
+        codec = packet.codec
+        if codec is None:
+            return  # a command frame
+        extension = _VIDEO_EXTENSIONS.get(codec)
+        if extension is None:
+            self._skip_codec("video", str(codec))
+            return
         track = self.video_tracks.get(codec)
         if track is None:
-            track = self.video_tracks[codec] = _VideoTrack(codec, self.prefix)
-        return track
-
-    def _video(self, payload: bytes) -> None:
-        first = payload[0]
-        if first & 0x80:
-            frame_type = (first >> 4) & 0x07
-            packet_type = first & 0x0F
-            if frame_type == FrameType.COMMAND and packet_type != VideoPacketType.METADATA:
-                return
-            fourcc = payload[1:5]
-            codec = _VIDEO_FOURCCS.get(fourcc)
-            if codec is None:
-                self._skip_codec("video", video_codec_of(payload))
-                return
-            if packet_type == VideoPacketType.SEQUENCE_START:
-                self._configure_video(codec, payload[5:])
-            elif packet_type == VideoPacketType.CODED_FRAMES:
-                self._video_track(codec).frame(payload[8:], frame_type == FrameType.KEY)
-            elif packet_type == VideoPacketType.CODED_FRAMES_X:
-                self._video_track(codec).frame(payload[5:], frame_type == FrameType.KEY)
-            elif packet_type not in (VideoPacketType.SEQUENCE_END, VideoPacketType.METADATA,
-                                     VideoPacketType.MPEG2TS_SEQUENCE_START):
-                self._warn_once(f"video packet type {packet_type}",
-                                f"skipping enhanced-RTMP video packets of type {packet_type}")
+            track = self.video_tracks[codec] = _Track(str(codec), f"{self.prefix}.{extension}")
+        if packet.is_sequence_header:
+            if packet.header_key is None:  # the main track's decoder configuration
+                config = video_track(packet.payload)
+                make = ObuWriter if codec == Codec.AV1 else AnnexBWriter
+                self._configured(str(codec), track.configure(lambda: make(config)))
             return
-        frame_type = first >> 4
-        if frame_type == FrameType.COMMAND:
-            return
-        codec = _VIDEO_CODEC_IDS.get(first & 0x0F)
-        if codec is None:
-            self._skip_codec("video", video_codec_of(payload))
-            return
-        if len(payload) < 5:
+        payload = packet.payload
+        enhanced_tag = bool(payload[0] & 0x80)
+        if not enhanced_tag and len(payload) < 5:
             self._warn_once(f"short {codec}", f"skipping {codec} video tags shorter than 5 bytes")
             return
-        packet_type = payload[1]
-        if packet_type == AvcPacketType.SEQUENCE_HEADER:
-            self._configure_video(codec, payload[5:])
-        elif packet_type == AvcPacketType.NALU:
-            self._video_track(codec).frame(payload[5:], frame_type == FrameType.KEY)
-        elif packet_type != AvcPacketType.END_OF_SEQUENCE:
-            self._warn_once(f"{codec} packet type {packet_type}",
-                            f"skipping {codec} video packets of type {packet_type}")
+        packet_type = _packet_type(payload, True)
+        if packet_type in (_NO_PICTURE if enhanced_tag else (_LEGACY_NO_PICTURE,)):
+            return
+        known = (int(VideoPacketType.CODED_FRAMES), int(VideoPacketType.CODED_FRAMES_X)) \
+            if enhanced_tag else (int(AvcPacketType.NALU),)
+        if packet_type not in known:
+            what = "enhanced-RTMP video" if enhanced_tag else f"{codec} video"
+            self._warn_once(f"{what} packet type {packet_type}",
+                            f"skipping {what} packets of type {packet_type}")
+            return
+        track.frame(packet)
 
-    def _configure_video(self, codec: str, record: bytes) -> None:
-        error = self._video_track(codec).configure(record)
+    def _configured(self, name: str, error: str | None) -> None:
         if error:
-            warn(self.tool, f"unusable {codec} sequence header in tag {self._tag_index} "
+            warn(self.tool, f"unusable {name} sequence header in tag {self._tag_index} "
                             f"({error}); skipping frames until the next one")
 
-    def _audio(self, payload: bytes) -> None:
-        first = payload[0]
-        sound_format = first >> 4
-        if sound_format == SoundFormat.AAC:
-            if len(payload) < 2:
-                return
-            packet_type, body = payload[1], payload[2:]
-        elif sound_format == SoundFormat.EX_HEADER and payload[1:5] == _FOURCC_AAC:
-            packet_type, body = first & 0x0F, payload[5:]
-            if packet_type not in (AudioPacketType.SEQUENCE_START, AudioPacketType.CODED_FRAMES,
-                                   AudioPacketType.SEQUENCE_END):
-                self._warn_once(f"audio packet type {packet_type}",
-                                f"skipping enhanced-RTMP audio packets of type {packet_type}")
-                return
-        else:
-            self._skip_codec("audio", audio_codec_of(payload))
+    def _audio(self, packet: AVPacket) -> None:
+        if packet.codec != Codec.AAC:
+            self._skip_codec("audio", str(packet.codec))
+            return
+        packet_type = _packet_type(packet.payload, False)
+        # A legacy AACPacketType uses the same numbers: 0 sequence header, 1 raw frame.
+        if packet_type not in (0, 1, 2) and not packet.is_sequence_header:
+            self._warn_once(f"audio packet type {packet_type}",
+                            f"skipping enhanced-RTMP audio packets of type {packet_type}")
             return
         if self.audio_track is None:
-            self.audio_track = _AudioTrack(self.prefix)
-        # A legacy AACPacketType uses the same numbers: 0 sequence header, 1 raw frame.
-        if packet_type == AudioPacketType.SEQUENCE_START:
-            error = self.audio_track.configure(body)
-            if error:
-                warn(self.tool, f"unusable AAC sequence header in tag {self._tag_index} "
-                                f"({error}); skipping frames until the next one")
-        elif packet_type == AudioPacketType.CODED_FRAMES:
-            self.audio_track.frame(body)
+            self.audio_track = _Track("aac", f"{self.prefix}.{_AUDIO_EXTENSION}")
+        track = self.audio_track
+        if packet.is_sequence_header:
+            if packet.header_key is None:
+                config = audio_track(packet.payload).config
+                self._configured("AAC", track.configure(lambda: AdtsWriter(config)))
+                writer = track.writer
+                track.description = (_describe_aac(writer) if isinstance(writer, AdtsWriter)
+                                     else "aac")
+        elif packet_type == 1:
+            track.frame(packet)
 
     def _tracks(self) -> list[_Track]:
-        tracks: list[_Track] = list(self.video_tracks.values())
+        tracks = list(self.video_tracks.values())
         if self.audio_track is not None:
             tracks.append(self.audio_track)
         return tracks
 
     def outputs(self) -> list[tuple[_Output, str]]:
         """The files written so far with a description of each."""
-        return [(t.out, t.describe()) for t in self._tracks() if t.out.created]
+        return [(t.out, t.description) for t in self._tracks() if t.out.created]
 
     def close(self) -> None:
         """Close the outputs and warn about the frames that could not be written."""
@@ -345,13 +260,18 @@ class Splitter:
                 warn(self.tool, f"skipped {track.malformed} malformed {name} frames")
 
 
+def _describe_aac(writer: AdtsWriter) -> str:
+    info = writer.info
+    return f"aac {info.profile_name} {info.sample_rate} Hz {info.channels} ch"
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "flv2es", help="split an FLV file into raw H.264/H.265/AAC streams",
+        "flv2es", help="split an FLV file into raw H.264/H.265/AV1/AAC streams",
         description="Write the video of FILE as an Annex-B stream (PREFIX.h264 or "
-                    "PREFIX.h265, parameter sets before every keyframe) and its AAC audio "
-                    "as ADTS (PREFIX.aac).  Only the tracks present are written; other "
-                    "codecs are skipped with a warning.")
+                    "PREFIX.h265, parameter sets before every keyframe) or an AV1 OBU "
+                    "stream (PREFIX.obu), and its AAC audio as ADTS (PREFIX.aac).  Only the "
+                    "tracks present are written; other codecs are skipped with a warning.")
     p.add_argument("file", metavar="FILE", help="FLV file to read")
     p.add_argument("prefix", metavar="OUT_PREFIX",
                    help="output path without extension (e.g. out -> out.h264, out.aac)")

@@ -9,13 +9,14 @@ number of consumers.  Each consumer starts its output with ``header(n)``
 
 What is written:
 
-- PAT (program 1) and PMT (PID 0x1000): H.264 (stream type 0x1B) or H.265
-  (0x24) on PID 0x100, AAC (0x0F, as ADTS) on PID 0x101.  Other codecs are
-  left out of the PMT and their packets skipped, with one log line per track;
-  the other track still plays.
+- PAT (program 1) and PMT (PID 0x1000, :mod:`.psi`): H.264 (stream type
+  0x1B) or H.265 (0x24) on PID 0x100, AAC (0x0F, as ADTS) on PID 0x101.
+  Other codecs are left out of the PMT and their packets skipped, with one
+  log line per track; the other track still plays.
 - One PES per video frame with PTS, and DTS when they differ (B-frames); video
   frames get an access unit delimiter and, on keyframes, the parameter sets
-  (SPS/PPS, VPS/SPS/PPS for H.265) in Annex-B form unless the frame has them.
+  (SPS/PPS, VPS/SPS/PPS for H.265) in Annex-B form unless the frame has them
+  (:mod:`lal_twisted.media.convert` makes the Annex-B and ADTS forms).
 - AAC frames (as ADTS) one per PES for a live muxer (``live``: what HTTP-TS
   players read) or when there is no video; otherwise several to a
   PES (see ``_AUDIO_FRAMES_PER_PES``): a held frame's bytes are b"" and the
@@ -25,51 +26,57 @@ What is written:
 - PCR in the first TS packet of every PES of the PCR PID (video, or audio for
   an audio-only stream), the random-access indicator on keyframes (and audio
   frames), continuity counters per PID, adaptation-field stuffing.  A PES is
-  cut into its TS packets in one call (``_pes_packets``): the compiled packer
-  (``_tspack.c``) where the install built it, else its Python form.
+  cut into its TS packets in one call (:mod:`.pes`).
 
-Timestamps are the packet's 32-bit milliseconds times 90.  2**32 ms * 90 is
-45 * 2**33, so the 33-bit TS clock runs on unbroken across the wrap of RTMP
-time; TS players handle the 33-bit wrap itself.
+Timestamps are the packets' wide milliseconds (the hub's time, which does
+not wrap) times 90; the 33-bit TS clock is taken from them only where a PES
+header is written, so it runs on unbroken, and TS players handle its own
+wrap.
+
+This module is over the usual size because :meth:`TsMuxer.encode_many`
+inlines the common frames of the HLS hot path (a legacy frame of one NAL
+unit, a legacy AAC frame) instead of calling the general conversion.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
-from itertools import chain
+from collections.abc import Sequence
 from typing import Protocol
 
 from lal_twisted.log import Logger
-from lal_twisted.media import aac, enhanced
-from lal_twisted.media.packet import AUDIO, BYTES_HEADER, VIDEO, AVPacket
-from lal_twisted.media.tags import (
-    AudioPacketType,
-    Codec,
-    SoundFormat,
-    VideoPacketType,
-    audio_codec_of,
-    video_codec_of,
+from lal_twisted.media.convert import (
+    AUD,
+    MAX_ADTS_PAYLOAD,
+    START_CODE,
+    AacError,
+    AdtsWriter,
+    AnnexBError,
+    access_unit,
+    coded_frame,
+    parameter_sets,
 )
+from lal_twisted.media.packet import AUDIO, BYTES_HEADER, VIDEO, AVPacket
+from lal_twisted.media.tags import Codec, SoundFormat
 from lal_twisted.media.track import AudioTrack, Tracks, VideoTrack, audio_track, video_track
+from lal_twisted.media.ts.pes import pes_packets as _pes_packets
+from lal_twisted.media.ts.psi import (
+    AUDIO_PID,
+    PMT_PID,
+    TS_PACKET_SIZE,
+    VIDEO_PID,
+    pat,
+    pmt,
+    psi_packet,
+)
 
-__all__ = ["AUDIO_PID", "PMT_PID", "TS_PACKET_SIZE", "VIDEO_PID", "KeyframePsi", "TsMuxer",
-           "crc32_mpeg2", "video_start"]
+__all__ = ["KeyframePsi", "TsMuxer", "video_start"]
 
 log = Logger("lal_twisted.media.ts")
-
-TS_PACKET_SIZE = 188
-_PAYLOAD = 184  # a TS packet without an adaptation field
-PMT_PID = 0x1000
-VIDEO_PID = 0x100
-AUDIO_PID = 0x101
-_PROGRAM = 1
 
 _STREAM_TYPES = {Codec.H264: 0x1B, Codec.H265: 0x24, Codec.AAC: 0x0F}
 _VIDEO_STREAM_ID = 0xE0
 _AUDIO_STREAM_ID = 0xC0
-_TS_MASK = (1 << 33) - 1
-_MAX_ADTS_PAYLOAD = (1 << 13) - 1 - 7
 # With video and no live reader (only HLS, which takes packets in batches, and
 # recordings), AAC frames go out several to a PES, as ffmpeg (PES of up to about
 # 2.9 KB) and nginx-rtmp (up to 300 ms of audio) write them: a PES and its TS
@@ -87,81 +94,17 @@ _AUDIO_JITTER_MS = 2.5
 # dropped rather than sent late.
 _STALE_AUDIO_MS = 1000
 
-# Access unit delimiters: H.264 NAL type 9 (primary_pic_type 7: any slice);
-# H.265 NAL type 35 (pic_type 2: any slice).
-_START = b"\x00\x00\x00\x01"
-_AUD = {Codec.H264: _START + b"\x09\xf0", Codec.H265: _START + b"\x46\x01\x50"}
-_START_AUD = {codec: aud + _START for codec, aud in _AUD.items()}
-# NAL types (by h265) a frame of one NAL unit is not written directly for: an
-# AUD (dropped: the muxer writes its own) and an SPS (no parameter sets added).
-_NO_SINGLE = {False: (9, 7), True: (35, 33)}
+# For encode_many's frames of one NAL unit: what goes before the NAL unit (the
+# AUD and a start code), the NAL types (by h265) such a frame is not written
+# directly for: an AUD (dropped: the muxer writes its own) and an SPS (no
+# parameter sets added), and those (IDR / IRAP) that get the parameter sets.
+_START_AUD = {codec: aud + START_CODE for codec, aud in AUD.items()}
+_NO_SINGLE: dict[bool, tuple[int, ...]] = {False: (9, 7), True: (35, 33)}
+_RANDOM_ACCESS = {False: range(5, 6), True: range(16, 24)}
 _U32 = struct.Struct(">I").unpack_from
-_NO_FRAMES = (False, False, 0, b"", b"")
-
-# The offset of the NAL units in a video tag body: legacy [first][AVCPacketType][CTS:3];
-# enhanced [first][FourCC:4] then a CTS for CodedFrames (packet type 1), none for
-# CodedFramesX (3).
-_LEGACY_NALU_OFFSET = 5
-_CODED_FRAMES = int(VideoPacketType.CODED_FRAMES)
-_CODED_FRAMES_X = int(VideoPacketType.CODED_FRAMES_X)
-_ENHANCED_OFFSETS = {_CODED_FRAMES: 8, _CODED_FRAMES_X: 5}
-_CTS_SIZE = {_CODED_FRAMES: 3, _CODED_FRAMES_X: 0}  # before the NAL units of a track body
-# Enhanced tags whose body is found by parsing their header (ModEx, multitrack).
-_VIDEO_WRAPPED = (int(VideoPacketType.MULTITRACK), int(VideoPacketType.MOD_EX))
-_AUDIO_WRAPPED = (int(AudioPacketType.MULTITRACK), int(AudioPacketType.MOD_EX))
-_AUDIO_CODED_FRAMES = int(AudioPacketType.CODED_FRAMES)
+_NO_FRAMES: tuple[bool, bool, int, bytes, bytes, tuple[int, ...], range] = (
+    False, False, 0, b"", b"", (), range(0))
 _SOUND_AAC = int(SoundFormat.AAC)
-_MAIN_TRACK = 0  # the track a TS output carries from a multitrack stream
-
-
-def _crc_table() -> list[int]:
-    table = []
-    for i in range(256):
-        crc = i << 24
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
-        table.append(crc & 0xFFFFFFFF)
-    return table
-
-
-_CRC_TABLE = _crc_table()
-
-
-def crc32_mpeg2(data: bytes) -> int:
-    """The CRC of PSI sections: polynomial 0x04C11DB7, MSB first, init all ones."""
-    crc = 0xFFFFFFFF
-    table = _CRC_TABLE
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[(crc >> 24) ^ byte]
-    return crc
-
-
-def _psi_packet(pid: int, cc: int, section: bytes) -> bytes:
-    """One TS packet holding a whole PSI section (pointer field 0), 0xFF filled."""
-    header = bytes((0x47, 0x40 | (pid >> 8), pid & 0xFF, 0x10 | (cc & 0x0F), 0x00))
-    body = header + section + struct.pack(">I", crc32_mpeg2(section))
-    return body + b"\xff" * (TS_PACKET_SIZE - len(body))
-
-
-def _pat() -> bytes:
-    program = struct.pack(">HH", _PROGRAM, 0xE000 | PMT_PID)
-    # section_length counts what follows it: 5 bytes of header, the loop, the CRC.
-    length = 5 + len(program) + 4
-    return struct.pack(">BHHBBB", 0x00, 0xB000 | length, 0x0001, 0xC1, 0, 0) + program
-
-
-def _pmt(version: int, pcr_pid: int, streams: list[tuple[int, int]]) -> bytes:
-    loop = b"".join(struct.pack(">BHH", stype, 0xE000 | pid, 0xF000) for stype, pid in streams)
-    length = 9 + len(loop) + 4
-    return (struct.pack(">BHHBBBHH", 0x02, 0xB000 | length, _PROGRAM,
-                        0xC1 | ((version & 0x1F) << 1), 0, 0, 0xE000 | pcr_pid, 0xF000)
-            + loop)
-
-
-def _signed(diff: int) -> int:
-    """A difference of 32-bit RTMP times as a signed number (wrap-safe)."""
-    diff &= 0xFFFFFFFF
-    return diff - 0x100000000 if diff & 0x80000000 else diff
 
 
 def video_start(data: bytes) -> int:
@@ -172,159 +115,6 @@ def video_start(data: bytes) -> int:
     while pos < end and ((data[pos + 1] & 0x1F) << 8 | data[pos + 2]) != VIDEO_PID:
         pos += TS_PACKET_SIZE
     return pos
-
-
-def _timestamp(prefix: int, ts: int) -> bytes:
-    """A 33-bit PTS or DTS in the PES header's 5-byte layout, with its marker bits."""
-    return ((prefix << 36) | ((ts >> 30) << 33) | (((ts >> 15) & 0x7FFF) << 17)
-            | ((ts & 0x7FFF) << 1) | 0x100010001).to_bytes(5, "big")
-
-
-# TS packet headers from tables, by PID and continuity counter: a PES becomes
-# its packets in one join, without building a header per packet.
-_PIDS = (VIDEO_PID, AUDIO_PID)
-# Continuation packets (no payload_unit_start), payload only: for each starting
-# counter, the headers of a run of packets (cc, cc+1, ...), long enough for a
-# 128 KiB frame; longer runs repeat it (the counter cycles every 16).
-_RUN = 16 * 45
-_CONTINUATION = {pid: [bytes((0x47, pid >> 8, pid & 0xFF, 0x10 | cc)) for cc in range(16)]
-                 for pid in _PIDS}
-_RUNS = {pid: [[_CONTINUATION[pid][(cc + i) & 0x0F] for i in range(_RUN)] for cc in range(16)]
-         for pid in _PIDS}
-# First packets (payload_unit_start): payload only; or with an adaptation field
-# of n bytes (n = 1: flags, 7: flags and PCR), by PID, cc and n.
-_FIRST = {pid: [bytes((0x47, 0x40 | pid >> 8, pid & 0xFF, 0x10 | cc)) for cc in range(16)]
-          for pid in _PIDS}
-_FIRST_WITH_FIELD = {pid: [[bytes((0x47, 0x40 | pid >> 8, pid & 0xFF, 0x30 | cc, n))
-                            for n in range(8)] for cc in range(16)]
-                     for pid in _PIDS}
-# With an adaptation field holding only the random-access flag: header and field.
-_FIRST_RANDOM_ACCESS = {pid: [bytes((0x47, 0x40 | pid >> 8, pid & 0xFF, 0x30 | cc, 1, 0x40))
-                              for cc in range(16)] for pid in _PIDS}
-# The last packet of a PES, when short: header with an adaptation field by PID
-# and cc, then (by the room left) the field's length, flags 0 and stuffing.
-_LAST = {pid: [bytes((0x47, pid >> 8, pid & 0xFF, 0x30 | cc)) for cc in range(16)]
-         for pid in _PIDS}
-_FILL = [b"\x00"] + [bytes((room - 1,)) + b"\x00" + b"\xff" * (room - 2)
-                     for room in range(2, _PAYLOAD + 1)]
-_FILL.insert(0, b"")  # index by room: _FILL[1] is a field of length 0
-
-def _splitter(count: int) -> Callable[[bytes, int], tuple[bytes, ...]]:
-    """What cuts ``count`` 184-byte TS payloads out of a buffer from an offset."""
-    split = _SPLITTERS.get(count)
-    if split is None:
-        split = _SPLITTERS[count] = struct.Struct("184s" * count).unpack_from
-    return split
-
-
-_SPLITTERS: dict[int, Callable[[bytes, int], tuple[bytes, ...]]] = {}
-
-
-def _packetize(pid: int, cc: int, pes: bytes, pcr: int | None,
-               random_access: bool) -> tuple[bytes, int]:
-    """Split one PES into TS packets starting at continuity counter ``cc``;
-    returns them and the last counter used.
-
-    The first packet carries the adaptation field (PCR, random access); the last
-    one, if short, is filled with adaptation-field stuffing.
-    """
-    size = len(pes)
-    if pcr is not None:
-        field = ((0x50 if random_access else 0x10) << 48 | (pcr << 15) | 0x7E00).to_bytes(
-            7, "big")
-        pos = _PAYLOAD - 8
-        if size < pos:  # one short packet
-            return _packet(pid, 0x40, cc, field, pes), cc
-        parts = [_FIRST_WITH_FIELD[pid][cc][7], field, pes[:pos]]
-    elif random_access:
-        pos = _PAYLOAD - 2
-        if size < pos:
-            return _packet(pid, 0x40, cc, b"\x40", pes), cc
-        parts = [_FIRST_RANDOM_ACCESS[pid][cc], pes[:pos]]
-    elif size >= _PAYLOAD:
-        pos = _PAYLOAD
-        parts = [_FIRST[pid][cc], pes[:_PAYLOAD]]
-    else:
-        return _packet(pid, 0x40, cc, b"", pes), cc
-    full = (size - pos) // _PAYLOAD
-    if full:
-        end = pos + full * _PAYLOAD
-        if full <= 7:  # most frames: a plain loop is quickest
-            headers = _CONTINUATION[pid]
-            append = parts.append
-            while pos < end:
-                cc = (cc + 1) & 0x0F
-                append(headers[cc])
-                append(pes[pos:pos + _PAYLOAD])
-                pos += _PAYLOAD
-        else:
-            # [header, payload] pairs: headers from the run table, payloads cut
-            # out in one call.
-            run = _RUNS[pid][(cc + 1) & 0x0F]
-            if full <= _RUN:
-                parts += chain.from_iterable(zip(run, _splitter(full)(pes, pos), strict=False))
-            else:
-                middle: list[bytes] = [b""] * (2 * full)
-                middle[0::2] = [run[i % _RUN] for i in range(full)]
-                middle[1::2] = [pes[i:i + _PAYLOAD] for i in range(pos, end, _PAYLOAD)]
-                parts += middle
-            pos = end
-            cc = (cc + full) & 0x0F
-    if pos < size:
-        cc = (cc + 1) & 0x0F
-        parts.append(_LAST[pid][cc])
-        parts.append(_FILL[_PAYLOAD - (size - pos)])
-        parts.append(pes[pos:])
-    return b"".join(parts), cc
-
-
-def _packet(pid: int, start: int, cc: int, field: bytes, payload: bytes) -> bytes:
-    """One TS packet (``start``: 0x40 for a payload unit start); an adaptation
-    field (``field``: flags byte and options) is written, and stuffed with 0xFF,
-    when there is one or the payload is short."""
-    room = _PAYLOAD - len(payload)
-    if not field and not room:
-        return bytes((0x47, start | (pid >> 8), pid & 0xFF, 0x10 | cc)) + payload
-    # adaptation_field_control 3: adaptation field, then payload.
-    header = bytes((0x47, start | (pid >> 8), pid & 0xFF, 0x30 | cc, room - 1))
-    if room == 1:
-        return header + payload  # an adaptation field of length 0
-    if not field:
-        field = b"\x00"
-    return b"".join((header, field, _STUFFING[room - 1 - len(field)], payload))
-
-
-_STUFFING = [b"\xff" * n for n in range(_PAYLOAD + 1)]
-
-
-def _pes_packets_py(pid: int, cc: int, stream_id: int, pts: int, dts: int, pcr: int,
-                    random_access: bool, parts: Sequence[bytes]) -> tuple[bytes, int]:
-    """One PES as TS packets: the PES header (``stream_id``, ``pts``, and ``dts``
-    when it differs, both 90 kHz), then ``parts`` joined; the first packet
-    carries counter ``cc``, the PCR (``pcr`` >= 0) and the random-access flag.
-    Returns the packets and the last counter used.  The compiled form
-    (``_tspack.pes_packets``) gives the same bytes."""
-    pts &= _TS_MASK
-    dts &= _TS_MASK
-    if pcr >= 0:
-        pcr &= _TS_MASK
-    body = b"".join(parts)
-    # Flags (PTS, or PTS and DTS), header data length, the times.
-    times = (b"\x80\xc0\x0a" + _timestamp(3, pts) + _timestamp(1, dts) if pts != dts
-             else b"\x80\x80\x05" + _timestamp(2, pts))
-    length = len(times) + len(body)
-    header = b"\x00\x00\x01" + bytes((stream_id,)) + (length if length <= 0xFFFF
-                                                       else 0).to_bytes(2, "big")
-    return _packetize(pid, cc, header + times + body, pcr if pcr >= 0 else None,
-                      random_access)
-
-
-try:
-    from lal_twisted.media._tspack import pes_packets as _pes_packets
-    PACKER = "compiled"
-except ImportError:  # not built (no C compiler where it was installed)
-    _pes_packets = _pes_packets_py
-    PACKER = "python"
 
 
 class _TrackSource(Protocol):
@@ -356,15 +146,15 @@ class TsMuxer:
         self._pmt_key: tuple[object, ...] | None = None
         self._pmt_version = -1
         self._headers: list[bytes | None] = [None] * 16
-        self._adts: tuple[bytes, aac.AscInfo | None] = (b"", None)
+        # The AAC configuration last looked at, and its ADTS headers (None: unusable).
+        self._adts: tuple[bytes, AdtsWriter | None] = (b"", None)
         self._skipped: set[str] = set()
         self._video: VideoTrack | None = None
         self._audio: AudioTrack | None = None
         self._params: tuple[VideoTrack | None, bytes] = (None, b"")
         self._seen_video: VideoTrack | None = None
         self._seen_audio: AudioTrack | None = None
-        self._adts_base = 0  # the ADTS header as an int, frame length 0
-        self._adts_sizes: dict[int, bytes] = {}  # ADTS headers by frame size
+        self._adts_sizes: dict[int, bytes] = {}  # the ADTS headers made, by frame size
         # Whether a video track is written, as of the latest packet encoded
         # (has_video looks at the source's tracks first).
         self.writes_video = False
@@ -452,9 +242,11 @@ class TsMuxer:
             self.made_bytes = sum(len(data) + BYTES_HEADER
                                   for (_, data), new in zip(pairs, fresh, strict=True) if new)
             return [pair for pair in pairs if pair[1]]
-        single_nal, h265, legacy_id, plain, with_params = self._frames
+        single_nal, h265, legacy_id, plain, with_params, not_single, random_access = \
+            self._frames
         group_audio = self._group_audio and not self.live
         adts_sizes = self._adts_sizes
+        adts_writer = self._adts[1]
         frame_ms = self._audio_frame_ms
         out: list[tuple[AVPacket, bytes]] = []
         append = out.append
@@ -472,13 +264,13 @@ class TsMuxer:
             # 1): sequence headers, empty tags and anything else go to encode().
             if packet.kind == AUDIO:
                 end = len(payload)
-                if (group_audio and 2 < end <= _MAX_ADTS_PAYLOAD + 2
+                if (group_audio and 2 < end <= MAX_ADTS_PAYLOAD + 2
                         and payload[0] >> 4 == _SOUND_AAC and payload[1] == 1):
                     size = end - 2
                     adts = adts_sizes.get(size)
                     if adts is None:
-                        adts = adts_sizes[size] = (
-                            self._adts_base | ((size + 7) << 13)).to_bytes(7, "big")
+                        assert adts_writer is not None  # group_audio: a usable AAC track
+                        adts = adts_writer.header(size)
                     dts = packet.dts
                     held = self._held
                     if (held and self._held_bytes + size <= _AUDIO_PES_MAX
@@ -497,13 +289,14 @@ class TsMuxer:
                         and payload[1] == 1 and _U32(payload, 5)[0] + 9 == end):
                     nal = payload[9]
                     nal = (nal >> 1) & 0x3F if h265 else nal & 0x1F
-                    if nal not in _NO_SINGLE[h265]:
+                    if nal not in not_single:
                         # A legacy tag of one NAL unit: written from its 10th
                         # byte on, after the AUD (and parameter sets) and a
-                        # start code.
+                        # start code, as access_unit() writes it.
                         keyframe = packet.is_keyframe
+                        params = keyframe or nal in random_access
                         data = self._video_pes(packet, keyframe, packet.dts + packet.cts,
-                                               (with_params if keyframe else plain,
+                                               (with_params if params else plain,
                                                 payload[9:]))
             if data is None:
                 data = self.encode(packet)
@@ -535,11 +328,13 @@ class TsMuxer:
         self._group_audio = video is not None and audio is not None
         if video is not None and video.nal_length_size == 4:
             # For encode_many: frames of one NAL unit behind a 4-byte length (what
-            # encoders send) are written in line; their codec id, and what goes
-            # in front of the NAL unit without and with the parameter sets.
+            # encoders send) are written in line; their codec id, what goes in
+            # front of the NAL unit without and with the parameter sets, the NAL
+            # types not written so, those that get the parameter sets.
             h265 = video.codec == Codec.H265
             self._frames = (True, h265, 12 if h265 else 7, _START_AUD[video.codec],
-                            _AUD[video.codec] + self._param_sets(video) + _START)
+                            AUD[video.codec] + self._param_sets(video) + START_CODE,
+                            _NO_SINGLE[h265], _RANDOM_ACCESS[h265])
         else:
             self._frames = _NO_FRAMES
         if key != self._pmt_key:
@@ -558,7 +353,7 @@ class TsMuxer:
         if track.codec != Codec.AAC:
             self._skip("audio", f"{track.codec} cannot be carried in MPEG-TS here (AAC can)")
             return False
-        return self._asc(track) is not None
+        return self._adts_writer(track) is not None
 
     def _skip(self, kind: str, why: str) -> None:
         if kind not in self._skipped:
@@ -574,29 +369,26 @@ class TsMuxer:
             streams.append((_STREAM_TYPES[self._audio.codec], AUDIO_PID))
         pcr_pid = VIDEO_PID if self._video is not None else (
             AUDIO_PID if self._audio is not None else 0x1FFF)
-        return (_psi_packet(0, cc, _pat())
-                + _psi_packet(PMT_PID, cc, _pmt(self._pmt_version, pcr_pid, streams)))
+        return (psi_packet(0, cc, pat())
+                + psi_packet(PMT_PID, cc, pmt(self._pmt_version, pcr_pid, streams)))
 
-    def _asc(self, track: AudioTrack) -> aac.AscInfo | None:
-        config, info = self._adts
-        if config != track.config or info is None:
+    def _adts_writer(self, track: AudioTrack) -> AdtsWriter | None:
+        config, writer = self._adts
+        if config != track.config or writer is None:
             try:
-                info = aac.parse_audio_specific_config(track.config)
-                aac.adts_header(info, 0)  # can ADTS say it?
-            except aac.AacError as e:
+                writer = AdtsWriter(track.config)
+            except AacError as e:
                 if track.config:
                     self._skip("audio", f"AAC configuration unusable: {e}")
-                info = None
-            self._adts = (track.config, info)
-            if info is not None:
-                self._audio_frame_ms = 1024000 / (info.core_sample_rate or info.sample_rate)
+                writer = None
+            self._adts = (track.config, writer)
+            if writer is not None:
+                self._audio_frame_ms = writer.frame_ms
                 # [ADTS header, frame] per frame held: a PES is due at this many.
                 self._held_pieces = 2 * max(1, min(
                     _AUDIO_FRAMES_PER_PES, int(_AUDIO_PES_MAX_MS // self._audio_frame_ms)))
-                self._adts_base = int.from_bytes(aac.adts_header(info, 0), "big") & ~(
-                    0x1FFF << 13)
-                self._adts_sizes = {}
-        return info
+                self._adts_sizes = writer.headers
+        return writer
 
     def _own_tracks(self, packet: AVPacket) -> None:
         """Tracks from the packets, as a Stream keeps them (no source given)."""
@@ -619,48 +411,28 @@ class TsMuxer:
         if tracks.video is not self._seen_video or tracks.audio is not self._seen_audio:
             self._refresh()
         track = self._video
-        payload = packet.payload
-        if track is None or not payload:
+        if track is None:
             return b""
-        first = payload[0]
-        end = len(payload)
-        pts = packet.pts
-        if first & 0x80 and first & 0x0F in _VIDEO_WRAPPED:
-            # ModEx / multitrack: track 0's body, wherever the header puts it (its
-            # codec is checked there: packet.codec names the first track's).
-            body = _main_track_body(payload, True, track.codec, _CTS_SIZE)
-            if body is None:
-                return b""
-            offset, end, cts = body
-            pts = packet.dts + cts
-        elif packet.codec != track.codec:
+        span = coded_frame(packet, track.codec)
+        if span is None:
             return b""
-        elif first & 0x80:
-            offset = _ENHANCED_OFFSETS.get(first & 0x0F)  # type: ignore[assignment]
-            if offset is None:
-                return b""
-        else:
-            if len(payload) < _LEGACY_NALU_OFFSET or payload[1] != 1:
-                return b""
-            offset = _LEGACY_NALU_OFFSET
-        # The PES payload: [AUD, (parameter sets), NAL units...].
-        parts: list[bytes] = [_AUD[track.codec]]
-        try:
-            has_params = _annexb(payload, offset, end, track.nal_length_size,
-                                 track.codec == Codec.H265, parts)
-        except ValueError:
-            return b""  # a frame whose NAL lengths run past its end: not decodable
-        if len(parts) == 1:
-            return b""
+        start, end, cts = span
         keyframe = packet.is_keyframe
-        if keyframe and not has_params:
-            parts.insert(1, self._param_sets(track))
-        return self._video_pes(packet, keyframe, pts, parts)
+        try:
+            # The PES payload: [AUD, (parameter sets), NAL units...].
+            parts = access_unit(packet.payload, start, end, track.nal_length_size,
+                                track.codec == Codec.H265, keyframe, self._param_sets(track),
+                                AUD[track.codec])
+        except AnnexBError:
+            return b""  # a frame whose NAL lengths run past its end: not decodable
+        if not parts:
+            return b""
+        return self._video_pes(packet, keyframe, packet.dts + cts, parts)
 
     def _video_pes(self, packet: AVPacket, keyframe: bool, pts: int,
                    parts: Sequence[bytes]) -> bytes:
         """A video frame's TS packets: ``parts`` is its Annex-B data, ``pts`` in
-        RTMP milliseconds (the packer keeps the low 33 bits of the 90 kHz times)."""
+        milliseconds (the packer keeps the low 33 bits of the 90 kHz times)."""
         dts = packet.dts * 90
         data, self._cc[VIDEO_PID] = _pes_packets(
             VIDEO_PID, (self._cc[VIDEO_PID] + 1) & 0x0F, _VIDEO_STREAM_ID,
@@ -668,14 +440,14 @@ class TsMuxer:
         if self._held and (keyframe or self.live):
             # The audio held so far goes out first: an HLS segment starting at
             # this keyframe holds no audio from before it.
-            audio = self._release(abs(_signed(packet.dts - self._held_last)) < _STALE_AUDIO_MS)
+            audio = self._release(abs(packet.dts - self._held_last) < _STALE_AUDIO_MS)
             return audio + data
         return data
 
     def _param_sets(self, track: VideoTrack) -> bytes:
         cached_track, data = self._params
         if cached_track is not track:
-            data = b"".join(_START + nal for nal in (*track.vps, *track.sps, *track.pps))
+            data = parameter_sets(track.vps, track.sps, track.pps)
             self._params = (track, data)
         return data
 
@@ -683,41 +455,23 @@ class TsMuxer:
         tracks = self.source.tracks
         if tracks.video is not self._seen_video or tracks.audio is not self._seen_audio:
             self._refresh()
+        writer = self._adts[1]
+        if self._audio is None or writer is None:
+            return b""
+        span = coded_frame(packet, Codec.AAC)
+        if span is None:
+            return b""
+        start, end, _cts = span
+        size = end - start
+        if size > MAX_ADTS_PAYLOAD:
+            return b""
+        adts = writer.header(size)
         payload = packet.payload
-        if self._audio is None or not payload:
-            return b""
-        first = payload[0]
-        end = len(payload)
-        if first >> 4 == _SOUND_AAC:
-            # Legacy: [SoundFormat...][AACPacketType=1], then the raw frame.
-            if end < 2 or payload[1] != 1:
-                return b""
-            offset = 2
-        elif first >> 4 != 9 or (first & 0x0F not in _AUDIO_WRAPPED
-                                 and packet.codec != Codec.AAC):
-            return b""
-        else:
-            # Enhanced: [9x][FourCC:4] then the frame, or ModEx / multitrack wrappers.
-            packet_type = first & 0x0F
-            if packet_type in _AUDIO_WRAPPED:
-                body = _main_track_body(payload, False, Codec.AAC, {_AUDIO_CODED_FRAMES: 0})
-                if body is None:
-                    return b""
-                offset, end, _cts = body
-            elif packet_type == _AUDIO_CODED_FRAMES:
-                offset = 5
-            else:
-                return b""
-        size = end - offset
-        if size <= 0 or size > _MAX_ADTS_PAYLOAD:
-            return b""
-        adts = (self._adts_base | ((size + 7) << 13)).to_bytes(7, "big")
-        frame = payload[offset:end] if offset or end != len(payload) else payload
+        frame = payload[start:end] if start or end != len(payload) else payload
         dts = packet.dts
-        held = self._held
         if self._video is None or self.live:
-            out = self._release(abs(_signed(dts - self._held_last)) < _STALE_AUDIO_MS) \
-                if held else b""
+            out = self._release(abs(dts - self._held_last) < _STALE_AUDIO_MS) \
+                if self._held else b""
             data = self._audio_pes(dts * 90, (adts, frame))
             return out + data if out else data
         return self._hold_audio(dts, adts, frame, size)
@@ -729,15 +483,13 @@ class TsMuxer:
         held = self._held
         out = b""
         if held:
-            step = (dts - self._held_last) & 0xFFFFFFFF
-            if step & 0x80000000:
-                step -= 0x100000000
+            step = dts - self._held_last
             if (abs(step - self._audio_frame_ms) > _AUDIO_JITTER_MS
                     or self._held_bytes + size > _AUDIO_PES_MAX):
                 out = self._release(abs(step) < _STALE_AUDIO_MS)
                 held = self._held
         if not held:
-            self._held_pts = (dts * 90) & _TS_MASK
+            self._held_pts = dts * 90
         held.append(adts)
         held.append(frame)
         self._held_bytes += size + 7
@@ -795,66 +547,3 @@ class KeyframePsi:
             return self.muxer.header(self.count) + data
         return data
 
-
-_LENGTH_READERS = {1: struct.Struct(">B").unpack_from, 2: struct.Struct(">H").unpack_from,
-                   4: struct.Struct(">I").unpack_from}
-
-
-def _main_track_body(payload: bytes, video: bool, codec: Codec,
-                     skip: dict[int, int]) -> tuple[int, int, int] | None:
-    """Where the frame data of track 0 lies in an enhanced tag with ModEx or
-    multitrack wrappers, and its composition time: (start, end, cts), the
-    start past the composition time of video CodedFrames.  None when the tag
-    is no coded frame of ``codec`` for track 0 (a sequence end, other tracks
-    only, another codec) or is malformed."""
-    try:
-        header = enhanced.parse(payload, video)
-    except enhanced.EnhancedError:
-        return None
-    before = skip.get(header.packet_type)
-    if before is None:
-        return None
-    codec_of, prefix = (video_codec_of, b"\x80") if video else (audio_codec_of, b"\x90")
-    for track in header.tracks:
-        if track.track_id == _MAIN_TRACK:
-            if codec_of(prefix + track.fourcc) != codec:
-                return None
-            start = track.start + before
-            if start >= track.end:
-                return None
-            cts = 0
-            if before:
-                cts = int.from_bytes(payload[track.start:start], "big")
-                if cts & 0x800000:
-                    cts -= 0x1000000
-            return start, track.end, cts
-    return None
-
-
-def _annexb(payload: bytes, offset: int, end: int, length_size: int, h265: bool,
-            parts: list[bytes]) -> bool:
-    """Append the AVCC/HVCC NAL units of ``payload[offset:end]`` in Annex-B form
-    to ``parts``, without access unit delimiters; whether they include a
-    sequence parameter set."""
-    pos = offset
-    has_sps = False
-    aud, sps = (35, 33) if h265 else (9, 7)
-    read = _LENGTH_READERS.get(length_size)
-    append = parts.append
-    while pos + length_size <= end:
-        if read is None:
-            size = int.from_bytes(payload[pos:pos + length_size], "big")
-        else:
-            (size,) = read(payload, pos)
-        pos += length_size
-        if pos + size > end:
-            raise ValueError("NAL unit runs past the end of the frame")
-        if size:
-            nal_type = (payload[pos] >> 1) & 0x3F if h265 else payload[pos] & 0x1F
-            if nal_type != aud:
-                if nal_type == sps:
-                    has_sps = True
-                append(_START)
-                append(payload[pos:pos + size])
-        pos += size
-    return has_sps
