@@ -440,5 +440,6 @@ def test_split_round_trip(nalus: list[bytes], size: int) -> None:
 
 def test_join_annexb() -> None:
     assert convert.join_annexb([]) == b""
-    assert convert.join_annexb([b"\x67\x42", b"\x68"]) == b"\x00\x00\x00\x01\x67\x42\x00\x00\x00\x01\x68"
+    assert convert.join_annexb([b"\x67\x42", b"\x68"]) == (
+        b"\x00\x00\x00\x01\x67\x42\x00\x00\x00\x01\x68")
     assert convert.join_annexb(iter([b"\x65"])) == b"\x00\x00\x00\x01\x65"

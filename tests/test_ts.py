@@ -17,8 +17,6 @@ from tsparse import count_frames, decode_errors, ffprobe_packets, parse
 
 from lal_twisted import log as lal_log
 from lal_twisted.media import ts as ts_module
-from lal_twisted.media.ts import muxer as muxer_module
-from lal_twisted.media.ts import pes as pes_module
 from lal_twisted.media.flv import TAG_AUDIO, TAG_VIDEO, FlvReader
 from lal_twisted.media.packet import AVPacket
 from lal_twisted.media.track import Tracks
@@ -30,6 +28,8 @@ from lal_twisted.media.ts import (
     crc32_mpeg2,
     video_start,
 )
+from lal_twisted.media.ts import muxer as muxer_module
+from lal_twisted.media.ts import pes as pes_module
 
 WRAP = 1 << 32
 
