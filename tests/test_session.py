@@ -42,7 +42,8 @@ METADATA = amf0.encode("onMetaData", amf0.ECMAArray(
 
 def media() -> list[AVPacket]:
     """Metadata, sequence headers and frames, some bigger than any chunk size used
-    here, some with timestamps that need the extended timestamp field."""
+    here, some with timestamps that need the extended timestamp field, the last
+    past 2**32 ms."""
     return [
         AVPacket(DATA, 0, METADATA),
         AVPacket(VIDEO, 0, b"\x17\x00\x00\x00\x00" + bytes(range(40))),
@@ -53,8 +54,12 @@ def media() -> list[AVPacket]:
         AVPacket(VIDEO, 0xFFFFFE, b"\x27\x01\x00\x00\x00" + os.urandom(200)),
         AVPacket(VIDEO, 0xFFFFFF, b"\x27\x01\x00\x00\x00" + os.urandom(9000)),
         AVPacket(AUDIO, 0x1000000, b"\xaf\x01" + os.urandom(150)),
+        # Time runs on (steps under 2**31 ms) to the top of 32 bits and past it:
+        # the sessions give the wide times back, the wire carries their low 32 bits.
+        AVPacket(VIDEO, 0x70000000, b"\x27\x01\x00\x00\x00" + os.urandom(100)),
+        AVPacket(VIDEO, 0xE0000000, b"\x27\x01\x00\x00\x00" + os.urandom(100)),
         AVPacket(VIDEO, 0xFFFFFFFF, b"\x17\x01\x00\x00\x00" + os.urandom(5000)),
-        AVPacket(DATA, 90000, amf0.encode("onCuePoint", {"name": "x"})),
+        AVPacket(DATA, (1 << 32) + 90000, amf0.encode("onCuePoint", {"name": "x"})),
     ]
 
 

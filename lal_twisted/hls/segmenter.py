@@ -88,12 +88,6 @@ class _Building:
         self.created = time.time()
 
 
-def _since(dts: int, start: int) -> int:
-    """``dts - start`` in 32-bit RTMP time, signed (wrap-safe)."""
-    diff = (dts - start) & 0xFFFFFFFF
-    return diff - 0x100000000 if diff & 0x80000000 else diff
-
-
 class HlsStream:
     """The HLS output of one stream name: its segments, playlists and files."""
 
@@ -186,8 +180,8 @@ class HlsStream:
                 place(packet, data, video, muxer)
                 continue
             dts = packet.dts
-            step = (dts - building.last_dts) & 0xFFFFFFFF
-            if 0 < step < 0x80000000:  # forward in 32-bit time
+            step = dts - building.last_dts  # wide time: plain differences
+            if step > 0:
                 building.last_step = step
                 building.last_dts = dts
             building.parts.append(data)
@@ -209,7 +203,7 @@ class HlsStream:
                     start = video_start(data)
                     if start:  # nothing from before the first keyframe
                         data = data[start:]
-                elif _since(dts, building.first_dts) >= self.config.fragment_duration_ms:
+                elif dts - building.first_dts >= self.config.fragment_duration_ms:
                     start = video_start(data)
                     if start:
                         building.parts.append(data[:start])
@@ -221,11 +215,11 @@ class HlsStream:
                 return  # a segment starts at a keyframe
         elif building is None:
             building = self._open(dts, muxer)
-        elif _since(dts, building.first_dts) >= self.config.fragment_duration_ms:
+        elif dts - building.first_dts >= self.config.fragment_duration_ms:
             self._finish(building, dts)
             building = self._open(dts, muxer)
-        step = (dts - building.last_dts) & 0xFFFFFFFF
-        if 0 < step < 0x80000000:  # forward in 32-bit time
+        step = dts - building.last_dts
+        if step > 0:
             building.last_step = step
             building.last_dts = dts
         building.parts.append(data)
@@ -242,7 +236,7 @@ class HlsStream:
         return building
 
     def _finish(self, building: _Building, end_dts: int, ended: bool = False) -> None:
-        duration = max(_since(end_dts, building.first_dts), 1) / 1000.0
+        duration = max(end_dts - building.first_dts, 1) / 1000.0
         sequence = self.sequence
         self.sequence += 1
         if self._new_publisher:

@@ -7,7 +7,9 @@ client (``twisted.web.client.Agent``) builds its response machinery and a call
 chain per received HTTP chunk; a live FLV body is an endless run of small
 chunks (one per tag), so that machinery was most of what ``lal pull`` cost.
 
-Used by ``lal pull`` and by relay pulls from an HTTP-FLV upstream.
+Used by ``lal pull`` and by relay pulls from an HTTP-FLV upstream.  The
+tags' 32-bit timestamps become the hub's wide time
+(:class:`~lal_twisted.media.clock.WideClock`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
 from lal_twisted.dial import dial
+from lal_twisted.media.clock import WideClock
 from lal_twisted.media.flv import FlvError, FlvReader
 from lal_twisted.media.packet import AVPacket
 from lal_twisted.target import DEFAULT_PORTS, split_unix, target_of
@@ -53,6 +56,7 @@ class _HttpFlvProtocol(protocol.Protocol):
     def __init__(self, pull: HttpFlvPull) -> None:
         self.pull = pull
         self.reader = FlvReader()
+        self._clock = WideClock()
         self._head = b""  # status line and headers until the blank line
         self._in_body = False
         self._chunked = False
@@ -166,8 +170,9 @@ class _HttpFlvProtocol(protocol.Protocol):
             pull.has_audio = self.reader.has_audio
             pull.has_video = self.reader.has_video
         on_packet = pull.on_packet
+        widen = self._clock.widen
         for tag in tags:
-            on_packet(AVPacket(tag.tag_type, tag.timestamp, tag.payload))
+            on_packet(AVPacket(tag.tag_type, widen(tag.timestamp), tag.payload))
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:  # noqa: N802
         cut = self._in_body and ((self._chunked and not self._last_chunk)

@@ -105,7 +105,7 @@ class DummyAudio:
         if self._first_dts is None:
             self._first_dts = packet.dts
         self._held.append(packet)
-        waited = (packet.dts - self._first_dts) & 0xFFFFFFFF
+        waited = packet.dts - self._first_dts
         if waited > self.wait_ms or len(self._held) >= MAX_HELD_PACKETS:
             log.info("stream {key}: no audio within {ms} ms; adding silent AAC "
                      "(in_session.add_dummy_audio_enable)", key=self.key, ms=self.wait_ms)
@@ -135,8 +135,8 @@ class DummyAudio:
                          "publisher's audio is dropped", key=self.key)
             return
         assert self._first_dts is not None
-        since = (packet.dts - self._first_dts) & 0xFFFFFFFF
-        if since >= 0x80000000:
+        since = packet.dts - self._first_dts
+        if since < 0:
             since = -1  # a step back in time: no audio until the timeline catches up
         elif since - self._frames * SAMPLES_PER_FRAME * 1000 // SAMPLE_RATE > MAX_FILL_MS:
             self._first_dts, self._frames, since = packet.dts, 0, 0  # a jump: start afresh
@@ -146,5 +146,5 @@ class DummyAudio:
             if offset > since:
                 break
             self._frames += 1
-            self._feed(AVPacket(AUDIO, (self._first_dts + offset) & 0xFFFFFFFF, _SILENT_FRAME))
+            self._feed(AVPacket(AUDIO, self._first_dts + offset, _SILENT_FRAME))
         self._feed(packet)

@@ -187,9 +187,9 @@ class Stream(FollowsTracks):
         if self._rebase_pending:
             self._rebase_pending = False
             assert self._last_ts is not None
-            self._offset = (self._last_ts + _REBASE_GAP_MS - packet.dts) & 0xFFFFFFFF
+            self._offset = self._last_ts + _REBASE_GAP_MS - packet.dts
         if self._offset:
-            packet.dts = (packet.dts + self._offset) & 0xFFFFFFFF
+            packet.dts += self._offset  # wide time: no wrap to take
         self._last_ts = packet.dts
         self.packets_in += 1
         self.bytes_in += len(packet.payload)

@@ -86,7 +86,8 @@ class AVPacket:
     """One audio, video or script-data message.
 
     ``kind`` is the FLV tag type / RTMP message type id (:data:`AUDIO`,
-    :data:`VIDEO`, :data:`DATA`), ``dts`` the decode time in milliseconds (32-bit),
+    :data:`VIDEO`, :data:`DATA`), ``dts`` the decode time in milliseconds (wide:
+    the hub's time does not wrap; see :mod:`lal_twisted.media.clock`),
     ``cts`` the composition offset of H.264/H.265 frames (``pts = dts + cts``),
     ``codec`` the :class:`Codec` the header names (None for data), ``payload``
     the tag body, unchanged from the wire.

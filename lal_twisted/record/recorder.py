@@ -248,7 +248,7 @@ class RecordingSink:
     def duration_ms(self) -> int:
         if self.first_dts is None:
             return 0
-        return (self.last_dts - self.first_dts) & 0xFFFFFFFF
+        return self.last_dts - self.first_dts
 
 
 class Recorder(service.Service):

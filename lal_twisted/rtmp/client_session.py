@@ -134,7 +134,7 @@ class ClientSession(RtmpConnection):
         elif type_id == m.DATA_AMF0:
             # Audio and video are reported by the connection once _media_in is set.
             if self._media_in and not msg.payload.startswith(_SAMPLE_ACCESS):
-                events.append(AVPacket(type_id, msg.timestamp, msg.payload))
+                events.append(AVPacket(type_id, self._wide_time(msg), msg.payload))
 
     # -- publishing -----------------------------------------------------------------
     def send_packet(self, packet: AVPacket) -> None:

@@ -6,6 +6,13 @@ reader/writer pair, the outbound queue, the peer's Window Acknowledgement Size
 and the Acknowledgements it asks for, Ping answers, and the protocol-control
 messages a side announces (Set Chunk Size, Window Ack Size, Set Peer Bandwidth).
 
+Media timestamps leave as the hub's wide time: the 32-bit timestamps of the
+connection's media stream (the one stream a session publishes or plays: media
+on any message stream id feeds it) run through a
+:class:`~lal_twisted.media.clock.WideClock`, so a publisher whose time wraps
+past 2**32 ms goes on increasing; the writer takes the low 32 bits again for
+what this side sends.
+
 A subclass adds its command logic through two hooks: :meth:`_on_message` for
 each complete message that is not protocol control (commands, data, aggregate)
 and :meth:`_on_handshake_done`.  Audio and video skip the hook: ``receive``
@@ -18,6 +25,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from lal_twisted.media import amf0
+from lal_twisted.media.clock import WideClock
 from lal_twisted.media.packet import AVPacket
 from lal_twisted.rtmp import message as m
 from lal_twisted.rtmp.chunk import DEFAULT_CHUNK_SIZE, ChunkReader, ChunkWriter
@@ -67,6 +75,7 @@ class RtmpConnection:
         self._out: list[bytes] = []
         self._peer_ack_window = 0
         self._last_ack = 0
+        self._clock = WideClock()  # the media stream's
 
     # -- input ------------------------------------------------------------------------
     def receive(self, data: bytes) -> list[Any]:
@@ -84,15 +93,30 @@ class RtmpConnection:
             if not data:
                 return []
         events: list[Any] = []
+        append = events.append
+        # The hot path reads the clock's window itself (a timestamp in it is
+        # wide with one comparison and one addition, no call) and whether media
+        # is wanted; both are read again after anything that may change them.
+        media_in = self._media_in
+        clock = self._clock
+        lo, hi, base = clock.lo, clock.hi, clock.base
         for msg in self.reader.feed(data):
             type_id = msg.type_id
             if type_id == AUDIO or type_id == VIDEO:  # the hot path: no call
-                if self._media_in:
-                    events.append(AVPacket(type_id, msg.timestamp, msg.payload))
+                if not media_in:
+                    continue
+                ts = msg.timestamp
+                if lo <= ts < hi:  # (no new int while the time has not wrapped)
+                    append(AVPacket(type_id, ts + base if base else ts, msg.payload))
+                    continue
+                append(AVPacket(type_id, clock.place(ts), msg.payload))
             elif type_id in CONTROL_TYPES:
                 self._control(type_id, msg.payload)
+                continue
             else:
                 self._on_message(msg, events)
+                media_in = self._media_in
+            lo, hi, base = clock.lo, clock.hi, clock.base
         self._maybe_ack()
         return events
 
@@ -103,6 +127,11 @@ class RtmpConnection:
         out = b"".join(self._out)
         self._out.clear()
         return out
+
+    def _wide_time(self, msg: Message) -> int:
+        """``msg``'s timestamp as wide time, on the media stream's clock (for
+        the media that comes in data and aggregate messages)."""
+        return self._clock.widen(msg.timestamp)
 
     # -- hooks ------------------------------------------------------------------------
     def _on_handshake_done(self) -> None:

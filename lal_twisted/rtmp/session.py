@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lal_twisted.media import amf0
+from lal_twisted.media.clock import signed_step
 from lal_twisted.media.packet import AUDIO, DATA, VIDEO, AVPacket
 from lal_twisted.rtmp import message as m
 from lal_twisted.rtmp.chunk import encode_message
@@ -171,10 +172,10 @@ class ServerSession(RtmpConnection):
         if type_id == m.COMMAND_AMF0 or type_id == m.COMMAND_AMF3:
             self._command(command_payload(msg), events)
         elif type_id == m.DATA_AMF0 or type_id == m.DATA_AMF3:
-            self._data(msg.payload, msg.timestamp, type_id, events)
+            self._data(msg, type_id, events)
         elif type_id == m.AGGREGATE:
             if self._role == "publish":
-                self._aggregate(msg.payload, msg.timestamp, events)
+                self._aggregate(msg.payload, self._wide_time(msg), events)
 
     # -- commands --------------------------------------------------------------------
     def _command(self, payload: bytes, events: list[Any]) -> None:
@@ -263,19 +264,21 @@ class ServerSession(RtmpConnection):
         events.append(ConnectRequest(self.app, self.tc_url, self.query,
                                      flash_ver if isinstance(flash_ver, str) else ""))
 
-    def _data(self, payload: bytes, timestamp: int, type_id: int, events: list[Any]) -> None:
+    def _data(self, msg: Message, type_id: int, events: list[Any]) -> None:
         if self._role != "publish":
             return
+        payload = msg.payload
         if type_id == m.DATA_AMF3:
             if payload[:1] != b"\x00":
                 return
             payload = payload[1:]
         if payload.startswith(SET_DATA_FRAME):
             payload = payload[len(SET_DATA_FRAME):]
-        events.append(AVPacket(DATA, timestamp, payload))
+        events.append(AVPacket(DATA, self._wide_time(msg), payload))
 
     def _aggregate(self, payload: bytes, timestamp: int, events: list[Any]) -> None:
-        """Split an aggregate message (a run of FLV tags) into packets."""
+        """Split an aggregate message (a run of FLV tags) into packets, timed
+        from the message's (wide) ``timestamp`` by their 32-bit steps from the first."""
         view = memoryview(payload)
         offset, end = 0, len(payload)
         first_ts: int | None = None
@@ -289,7 +292,7 @@ class ServerSession(RtmpConnection):
             if first_ts is None:
                 first_ts = ts
             if tag_type in (AUDIO, VIDEO, DATA):
-                events.append(AVPacket(tag_type, (timestamp + ts - first_ts) & 0xFFFFFFFF,
+                events.append(AVPacket(tag_type, timestamp + signed_step(ts - first_ts),
                                        bytes(view[offset + 11:body_end])))
             offset = body_end + 4
 

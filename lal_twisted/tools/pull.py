@@ -232,7 +232,7 @@ class Puller:
             "fps": round(self.video_frames / receiving, 2) if receiving > 0 else 0.0,
             "first_packet_ms": _ms(self.first_packet, self.started),
             "first_video_ms": _ms(self.first_video, self.started),
-            "media_seconds": round(((self.last_ts - self.first_ts) & 0xFFFFFFFF) / 1000, 3)
+            "media_seconds": round((self.last_ts - self.first_ts) / 1000, 3)
             if self.first_ts is not None else 0.0,
             "stalls": self.stalls,
             "max_gap_ms": round(self.max_gap * 1000, 1),

@@ -17,6 +17,7 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from lal_twisted.media.clock import WideClock
 from lal_twisted.media.flv import FlvError, FlvTag
 from lal_twisted.media.packet import AVPacket
 from lal_twisted.media.tags import (
@@ -69,7 +70,8 @@ def add_parser(sub: Any) -> None:
 
 
 def load_tags(path: str) -> list[FlvTag]:
-    """All tags of an FLV file, rebased so the first media tag is at 0."""
+    """All tags of an FLV file, rebased so the first media tag is at 0 (the
+    file's 32-bit times read as wide ones: a file that wraps runs on)."""
     try:
         tags = list(iter_file(path))
     except FileNotFoundError:
@@ -81,6 +83,8 @@ def load_tags(path: str) -> list[FlvTag]:
     media = [t for t in tags if t.tag_type in (AUDIO, VIDEO, DATA)]
     if not any(t.tag_type in (AUDIO, VIDEO) for t in media):
         raise ToolError(f"{path}: no audio or video tags")
+    clock = WideClock()
+    media = [FlvTag(t.tag_type, clock.widen(t.timestamp), t.payload) for t in media]
     base = min(t.timestamp for t in media if t.tag_type in (AUDIO, VIDEO))
     return [FlvTag(t.tag_type, max(0, t.timestamp - base), t.payload) for t in media]
 
@@ -228,7 +232,7 @@ class FilePublisher:
             if skip:
                 continue
             before = proto.bytes_out
-            proto.send_packet(AVPacket(tag.tag_type, ts & 0xFFFFFFFF, tag.payload))
+            proto.send_packet(AVPacket(tag.tag_type, ts, tag.payload))  # the writer wraps it
             self.bytes_sent += proto.bytes_out - before
             self.tags_sent += 1
             if self.paused:
