@@ -253,13 +253,21 @@ def test_an_owned_output_is_fed_in_order_before_sinks_and_charged_once(media: Me
     assert len(output.numbers) == len(packets) + 1
 
 
-def test_an_owned_output_closes_with_its_stream(media: Media) -> None:
+def test_an_owned_output_keeps_its_stream_until_released(media: Media) -> None:
+    """The publisher left and no sink is attached, but a user of an owned output
+    (the HLS segmenter finishing its last segment) still has it: the stream
+    stays until the last release, which closes the output and forgets it."""
     reg, _clock, _ = registry()
     stream, pub = publish(reg)
     output = stream.output(COUNTING)
+    recording = PlainSink()
+    reg.subscribe("live/s", recording)
     reg.unpublish(pub, stream.publisher)
-    assert "live/s" not in reg.streams
+    reg.unsubscribe("live/s", recording)
+    assert reg.streams.get("live/s") is stream and not output.closed
+    stream.release(output)
     assert output.closed
+    assert "live/s" not in reg.streams
 
 
 # -- announced tracks and the describe step ---------------------------------------------------

@@ -138,7 +138,7 @@ class StreamRegistry(service.Service):
         stream = self.streams.get(key)
         if stream is None:
             stream = Stream(key, self.gop_num, self.single_gop_max_frame_num,
-                            self.gop_cache_max_bytes)
+                            self.gop_cache_max_bytes, self._discard_if_idle)
             self.streams[key] = stream
         return stream
 

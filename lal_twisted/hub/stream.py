@@ -60,8 +60,10 @@ class Stream(FollowsTracks):
     """
 
     def __init__(self, key: str, gop_num: int = 1, single_gop_max_frame_num: int = 0,
-                 gop_cache_max_bytes: int = DEFAULT_GOP_CACHE_MAX_BYTES) -> None:
+                 gop_cache_max_bytes: int = DEFAULT_GOP_CACHE_MAX_BYTES,
+                 on_idle: Callable[[Stream], None] | None = None) -> None:
         self.key = key
+        self.on_idle = on_idle  # the registry's: forget the stream
         self.publisher: Any = None
         self.publish_session: Session | None = None
         # Every sink, and whether it is a player's (a session's) rather than an
@@ -126,6 +128,8 @@ class Stream(FollowsTracks):
                     del self._outputs[kind]
                     self._refresh_sends()
                     output.close()
+                    if self.on_idle is not None and self.idle:
+                        self.on_idle(self)
                 return
 
     def _refresh_sends(self) -> None:
@@ -312,8 +316,11 @@ class Stream(FollowsTracks):
 
     @property
     def idle(self) -> bool:
-        """Nobody publishes, plays or waits for the tracks: the registry forgets it."""
-        return self.publisher is None and not self.sinks and not self._track_waiters
+        """Nobody publishes, plays, waits for the tracks or uses an owned output:
+        the registry forgets it (``on_idle``, called when the last output is
+        released)."""
+        return (self.publisher is None and not self.sinks and not self._track_waiters
+                and not self._outputs)
 
     def stats(self) -> dict[str, Any]:
         return {
