@@ -517,14 +517,19 @@ def test_batch_encoding_gives_the_same_bytes_as_one_by_one(frames: list[AVPacket
                                                            cuts: list[int]) -> None:
     """encode_many (what the HLS segmenter uses, with frames written in line)
     gives exactly what encoding each packet in turn gives, whatever the frame
-    layout and however the packets are cut into batches; and the continuity
-    counters run on unbroken."""
+    layout and however the packets are cut into batches, also when another
+    format (the RTMP players' chunks) encoded some packets first; the
+    continuity counters run on unbroken, and ``made_bytes`` is what the batch
+    added to the packets' cached encodings."""
     from lal_twisted.media.track import audio_track, video_track
+    from lal_twisted.rtmp.session import media_encoder
+
+    rtmp = media_encoder(4096)
 
     def copy(p: AVPacket) -> AVPacket:
         return AVPacket(p.kind, p.dts, p.payload)
 
-    def run(batched: bool) -> bytes:
+    def run(batched: bool, others_first: bool = False) -> bytes:
         source = _Source()
         muxer = TsMuxer(source, name="batch")
         out = [muxer.header(0)]
@@ -533,7 +538,12 @@ def test_batch_encoding_gives_the_same_bytes_as_one_by_one(frames: list[AVPacket
 
         def take() -> None:
             if batched:
+                if others_first:
+                    for p in todo[::2]:
+                        p.encoded(rtmp)
+                before = sum(p.cached_size() for p in todo)
                 out.extend(data for _p, data in muxer.encode_many(todo))
+                assert muxer.made_bytes == sum(p.cached_size() for p in todo) - before
             else:
                 out.extend(muxer.feed(p) for p in todo)
             todo.clear()
@@ -554,6 +564,7 @@ def test_batch_encoding_gives_the_same_bytes_as_one_by_one(frames: list[AVPacket
 
     one_by_one, batched = run(False), run(True)
     assert batched == one_by_one
+    assert run(True, others_first=True) == one_by_one
     info = parse(batched)
     assert info.cc_errors == []
     assert len(batched) % 188 == 0

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from sys import getsizeof
 from typing import Protocol
 
 from lal_twisted.log import Logger
@@ -71,6 +72,10 @@ from lal_twisted.media.ts.psi import (
 )
 
 __all__ = ["KeyframePsi", "TsMuxer", "video_start"]
+
+
+# What a packet's dict of further encodings costs, made for its TS bytes.
+_EMPTY_DICT = getsizeof({0: 0})
 
 log = Logger("lal_twisted.media.ts")
 
@@ -237,10 +242,13 @@ class TsMuxer:
         if (self._owns_tracks
                 or tracks.video is not self._seen_video or tracks.audio is not self._seen_audio):
             # New tracks (rare) are taken up by the first frame encoded one by one.
-            fresh = [packet._first_encoder is None for packet in packets]
-            pairs = [(packet, packet.encoded(self)) for packet in packets]
-            self.made_bytes = sum(len(data) + BYTES_HEADER
-                                  for (_, data), new in zip(pairs, fresh, strict=True) if new)
+            made = 0
+            pairs = []
+            for packet in packets:
+                before = packet.cached_size()
+                pairs.append((packet, packet.encoded(self)))
+                made += packet.cached_size() - before
+            self.made_bytes = made
             return [pair for pair in pairs if pair[1]]
         single_nal, h265, legacy_id, plain, with_params, not_single, random_access = \
             self._frames
@@ -250,15 +258,19 @@ class TsMuxer:
         frame_ms = self._audio_frame_ms
         out: list[tuple[AVPacket, bytes]] = []
         append = out.append
-        made = already = 0
+        made = 0
         for packet in packets:
             data: bytes | None = None
-            if packet._first_encoder is not None:  # encoded already (another consumer)
-                already += 1
+            first = packet._first_encoder
+            more = packet._more_encodings
+            if first is self or (more is not None and self in more):
+                # Encoded already by this muxer (a TS recording read it first).
                 data = packet.encoded(self)
                 if data:
                     append((packet, data))
                 continue
+            # Not yet in TS: encoded here, also when another format (the RTMP
+            # players' chunks) was made first.
             payload = packet.payload
             # The fast paths take raw frames only (AACPacketType / AVCPacketType
             # 1): sequence headers, empty tags and anything else go to encode().
@@ -300,12 +312,20 @@ class TsMuxer:
                                                 payload[9:]))
             if data is None:
                 data = self.encode(packet)
-            packet._first_encoder = self
-            packet._first_encoding = data
+            if first is None:
+                packet._first_encoder = self
+                packet._first_encoding = data
+                made += len(data) + BYTES_HEADER  # as cached_size counts it
+            else:
+                if more is None:
+                    more = packet._more_encodings = {}
+                    made += _EMPTY_DICT
+                more[self] = data
+                if data is not packet._first_encoding:
+                    made += len(data) + BYTES_HEADER
             if data:
-                made += len(data)
                 append((packet, data))
-        self.made_bytes = made + (len(packets) - already) * BYTES_HEADER  # as cached_size
+        self.made_bytes = made
         return out
 
     # -- internals -------------------------------------------------------------------
