@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mediatools import made_by
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -53,9 +54,7 @@ def generate(out: Path, seconds: float, video: bool = True, audio: bool = True,
                 "-pix_fmt", "yuv420p", *rate]
     if audio:
         cmd += ["-c:a", "aac", "-b:a", "64k", "-ac", "2"]
-    cmd += ["-f", "flv", str(out)]
-    subprocess.run(cmd, check=True, timeout=120)
-    return out
+    return made_by([*cmd, "-f", "flv"], out, timeout=120)
 
 
 @dataclass

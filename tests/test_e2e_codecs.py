@@ -17,7 +17,6 @@ import pytest
 from codectools import (
     FFMPEG,
     assert_played_run,
-    decode_errors,
     framemd5_bytes,
     framemd5_of,
     framemd5_pull,
@@ -29,7 +28,7 @@ from codectools import (
     ws_collect,
 )
 from conftest import Server, start_server, stop_server
-from mediatools import finish, wait_for
+from mediatools import decode_errors, finish, made_by, wait_for
 
 from lal_twisted.media.flv import FlvReader
 from lal_twisted.media.packet import VIDEO, AVPacket
@@ -123,7 +122,7 @@ def test_enhanced_rtmp_round_trip_over_rtmp_httpflv_and_websocket(
                for p in packets[:first_frame])
     first_video = next(p for p in packets if p.kind == VIDEO and not p.is_sequence_header)
     assert first_video.is_keyframe
-    assert decode_errors(ws) == ""
+    assert decode_errors(ws, ffmpeg=FFMPEG) == ""
     # What the server tells of the stream: codec names in lal's style, size, rate.
     assert (group["video_codec"], group["audio_codec"]) == (LAL_NAMES[video], LAL_NAMES[audio])
     assert (group["video_width"], group["video_height"]) == (320, 240)
@@ -155,7 +154,7 @@ def test_multitrack_stream_round_trip(srv: Server, media_dir: Path) -> None:
     track's sequence header and all four tracks byte for byte."""
     need_encoders("libx265", "libsvtav1", "aac", "libopus")
     src = media_dir / "multi.flv"
-    subprocess.run([
+    made_by([
         FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
         "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
         "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25",
@@ -165,8 +164,7 @@ def test_multitrack_stream_round_trip(srv: Server, media_dir: Path) -> None:
         "-c:v:0", "libx265", "-preset:v:0", "ultrafast",
         "-x265-params", "log-level=error:keyint=25:min-keyint=25:scenecut=0:bframes=0",
         "-c:v:1", "libsvtav1", "-preset:v:1", "12", "-g", "25",
-        "-c:a:0", "aac", "-c:a:1", "libopus", "-f", "flv", str(src)],
-        check=True, capture_output=True, timeout=300)
+        "-c:a:0", "aac", "-c:a:1", "libopus", "-f", "flv"], src, timeout=300)
     published = framemd5_of(src)
     assert set(published) == {"hevc", "av1", "aac", "opus"}
     pusher = push(src, srv.rtmp_url("multi"))

@@ -16,8 +16,8 @@ from urllib.parse import quote
 import m3u8
 import pytest
 from conftest import ROOT, Server, generate, start_server, stop_server
-from mediatools import finish, probe, push, wait_for
-from tsparse import count_frames, decode_errors
+from mediatools import decode_errors, finish, probe, push, wait_for
+from tsparse import count_frames
 
 from lal_twisted.hub.session import check_names
 

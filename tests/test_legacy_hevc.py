@@ -22,7 +22,7 @@ from codectools import (
     wait_pull,
 )
 from conftest import Server, start_server, stop_server
-from mediatools import finish, read_tags, wait_for
+from mediatools import finish, made_by, read_tags, wait_for
 
 from lal_twisted.media.flv import FlvReader
 from lal_twisted.media.packet import VIDEO, AVPacket
@@ -36,10 +36,9 @@ def legacy_flv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     need_encoders("libx265")
     d = tmp_path_factory.mktemp("legacy")
     es = d / "video.h265"
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-                    "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "8",
-                    "-pix_fmt", "yuv420p", *VIDEO_ENCODERS["hevc"][1], "-f", "hevc", str(es)],
-                   check=True, capture_output=True, timeout=300)
+    made_by([FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+             "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "8",
+             "-pix_fmt", "yuv420p", *VIDEO_ENCODERS["hevc"][1], "-f", "hevc"], es, timeout=300)
     out = d / "legacy.flv"
     done = subprocess.run([*LAL, "es2flv", str(es), str(out)], capture_output=True, text=True,
                           timeout=120)
