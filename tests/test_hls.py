@@ -13,7 +13,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import m3u8
 import pytest
 import pytest_twisted
-from conftest import Media, Server, start_server, stop_server
+from conftest import Media, Server, ServerConfig, start_server, stop_server
 from mediatools import decode_errors, finish, http_flv_bytes, push, wait_for
 from tsparse import count_frames, parse
 from twisted.internet import defer, reactor, task
@@ -72,19 +71,26 @@ def get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
     return status, headers, body
 
 
-def hls_server(tmp: Path, **hls: object) -> Server:
+def hls_settings(tmp: Path, **hls: object) -> dict[str, Any]:
     settings = {"enable": True, "fragment_duration_ms": FRAGMENT_MS, "fragment_num": 4,
                 "use_memory_as_disk_flag": True, "out_path": str(tmp / "hls") + "/",
                 "sub_session_timeout_ms": 3000}
     settings.update(hls)
-    return start_server(tmp, hls=settings)
+    return settings
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = hls_server(tmp_path)
-    yield s
-    stop_server(s)
+def hls_server(tmp: Path, **hls: object) -> Server:
+    return start_server(tmp, hls=hls_settings(tmp, **hls))
+
+
+# The tests on the ``server`` fixture publish streams of their own names to one
+# server (in memory mode); those of other settings start their own.
+pytestmark = pytest.mark.shared_server
+
+
+@pytest.fixture(scope="module")
+def server_config() -> ServerConfig:
+    return lambda directory: {"hls": hls_settings(directory)}
 
 
 def url(server: Server, path: str) -> str:
@@ -297,7 +303,7 @@ def test_cleanup_modes(tmp_path: Path, media: Media) -> None:
             stop_server(s)
 
 
-def test_memory_mode_writes_nothing(server: Server, media: Media, tmp_path: Path) -> None:
+def test_memory_mode_writes_nothing(server: Server, media: Media) -> None:
     pub = push(media.av, server.rtmp_url("mem"))
     try:
         p = wait_playlist(server, "mem.m3u8", segments=3)
@@ -305,7 +311,7 @@ def test_memory_mode_writes_nothing(server: Server, media: Media, tmp_path: Path
             assert get(seg.absolute_uri)[0] == 200
     finally:
         finish(pub)
-    assert not (tmp_path / "hls").exists()
+    assert not (server.log_path.parent / "hls").exists()  # its out_path
 
 
 def test_audio_only_is_cut_by_duration(server: Server, media: Media) -> None:
