@@ -230,8 +230,10 @@ def test_record_playlist_disk_mode(tmp_path: Path, media: Media) -> None:
 def test_a_new_publisher_gives_a_discontinuity(tmp_path: Path, media: Media) -> None:
     server = hls_server(tmp_path, fragment_num=20)
     try:
+        # Two whole publishes, one after the other (each as fast as it is read:
+        # segments are cut by the stream's timestamps, not the wall clock).
         for _ in range(2):
-            pub = push(media.av, server.rtmp_url("again"))
+            pub = push(media.av, server.rtmp_url("again"), realtime=False)
             assert finish(pub)[0] == 0
         p = wait_playlist(server, "again.m3u8", segments=12)
         flags = [s.discontinuity for s in p.segments]
@@ -252,10 +254,11 @@ def test_a_new_publisher_gives_a_discontinuity(tmp_path: Path, media: Media) -> 
         # A player joining now plays the live playlist.
         assert decode_errors(url(server, "again.m3u8"), after_input=["-t", "2"],
                              timeout=60) == ""
-        # And it keeps working for a third publisher.
+        # And it keeps working for a third publisher, in real time.
         pub = push(media.av, server.rtmp_url("again"))
         p = wait_playlist(server, "again.m3u8", segments=14)
         assert p.segments[12].discontinuity
+        pub.kill()
         finish(pub)
     finally:
         stop_server(server)
