@@ -277,15 +277,9 @@ def server(request: pytest.FixtureRequest, tmp_path: Path,
 # Headless Chromium and the players' test page (tests/browser.py).
 from browser import chromium, player_site  # noqa: E402, F401
 
-# Tests that judge wall-clock time or CPU carry the ``serial`` mark: scripts/test.sh
-# runs the rest in parallel processes, then these alone, so that the load of other
-# tests cannot skew what they measure.  A browser's playback is judged by how far
-# it got in a given time, so every test that uses Chromium is one of them.
-SERIAL_FIXTURES = {"chromium"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by mark
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if SERIAL_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.serial)
+# Tests that judge wall-clock time or CPU tightly carry the ``serial`` mark
+# (latency in milliseconds, first frames within a second, timeouts, benchmarks,
+# the soak): scripts/test.sh runs the rest in parallel processes, then these
+# alone, so that the load of other tests cannot skew what they measure.  The
+# browser tests are not among them: a player must advance 4 s in the 9 s
+# watched, and it advances about 9 with other tests running beside it.
