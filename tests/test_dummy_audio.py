@@ -147,7 +147,7 @@ def test_video_only_stream_gets_silent_aac_that_ffmpeg_decodes(
 def test_stream_with_audio_is_untouched(dummy_server, media: Media) -> None:  # type: ignore[no-untyped-def]
     pusher = push(media.av, dummy_server.rtmp_url("av"))
     try:
-        assert wait_for(lambda: "stream live/av publishing" in dummy_server.log(), 15)
+        dummy_server.wait_live("av", 15)
         time.sleep(1.0)
         _, body = http_flv_bytes(dummy_server.flv_url("av"), 2.0)
     finally:

@@ -286,7 +286,7 @@ def test_simple_auth_covers_websocket_flv(tmp_path, media: Media) -> None:  # ty
     try:
         pusher = push(media.long_av, srv.rtmp_url("auth"))
         try:
-            assert wait_for(lambda: "stream live/auth publishing" in srv.log(), 15)
+            srv.wait_live("auth", 15)
             refused = WsClient(ws_url(srv, "auth"))
             assert refused.status == 403
             refused.sock.close()
