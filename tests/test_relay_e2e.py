@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +26,9 @@ def _no_traceback(*servers: Server) -> None:
 
 
 @pytest.fixture
-def origin(tmp_path: Path) -> Iterator[Server]:
-    d = tmp_path / "origin"
-    d.mkdir()
-    srv = start_server(d)
-    yield srv
-    stop_server(srv)
+def origin(server: Server) -> Server:
+    """The server the edges pull from."""
+    return server
 
 
 def _edge(tmp_path: Path, addr: str, name: str = "edge", **pull: object) -> Server:
