@@ -25,7 +25,7 @@ from codectools import (
     wait_pull,
     ws_collect,
 )
-from conftest import Server
+from conftest import Server, assert_no_traceback, start_server, stop_server
 from mediatools import decode_errors, finish, made_by, wait_for
 
 from lal_twisted.media.flv import FlvReader
@@ -197,24 +197,32 @@ def test_enhanced_audio_codecs_round_trip(server: Server, media_dir: Path, audio
                     in server.log(), 5), server.log()
 
 
-def test_lal_push_and_pull_carry_enhanced_rtmp_byte_for_byte(server: Server, media_dir: Path,
+def test_lal_push_and_pull_carry_enhanced_rtmp_byte_for_byte(media_dir: Path,
                                                              tmp_path: Path) -> None:
     """The project's own client tools: ``lal pull`` waiting over RTMP and HTTP-FLV,
-    ``lal push`` of an AV1+Opus file; both files hold every tag as published."""
+    ``lal push`` of an AV1+Opus file; both files hold every tag as published.
+    The players wait while ``lal push`` starts (a Python process, slow to start
+    on a busy machine): on a server of its own that waits 10 s for a publisher."""
     src = make_media(media_dir / "av1_opus.flv", "av1", "opus")
     lal = [sys.executable, "-m", "lal_twisted.tools.cli"]
     outs = [tmp_path / "rtmp.flv", tmp_path / "http.flv"]
-    pullers = [subprocess.Popen([*lal, "pull", "-q", url, str(out), "--duration", "12"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-               for url, out in zip((server.rtmp_url("tools"), server.flv_url("tools")), outs,
-                                   strict=True)]
-    server.wait_players("tools", 2)
-    assert server.log().count("live/tools started (waiting for publisher)") == 2, server.log()
-    done = subprocess.run([*lal, "push", "-q", str(src), server.rtmp_url("tools")],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    for proc in pullers:
-        finish(proc)  # closed by the server after the publisher left, or at 12 s
+    server = start_server(tmp_path, subscriber={"publisher_wait_timeout_ms": 10000})
+    try:
+        pullers = [subprocess.Popen([*lal, "pull", "-q", url, str(out), "--duration", "12"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                   for url, out in zip((server.rtmp_url("tools"), server.flv_url("tools")),
+                                       outs, strict=True)]
+        server.wait_players("tools", 2)
+        assert server.log().count("live/tools started (waiting for publisher)") == 2, \
+            server.log()
+        done = subprocess.run([*lal, "push", "-q", str(src), server.rtmp_url("tools")],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        for proc in pullers:
+            finish(proc)  # at the end of their 12 s
+    finally:
+        stop_server(server)
+    assert_no_traceback(server)
     # A player starts at the first keyframe: only headers go before it.
     source, started = [], False
     for tag in FlvReader().feed(src.read_bytes()):
