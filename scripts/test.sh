@@ -37,11 +37,14 @@ fi
 .venv/bin/mypy lal_twisted
 # The suite in two runs, and both must pass; pytest exits 5 when it collects
 # nothing: that is a failure here too.  First the tests that mostly wait on real
-# clients and servers, in 3 processes (pytest-xdist; an idle one takes tests
-# queued for another, as their durations vary widely); then the ones marked
-# ``serial`` (they judge wall-clock time or CPU: latency bounds, benchmarks, the
-# soak, browsers' playback), alone, so that no other test's load skews them.
+# clients and servers (media plays in real time: a test process uses about a
+# fifth of a core), in three processes per core (pytest-xdist; an idle one takes
+# tests queued for another, as their durations vary widely; LAL_TEST_WORKERS
+# sets another number); then the ones marked ``serial`` (they judge wall-clock
+# time or CPU tightly: latency bounds, timeouts, benchmarks, the soak), alone,
+# so that no other test's load skews them.
+workers=${LAL_TEST_WORKERS:-$(( $(nproc) * 3 ))}
 status=0
-.venv/bin/python -m pytest -n 3 --dist worksteal -m "not serial" "$@" || status=$?
+.venv/bin/python -m pytest -n "$workers" --dist worksteal -m "not serial" "$@" || status=$?
 .venv/bin/python -m pytest -m serial "$@" || status=$?
 exit "$status"

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from conftest import Server, free_port, start_server, stop_server
+from conftest import Server, assert_no_traceback, free_port, start_server, stop_server, wait_port
 
 
 def http(url: str, body: bytes | None = None, method: str | None = None,
@@ -50,17 +50,26 @@ class ApiServer:
 
 @contextmanager
 def api_server(tmp: Path, **overrides: dict) -> Iterator[ApiServer]:
-    api_port = free_port()
-    overrides.setdefault("http_api", {})
-    overrides["http_api"] = {"enable": True, "addr": f"127.0.0.1:{api_port}",
-                             **overrides["http_api"]}
-    srv = start_server(tmp, **overrides)
+    api = overrides.pop("http_api", {})
+    for attempt in range(3):
+        # The API's port, found free, may be taken by another connection before
+        # the server binds it: then the server says so and exits, and it is
+        # started again on other ports (as start_server does for its own).
+        api_port = free_port()
+        srv = start_server(tmp, http_api={"enable": True, "addr": f"127.0.0.1:{api_port}",
+                                          **api}, **overrides)
+        try:
+            wait_port(api_port, srv.proc)
+            break
+        except RuntimeError:
+            stop_server(srv)
+            if attempt == 2 or "Address already in use" not in srv.log():
+                raise RuntimeError(f"server failed to start:\n{srv.log()}") from None
     try:
         yield ApiServer(srv, api_port)
     finally:
         stop_server(srv)
-    log = srv.log()
-    assert "Traceback" not in log, f"server logged a traceback:\n{log}"
+    assert_no_traceback(srv)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import imageio_ffmpeg
 import pytest
+from mediatools import made_by
 from wsclient import WsClient, WsClosed
 
 FPS = 25
@@ -62,12 +63,11 @@ def make_media(out: Path, video: str, audio: str, seconds: float = 6) -> Path:
     aname, aopts = AUDIO_ENCODERS[audio]
     need_encoders(vname, aname)
     if not out.exists():
-        cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-               "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}",
-               "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-               "-t", str(seconds), "-pix_fmt", "yuv420p", "-ac", "2", *vopts, *aopts,
-               "-f", "flv", str(out)]
-        subprocess.run(cmd, check=True, timeout=300, capture_output=True)
+        made_by([FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+                 "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}",
+                 "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+                 "-t", str(seconds), "-pix_fmt", "yuv420p", "-ac", "2", *vopts, *aopts,
+                 "-f", "flv"], out)
     return out
 
 
@@ -163,14 +163,6 @@ def framemd5_bytes(data: bytes) -> dict[str, list[tuple[int, int, int, str]]]:
     result = subprocess.run(framemd5_cmd("pipe:"), input=data, capture_output=True,
                             timeout=120, check=True)
     return parse_framemd5(result.stdout.decode())
-
-
-def decode_errors(data: bytes) -> str:
-    """What ffmpeg complains of when it decodes ``data`` (an FLV) from its start."""
-    result = subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin",
-                             "-i", "pipe:", "-f", "null", "-"], input=data,
-                            capture_output=True, timeout=120)
-    return result.stderr.decode(errors="replace")
 
 
 def assert_played_run(played: dict[str, list[tuple[int, int, int, str]]],

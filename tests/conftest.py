@@ -10,11 +10,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from mediatools import made_by
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -53,9 +57,7 @@ def generate(out: Path, seconds: float, video: bool = True, audio: bool = True,
                 "-pix_fmt", "yuv420p", *rate]
     if audio:
         cmd += ["-c:a", "aac", "-b:a", "64k", "-ac", "2"]
-    cmd += ["-f", "flv", str(out)]
-    subprocess.run(cmd, check=True, timeout=120)
-    return out
+    return made_by([*cmd, "-f", "flv"], out, timeout=120)
 
 
 @dataclass
@@ -85,6 +87,9 @@ class Server:
     http_port: int
     proc: subprocess.Popen[bytes]
     log_path: Path
+    # Where this test's part of the log starts (a server shared by a module's
+    # tests: ``log()`` is what the server logged since the test began).
+    log_start: int = 0
 
     def rtmp_url(self, name: str, app: str = "live") -> str:
         return f"rtmp://127.0.0.1:{self.rtmp_port}/{app}/{name}"
@@ -93,10 +98,56 @@ class Server:
         return f"http://127.0.0.1:{self.http_port}/{app}/{name}.flv"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_start)
+            return f.read().decode(errors="replace")
+
+    def from_now(self) -> Server:
+        """This server, with ``log()`` starting at what it logs from now on."""
+        return replace(self, log_start=self.log_path.stat().st_size)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def stat(self, path: str) -> dict[str, Any] | None:
+        """The data of lal's ``/api/stat/...`` answer at ``path``, as the HTTP
+        listener serves it (the status page's read-only copy); None for an error."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/api/stat/{path}",
+                                        timeout=5) as resp:
+                body = json.loads(resp.read())
+        except OSError:
+            return None
+        return body["data"] if body.get("error_code") == 0 else None
+
+    def group(self, name: str, app: str = "live") -> dict[str, Any] | None:
+        """The stat group of ``app/name``; None while there is no such stream."""
+        return self.stat("group?" + urllib.parse.urlencode({"stream_name": f"{app}/{name}"}))
+
+    def wait_live(self, name: str, timeout: float = 15.0, app: str = "live") -> dict[str, Any]:
+        """Wait until ``app/name`` is published and its media has begun (the server
+        knows a codec of it); its stat group."""
+        return self._wait(name, app, timeout, "to be live", lambda g: bool(
+            g["pub"]["session_id"] and (g["video_codec"] or g["audio_codec"])))
+
+    def wait_players(self, name: str, count: int = 1, timeout: float = 15.0,
+                     app: str = "live") -> dict[str, Any]:
+        """Wait until ``app/name`` has ``count`` players or more (waiting for a
+        publisher or playing); its stat group."""
+        return self._wait(name, app, timeout, f"to have {count} players",
+                          lambda g: len(g["subs"]) >= count)
+
+    def _wait(self, name: str, app: str, timeout: float, what: str,
+              ready: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            group = self.group(name, app)
+            if group is not None and ready(group):
+                return group
+            if time.monotonic() > deadline or not self.alive():
+                raise AssertionError(f"{app}/{name} did not come {what} within {timeout}s: "
+                                     f"{group}\n{self.log()[-3000:]}")
+            time.sleep(0.05)
 
 
 def write_config(path: Path, rtmp_port: int, http_port: int, **overrides: dict) -> Path:
@@ -168,27 +219,67 @@ def stop_server(server: Server) -> None:
             server.proc.wait()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    srv = start_server(tmp_path)
+def assert_no_traceback(server: Server) -> None:
+    log = server.log()
+    assert "Traceback" not in log, f"server logged a traceback:\n{log}"
+
+
+ServerConfig = dict[str, Any] | Callable[[Path], dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def server_config() -> ServerConfig:
+    """The ``server`` fixture's configuration (``write_config`` overrides), or a
+    function of the server's directory giving it.  A module overrides this
+    fixture to run its tests against another configuration."""
+    return {}
+
+
+def _settings(config: ServerConfig, directory: Path) -> dict[str, Any]:
+    return config(directory) if callable(config) else config
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory,
+                  server_config: ServerConfig) -> Iterator[Server]:
+    """One server for the tests of a module (see ``server``)."""
+    directory = tmp_path_factory.mktemp("server")
+    srv = start_server(directory, **_settings(server_config, directory))
     yield srv
     stop_server(srv)
-    log = srv.log()
-    assert "Traceback" not in log, f"server logged a traceback:\n{log}"
+    assert_no_traceback(srv)
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest, tmp_path: Path,
+           server_config: ServerConfig) -> Iterator[Server]:
+    """The real server under twistd, configured by ``server_config``.
+
+    Each test gets a fresh one, unless it is marked ``shared_server`` (a module
+    marks all its tests with ``pytestmark``): then the module's tests share one
+    server and each sees its own part of the log.  Tests that share a server
+    use stream names of their own, look for their streams' names in the log
+    (sessions of an earlier test may still be ending), and judge nothing a test
+    before them could have changed (counters, session lists)."""
+    if request.node.get_closest_marker("shared_server") is not None:
+        shared: Server = request.getfixturevalue("module_server")
+        srv = shared.from_now()
+        yield srv
+        assert srv.alive(), f"the shared server exited:\n{srv.log()}"
+        assert_no_traceback(srv)
+        return
+    srv = start_server(tmp_path, **_settings(server_config, tmp_path))
+    yield srv
+    stop_server(srv)
+    assert_no_traceback(srv)
 
 
 # Headless Chromium and the players' test page (tests/browser.py).
 from browser import chromium, player_site  # noqa: E402, F401
 
-# Tests that judge wall-clock time or CPU carry the ``serial`` mark: scripts/test.sh
-# runs the rest in parallel processes, then these alone, so that the load of other
-# tests cannot skew what they measure.  A browser's playback is judged by how far
-# it got in a given time, so every test that uses Chromium is one of them.
-SERIAL_FIXTURES = {"chromium"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by mark
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if SERIAL_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.serial)
+# Tests that judge wall-clock time or CPU tightly carry the ``serial`` mark
+# (latency in milliseconds, first frames within a second, timeouts, benchmarks,
+# the soak): scripts/test.sh runs the rest in parallel processes, then these
+# alone, so that the load of other tests cannot skew what they measure.  The
+# browser tests are not among them: a player must advance 4 s in the 9 s
+# watched, and it advances about 9 with other tests running beside it.

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
+import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +48,72 @@ def finish(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> tuple[int, s
     return proc.returncode, err.decode(errors="replace")
 
 
+def media_cache_dir() -> Path:
+    """Where generated test media is kept between runs: ``$LAL_TEST_MEDIA_CACHE``,
+    else ``lal-twisted/test-media`` in the user's cache directory."""
+    configured = os.environ.get("LAL_TEST_MEDIA_CACHE")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lal-twisted" / "test-media"
+
+
+def _tool_identity(tool: str) -> str:
+    """The resolved path, size and mtime of an executable: another build of ffmpeg
+    (a Debian upgrade, a new imageio-ffmpeg wheel) makes other files."""
+    path = shutil.which(tool) or tool
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return f"{real}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def made_by(cmd: Sequence[str], out: Path, timeout: float = 300) -> Path:
+    """``out``, written by the command line ``cmd`` followed by an output path.
+
+    What the command writes is kept in ``media_cache_dir()`` under a hash of the
+    exact command line (and of the executable it runs), so each file is made once
+    and copied from then on.  Processes making the same file at once (pytest-xdist
+    workers) take turns on a lock; the file is written under a temporary name and
+    renamed, so no reader ever sees half of it."""
+    key = hashlib.sha256(json.dumps([_tool_identity(cmd[0]), *cmd[1:], out.suffix])
+                         .encode()).hexdigest()[:32]
+    cache = media_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    kept = cache / f"{key}{out.suffix}"
+    if not kept.exists():
+        with open(cache / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not kept.exists():
+                partial = cache / f".{key}.{os.getpid()}.partial{out.suffix}"
+                try:
+                    subprocess.run([*cmd, str(partial)], check=True, timeout=timeout,
+                                   capture_output=True)
+                    os.replace(partial, kept)
+                finally:
+                    partial.unlink(missing_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(kept, out)
+    return out
+
+
+def decode_errors(source: Path | str | bytes, *before_input: str,
+                  after_input: Sequence[str] = (), ffmpeg: str = "ffmpeg",
+                  timeout: float = 120) -> str:
+    """What ffmpeg reports at level error while decoding ``source`` (a file, a URL,
+    or the bytes of a file, fed on stdin) to its end, or as far as
+    ``after_input`` (``-t 3``, ``-map 0:v``) asks: "" when it decodes cleanly.
+    An exit status other than 0 is reported too."""
+    data = source if isinstance(source, bytes) else None
+    name = "pipe:" if data is not None else str(source)
+    done = subprocess.run([ffmpeg, "-hide_banner", "-v", "error", "-nostdin", *before_input,
+                           "-i", name, *after_input, "-f", "null", "-"], input=data,
+                          capture_output=True, timeout=timeout)
+    errors = done.stderr.decode(errors="replace").strip()
+    if done.returncode != 0:
+        errors += f"\n[ffmpeg exited with {done.returncode}]"
+    return errors.strip()
+
+
 @dataclass
 class Probe:
     codecs: dict[str, str]
@@ -63,9 +134,7 @@ def probe(path: Path) -> Probe:
     codecs = {s["codec_type"]: s["codec_name"] for s in streams}
     video = next((s for s in streams if s["codec_type"] == "video"), {})
     audio = next((s for s in streams if s["codec_type"] == "audio"), {})
-    errors = subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"],
-        capture_output=True, timeout=120).stderr.decode(errors="replace")
+    errors = decode_errors(path)
     first = subprocess.run(
         ["ffprobe", "-v", "error", "-select_streams", "v:0", "-read_intervals", "%+#1",
          "-show_entries", "frame=key_frame,pict_type", "-of", "json", str(path)],
@@ -77,7 +146,7 @@ def probe(path: Path) -> Probe:
         height=int(video.get("height", 0)),
         video_frames=int(video.get("nb_read_frames", 0)),
         audio_frames=int(audio.get("nb_read_frames", 0)),
-        decode_errors=errors.strip(),
+        decode_errors=errors,
         first_video_key=bool(frames) and frames[0].get("key_frame") == 1,
     )
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mediatools import made_by
 
 from lal_twisted.media import aac, convert
 from lal_twisted.media.aac import AacError, AscInfo
@@ -194,7 +195,7 @@ def test_adts_matches_ffmpeg(tmp_path: Path) -> None:
     assert FFMPEG is not None
     flv_path = tmp_path / "a.flv"
     adts_path = tmp_path / "a.aac"
-    subprocess.run(
+    made_by(
         [
             FFMPEG,
             "-v",
@@ -212,9 +213,8 @@ def test_adts_matches_ffmpeg(tmp_path: Path) -> None:
             "aac",
             "-f",
             "flv",
-            str(flv_path),
         ],
-        check=True,
+        flv_path,
         timeout=60,
     )
     subprocess.run(

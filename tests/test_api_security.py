@@ -54,7 +54,7 @@ def test_no_web_page_can_drive_or_read_the_api(tmp_path: Path, media: Media) -> 
         publisher = push(media.long_av, s.server.rtmp_url("t"), loop=True)
         player = None
         try:
-            assert wait_for(lambda: "publishing live/t started" in s.server.log(), 15)
+            s.server.wait_live("t", 15)
             player = pull(s.server.flv_url("t"), tmp_path / "p.flv", 30)
             assert wait_for(lambda: len(_sessions(port, "t")) == 1, 15)
             (victim,) = _sessions(port, "t")

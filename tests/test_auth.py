@@ -80,7 +80,7 @@ def test_simple_auth_end_to_end(tmp_path: Path, media: Media) -> None:
         assert wait_for(lambda: srv.log().count("refused: simple_auth") >= 3, 5), srv.log()
         publisher = push(media.long_av, srv.rtmp_url("test") + f"?lal_secret={secret}")
         try:
-            assert wait_for(lambda: "publishing live/test started" in srv.log(), 10)
+            srv.wait_live("test", 10)
             flv = srv.flv_url("test")
             for query in ("", "?lal_secret=wrong"):
                 status, body, _ = http(flv + query)
@@ -128,7 +128,7 @@ def test_http_hook_decides_publishes(tmp_path: Path, media: Media, hook: str) ->
                 if hook == "allow":
                     data = _received(player, 10)
                     assert data.startswith(b"HTTP/1.1 200") and b"video/x-flv" in data, data
-                    assert wait_for(lambda: "publishing live/test started" in srv.log(), 5)
+                    srv.wait_live("test", 5)
                 else:
                     code, err = finish(publisher, timeout=20)
                     assert code != 0, err
@@ -155,7 +155,7 @@ def test_http_hook_decides_plays(tmp_path: Path, media: Media) -> None:
             srv = s.server
             publisher = push(media.long_av, srv.rtmp_url("test"))
             try:
-                assert wait_for(lambda: "publishing live/test started" in srv.log(), 10)
+                srv.wait_live("test", 10)
                 out = tmp_path / "ok.flv"
                 code, err = finish(pull(srv.flv_url("test") + "?u=1", out, 1))
                 assert code == 0 and out.stat().st_size > 10_000, err

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mediatools import made_by
 
 from lal_twisted.media import avc, convert
 from lal_twisted.media.avc import AvcConfig, AvcError, SpsInfo
@@ -215,7 +215,7 @@ def test_random_sps_only_raises_avc_error(data: bytes) -> None:
 def _encode_sps(tmp_path: Path, size: str, *extra: str) -> bytes:
     assert FFMPEG is not None
     out = tmp_path / "out.h264"
-    subprocess.run(
+    made_by(
         [
             FFMPEG,
             "-v",
@@ -232,9 +232,8 @@ def _encode_sps(tmp_path: Path, size: str, *extra: str) -> bytes:
             *extra,
             "-f",
             "h264",
-            str(out),
         ],
-        check=True,
+        out,
         timeout=60,
     )
     for unit in re.split(b"\x00\x00\x01", out.read_bytes()):
@@ -370,7 +369,7 @@ def test_ffmpeg_flv_sequence_header(tmp_path: Path) -> None:
 
     assert FFMPEG is not None
     path = tmp_path / "v.flv"
-    subprocess.run(
+    made_by(
         [
             FFMPEG,
             "-v",
@@ -388,9 +387,8 @@ def test_ffmpeg_flv_sequence_header(tmp_path: Path) -> None:
             "yuv420p",
             "-f",
             "flv",
-            str(path),
         ],
-        check=True,
+        path,
         timeout=60,
     )
     video = [t.payload for t in flvfile.iter_file(str(path)) if t.tag_type == flv.TAG_VIDEO]

@@ -3,29 +3,25 @@ page served from another origin than the server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from browser import PlayerSite, assert_played, watch
-from conftest import Media, Server, start_server, stop_server
+from conftest import Media, Server
 from mediatools import finish, push, wait_for
 from test_hls import get
 
 
-@pytest.fixture
-def hls_server(tmp_path: Path) -> Iterator[Server]:
-    s = start_server(tmp_path, hls={"enable": True, "use_memory_as_disk_flag": True,
-                                    "fragment_duration_ms": 1000, "fragment_num": 4})
-    yield s
-    stop_server(s)
+@pytest.fixture(scope="module")
+def server_config() -> dict[str, Any]:
+    return {"hls": {"enable": True, "use_memory_as_disk_flag": True,
+                    "fragment_duration_ms": 1000, "fragment_num": 4}}
 
 
-def test_chromium_plays_live_hls_with_hls_js(hls_server: Server, media: Media, chromium: Any,
+def test_chromium_plays_live_hls_with_hls_js(server: Server, media: Media, chromium: Any,
                                             player_site: PlayerSite) -> None:
-    publisher = push(media.long_av, hls_server.rtmp_url("browser"), loop=True)
-    url = f"http://127.0.0.1:{hls_server.http_port}/hls/browser.m3u8"
+    publisher = push(media.long_av, server.rtmp_url("browser"), loop=True)
+    url = f"http://127.0.0.1:{server.http_port}/hls/browser.m3u8"
     try:
         assert wait_for(lambda: get(url)[0] == 200, timeout=20, interval=0.2)
         seen = watch(chromium, player_site, "hls", url, seconds=9)
@@ -35,7 +31,7 @@ def test_chromium_plays_live_hls_with_hls_js(hls_server: Server, media: Media, c
         finish(publisher)
 
 
-def test_hls_js_plays_on_over_a_publisher_reconnect(hls_server: Server, media: Media,
+def test_hls_js_plays_on_over_a_publisher_reconnect(server: Server, media: Media,
                                                    chromium: Any,
                                                    player_site: PlayerSite) -> None:
     """The publisher drops and a new one publishes the same stream while hls.js
@@ -44,14 +40,14 @@ def test_hls_js_plays_on_over_a_publisher_reconnect(hls_server: Server, media: M
     stopped there would advance at most the ~3 s hls.js had buffered more)."""
     import threading
 
-    url = f"http://127.0.0.1:{hls_server.http_port}/hls/takeover.m3u8"
-    publishers = [push(media.long_av, hls_server.rtmp_url("takeover"), loop=True)]
+    url = f"http://127.0.0.1:{server.http_port}/hls/takeover.m3u8"
+    publishers = [push(media.long_av, server.rtmp_url("takeover"), loop=True)]
     taken_over = threading.Event()
 
     def reconnect() -> None:
         publishers[0].kill()
         finish(publishers[0])
-        publishers.append(push(media.long_av, hls_server.rtmp_url("takeover"), loop=True))
+        publishers.append(push(media.long_av, server.rtmp_url("takeover"), loop=True))
         taken_over.set()
 
     try:

@@ -10,24 +10,21 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import Media, Server, start_server, stop_server
-from mediatools import finish, push, wait_for
+from conftest import Media, Server
+from mediatools import finish, push
 from wsclient import WsClient, WsClosed
 
 from lal_twisted.media.flv import FlvReader
 
+pytestmark = pytest.mark.shared_server
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    srv = start_server(tmp_path, subscriber={"publisher_wait_timeout_ms": 1000},
-                       httpts={"enable": True})
-    yield srv
-    stop_server(srv)
-    assert "Traceback" not in srv.log(), srv.log()
+
+@pytest.fixture(scope="module")
+def server_config() -> dict[str, Any]:
+    return {"subscriber": {"publisher_wait_timeout_ms": 1000}, "httpts": {"enable": True}}
 
 
 def raw_http(server: Server, path: str, out: dict[str, object]) -> threading.Thread:
@@ -72,7 +69,7 @@ def dechunk(body: bytes) -> tuple[bytes, bool]:
 def test_http_flv_and_ts_players_see_the_end_of_the_response(server: Server, media: Media) -> None:
     pub = push(media.av, server.rtmp_url("ends"))
     try:
-        assert wait_for(lambda: "live/ends publishing" in server.log(), 15), server.log()
+        server.wait_live("ends")
         result: dict[str, object] = {}
         reader = raw_http(server, "/live/ends.flv", result)
         ts_result: dict[str, object] = {}
@@ -104,14 +101,14 @@ def test_http_flv_and_ts_players_see_the_end_of_the_response(server: Server, med
         assert flv.startswith(b"FLV")
         tags = FlvReader().feed(flv)
         assert len(tags) > 100
-    log = server.log()
-    assert log.count("reason=no publisher for 1s") == 3, log
+    ended = [line for line in server.log().splitlines() if "ended: stream=live/ends " in line]
+    assert ["reason=no publisher for 1s" in line for line in ended] == [True] * 3, ended
 
 
 def test_websocket_flv_player_gets_a_close_frame(server: Server, media: Media) -> None:
     pub = push(media.av, server.rtmp_url("wsends"))
     try:
-        assert wait_for(lambda: "live/wsends publishing" in server.log(), 15), server.log()
+        server.wait_live("wsends")
         client = WsClient(server.flv_url("wsends").replace("http://", "ws://"), timeout=30)
         assert client.status == 101
         frames = 0

@@ -7,9 +7,10 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import Media, require, start_server, stop_server
+from conftest import Media, Server, require
 from mediatools import finish, http_flv_bytes, push, read_tags, wait_for
 
 from lal_twisted.config import from_dict
@@ -108,21 +109,20 @@ def test_publisher_gone_during_analysis_flushes_what_was_held() -> None:
     assert [p.dts for p in sink.packets] == [0]
 
 
-@pytest.fixture
-def dummy_server(tmp_path: Path):  # type: ignore[no-untyped-def]
-    server = start_server(tmp_path, in_session={"add_dummy_audio_enable": True,
-                                                "add_dummy_audio_wait_audio_ms": 150})
-    yield server
-    stop_server(server)
-    assert "Traceback" not in server.log()
+# The end-to-end tests publish streams of their own names to one server.
+@pytest.fixture(scope="module")
+def server_config() -> dict[str, Any]:
+    return {"in_session": {"add_dummy_audio_enable": True,
+                           "add_dummy_audio_wait_audio_ms": 150}}
 
 
+@pytest.mark.shared_server
 def test_video_only_stream_gets_silent_aac_that_ffmpeg_decodes(
-        dummy_server, media: Media, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    pusher = push(media.video_only, dummy_server.rtmp_url("vonly"))
+        server: Server, media: Media, tmp_path: Path) -> None:
+    pusher = push(media.video_only, server.rtmp_url("vonly"))
     try:
-        assert wait_for(lambda: "adding silent AAC" in dummy_server.log(), 15)
-        _, body = http_flv_bytes(dummy_server.flv_url("vonly"), 3.0)
+        assert wait_for(lambda: "adding silent AAC" in server.log(), 15)
+        _, body = http_flv_bytes(server.flv_url("vonly"), 3.0)
     finally:
         pusher.kill()
         finish(pusher)
@@ -141,15 +141,16 @@ def test_video_only_stream_gets_silent_aac_that_ffmpeg_decodes(
                              "-af", "volumedetect", "-f", "null", "-"],
                             capture_output=True, text=True, timeout=60)
     assert "max_volume: -91.0 dB" in volume.stderr  # silence: the 16-bit floor
-    assert "stream live/vonly audio: AAC LC 44100Hz 2ch" in dummy_server.log()
+    assert "stream live/vonly audio: AAC LC 44100Hz 2ch" in server.log()
 
 
-def test_stream_with_audio_is_untouched(dummy_server, media: Media) -> None:  # type: ignore[no-untyped-def]
-    pusher = push(media.av, dummy_server.rtmp_url("av"))
+@pytest.mark.shared_server
+def test_stream_with_audio_is_untouched(server: Server, media: Media) -> None:
+    pusher = push(media.av, server.rtmp_url("av"))
     try:
-        assert wait_for(lambda: "stream live/av publishing" in dummy_server.log(), 15)
+        server.wait_live("av", 15)
         time.sleep(1.0)
-        _, body = http_flv_bytes(dummy_server.flv_url("av"), 2.0)
+        _, body = http_flv_bytes(server.flv_url("av"), 2.0)
     finally:
         pusher.kill()
         finish(pusher)
@@ -158,7 +159,7 @@ def test_stream_with_audio_is_untouched(dummy_server, media: Media) -> None:  # 
     source = [(t.tag_type, t.timestamp, t.payload)
               for t in read_tags(media.av) if t.tag_type in (AUDIO, VIDEO)]
     assert out_tags and all(tag in source for tag in out_tags)
-    assert "adding silent AAC" not in dummy_server.log()
+    assert "adding silent AAC" not in server.log()
 
 
 def read_tags_bytes(data: bytes) -> list:  # type: ignore[type-arg]

@@ -5,19 +5,16 @@ player gets is the published packets byte for byte, from a keyframe on."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from codectools import (
     FFMPEG,
     assert_played_run,
-    decode_errors,
     framemd5_bytes,
     framemd5_of,
     framemd5_pull,
@@ -28,8 +25,8 @@ from codectools import (
     wait_pull,
     ws_collect,
 )
-from conftest import Server, start_server, stop_server
-from mediatools import finish, wait_for
+from conftest import Server, assert_no_traceback, start_server, stop_server
+from mediatools import decode_errors, finish, made_by, wait_for
 
 from lal_twisted.media.flv import FlvReader
 from lal_twisted.media.packet import VIDEO, AVPacket
@@ -37,15 +34,15 @@ from lal_twisted.media.packet import VIDEO, AVPacket
 MIN_VIDEO = 25  # packets: a second at least
 
 
+# The tests publish streams of their own names to one server.
+pytestmark = pytest.mark.shared_server
+
+
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server_config() -> dict[str, Any]:
     # Players are closed a second after their publisher leaves, so each plays to
     # the end of the stream and exits by itself.
-    server = start_server(tmp_path_factory.mktemp("codecs-srv"),
-                          subscriber={"publisher_wait_timeout_ms": 1000})
-    yield server
-    stop_server(server)
-    assert "Traceback" not in server.log(), server.log()
+    return {"subscriber": {"publisher_wait_timeout_ms": 1000}}
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +56,15 @@ def keyframe_times(path: Path) -> set[int]:
             if p.kind == VIDEO and p.is_keyframe and not p.is_sequence_header}
 
 
-def play_all_three(srv: Server, name: str, pusher: subprocess.Popen[bytes]
+def play_all_three(server: Server, name: str, pusher: subprocess.Popen[bytes]
                    ) -> tuple[dict, dict, bytes]:
     """Play ``name`` over RTMP and HTTP-FLV (ffmpeg framemd5) and WebSocket-FLV
     (the FLV bytes), joining now, until the publisher is done and the server
     closes the players."""
-    rtmp = framemd5_pull(srv.rtmp_url(name))
-    http = framemd5_pull(srv.flv_url(name))
+    rtmp = framemd5_pull(server.rtmp_url(name))
+    http = framemd5_pull(server.flv_url(name))
     ws_messages: list[bytes] = []
-    thread = ws_collect(srv.flv_url(name).replace("http://", "ws://"), ws_messages)
+    thread = ws_collect(server.flv_url(name).replace("http://", "ws://"), ws_messages)
     code, err = finish(pusher)
     assert code == 0, err
     results = [wait_pull(rtmp), wait_pull(http)]
@@ -76,33 +73,25 @@ def play_all_three(srv: Server, name: str, pusher: subprocess.Popen[bytes]
     return parse_framemd5(results[0]), parse_framemd5(results[1]), b"".join(ws_messages)
 
 
-def group_stat(srv: Server, name: str) -> dict:
-    """lal's /api/stat/group for live/NAME, from the HTTP listener."""
-    url = f"http://127.0.0.1:{srv.http_port}/api/stat/group?stream_name={name}&app_name=live"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        answer = json.load(response)
-    assert answer["error_code"] == 0, answer
-    return answer["data"]
-
-
 COMBOS = [("hevc", "aac"), ("av1", "opus"), ("vp9", "opus"), ("hevc", "opus")]
 LAL_NAMES = {"hevc": "H265", "av1": "AV1", "vp9": "VP9", "aac": "AAC", "opus": "OPUS"}
 
 
 @pytest.mark.parametrize(("video", "audio"), COMBOS, ids=[f"{v}+{a}" for v, a in COMBOS])
 def test_enhanced_rtmp_round_trip_over_rtmp_httpflv_and_websocket(
-        srv: Server, media_dir: Path, video: str, audio: str) -> None:
+        server: Server, media_dir: Path, video: str, audio: str) -> None:
     src = make_media(media_dir / f"{video}_{audio}.flv", video, audio)
     published = framemd5_of(src)
     keys = keyframe_times(src)
     name = f"{video}_{audio}"
-    pusher = push(src, srv.rtmp_url(name))
+    pusher = push(src, server.rtmp_url(name))
     try:
         # Join late: the GOP cache holds the second that started at a keyframe.
-        assert wait_for(lambda: f"stream live/{name} publishing" in srv.log(), 15)
+        server.wait_live(name)
         time.sleep(1.5)
-        group = group_stat(srv, name)
-        rtmp, http, ws = play_all_three(srv, name, pusher)
+        group = server.group(name)
+        assert group is not None
+        rtmp, http, ws = play_all_three(server, name, pusher)
     finally:
         pusher.kill()
         finish(pusher)
@@ -123,11 +112,11 @@ def test_enhanced_rtmp_round_trip_over_rtmp_httpflv_and_websocket(
                for p in packets[:first_frame])
     first_video = next(p for p in packets if p.kind == VIDEO and not p.is_sequence_header)
     assert first_video.is_keyframe
-    assert decode_errors(ws) == ""
+    assert decode_errors(ws, ffmpeg=FFMPEG) == ""
     # What the server tells of the stream: codec names in lal's style, size, rate.
     assert (group["video_codec"], group["audio_codec"]) == (LAL_NAMES[video], LAL_NAMES[audio])
     assert (group["video_width"], group["video_height"]) == (320, 240)
-    log = srv.log()
+    log = server.log()
     assert f"stream live/{name} video: {LAL_NAMES[video]}" in log
     assert "320x240" in log.split(f"stream live/{name} video: ")[1].splitlines()[0]
     assert f"stream live/{name} audio: {LAL_NAMES[audio]}" in log
@@ -135,27 +124,27 @@ def test_enhanced_rtmp_round_trip_over_rtmp_httpflv_and_websocket(
 
 
 def test_connect_negotiation_answered_and_ffmpeg_publishes_enhanced(
-        srv: Server, media_dir: Path) -> None:
+        server: Server, media_dir: Path) -> None:
     """ffmpeg sends fourCcList in connect; the reply names what the server takes and
     the HEVC that follows is enhanced RTMP (hvc1), played back as published."""
     src = make_media(media_dir / "hevc_aac.flv", "hevc", "aac")
-    pusher = push(src, srv.rtmp_url("negotiated"))
+    pusher = push(src, server.rtmp_url("negotiated"))
     try:
-        assert wait_for(lambda: "stream live/negotiated video: H265 Main 320x240"
-                        in srv.log(), 15), srv.log()
+        server.wait_live("negotiated")
+        assert "stream live/negotiated video: H265 Main 320x240" in server.log(), server.log()
         assert pusher.poll() is None, "ffmpeg accepted the connect reply and publishes"
     finally:
         pusher.kill()
         finish(pusher)
 
 
-def test_multitrack_stream_round_trip(srv: Server, media_dir: Path) -> None:
+def test_multitrack_stream_round_trip(server: Server, media_dir: Path) -> None:
     """ffmpeg writes a second video (AV1) and audio (Opus) track as multitrack
     packets (track 1) beside HEVC and AAC on track 0; a late joiner gets every
     track's sequence header and all four tracks byte for byte."""
     need_encoders("libx265", "libsvtav1", "aac", "libopus")
     src = media_dir / "multi.flv"
-    subprocess.run([
+    made_by([
         FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
         "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
         "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25",
@@ -165,15 +154,14 @@ def test_multitrack_stream_round_trip(srv: Server, media_dir: Path) -> None:
         "-c:v:0", "libx265", "-preset:v:0", "ultrafast",
         "-x265-params", "log-level=error:keyint=25:min-keyint=25:scenecut=0:bframes=0",
         "-c:v:1", "libsvtav1", "-preset:v:1", "12", "-g", "25",
-        "-c:a:0", "aac", "-c:a:1", "libopus", "-f", "flv", str(src)],
-        check=True, capture_output=True, timeout=300)
+        "-c:a:0", "aac", "-c:a:1", "libopus", "-f", "flv"], src, timeout=300)
     published = framemd5_of(src)
     assert set(published) == {"hevc", "av1", "aac", "opus"}
-    pusher = push(src, srv.rtmp_url("multi"))
+    pusher = push(src, server.rtmp_url("multi"))
     try:
-        assert wait_for(lambda: "stream live/multi publishing" in srv.log(), 15)
+        server.wait_live("multi")
         time.sleep(1.5)
-        rtmp, http, ws = play_all_three(srv, "multi", pusher)
+        rtmp, http, ws = play_all_three(server, "multi", pusher)
     finally:
         pusher.kill()
         finish(pusher)
@@ -188,17 +176,17 @@ AUDIO_ONLY = ["flac", "ac3", "eac3", "mp3"]
 
 
 @pytest.mark.parametrize("audio", AUDIO_ONLY)
-def test_enhanced_audio_codecs_round_trip(srv: Server, media_dir: Path, audio: str) -> None:
+def test_enhanced_audio_codecs_round_trip(server: Server, media_dir: Path, audio: str) -> None:
     """FLAC, AC-3 and E-AC-3 (enhanced-RTMP FourCCs) and MP3 (legacy id) beside
     H.264: played back byte for byte, described with rate and channels."""
     src = make_media(media_dir / f"h264_{audio}.flv", "h264", audio)
     published = framemd5_of(src)
     name = f"h264_{audio}"
-    pusher = push(src, srv.rtmp_url(name))
+    pusher = push(src, server.rtmp_url(name))
     try:
-        assert wait_for(lambda: f"stream live/{name} publishing" in srv.log(), 15)
+        server.wait_live(name)
         time.sleep(1.5)
-        rtmp = framemd5_pull(srv.rtmp_url(name))
+        rtmp = framemd5_pull(server.rtmp_url(name))
         finish(pusher)
         played = parse_framemd5(wait_pull(rtmp))
     finally:
@@ -206,27 +194,35 @@ def test_enhanced_audio_codecs_round_trip(srv: Server, media_dir: Path, audio: s
         finish(pusher)
     assert_played_run(played, published, MIN_VIDEO)
     assert wait_for(lambda: f"stream live/{name} audio: {audio.upper()} 48000Hz 2ch"
-                    in srv.log(), 5), srv.log()
+                    in server.log(), 5), server.log()
 
 
-def test_lal_push_and_pull_carry_enhanced_rtmp_byte_for_byte(srv: Server, media_dir: Path,
+def test_lal_push_and_pull_carry_enhanced_rtmp_byte_for_byte(media_dir: Path,
                                                              tmp_path: Path) -> None:
     """The project's own client tools: ``lal pull`` waiting over RTMP and HTTP-FLV,
-    ``lal push`` of an AV1+Opus file; both files hold every tag as published."""
+    ``lal push`` of an AV1+Opus file; both files hold every tag as published.
+    The players wait while ``lal push`` starts (a Python process, slow to start
+    on a busy machine): on a server of its own that waits 10 s for a publisher."""
     src = make_media(media_dir / "av1_opus.flv", "av1", "opus")
     lal = [sys.executable, "-m", "lal_twisted.tools.cli"]
     outs = [tmp_path / "rtmp.flv", tmp_path / "http.flv"]
-    pullers = [subprocess.Popen([*lal, "pull", "-q", url, str(out), "--duration", "12"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-               for url, out in zip((srv.rtmp_url("tools"), srv.flv_url("tools")), outs,
-                                   strict=True)]
-    assert wait_for(lambda: srv.log().count("live/tools started (waiting for publisher)") == 2,
-                    15)
-    done = subprocess.run([*lal, "push", "-q", str(src), srv.rtmp_url("tools")],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    for proc in pullers:
-        finish(proc)  # closed by the server after the publisher left, or at 12 s
+    server = start_server(tmp_path, subscriber={"publisher_wait_timeout_ms": 10000})
+    try:
+        pullers = [subprocess.Popen([*lal, "pull", "-q", url, str(out), "--duration", "12"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                   for url, out in zip((server.rtmp_url("tools"), server.flv_url("tools")),
+                                       outs, strict=True)]
+        server.wait_players("tools", 2)
+        assert server.log().count("live/tools started (waiting for publisher)") == 2, \
+            server.log()
+        done = subprocess.run([*lal, "push", "-q", str(src), server.rtmp_url("tools")],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        for proc in pullers:
+            finish(proc)  # at the end of their 12 s
+    finally:
+        stop_server(server)
+    assert_no_traceback(server)
     # A player starts at the first keyframe: only headers go before it.
     source, started = [], False
     for tag in FlvReader().feed(src.read_bytes()):

@@ -45,7 +45,7 @@ def test_stalled_players_are_isolated_and_disconnected(server: Server, media: Me
     # buffers (up to 4 MiB on loopback) within seconds.
     publisher = push(media.noisy, server.rtmp_url("slow"))
     try:
-        time.sleep(0.5)
+        server.wait_live("slow")
         flv_stall = stalled_socket(server.http_port)
         flv_stall.sendall(b"GET /live/slow.flv HTTP/1.1\r\nHost: x\r\n\r\n")
         rtmp_stall = rtmp_play_then_stall(server.rtmp_url("slow"))
@@ -70,7 +70,7 @@ def test_garbage_leaves_the_server_serving(server: Server, media: Media, tmp_pat
     publisher = push(media.long_av, server.rtmp_url("live1"))
     out = tmp_path / "during.flv"
     try:
-        time.sleep(0.5)
+        server.wait_live("live1")
         player = pull(server.flv_url("live1"), out, 4.0)
         attacks = [
             os.urandom(5000),                                  # garbage handshake
@@ -115,11 +115,12 @@ def test_publisher_reconnect_continues_to_players(server: Server, media: Media) 
 
     t = threading.Thread(target=reader)
     t.start()
-    assert wait_for(lambda: "waiting for publisher" in server.log())
-    for _ in range(2):
+    server.wait_players("again")
+    assert "waiting for publisher" in server.log()
+    for n in range(1, 3):
         code, err = finish(push(media.av, server.rtmp_url("again"), realtime=False))
         assert code == 0, err
-        assert wait_for(lambda: "unpublished" in server.log())
+        assert wait_for(lambda n=n: server.log().count("stream live/again unpublished") == n)
     t.join(40)
     tags = FlvReader().feed(result["body"])
     video = [t for t in tags if t.tag_type == 9]

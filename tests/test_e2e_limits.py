@@ -28,8 +28,8 @@ from twisted.python.failure import Failure
 from lal_twisted.limits import ConnectionGuard
 from lal_twisted.rtmp.client_session import ClientSession, Ready, RtmpUrl
 
-# Timeouts are judged by the wall clock (closed within so many seconds).
-pytestmark = pytest.mark.serial
+# Timeouts are judged by the wall clock (closed within so many seconds): those
+# tests are ``serial``.
 
 
 class RawClient:
@@ -79,6 +79,7 @@ class RawClient:
         return time.monotonic() - start
 
 
+@pytest.mark.serial
 def test_a_silent_connection_and_a_silent_publisher_are_closed(tmp_path: Path,
                                                                media: Media) -> None:
     server = start_server(tmp_path, rtmp={"idle_timeout_sec": 1, "pub_timeout_sec": 1})
@@ -103,6 +104,7 @@ def test_a_silent_connection_and_a_silent_publisher_are_closed(tmp_path: Path,
     assert "no media for 1s" in log
 
 
+@pytest.mark.serial
 def test_a_player_waits_for_a_publisher_only_so_long(tmp_path: Path) -> None:
     server = start_server(tmp_path, subscriber={"publisher_wait_timeout_ms": 1000})
     try:
@@ -117,6 +119,7 @@ def test_a_player_waits_for_a_publisher_only_so_long(tmp_path: Path) -> None:
     assert "no publisher for 1s" in server.log()
 
 
+@pytest.mark.serial
 def test_a_peer_that_never_reads_is_closed_and_costs_bounded_memory(tmp_path: Path) -> None:
     server = start_server(tmp_path)  # subscriber.stall_timeout_ms is 3000 here
     try:

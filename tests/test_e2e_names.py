@@ -9,15 +9,14 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import m3u8
 import pytest
-from conftest import ROOT, Server, generate, start_server, stop_server
-from mediatools import finish, probe, push, wait_for
-from tsparse import count_frames, decode_errors
+from conftest import ROOT, Server, ServerConfig, generate
+from mediatools import decode_errors, finish, probe, push, wait_for
+from tsparse import count_frames
 
 from lal_twisted.hub.session import check_names
 
@@ -46,20 +45,17 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(tmp_path_factory.mktemp("names-media") / "clip.flv", SECONDS)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    rec = str(tmp_path / "rec")
-    srv = start_server(
-        tmp_path,
-        record={"enable_flv": True, "enable_mpegts": True, "flv_out_path": rec,
-                "mpegts_out_path": rec},
-        hls={"enable": True, "fragment_duration_ms": 1000, "fragment_num": 4,
-             "use_memory_as_disk_flag": False, "out_path": str(tmp_path / "hls") + "/",
-             "cleanup_mode": 0},
-        subscriber={"publisher_wait_timeout_ms": 1000})
-    yield srv
-    stop_server(srv)
-    assert "Traceback" not in srv.log(), srv.log()
+@pytest.fixture(scope="module")
+def server_config() -> ServerConfig:
+    """Recording and HLS on disk, in the server's directory (the test's own)."""
+    return lambda directory: {
+        "record": {"enable_flv": True, "enable_mpegts": True,
+                   "flv_out_path": str(directory / "rec"),
+                   "mpegts_out_path": str(directory / "rec")},
+        "hls": {"enable": True, "fragment_duration_ms": 1000, "fragment_num": 4,
+                "use_memory_as_disk_flag": False, "out_path": str(directory / "hls") + "/",
+                "cleanup_mode": 0},
+        "subscriber": {"publisher_wait_timeout_ms": 1000}}
 
 
 def hls_url(server: Server, path: str) -> str:

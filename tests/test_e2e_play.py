@@ -11,18 +11,21 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, FPS, Media, Server, require
-from mediatools import finish, http_flv_bytes, probe, pull, push, read_tags, wait_for
+from mediatools import decode_errors, finish, http_flv_bytes, probe, pull, push, read_tags
 
 from lal_twisted.media.flv import FlvReader
 
 WINDOW = 4.0
+
+# The tests publish streams of their own names to one server.
+pytestmark = pytest.mark.shared_server
 
 
 def test_publish_and_play_rtmp_and_httpflv_concurrently(server: Server, media: Media,
                                                         tmp_path: Path) -> None:
     rtmp_out, flv_out = tmp_path / "rtmp.flv", tmp_path / "http.flv"
     publisher = push(media.long_av, server.rtmp_url("test"))
-    time.sleep(1.0)
+    server.wait_live("test")
     players = [pull(server.rtmp_url("test"), rtmp_out, WINDOW),
                pull(server.flv_url("test"), flv_out, WINDOW)]
     for p in players:
@@ -44,7 +47,7 @@ def test_publish_and_play_rtmp_and_httpflv_concurrently(server: Server, media: M
 def test_httpflv_headers_and_cors(server: Server, media: Media) -> None:
     publisher = push(media.long_av, server.rtmp_url("cors"))
     try:
-        time.sleep(1.0)
+        server.wait_live("cors")
         headers, body = http_flv_bytes(server.flv_url("cors"), 1.0)
     finally:
         publisher.kill()
@@ -89,11 +92,13 @@ def test_players_waiting_before_publisher(server: Server, media: Media, tmp_path
     outs = [tmp_path / "a.flv", tmp_path / "b.flv"]
     players = [pull(server.rtmp_url("early"), outs[0], 3.0),
                pull(server.flv_url("early"), outs[1], 3.0)]
-    assert wait_for(lambda: server.log().count("waiting for publisher") >= 2)
+    server.wait_players("early", 2)
+    assert server.log().count("waiting for publisher") >= 2
     publisher = push(media.av, server.rtmp_url("early"))
     for p in players:
         code, err = finish(p)
         assert code == 0, err
+    publisher.kill()
     finish(publisher)
     for out in outs:
         info = probe(out)
@@ -111,7 +116,8 @@ def test_byte_exact_round_trip_httpflv(server: Server, media: Media) -> None:
 
     t = threading.Thread(target=reader)
     t.start()
-    assert wait_for(lambda: "waiting for publisher" in server.log())
+    server.wait_players("exact")
+    assert "waiting for publisher" in server.log()
     code, err = finish(push(media.av, server.rtmp_url("exact"), realtime=False))
     assert code == 0, err
     t.join(20)
@@ -128,7 +134,7 @@ def test_audio_only_and_video_only(server: Server, media: Media, tmp_path: Path)
                               ("vonly", media.video_only, {"video": "h264"})):
         out = tmp_path / f"{name}.flv"
         publisher = push(src, server.rtmp_url(name))
-        time.sleep(0.5)
+        server.wait_live(name)
         # ffmpeg probes 5 s of an audio-only FLV by default; shorten that.
         code, err = finish(pull(server.flv_url(name), out, 2.0,
                                 input_opts=["-analyzeduration", "500000"]))
@@ -147,7 +153,7 @@ def test_audio_only_and_video_only(server: Server, media: Media, tmp_path: Path)
 
 def test_duplicate_publisher_refused(server: Server, media: Media, tmp_path: Path) -> None:
     first = push(media.long_av, server.rtmp_url("dup"))
-    time.sleep(1.0)
+    server.wait_live("dup")
     second = push(media.av, server.rtmp_url("dup"))
     code, err = finish(second, 20)
     assert code != 0
@@ -170,7 +176,7 @@ def test_librtmp_player_rtmpdump(server: Server, media: Media, tmp_path: Path) -
     out = tmp_path / "rtmpdump.flv"
     publisher = push(media.av, server.rtmp_url("lib"))
     try:
-        time.sleep(1.0)
+        server.wait_live("lib")
         done = subprocess.run(
             [require("rtmpdump"), "-q", "-r", server.rtmp_url("lib"), "--live", "-B", "4",
              "-o", str(out)], capture_output=True, timeout=30)
@@ -190,7 +196,7 @@ def test_publisher_timestamps_starting_late_pass_through(server: Server, media: 
     publisher = push(media.long_av, server.rtmp_url("offset"),
                      extra=["-output_ts_offset", "3600"])
     try:
-        time.sleep(1.0)
+        server.wait_live("offset")
         code, err = finish(pull(server.rtmp_url("offset"), out, 3.0))
         _, body = http_flv_bytes(server.flv_url("offset"), 1.0)
     finally:
@@ -224,7 +230,7 @@ def _vlc_plays(server: Server, media: Media, tmp_path: Path) -> None:
     outs = {url: tmp_path / f"vlc{i}.ts"
             for i, url in enumerate((server.rtmp_url("vlc"), server.flv_url("vlc")))}
     try:
-        time.sleep(1.0)
+        server.wait_live("vlc")
         for url, out in outs.items():
             subprocess.run(
                 [*as_user, cvlc, "-q", "-I", "dummy", url, "--sout",
@@ -239,10 +245,7 @@ def _vlc_plays(server: Server, media: Media, tmp_path: Path) -> None:
         assert (info.width, info.height) == (320, 240)
         # --run-time counts VLC's own start-up: at least 2.5 of the 4 s is media
         assert info.video_frames >= 2.5 * FPS, info
-        video_errors = subprocess.run(
-            ["ffmpeg", "-v", "error", "-nostdin", "-i", str(out), "-map", "0:v", "-f", "null",
-             "-"], capture_output=True, timeout=60).stderr
-        assert video_errors == b""
+        assert decode_errors(out, after_input=["-map", "0:v"], timeout=60) == ""
 
 
 def test_percent_encoded_http_path_is_the_rtmp_stream_name(server: Server, media: Media,
@@ -253,7 +256,7 @@ def test_percent_encoded_http_path_is_the_rtmp_stream_name(server: Server, media
         [str(BIN / "lal"), "push", "-q", "--loop", str(media.av), server.rtmp_url("a b")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        time.sleep(1.0)
+        server.wait_live("a b")
         out = tmp_path / "space.flv"
         code, err = finish(pull(server.flv_url("a%20b"), out, 2.0))
         assert code == 0, err

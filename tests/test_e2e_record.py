@@ -6,11 +6,11 @@ import resource
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import FPS, Server, generate, start_server, stop_server
+from conftest import FPS, Server, ServerConfig, generate, start_server, stop_server
 from mediatools import finish, probe, pull, push, wait_for
 
 SECONDS = 10
@@ -28,11 +28,14 @@ def published_counts(ten_seconds: Path) -> tuple[int, int]:
     return info.video_frames, info.audio_frames
 
 
-def recorder_server(tmp: Path, **record: object) -> Server:
+def recorder_config(**record: object) -> dict[str, Any]:
     # Players are closed a second after their publisher leaves, so each one ends
     # with the stream instead of waiting on for another publisher.
-    return start_server(tmp, record=dict(record),
-                        subscriber={"publisher_wait_timeout_ms": 1000})
+    return {"record": dict(record), "subscriber": {"publisher_wait_timeout_ms": 1000}}
+
+
+def recorder_server(tmp: Path, **record: object) -> Server:
+    return start_server(tmp, **recorder_config(**record))
 
 
 BOTH = {"enable_flv": True, "enable_mpegts": True}
@@ -42,12 +45,10 @@ def both(tmp: Path) -> dict[str, object]:
     return {**BOTH, "flv_out_path": str(tmp / "rec"), "mpegts_out_path": str(tmp / "rec")}
 
 
-@pytest.fixture
-def rec_server(tmp_path: Path) -> Iterator[Server]:
-    srv = recorder_server(tmp_path, **both(tmp_path))
-    yield srv
-    stop_server(srv)
-    assert "Traceback" not in srv.log(), srv.log()
+@pytest.fixture(scope="module")
+def server_config() -> ServerConfig:
+    """Both recordings, into rec/ of the server's directory (the test's own)."""
+    return lambda directory: recorder_config(**both(directory))
 
 
 def ffprobe_errors(path: Path) -> str:
@@ -61,13 +62,13 @@ def recorded(directory: Path, ext: str) -> list[Path]:
     return sorted(directory.glob(f"*{ext}")) if directory.is_dir() else []
 
 
-def test_flv_and_ts_recordings_of_a_publish_decode_fully(rec_server: Server, ten_seconds: Path,
+def test_flv_and_ts_recordings_of_a_publish_decode_fully(server: Server, ten_seconds: Path,
                                                          published_counts: tuple[int, int],
                                                          tmp_path: Path) -> None:
     started = int(time.time())
-    code, err = finish(push(ten_seconds, rec_server.rtmp_url("rec")), timeout=60)
+    code, err = finish(push(ten_seconds, server.rtmp_url("rec")), timeout=60)
     assert code == 0, err
-    assert wait_for(lambda: rec_server.log().count("finished") == 2, 10), rec_server.log()
+    assert wait_for(lambda: server.log().count("finished") == 2, 10), server.log()
     for ext in (".flv", ".ts"):
         files = recorded(tmp_path / "rec", ext)
         assert len(files) == 1, files
@@ -82,12 +83,12 @@ def test_flv_and_ts_recordings_of_a_publish_decode_fully(rec_server: Server, ten
         assert (info.video_frames, info.audio_frames) == published_counts, ext
 
 
-def test_each_publish_is_its_own_file(rec_server: Server, ten_seconds: Path,
+def test_each_publish_is_its_own_file(server: Server, ten_seconds: Path,
                                       tmp_path: Path) -> None:
     for _ in range(2):
-        code, err = finish(push(ten_seconds, rec_server.rtmp_url("twice"), realtime=False))
+        code, err = finish(push(ten_seconds, server.rtmp_url("twice"), realtime=False))
         assert code == 0, err
-    assert wait_for(lambda: rec_server.log().count("finished") == 4, 10), rec_server.log()
+    assert wait_for(lambda: server.log().count("finished") == 4, 10), server.log()
     files = recorded(tmp_path / "rec", ".flv") + recorded(tmp_path / "rec", ".ts")
     assert len(files) == 4, files
     for path in files:
@@ -128,7 +129,7 @@ def test_unwritable_directory_leaves_the_stream_playing(tmp_path: Path, ten_seco
     try:
         out = tmp_path / "played.flv"
         player = pull(srv.flv_url("live1"), out, SECONDS + 5, timeout=4)
-        time.sleep(0.5)
+        srv.wait_players("live1")
         code, err = finish(push(ten_seconds, srv.rtmp_url("live1")), timeout=60)
         assert code == 0, err
         finish(player)
@@ -165,7 +166,7 @@ def test_disk_failing_mid_recording_stops_it_once(tmp_path: Path, ten_seconds: P
     try:
         out = tmp_path / "played.flv"
         player = pull(srv.flv_url("full"), out, SECONDS + 5, timeout=4)
-        time.sleep(0.5)
+        srv.wait_players("full")
         code, err = finish(push(ten_seconds, srv.rtmp_url("full")), timeout=60)
         assert code == 0, err
         finish(player)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mediatools import made_by
 
 from lal_twisted.media.flv import (
     TAG_AUDIO,
@@ -267,7 +267,7 @@ def test_iter_file_not_flv(tmp_path: Path) -> None:
 def test_iter_ffmpeg_file(tmp_path: Path) -> None:
     assert FFMPEG is not None
     path = tmp_path / "ff.flv"
-    subprocess.run(
+    made_by(
         [
             FFMPEG,
             "-v",
@@ -291,9 +291,8 @@ def test_iter_ffmpeg_file(tmp_path: Path) -> None:
             "aac",
             "-f",
             "flv",
-            str(path),
         ],
-        check=True,
+        path,
         timeout=60,
     )
     tags = list(flvfile.iter_file(str(path)))

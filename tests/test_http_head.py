@@ -39,7 +39,7 @@ def test_head_answers_what_get_would(tmp_path: Path, media: Media) -> None:
         pub = push(media.long_av, srv.rtmp_url("h"), loop=True)
         good = f"lal_secret={lal_secret(KEY, 'h')}"
         try:
-            assert wait_for(lambda: "publishing live/h started" in srv.log(), 15)
+            srv.wait_live("h", 15)
             for suffix, kind in ((".flv", "video/x-flv"), (".ts", "video/mp2t")):
                 status, headers, body = head(port, f"/live/h{suffix}?{good}")
                 assert status == 200 and body == b"", (suffix, status)

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from codectools import (
@@ -21,8 +22,8 @@ from codectools import (
     parse_framemd5,
     wait_pull,
 )
-from conftest import Server, start_server, stop_server
-from mediatools import finish, read_tags, wait_for
+from conftest import Server
+from mediatools import finish, made_by, read_tags
 
 from lal_twisted.media.flv import FlvReader
 from lal_twisted.media.packet import VIDEO, AVPacket
@@ -36,10 +37,9 @@ def legacy_flv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     need_encoders("libx265")
     d = tmp_path_factory.mktemp("legacy")
     es = d / "video.h265"
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-                    "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "8",
-                    "-pix_fmt", "yuv420p", *VIDEO_ENCODERS["hevc"][1], "-f", "hevc", str(es)],
-                   check=True, capture_output=True, timeout=300)
+    made_by([FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+             "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "8",
+             "-pix_fmt", "yuv420p", *VIDEO_ENCODERS["hevc"][1], "-f", "hevc"], es, timeout=300)
     out = d / "legacy.flv"
     done = subprocess.run([*LAL, "es2flv", str(es), str(out)], capture_output=True, text=True,
                           timeout=120)
@@ -67,13 +67,10 @@ def http_until_closed(url: str) -> bytes:
         return response.read()
 
 
-@pytest.fixture
-def server(tmp_path: Path):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def server_config() -> dict[str, Any]:
     # Players are closed a second after the publisher leaves: they play to the end.
-    srv = start_server(tmp_path, subscriber={"publisher_wait_timeout_ms": 1000})
-    yield srv
-    stop_server(srv)
-    assert "Traceback" not in srv.log()
+    return {"subscriber": {"publisher_wait_timeout_ms": 1000}}
 
 
 def test_legacy_hevc_in_and_out(server: Server, legacy_flv: Path) -> None:
@@ -82,8 +79,8 @@ def test_legacy_hevc_in_and_out(server: Server, legacy_flv: Path) -> None:
     pusher = subprocess.Popen([*LAL, "push", "-q", str(legacy_flv), server.rtmp_url("h265")],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert wait_for(lambda: "stream live/h265 video: H265 Main 320x240" in server.log(), 15), \
-            server.log()
+        server.wait_live("h265")
+        assert "stream live/h265 video: H265 Main 320x240" in server.log(), server.log()
         time.sleep(1.5)  # join late
         rtmp = framemd5_pull(server.rtmp_url("h265"))
         body = http_until_closed(server.flv_url("h265"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -41,7 +40,10 @@ def test_events_arrive_in_order_with_lal_payloads(tmp_path: Path, media: Media) 
         cb.wait("/on_sub_stop")
         finish(publisher)
         cb.wait("/on_pub_stop")
-        time.sleep(1.5)  # one more update with no stream
+        stopped = max(r.at for r in cb.received if r.path == "/on_pub_stop")
+        # one more update, with no stream
+        assert wait_for(lambda: any(r.path == "/on_update" and r.at > stopped
+                                    and r.body["groups"] == [] for r in list(cb.received)), 5)
         paths = cb.paths()
 
     order = [p for p in paths if p != "/on_update"]
@@ -107,7 +109,7 @@ def test_a_slow_or_dead_callback_server_costs_media_nothing(
             srv = s.server
             publisher = push(media.long_av, srv.rtmp_url("test"))
             try:
-                time.sleep(1.0)
+                srv.wait_live("test")
                 out = tmp_path / "out.flv"
                 player = pull(srv.flv_url("test"), out, 6)
                 # more events than the queue holds: short-lived players elsewhere

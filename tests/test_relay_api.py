@@ -27,7 +27,7 @@ def test_start_and_stop_relay_pull(media: Media, tmp_path: Path) -> None:
     with api_server(tmp_path / "origin") as origin, api_server(tmp_path / "edge") as edge:
         publisher = push(media.long_av, origin.server.rtmp_url("a1"), loop=True)
         try:
-            assert wait_for(lambda: "publishing live/a1 started" in origin.server.log(), 15)
+            origin.server.wait_live("a1", 15)
             assert _subs(origin.api_port, "a1") == []
             url = f"rtmp://127.0.0.1:{origin.server.rtmp_port}/live/a1"
             status, body = api(edge.api_port, "/api/ctrl/start_relay_pull",
@@ -90,7 +90,7 @@ def test_static_pull_seen_from_the_origin_api(media: Media, tmp_path: Path) -> N
             "auto_stop_pull_after_no_out_ms": 500})
         publisher = push(media.long_av, origin.server.rtmp_url("a2"), loop=True)
         try:
-            assert wait_for(lambda: "publishing live/a2 started" in origin.server.log(), 15)
+            origin.server.wait_live("a2", 15)
             time.sleep(1.0)
             assert _subs(origin.api_port, "a2") == []  # no player at the edge: no pull
             player = pull(edge.rtmp_url("a2"), tmp_path / "p.flv", 4.0)
@@ -115,7 +115,7 @@ def test_a_push_can_be_kicked(media: Media, tmp_path: Path) -> None:
                 "enable": True, "addr_list": [f"127.0.0.1:{target.rtmp_port}"]}) as origin:
             publisher = push(media.long_av, origin.server.rtmp_url("k"), loop=True)
             try:
-                assert wait_for(lambda: "publishing live/k started" in target.log(), 15)
+                target.wait_live("k", 15)
                 found = re.search(r"relay push (RTMPPUSH\d+) live/k", origin.server.log())
                 assert found, origin.server.log()
                 # lal's "pushs" of the stat group lists it, with its session fields.

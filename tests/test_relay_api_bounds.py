@@ -223,7 +223,7 @@ def test_a_lal_cluster_scheduler_drives_relays(media: Media, tmp_path: Path) -> 
         publisher = push(media.long_av, origin.server.rtmp_url("sched"), loop=True)
         player = None
         try:
-            assert wait_for(lambda: "publishing live/sched started" in origin.server.log(), 15)
+            origin.server.wait_live("sched", 15)
             player = pull(edge.server.rtmp_url("sched"), tmp_path / "p.flv", 3.0)
             (event,) = cb.wait("/on_sub_start")
             assert event["stream_name"] == "sched" and event["has_in_session"] is False
@@ -268,7 +268,7 @@ def test_add_ip_blacklist_covers_every_protocol(media: Media, tmp_path: Path) ->
         publisher = push(media.long_av, s.server.rtmp_url("b"), loop=True)
         player = None
         try:
-            assert wait_for(lambda: "publishing live/b started" in s.server.log(), 15)
+            s.server.wait_live("b", 15)
             player = pull(s.server.rtmp_url("b"), tmp_path / "b.flv", 60)
             assert wait_for(lambda: len(_groups(s.api_port)["b"]["subs"]) == 1, 15)
             for field in ({"ip": "127.0.0.2"}, {"duration_sec": 5},
@@ -305,7 +305,7 @@ def test_a_kicked_http_flv_player_is_closed_cleanly(media: Media, tmp_path: Path
     with api_server(tmp_path) as s:
         publisher = push(media.long_av, s.server.rtmp_url("k"), loop=True)
         try:
-            assert wait_for(lambda: "publishing live/k started" in s.server.log(), 15)
+            s.server.wait_live("k", 15)
             with socket.create_connection(("127.0.0.1", s.server.http_port), timeout=10) as sock:
                 sock.sendall(b"GET /live/k.flv HTTP/1.1\r\nHost: x\r\n\r\n")
                 got = sock.recv(65536)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +26,9 @@ def _no_traceback(*servers: Server) -> None:
 
 
 @pytest.fixture
-def origin(tmp_path: Path) -> Iterator[Server]:
-    d = tmp_path / "origin"
-    d.mkdir()
-    srv = start_server(d)
-    yield srv
-    stop_server(srv)
+def origin(server: Server) -> Server:
+    """The server the edges pull from."""
+    return server
 
 
 def _edge(tmp_path: Path, addr: str, name: str = "edge", **pull: object) -> Server:
@@ -68,7 +64,7 @@ def test_edge_pulls_on_demand_from_origin(origin: Server, media: Media, tmp_path
     edge = _edge(tmp_path, addr)
     publisher = push(media.long_av, origin.rtmp_url("s1"), loop=True)
     try:
-        assert wait_for(lambda: "publishing live/s1 started" in origin.log(), 10)
+        origin.wait_live("s1", 10)
         time.sleep(1.0)
         # Nobody plays at the edge: the origin has no player.
         assert "playing live/s1 started" not in origin.log()
@@ -114,7 +110,7 @@ def test_origin_publisher_stops_edge_players_told_then_resume(origin: Server, me
     edge = _edge(tmp_path, f"127.0.0.1:{origin.rtmp_port}")
     publisher = push(media.long_av, origin.rtmp_url("s2"), loop=True)
     try:
-        assert wait_for(lambda: "publishing live/s2 started" in origin.log(), 10)
+        origin.wait_live("s2", 10)
         out = tmp_path / "long.flv"
         # A player asks for far more than it will get.
         player = pull(edge.rtmp_url("s2"), out, 60, timeout=20)
@@ -159,10 +155,10 @@ def test_pulled_stream_pushed_on_not_back_and_local_publisher_takes_over(
     publisher = push(media.long_av, origin.rtmp_url("t1"), loop=True)
     local = None
     try:
-        assert wait_for(lambda: "publishing live/t1 started" in origin.log(), 10)
+        origin.wait_live("t1", 10)
         out = tmp_path / "across.flv"
         player = _pull_tool(edge.rtmp_url("t1"), out, 6.0)
-        assert wait_for(lambda: "publishing live/t1 started" in target.log(), 15), edge.log()
+        target.wait_live("t1", 15)
         # Not pushed back to the origin it came from.
         assert origin.log().count("publishing live/t1 started") == 1
         assert "relay push" not in origin.log()
@@ -209,7 +205,7 @@ def test_a_stream_name_with_a_space_is_relayed(origin: Server, media: Media, tmp
                                   str(media.long_av), origin.rtmp_url("sp ace")],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        assert wait_for(lambda: "publishing live/sp ace started" in origin.log(), 10)
+        origin.wait_live("sp ace", 10)
         out = tmp_path / "space.flv"
         code, err = finish(pull(f"http://127.0.0.1:{edge.http_port}/live/sp%20ace.flv", out,
                                 2.0))

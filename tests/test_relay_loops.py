@@ -108,7 +108,7 @@ def test_pull_timeout_sec_closes_a_silent_upstream(media: Media, tmp_path: Path)
     publisher = push(media.long_av, origin.rtmp_url("quiet"), loop=True)
     player = None
     try:
-        assert wait_for(lambda: "publishing live/quiet started" in origin.log(), 15)
+        origin.wait_live("quiet", 15)
         player = pull(edge.rtmp_url("quiet"), tmp_path / "p.flv", 20.0, timeout=40)
         assert wait_for(lambda: "relay pull RTMPPULL" in edge.log()
                         and " started" in edge.log(), 10), edge.log()

@@ -83,7 +83,7 @@ def test_push_to_another_lals_stops_with_the_publisher(media: Media, tmp_path: P
         "enable": True, "addr_list": [f"127.0.0.1:{target.rtmp_port}"]})
     publisher = push(media.long_av, origin.rtmp_url("p"), loop=True)
     try:
-        assert wait_for(lambda: "publishing live/p started" in target.log(), 15), origin.log()
+        target.wait_live("p", 15)
         out = tmp_path / "from-target.flv"
         code, err = finish(pull(target.flv_url("p"), out, WINDOW))
         assert code == 0, err
@@ -112,15 +112,17 @@ def test_nginx_rtmp_both_ways(media: Media, tmp_path: Path, nginx: int) -> None:
         assert wait_for(lambda: "publishing" in origin.log() and "relay push" in origin.log(),
                         15)
         time.sleep(1.5)
-        out = tmp_path / "from-nginx.flv"
-        code, err = finish(pull(f"rtmp://127.0.0.1:{nginx}/live/n1", out, WINDOW))
+        # A player of nginx, and (static pull from nginx) a player of the edge that
+        # gets what was published to nginx, at once.
+        from_nginx, from_edge = tmp_path / "from-nginx.flv", tmp_path / "edge-from-nginx.flv"
+        players = [pull(f"rtmp://127.0.0.1:{nginx}/live/n1", from_nginx, WINDOW),
+                   pull(edge.rtmp_url("n2"), from_edge, WINDOW)]
+        code, err = finish(players[0])
         assert code == 0, (err, origin.log())
-        _check(out, WINDOW)
-        # Static pull from nginx: a player of the edge gets what was published to nginx.
-        out = tmp_path / "edge-from-nginx.flv"
-        code, err = finish(pull(edge.rtmp_url("n2"), out, WINDOW))
+        code, err = finish(players[1])
         assert code == 0, (err, edge.log())
-        _check(out, WINDOW)
+        _check(from_nginx, WINDOW)
+        _check(from_edge, WINDOW)
         assert "relay pull RTMPPULL" in edge.log()
     finally:
         for p in publishers:
@@ -142,7 +144,7 @@ def test_push_to_a_dead_address_backs_off_without_harming_the_stream(
         "retry_max_ms": 2000})
     publisher = push(media.long_av, origin.rtmp_url("b"), loop=True)
     try:
-        assert wait_for(lambda: "publishing live/b started" in origin.log(), 15)
+        origin.wait_live("b", 15)
         out = tmp_path / "local.flv"
         code, err = finish(pull(origin.rtmp_url("b"), out, 5.0))
         assert code == 0, err
@@ -176,7 +178,7 @@ def test_upstream_that_goes_away_is_retried_and_waiting_players_resume(
         "enable": True, "addr": f"127.0.0.1:{origin.rtmp_port}", "pull_retry_num": 6})
     publisher = push(media.long_av, origin.rtmp_url("r"), loop=True)
     try:
-        assert wait_for(lambda: "publishing live/r started" in origin.log(), 15)
+        origin.wait_live("r", 15)
         out = tmp_path / "through.flv"
         player = pull(edge.flv_url("r"), out, 8.0, timeout=20)
         assert wait_for(lambda: "relay pull FLVPULL" in edge.log() or
@@ -234,7 +236,7 @@ def test_push_holds_back_up_to_its_bound_then_restarts_at_a_keyframe(
     publisher = push(media.noisy, origin.rtmp_url("big"), loop=True)
     local = None
     try:
-        assert wait_for(lambda: "publishing live/big started" in target.log(), 15)
+        target.wait_live("big", 15)
         # The target stops reading (its process is stopped): the kernel's buffers
         # fill, then the push's own backlog passes its bound.
         local = pull(origin.rtmp_url("big"), tmp_path / "local.flv", 12.0, timeout=30)
@@ -271,7 +273,7 @@ def test_a_short_stall_of_the_target_loses_nothing(media: Media, tmp_path: Path)
         "max_backlog_bytes": 65536})
     publisher = push(media.long_av, origin.rtmp_url("s"), loop=True)
     try:
-        assert wait_for(lambda: "publishing live/s started" in target.log(), 15)
+        target.wait_live("s", 15)
         out = tmp_path / "through.flv"
         player = pull(target.rtmp_url("s"), out, 6.0, timeout=30)
         time.sleep(2.0)

@@ -50,25 +50,31 @@ def test_rtmps_publish_https_play_and_verified_relay(media: Media, tmp_path: Pat
     edges: list[Server] = []
     publisher = push(media.long_av, f"rtmps://127.0.0.1:{rtmps}/live/t", loop=True)
     try:
-        assert wait_for(lambda: "publishing live/t started" in origin.log(), 15), origin.log()
-        out = tmp_path / "https.flv"
-        code, err = finish(pull(f"https://127.0.0.1:{https}/live/t.flv", out, WINDOW))
-        assert code == 0, err
-        _check(out, WINDOW)
-        out = tmp_path / "rtmps.flv"
-        code, err = finish(pull(f"rtmps://127.0.0.1:{rtmps}/live/t", out, WINDOW))
-        assert code == 0, err
-        _check(out, WINDOW)
-        # Edges that trust the test CA pull over rtmps and https, by name.
+        # Edges that trust the test CA pull over rtmps and https, by name; one
+        # that trusts only the system store.
         for i, base in enumerate((f"rtmps://localhost:{rtmps}", f"https://localhost:{https}")):
             d = tmp_path / f"edge{i}"
             d.mkdir()
-            edge = start_server(d, static_relay_pull={"enable": True, "addr": base},
-                                tls_client={"ca_file": str(ca.cert)})
-            edges.append(edge)
-            out = tmp_path / f"edge{i}.flv"
-            code, err = finish(pull(edge.rtmp_url("t"), out, WINDOW))
-            assert code == 0, (err, edge.log())
+            edges.append(start_server(d, static_relay_pull={"enable": True, "addr": base},
+                                      tls_client={"ca_file": str(ca.cert)}))
+        d = tmp_path / "edge-untrusting"
+        d.mkdir()
+        untrusting = start_server(d, static_relay_pull={"enable": True,
+                                                        "addr": f"rtmps://localhost:{rtmps}"})
+        edges.append(untrusting)
+        origin.wait_live("t")
+        # ffmpeg plays over https and rtmps, and from both trusting edges, at once.
+        outs = [tmp_path / "https.flv", tmp_path / "rtmps.flv", tmp_path / "edge0.flv",
+                tmp_path / "edge1.flv"]
+        players = [pull(f"https://127.0.0.1:{https}/live/t.flv", outs[0], WINDOW),
+                   pull(f"rtmps://127.0.0.1:{rtmps}/live/t", outs[1], WINDOW),
+                   pull(edges[0].rtmp_url("t"), outs[2], WINDOW),
+                   pull(edges[1].rtmp_url("t"), outs[3], WINDOW)]
+        for player, out, server in zip(players, outs, (origin, origin, edges[0], edges[1]),
+                                       strict=True):
+            code, err = finish(player)
+            assert code == 0, (out.name, err, server.log())
+        for out in outs:
             _check(out, WINDOW)
         # The tools: lal push over rtmps and lal pull over https, trusting the test CA.
         lal = str(BIN / "lal")
@@ -76,13 +82,14 @@ def test_rtmps_publish_https_play_and_verified_relay(media: Media, tmp_path: Pat
                                    str(ca.cert), str(media.long_av),
                                    f"rtmps://localhost:{rtmps}/live/tool"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        assert wait_for(lambda: "publishing live/tool started" in origin.log(), 15)
+        origin.wait_live("tool")
         out = tmp_path / "tool-https.flv"
         done = subprocess.run([lal, "pull", "-q", "--duration", "4", "--ca-file", str(ca.cert),
                                f"https://localhost:{https}/live/tool.flv", str(out)],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         _check(out, 2.0)
+        pushed.terminate()
         finish(pushed)
         # Without the CA the certificate is refused, in one line.
         done = subprocess.run([lal, "pull", "-q", "--duration", "3",
@@ -91,14 +98,9 @@ def test_rtmps_publish_https_play_and_verified_relay(media: Media, tmp_path: Pat
         assert done.returncode != 0
         assert "certificate verify failed" in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-        # An edge that trusts only the system store refuses the test CA's certificate.
-        d = tmp_path / "edge-untrusting"
-        d.mkdir()
-        edge = start_server(d, static_relay_pull={"enable": True,
-                                                  "addr": f"rtmps://localhost:{rtmps}"})
-        edges.append(edge)
-        assert http_status(edge.flv_url("t"), 20) == 404
-        assert "TLS certificate not trusted" in edge.log(), edge.log()
+        # The edge that trusts only the system store refuses the test CA's certificate.
+        assert http_status(untrusting.flv_url("t"), 20) == 404
+        assert "TLS certificate not trusted" in untrusting.log(), untrusting.log()
     finally:
         publisher.kill()
         finish(publisher)
@@ -122,7 +124,7 @@ def test_relay_to_a_server_with_the_wrong_name_is_refused(media: Media, tmp_path
                         tls_client={"ca_file": str(ca.cert)})
     local = None
     try:
-        assert wait_for(lambda: "publishing live/w started" in origin.log(), 15)
+        origin.wait_live("w")
         out = tmp_path / "refused.flv"
         start = time.monotonic()
         code, err = finish(pull(edge.rtmp_url("w"), out, WINDOW, timeout=15))
@@ -224,12 +226,10 @@ def test_https_serves_http_ts_and_hls_when_asked(media: Media, tmp_path: Path) -
     publisher = push(media.long_av, srv.rtmp_url("both"), loop=True)
     verify = ["-ca_file", str(ca.cert), "-tls_verify", "1"]
     try:
-        assert wait_for(lambda: "publishing live/both started" in srv.log(), 15)
-        out = tmp_path / "ts.flv"
-        code, err = finish(pull(f"https://localhost:{https}/live/both.ts", out, WINDOW,
-                                input_opts=verify))
-        assert code == 0, err
-        _check(out, WINDOW)
+        srv.wait_live("both")
+        ts_out = tmp_path / "ts.flv"
+        ts_player = pull(f"https://localhost:{https}/live/both.ts", ts_out, WINDOW,
+                         input_opts=verify)
         # The check is real: without the CA, ffmpeg refuses the certificate.
         code, err = finish(pull(f"https://localhost:{https}/live/both.ts",
                                 tmp_path / "no.flv", 1.0, input_opts=["-tls_verify", "1"]))
@@ -240,6 +240,9 @@ def test_https_serves_http_ts_and_hls_when_asked(media: Media, tmp_path: Path) -
         out = tmp_path / "hls.flv"
         code, err = finish(pull(playlist, out, WINDOW, input_opts=verify))
         assert code == 0, err
+        code, err = finish(ts_player)
+        assert code == 0, err
+        _check(ts_out, WINDOW)
         info = probe(out)
         assert info.codecs == {"video": "h264", "audio": "aac"}, info
         assert info.decode_errors == "" and info.video_frames >= 0.7 * WINDOW * FPS, info

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import Media
 
-# A soak judges how many players kept receiving media in real time.
-pytestmark = pytest.mark.serial
+# A soak judges how many players kept receiving media in real time: the soak
+# runs are ``serial``.
 
 ROOT = Path(__file__).resolve().parent.parent
 SOAK = ROOT / "bench" / "soak.py"
@@ -55,6 +55,7 @@ def assert_nothing_left(report: dict) -> None:
             socket.create_connection((parts.hostname, parts.port), timeout=2).close()
 
 
+@pytest.mark.serial
 def test_short_soak_samples_judges_and_cleans_up(media: Media, tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     done = subprocess.run(soak_command(media, out, "--duration", "20"),
@@ -85,6 +86,7 @@ def test_short_soak_samples_judges_and_cleans_up(media: Media, tmp_path: Path) -
     assert_nothing_left(report)
 
 
+@pytest.mark.serial
 def test_sigterm_stops_everything(media: Media, tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     proc = subprocess.Popen(soak_command(media, out, "--duration", "120"),

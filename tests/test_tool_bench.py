@@ -11,8 +11,8 @@ import pytest
 from conftest import FPS, Media
 from mediatools import probe
 
-# The figures judged (first video, gaps, segment drift) are wall-clock times.
-pytestmark = pytest.mark.serial
+# The figures judged (first video, gaps, segment drift) are wall-clock times:
+# the bench runs are ``serial``.
 
 FIGURES = {"scenario", "publishers", "players", "protocol", "window_s", "stream_kbit",
            "server_cpu_percent", "server_rss_mb", "push_cpu_percent", "pull_cpu_percent",
@@ -22,6 +22,7 @@ PLAYER_FIGURES = {"players_failed", "player_kbit_min", "player_kbit_median",
                   "first_video_ms_max"}
 
 
+@pytest.mark.serial
 def test_bench_tiny_run_has_every_figure(media: Media, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run(
@@ -55,6 +56,7 @@ def test_bench_bad_arguments() -> None:
         assert "Traceback" not in done.stderr
 
 
+@pytest.mark.serial
 def test_bench_with_recording_leaves_decodable_files(media: Media, tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "lal_twisted.tools.cli", "bench", "-s", "1", "-n", "2",
@@ -70,6 +72,7 @@ def test_bench_with_recording_leaves_decodable_files(media: Media, tmp_path: Pat
     assert "recording stopped" not in (tmp_path / "server.log").read_text()
 
 
+@pytest.mark.serial
 def test_bench_with_hls_and_hls_players(media: Media, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run(

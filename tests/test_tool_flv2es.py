@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, FPS, ROOT, generate, require
-from mediatools import to_enhanced
+from mediatools import decode_errors, made_by, to_enhanced
 
 from lal_twisted.media import avc
 from lal_twisted.media.flv import (
@@ -56,11 +56,6 @@ def count_frames(path: Path) -> dict[str, tuple[str, int]]:
         capture_output=True, check=True, timeout=60)
     return {s["codec_type"]: (s["codec_name"], int(s["nb_read_frames"]))
             for s in json.loads(out.stdout)["streams"]}
-
-
-def decode_errors(path: Path) -> str:
-    return subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"],
-                          capture_output=True, text=True, timeout=60).stderr.strip()
 
 
 def annexb_nalus(data: bytes) -> list[bytes]:
@@ -187,11 +182,10 @@ def test_h265_enhanced_rtmp(tmp_path: Path) -> None:
     if "libx265" not in encoders:
         pytest.skip("this ffmpeg has no libx265 encoder, so no H.265 input can be made")
     raw = tmp_path / "src.hevc"
-    subprocess.run(
-        [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-         f"testsrc=size=320x240:rate={FPS}", "-t", "2", "-c:v", "libx265", "-preset",
-         "ultrafast", "-x265-params", "log-level=error:keyint=25:min-keyint=25",
-         "-pix_fmt", "yuv420p", "-f", "hevc", str(raw)], check=True, timeout=60)
+    made_by([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+             f"testsrc=size=320x240:rate={FPS}", "-t", "2", "-c:v", "libx265", "-preset",
+             "ultrafast", "-x265-params", "log-level=error:keyint=25:min-keyint=25",
+             "-pix_fmt", "yuv420p", "-f", "hevc"], raw, timeout=60)
     source_frames = count_frames(raw)["video"][1]
     assert source_frames == 2 * FPS
 
@@ -230,12 +224,11 @@ def test_h265_enhanced_rtmp(tmp_path: Path) -> None:
 
 def test_other_codecs_are_skipped_with_a_warning(tmp_path: Path) -> None:
     src = tmp_path / "mp3.flv"
-    subprocess.run(
-        [require("ffmpeg"), "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "2",
-         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-         "-c:a", "libmp3lame", "-ar", "44100", "-f", "flv", str(src)], check=True, timeout=60)
+    made_by([require("ffmpeg"), "-hide_banner", "-loglevel", "error", "-y",
+             "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}",
+             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "2",
+             "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+             "-c:a", "libmp3lame", "-ar", "44100", "-f", "flv"], src, timeout=60)
     result = lal("flv2es", src, tmp_path / "out")
     assert result.returncode == 0, result.stderr
     warnings = result.stderr.strip().splitlines()

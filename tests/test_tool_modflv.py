@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, FPS, ROOT, generate, require
+from mediatools import decode_errors, made_by
 
 from lal_twisted.media.flv import TAG_AUDIO, TAG_VIDEO, FlvTag, encode_tag, file_header
 from lal_twisted.media.packet import AVPacket
@@ -33,13 +34,12 @@ class Sources:
 def sources(tmp_path_factory: pytest.TempPathFactory) -> Sources:
     d = tmp_path_factory.mktemp("modflv-src")
     offset = d / "offset.flv"
-    subprocess.run(
-        [require("ffmpeg"), "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "3",
-         "-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-g", str(FPS),
-         "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2",
-         "-output_ts_offset", "10", "-f", "flv", str(offset)], check=True, timeout=60)
+    made_by([require("ffmpeg"), "-hide_banner", "-loglevel", "error", "-y",
+             "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}",
+             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "3",
+             "-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-g", str(FPS),
+             "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2",
+             "-output_ts_offset", "10", "-f", "flv"], offset, timeout=60)
     return Sources(plain=generate(d / "plain.flv", SECONDS), offset=offset)
 
 
@@ -68,11 +68,6 @@ def frame_counts(path: Path) -> dict[str, int]:
          "stream=codec_type,nb_read_frames", "-of", "json", str(path)],
         capture_output=True, check=True, timeout=60)
     return {s["codec_type"]: int(s["nb_read_frames"]) for s in json.loads(out.stdout)["streams"]}
-
-
-def decode_errors(path: Path) -> str:
-    return subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"],
-                          capture_output=True, text=True, timeout=60).stderr.strip()
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> str:

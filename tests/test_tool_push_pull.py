@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import FPS, Media, Server
-from mediatools import finish, probe, pull, push, read_tags, wait_for
+from mediatools import finish, probe, pull, push, read_tags
 
 LAL = [sys.executable, "-m", "lal_twisted.tools.cli"]
+
+# The tests publish streams of their own names to one server.
+pytestmark = pytest.mark.shared_server
 
 
 def lal(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -34,7 +36,7 @@ def test_push_then_ffmpeg_plays(server: Server, media: Media, tmp_path: Path) ->
     pusher = lal_bg("push", "-q", str(media.long_av), server.rtmp_url("pushed"))
     out = tmp_path / "played.flv"
     try:
-        time.sleep(1.0)
+        server.wait_live("pushed")
         code, err = finish(pull(server.rtmp_url("pushed"), out, 3.0))
         assert code == 0, err
     finally:
@@ -50,7 +52,8 @@ def test_pull_writes_what_the_server_sent(server: Server, media: Media, tmp_path
     rtmp_out, http_out = tmp_path / "rtmp.flv", tmp_path / "http.flv"
     pullers = [lal_bg("pull", "-q", server.rtmp_url("exact"), str(rtmp_out), "--duration", "12"),
                lal_bg("pull", "-q", server.flv_url("exact"), str(http_out), "--duration", "12")]
-    assert wait_for(lambda: server.log().count("waiting for publisher") >= 2)
+    server.wait_players("exact", 2)
+    assert server.log().count("waiting for publisher") >= 2
     done = lal("push", "-q", str(media.av), server.rtmp_url("exact"))
     assert done.returncode == 0, done.stderr
     for p in pullers:
@@ -69,7 +72,7 @@ def test_push_loop_keeps_timestamps_increasing(server: Server, media: Media,
     pusher = lal_bg("push", "-q", "--loop", "--duration", "12", str(media.video_only),
                     server.rtmp_url("loop"))
     try:
-        time.sleep(0.5)
+        server.wait_live("loop")
         # the 6 s file is pushed twice within this 8 s window
         done = lal("pull", "-q", server.rtmp_url("loop"), str(out), "--duration", "8")
         assert done.returncode == 0, done.stdout + done.stderr
@@ -90,7 +93,8 @@ def test_push_loop_keeps_timestamps_increasing(server: Server, media: Media,
 def test_many_streams_push_and_pull(server: Server, media: Media, tmp_path: Path) -> None:
     pusher = lal_bg("push", "-q", "-n", "3", "--duration", "8", str(media.long_av),
                     server.rtmp_url("multi{i}"))
-    time.sleep(1.0)
+    for i in range(3):
+        server.wait_live(f"multi{i}")
     stats = tmp_path / "stats.json"
     done = lal("pull", "-q", server.rtmp_url("multi{i}"), str(tmp_path / "out{i}.flv"),
                "-n", "3", "--duration", "4", "--json", str(stats), "--low-water", "2048")
@@ -138,7 +142,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(server: Server, media: Media,
     # a stream that is already being published is refused by the server
     first = push(media.long_av, server.rtmp_url("taken"))
     try:
-        time.sleep(1.0)
+        server.wait_live("taken")
         done = lal("push", str(media.av), server.rtmp_url("taken"))
         assert done.returncode != 0 and "BadName" in done.stderr
     finally:

@@ -12,8 +12,9 @@ import pytest
 from conftest import FPS, Media, generate, require
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mediatools import decode_errors, made_by
 from test_tool_flv2es import annexb_nalus, hevc_access_units, hvcc_record
-from tsparse import count_frames, decode_errors, ffprobe_packets, parse
+from tsparse import count_frames, ffprobe_packets, parse
 
 from lal_twisted import log as lal_log
 from lal_twisted.media import ts as ts_module
@@ -140,11 +141,10 @@ def test_video_only_and_audio_only(media: Media, tmp_path: Path, packer: str) ->
 def test_h265(tmp_path: Path, packer: str) -> None:
     ffmpeg = require("ffmpeg")
     raw = tmp_path / "src.hevc"
-    subprocess.run(
-        [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-         f"testsrc=size=320x240:rate={FPS}", "-t", "3", "-c:v", "libx265", "-preset",
-         "ultrafast", "-x265-params", "log-level=error:keyint=25:min-keyint=25:bframes=0",
-         "-pix_fmt", "yuv420p", "-f", "hevc", str(raw)], check=True, timeout=60)
+    made_by([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+             f"testsrc=size=320x240:rate={FPS}", "-t", "3", "-c:v", "libx265", "-preset",
+             "ultrafast", "-x265-params", "log-level=error:keyint=25:min-keyint=25:bframes=0",
+             "-pix_fmt", "yuv420p", "-f", "hevc"], raw, timeout=60)
     units = hevc_access_units(annexb_nalus(raw.read_bytes()))
     first = {(n[0] >> 1) & 0x3F: n for n in units[0]}
     source = [AVPacket(TAG_VIDEO, 0, b"\x1c\x00\x00\x00\x00"
@@ -250,12 +250,11 @@ def test_a_shared_muxer_reads_the_streams_tracks(media: Media, tmp_path: Path) -
 
 def test_other_codecs_are_skipped_with_one_log_line(tmp_path: Path) -> None:
     src = tmp_path / "mp3.flv"
-    subprocess.run(
-        [require("ffmpeg"), "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "2",
-         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-         "-c:a", "libmp3lame", "-ar", "44100", "-f", "flv", str(src)], check=True, timeout=60)
+    made_by([require("ffmpeg"), "-hide_banner", "-loglevel", "error", "-y",
+             "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}",
+             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "2",
+             "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+             "-c:a", "libmp3lame", "-ar", "44100", "-f", "flv"], src, timeout=60)
     events: list[dict] = []
     lal_log.publisher.addObserver(events.append)
     try:

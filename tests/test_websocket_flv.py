@@ -23,6 +23,9 @@ from lal_twisted.httpflv.websocket import INBOUND_BURST, FrameLengths, ws_frame
 from lal_twisted.media.flv import FlvReader
 from lal_twisted.media.packet import AUDIO, VIDEO, AVPacket
 
+# The tests publish streams of their own names to one server.
+pytestmark = pytest.mark.shared_server
+
 
 def ws_url(server: Server, name: str) -> str:
     return server.flv_url(name).replace("http://", "ws://")
@@ -77,7 +80,7 @@ def test_late_joiner_starts_at_a_keyframe_and_ping_close_work(server: Server,
                                                              media: Media) -> None:
     pusher = push(media.long_av, server.rtmp_url("ws"))
     try:
-        assert wait_for(lambda: "stream live/ws publishing" in server.log(), 15)
+        server.wait_live("ws")
         time.sleep(1.5)
         client = WsClient(ws_url(server, "ws"))
         assert client.status == 101
@@ -104,14 +107,15 @@ def test_late_joiner_starts_at_a_keyframe_and_ping_close_work(server: Server,
     assert first_video.is_keyframe and first_video.dts > 0
     headers = [p for p in packets[:packets.index(first_video)] if p.is_sequence_header]
     assert {p.kind for p in headers} == {AUDIO, VIDEO}
-    assert wait_for(lambda: "wsflv session" in server.log() and "ended" in server.log(), 5)
+    assert wait_for(lambda: any("wsflv session" in line and "ended: stream=live/ws " in line
+                                for line in server.log().splitlines()), 5), server.log()
 
 
 def test_stalled_reader_dropped_without_affecting_another(server: Server,
                                                           media: Media) -> None:
     pusher = push(media.noisy, server.rtmp_url("stall"))
     try:
-        assert wait_for(lambda: "stream live/stall publishing" in server.log(), 15)
+        server.wait_live("stall")
         staller = WsClient(ws_url(server, "stall"), rcvbuf=4096)
         assert staller.status == 101  # and then it reads nothing more
         good = WsClient(ws_url(server, "stall"))
@@ -135,7 +139,7 @@ def test_stalled_reader_dropped_without_affecting_another(server: Server,
         finish(pusher)
     assert received and max(received) - min(received) >= 5000, "the other reader kept going"
     stalled = [line for line in server.log().splitlines() if "player stalled" in line]
-    assert len(stalled) == 1 and "wsflv" in stalled[0]
+    assert len(stalled) == 1 and "wsflv" in stalled[0] and "stream=live/stall " in stalled[0]
 
 
 @pytest.mark.parametrize(("headers", "why"), [
@@ -189,7 +193,7 @@ def ended_line(server: Server, port: int) -> str:
 def test_player_flooding_the_server_is_disconnected(server: Server, media: Media) -> None:
     pusher = push(media.long_av, server.rtmp_url("flood"))
     try:
-        assert wait_for(lambda: "stream live/flood publishing" in server.log(), 15)
+        server.wait_live("flood")
         client = WsClient(ws_url(server, "flood"))
         assert client.status == 101
         port = client.sock.getsockname()[1]
@@ -228,7 +232,7 @@ def test_protocol_errors_get_a_close_frame_and_are_logged(server: Server,
                                                           media: Media) -> None:
     pusher = push(media.long_av, server.rtmp_url("garbage"))
     try:
-        assert wait_for(lambda: "stream live/garbage publishing" in server.log(), 15)
+        server.wait_live("garbage")
         other = WsClient(ws_url(server, "garbage"))
         other_port = other.sock.getsockname()[1]
         for data, code, words, logged in PROTOCOL_ERRORS:
@@ -258,7 +262,7 @@ def test_protocol_error_from_a_player_that_does_not_read(server: Server,
     """Its close frame cannot be delivered: the connection is reset after a grace."""
     pusher = push(media.noisy, server.rtmp_url("deaf"))
     try:
-        assert wait_for(lambda: "stream live/deaf publishing" in server.log(), 15)
+        server.wait_live("deaf")
         client = WsClient(ws_url(server, "deaf"), rcvbuf=4096)
         assert client.status == 101
         port = client.sock.getsockname()[1]
@@ -282,7 +286,7 @@ def test_simple_auth_covers_websocket_flv(tmp_path, media: Media) -> None:  # ty
     try:
         pusher = push(media.long_av, srv.rtmp_url("auth"))
         try:
-            assert wait_for(lambda: "stream live/auth publishing" in srv.log(), 15)
+            srv.wait_live("auth", 15)
             refused = WsClient(ws_url(srv, "auth"))
             assert refused.status == 403
             refused.sock.close()

@@ -102,17 +102,6 @@ def ffprobe_packets(path: Path, stream: str = "v") -> list[dict]:
     return json.loads(out.stdout)["packets"]
 
 
-def decode_errors(path: Path | str, *opts: str) -> str:
-    """What ffmpeg prints at level error while decoding everything ("" when clean);
-    ``opts`` go before the input, except a trailing ``-t N`` which goes after it."""
-    out_opts: list[str] = []
-    if len(opts) >= 2 and opts[-2] == "-t":
-        opts, out_opts = opts[:-2], list(opts[-2:])
-    return subprocess.run(["ffmpeg", "-v", "error", "-nostdin", *opts, "-i", str(path),
-                           *out_opts, "-f", "null", "-"],
-                          capture_output=True, text=True, timeout=120).stderr.strip()
-
-
 def count_frames(path: Path | str, *opts: str) -> dict[str, tuple[str, int]]:
     """codec_type -> (codec name, decoded frame count) as ffprobe sees it."""
     out = subprocess.run(

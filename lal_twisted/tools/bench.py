@@ -177,13 +177,18 @@ def run_scenario(number: int, args: argparse.Namespace, media: str, rtmp: str, h
         s.end()
     hls_figures = (check_playlists(hls, name, publishers, args.fragment_ms)
                    if hls and number != 4 else {})
-    for proc in (push, pull):
-        if proc is not None:
-            try:
-                proc.wait(total + 30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    # The window is measured: the load stops.  ``lal pull`` ends on SIGTERM as at
+    # the end of its --duration (its figures written); the HLS players of
+    # scenario 4 play to the end of theirs.  Then the publishers go.
+    if pull is not None and number == 4:
+        try:
+            pull.wait(total + 30)
+        except subprocess.TimeoutExpired:
+            pull.kill()
+            pull.wait()
+    elif pull is not None:
+        stop_process(pull, signal.SIGTERM)
+    stop_process(push, signal.SIGTERM)
     result: dict[str, Any] = {
         "scenario": number, "publishers": publishers, "players": players,
         "protocol": args.protocol if players else None, "window_s": args.window,
