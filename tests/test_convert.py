@@ -15,6 +15,7 @@ import pytest
 from codectools import FFMPEG as NEW_FFMPEG
 from codectools import need_encoders
 from conftest import FPS, require
+from mediatools import decode_errors
 from test_tool_flv2es import annexb_nalus, lal
 
 from lal_twisted.media import convert
@@ -63,12 +64,6 @@ def aac_es(out: Path, seconds: float = 2, rate: int = 44100, channels: int = 2) 
     ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:sample_rate={rate}", "-t", str(seconds),
            "-ac", str(channels), "-c:a", "aac", "-b:a", "64k", "-f", "adts", out)
     return out
-
-
-def decode_errors(path: Path, *before: str) -> str:
-    return subprocess.run([require("ffmpeg"), "-v", "error", "-nostdin", *before, "-i",
-                           str(path), "-f", "null", "-"], capture_output=True, text=True,
-                          timeout=120).stderr.strip()
 
 
 def decoded_frames(path: Path) -> list[str]:

@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest_twisted
 from conftest import FPS, free_port, require
-from mediatools import probe
-from tsparse import decode_errors
+from mediatools import decode_errors, made_by, probe
 from twisted.internet import defer, protocol, reactor, task, threads
 from zope.interface import implementer
 
@@ -268,11 +267,10 @@ def sleep(seconds: float) -> defer.Deferred[None]:
 def test_a_protocol_from_outside_the_hub_publishes_and_plays(tmp_path: Path) -> Any:
     ffmpeg, ffprobe = require("ffmpeg"), require("ffprobe")
     # Raw H.264 without B-frames (the toy gives frames their times in order).
-    source = tmp_path / "src.h264"
-    subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    f"testsrc=size=320x240:rate={FPS}", "-t", "6", "-c:v", "libx264",
-                    "-preset", "ultrafast", "-bf", "0", "-g", str(FPS), "-pix_fmt", "yuv420p",
-                    "-f", "h264", str(source)], check=True, timeout=60)
+    source = made_by([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                      f"testsrc=size=320x240:rate={FPS}", "-t", "6", "-c:v", "libx264",
+                      "-preset", "ultrafast", "-bf", "0", "-g", str(FPS), "-pix_fmt", "yuv420p",
+                      "-f", "h264"], tmp_path / "src.h264")
     rtmp_port, http_port = free_port(), free_port()
     conf = tmp_path / "lals.json"
     conf.write_text(json.dumps({

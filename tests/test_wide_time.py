@@ -10,18 +10,17 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import m3u8
 import pytest
-from conftest import FPS, Media, Server, start_server, stop_server
+from conftest import FPS, Media, Server, ServerConfig
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mediatools import http_flv_bytes
+from mediatools import decode_errors, http_flv_bytes
 from test_hls import get, url, wait_playlist
 from test_hub_ports import PlainSink
-from tsparse import decode_errors, parse
+from tsparse import parse
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from lal_twisted.httpflv.client import HttpFlvPull
@@ -169,15 +168,12 @@ def test_a_publisher_taking_over_continues_the_wide_timeline() -> None:
 
 # -- end to end: the real server --------------------------------------------------------
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    srv = start_server(tmp_path, hls={
+@pytest.fixture(scope="module")
+def server_config() -> ServerConfig:
+    return lambda directory: {"hls": {
         "enable": True, "fragment_duration_ms": 1000, "fragment_num": 10,
-        "use_memory_as_disk_flag": True, "out_path": str(tmp_path / "hls") + "/",
-        "cleanup_mode": 0})
-    yield srv
-    stop_server(srv)
-    assert "Traceback" not in srv.log(), srv.log()
+        "use_memory_as_disk_flag": True, "out_path": str(directory / "hls") + "/",
+        "cleanup_mode": 0}}
 
 
 def rtmp_session(address: str, mode: str) -> tuple[socket.socket, ClientSession, bytearray,

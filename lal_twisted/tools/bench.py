@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from lal_twisted.tools.bench_servers import (
     NginxServer,
     OwnServer,
     ProcStat,
+    stop_process,
 )
 from lal_twisted.tools.common import ToolError
 from lal_twisted.tools.flvfile import iter_file
