@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,10 +34,26 @@ def require(tool: str) -> str:
     return path
 
 
+# Ports for the servers tests start: each pytest-xdist worker takes them in
+# turn from a range of its own, below the kernel's ephemeral range (32768 and
+# up on Linux), so neither another worker nor an outgoing connection can take
+# a port between its pick here and the server's bind.
+_PORTS_PER_WORKER = 1250
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_PORT_BASE = 12000 + (int(_WORKER[2:]) % 16 if _WORKER[2:].isdigit() else 0) * _PORTS_PER_WORKER
+_port_turn = itertools.count(random.randrange(_PORTS_PER_WORKER))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(_PORTS_PER_WORKER):
+        port = _PORT_BASE + next(_port_turn) % _PORTS_PER_WORKER
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or still closing
+            return port
+    raise RuntimeError(f"no free port in {_PORT_BASE}-{_PORT_BASE + _PORTS_PER_WORKER - 1}")
 
 
 def generate(out: Path, seconds: float, video: bool = True, audio: bool = True,
