@@ -82,8 +82,8 @@ def test_nothing_is_attached_when_recording_is_off() -> None:
                                  "default_http": {"http_listen_addr": "127.0.0.1:0"},
                                  "record": {"enable_flv": True}}))
     assert on.recorder is not None and on.recorder.formats == [(FLV, "./lal_record/flv/")]
-    # the recorder's subscriptions: publish and relay pull, started and stopped
-    assert len(on.registry.events) == len(off.registry.events) + 4
+    # the recorder's subscriptions: a source (publish or relay pull) started, stopped
+    assert len(on.registry.events) == len(off.registry.events) + 2
 
 
 class Audience(Observer):

@@ -28,11 +28,9 @@ from lal_twisted.hls.store import DiskStore, MemoryStore, Store
 from lal_twisted.hls.tokens import TokenSigner
 from lal_twisted.hub.events import (
     Event,
-    PublishStarted,
-    PublishStopped,
-    RelayPullStarted,
-    RelayPullStopped,
     SessionEvent,
+    SourceStarted,
+    SourceStopped,
 )
 from lal_twisted.log import Logger
 
@@ -119,10 +117,8 @@ class HlsManager(service.Service):
         self._drainer = LoopingCall(self._drain)
         self._drainer.clock = reactor
         events = registry.events
-        events.subscribe(PublishStarted, self._source_started)
-        events.subscribe(RelayPullStarted, self._source_started)
-        events.subscribe(PublishStopped, self._source_stopped)
-        events.subscribe(RelayPullStopped, self._source_stopped)
+        events.subscribe(SourceStarted, self._source_started)
+        events.subscribe(SourceStopped, self._source_stopped)
 
     # -- events ----------------------------------------------------------------------
     def _source_started(self, event: SessionEvent) -> None:

@@ -37,7 +37,8 @@ from lal_twisted.log import Logger
 __all__ = ["Event", "EventBus", "Observer", "PeriodicUpdate", "PlayStarted", "PlayStopped",
            "PublishStarted", "PublishStopped", "RelayPullStarted", "RelayPullStopped",
            "ServerStarted", "SessionEvent", "SessionRefused", "SessionStarted",
-           "SessionStopped", "SessionTable", "StreamUnwatched", "StreamWanted"]
+           "SessionStopped", "SessionTable", "SourceStarted", "SourceStopped", "StreamUnwatched",
+           "StreamWanted"]
 
 log = Logger("lal_twisted.hub.events")
 
@@ -94,14 +95,25 @@ class SessionStopped(SessionEvent):
 
 
 @dataclass(frozen=True)
-class PublishStarted(SessionStarted):
+class SourceStarted(SessionStarted):
+    """A stream's source was accepted: a publisher or a relay pull (what HLS,
+    recording and relay pushes follow)."""
+
+
+@dataclass(frozen=True)
+class SourceStopped(SessionStopped):
+    """A stream's source left: a publisher or a relay pull."""
+
+
+@dataclass(frozen=True)
+class PublishStarted(SourceStarted):
     """A publisher was accepted; media from it reaches players."""
 
     observer_method: ClassVar[str] = "publish_started"
 
 
 @dataclass(frozen=True)
-class PublishStopped(SessionStopped):
+class PublishStopped(SourceStopped):
     """A publisher left (closed, unpublished or kicked)."""
 
     observer_method: ClassVar[str] = "publish_stopped"
@@ -123,14 +135,14 @@ class PlayStopped(SessionStopped):
 
 
 @dataclass(frozen=True)
-class RelayPullStarted(SessionStarted):
+class RelayPullStarted(SourceStarted):
     """A relay pull began feeding a stream (it publishes it locally)."""
 
     observer_method: ClassVar[str] = "relay_pull_started"
 
 
 @dataclass(frozen=True)
-class RelayPullStopped(SessionStopped):
+class RelayPullStopped(SourceStopped):
     """A relay pull stopped."""
 
     observer_method: ClassVar[str] = "relay_pull_stopped"

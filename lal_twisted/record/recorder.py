@@ -30,11 +30,9 @@ from zope.interface import implementer
 from lal_twisted.httpflv.sink import stream_flags
 from lal_twisted.hub.events import (
     Event,
-    PublishStarted,
-    PublishStopped,
-    RelayPullStarted,
-    RelayPullStopped,
     SessionEvent,
+    SourceStarted,
+    SourceStopped,
 )
 from lal_twisted.hub.ports import ISink
 from lal_twisted.log import Logger
@@ -273,10 +271,8 @@ class Recorder(service.Service):
         self._flusher.clock = reactor
         self._closing: list[defer.Deferred[None]] = []
         events = registry.events
-        events.subscribe(PublishStarted, self._source_started)
-        events.subscribe(RelayPullStarted, self._source_started)
-        events.subscribe(PublishStopped, self._source_stopped)
-        events.subscribe(RelayPullStopped, self._source_stopped)
+        events.subscribe(SourceStarted, self._source_started)
+        events.subscribe(SourceStopped, self._source_stopped)
 
     # -- events -----------------------------------------------------------------------
     def _source_started(self, event: SessionEvent) -> None:
