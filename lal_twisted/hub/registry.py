@@ -341,8 +341,7 @@ class StreamRegistry(service.Service):
 
     def _discard_if_idle(self, stream: Stream) -> None:
         if stream.idle and self.streams.get(stream.key) is stream:
-            del self.streams[stream.key]
-            stream.close()
+            del self.streams[stream.key]  # idle: its outputs were closed by their release
 
     # -- periodic update and lifecycle ---------------------------------------------------
     def _update(self) -> None:

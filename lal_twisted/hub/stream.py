@@ -138,13 +138,6 @@ class Stream(FollowsTracks):
         self._sends = sends + [s.send for s in self.sinks]
         self._corkable = [s for s in self.sinks if ICorkable.providedBy(s)]
 
-    def close(self) -> None:
-        """The stream is gone (no publisher, no sinks): its outputs close."""
-        outputs, self._outputs = self._outputs, {}
-        self._refresh_sends()
-        for output, _users in outputs.values():
-            output.close()
-
     # -- publisher side -----------------------------------------------------
     def start_publish(self, publisher: Any) -> None:
         if self._outputs:

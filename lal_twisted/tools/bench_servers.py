@@ -141,6 +141,12 @@ class OwnServer:
 NGINX_HLS_CONF = Path(__file__).resolve().with_name("nginx-hls.conf")
 
 
+def _nginx() -> str | None:
+    """Debian's nginx, on the PATH or where it installs it."""
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
+                                     else None)
+
+
 class NginxHlsServer:
     """lals writing HLS files (disk mode) and nginx serving them as static files;
     the measured process is nginx."""
@@ -148,8 +154,7 @@ class NginxHlsServer:
     name = "nginx-static"
 
     def __init__(self, workdir: Path, fragment_ms: int = 3000) -> None:
-        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
-                                          else None)
+        nginx = _nginx()
         if nginx is None:
             raise ToolError("scenario 4 with --compare nginx needs nginx: apt-get install nginx")
         self.source = OwnServer(workdir, hls="disk", fragment_ms=fragment_ms)
@@ -183,8 +188,7 @@ class NginxServer:
     name = "nginx-rtmp"
 
     def __init__(self, workdir: Path, hls: str | None = None, fragment_ms: int = 3000) -> None:
-        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
-                                          else None)
+        nginx = _nginx()
         if nginx is None or not os.path.exists(NGINX_MODULE):
             raise ToolError("--compare nginx needs nginx and its RTMP module: "
                             "apt-get install nginx libnginx-mod-rtmp")
